@@ -1,0 +1,176 @@
+"""The `emotion` command: the same steps as the Prefect flow and the DVC stages, for people.
+
+Heavy libraries are imported inside the commands, so `emotion --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from pipeline.config import Config, load_config_from_env
+from pipeline.errors import DataValidationError, PipelineError
+
+log = logging.getLogger("pipeline")
+
+QUIET_ENV = {
+    "DO_NOT_TRACK": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "MLFLOW_ENABLE_TELEMETRY": "false",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "pipeline",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config_from_env(args.config, args.set)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.training import training_flow
+
+    summary = training_flow(_config(args))
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from pipeline.stages import ingest_stage
+
+    snapshot, data_hash = ingest_stage(_config(args))
+    print(f"snapshot {snapshot.path}: {snapshot.split_counts()} rows, hash {data_hash}")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from pipeline import stages
+    from pipeline.ingest import read_snapshot
+
+    cfg = _config(args)
+    frame = read_snapshot(stages.Layout.of(cfg).snapshot)
+    labels, report = stages.validate_stage(cfg, frame)
+    print(report.summary())
+    prepared, changes = stages.prepare_stage(cfg, frame, labels)
+    print(f"prepared {', '.join(f'{k}={len(v)}' for k, v in prepared.splits.items())} rows; cleaning:\n{changes.to_string()}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pipeline import stages
+    from pipeline.encode import PreparedData
+
+    cfg = _config(args)
+    result = stages.train_stage(cfg, PreparedData.load(stages.Layout.of(cfg).prepared))
+    print(f"trained {result.steps} steps in {result.train_seconds:.1f}s ({result.samples_per_second:.1f} samples/s, "
+          f"{result.device}, {result.precision}); best epoch {result.best_epoch}; saved to {result.model_dir}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pipeline import stages
+    from pipeline.encode import PreparedData
+
+    cfg = _config(args)
+    evaluation, paths = stages.evaluate_stage(cfg, PreparedData.load(stages.Layout.of(cfg).prepared))
+    print(evaluation.report)
+    print(f"accuracy {evaluation.metrics['accuracy']:.4f}  macro-F1 {evaluation.metrics['macro_f1']:.4f}  "
+          f"-> {paths['metrics']}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.predict import Predictor
+
+    cfg = _config(args)
+    if args.model and Path(args.model).exists():
+        model_dir = Path(args.model)
+    else:
+        from pipeline import registry
+
+        registry.client(cfg)
+        uri = args.model or f"models:/{cfg.mlflow.registered_model}@{registry.CHAMPION}"
+        model_dir = registry.download_model(uri)
+    predictions = Predictor(model_dir, max_length=cfg.model.max_length).predict(args.texts)
+    if args.json:
+        print(json.dumps([vars(p) for p in predictions], indent=2))
+        return 0
+    for p in predictions:
+        probs = "  ".join(f"{label} {prob:.3f}" for label, prob in sorted(p.probabilities.items(), key=lambda x: -x[1]))
+        print(f"{p.label:<10} {p.score:.3f}  {p.text}\n           {probs}")
+    return 0
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The closing report of `emotion run`."""
+    metrics = summary["metrics"]
+    lines = [
+        "",
+        "== emotion pipeline run ==",
+        f"data      {summary['data_source']}  hash {summary['data_hash']}  rows {summary['rows']}",
+        f"training  {summary['training']['steps']} steps, best epoch {summary['training']['best_epoch']}, "
+        f"{summary['training']['seconds']}s, {summary['training']['samples_per_second']} samples/s "
+        f"({summary['training']['device']}, {summary['training']['precision']})",
+        f"test      accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+        f"weighted-F1 {metrics['weighted_f1']:.4f}  macro-P {metrics['macro_precision']:.4f}  "
+        f"macro-R {metrics['macro_recall']:.4f}",
+        f"gate      {'PASSED' if summary['gate']['passed'] else 'FAILED'}",
+        *[f"          {reason}" for reason in summary["gate"]["reasons"]],
+        f"registry  {summary['model']} version {summary['version']} -> aliases: {', '.join(summary['aliases'])}",
+        f"mlflow    run {summary['run_id']}",
+    ]
+    if not summary["gate"]["passed"]:
+        lines.append(f"          champion unchanged ({'version ' + summary['champion_before'] if summary['champion_before'] else 'none yet'})")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emotion", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", default=None, help="params file (default: ./params.yaml)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+        p.set_defaults(func=func)
+        return p
+
+    run = add("run", cmd_run, "run the Prefect training flow: ingest, validate, train, evaluate, gate, register")
+    run.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    add("ingest", cmd_ingest, "snapshot the data source into data/ and version it with DVC")
+    add("prepare", cmd_prepare, "validate, clean and encode the snapshot into artifacts/prepared")
+    add("train", cmd_train, "fine-tune the model on artifacts/prepared into artifacts/model")
+    add("evaluate", cmd_evaluate, "score artifacts/model on the test split: metrics, report, plots")
+    predict = add("predict", cmd_predict, "classify texts with the champion model (or --model)")
+    predict.add_argument("texts", nargs="+", help="texts to classify")
+    predict.add_argument("--model", help="a model folder or MLflow model URI (default: models:/<name>@champion)")
+    predict.add_argument("--json", action="store_true", help="print predictions as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.func(args)
+    except DataValidationError as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 3
+    except PipelineError as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

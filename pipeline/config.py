@@ -1,0 +1,179 @@
+"""One typed configuration for every driver (CLI, Prefect, DVC), read from params.yaml.
+
+Any key can be overridden with ``--set dotted.key=value``; values are parsed as YAML, so
+``--set train.max_steps=50`` gives an int and ``--set data.labels=null`` clears a list.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.errors import PipelineError
+
+EMBEDDED_MODEL = "embedded"
+SAMPLE_SOURCE = "sample"
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
+    """Where the labelled text comes from and how to read it."""
+
+    source: str = SAMPLE_SOURCE  # "sample", a directory, a file, or "hf:<dataset id>"
+    format: Literal["auto", "text", "csv", "tsv", "jsonl", "parquet"] = "auto"
+    text_column: str = "text"
+    label_column: str = "label"
+    split_column: str = "split"
+    labels: list[str] | None = None  # declared label set, in id order; None = infer from train
+    hf_config: str | None = None  # dataset config name for hf: sources
+    snapshot_dir: str = "data"  # normalized snapshot tracked by DVC (data.dvc)
+    dvc_track: bool = True  # `dvc add` the snapshot after ingest
+
+
+class CleanConfig(_Section):
+    """Text normalization applied before encoding; the raw snapshot is never changed."""
+
+    unicode_form: Literal["NFC", "NFKC", "none"] = "NFKC"
+    lowercase: bool = False
+    drop_duplicates: bool = True
+
+
+class ModelConfig(_Section):
+    """Which encoder to fine-tune: 'embedded' (all-MiniLM-L6-v2 from its PyPI package), a folder, or a hub id."""
+
+    name: str = EMBEDDED_MODEL
+    max_length: int = Field(128, gt=0)
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(3, ge=1)
+    max_steps: int | None = Field(None, ge=0)  # caps optimizer steps (smoke runs); None = no cap
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_fraction: float = Field(0.06, ge=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 42
+
+
+class GateConfig(_Section):
+    """Promotion rules: absolute floors, and the largest allowed drop against the champion."""
+
+    min_accuracy: float = Field(0.5, ge=0, le=1)
+    min_macro_f1: float = Field(0.5, ge=0, le=1)
+    max_regression: float = Field(0.01, ge=0, le=1)  # macro-F1 points the candidate may lose vs champion
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str = "sqlite:///mlflow/mlflow.db"
+    artifact_root: str = "mlflow/artifacts"
+    experiment: str = "emotion"
+    registered_model: str = "emotion-classifier"
+
+
+class Config(_Section):
+    project_dir: str = "."  # relative paths below resolve against this
+    artifacts_dir: str = "artifacts"
+    data: DataConfig = DataConfig()
+    clean: CleanConfig = CleanConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    gate: GateConfig = GateConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+
+    def path(self, relative: str | Path) -> Path:
+        """Resolve a config path against the project directory."""
+        p = Path(relative)
+        return p if p.is_absolute() else Path(self.project_dir).resolve() / p
+
+    @property
+    def artifacts(self) -> Path:
+        return self.path(self.artifacts_dir)
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI with a relative sqlite path made absolute."""
+        uri = self.mlflow.tracking_uri
+        prefix = "sqlite:///"
+        if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+            return prefix + str(self.path(uri[len(prefix):]))
+        return uri
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise PipelineError(f"--set {dotted}: '{key}' is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """Turn ``["a.b=1", "c=x"]`` into a nested dict, parsing each value as YAML."""
+    tree: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise PipelineError(f"--set expects dotted.key=value, got '{item}'")
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    params: str | Path | None = None,
+    overrides: list[str] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Read params.yaml (if present), apply ``--set`` overrides and validate.
+
+    ``MLFLOW_TRACKING_URI`` in ``environ`` wins over the file (but not over ``--set``), so
+    pointing a whole shell at a tracking server needs no edit.
+    """
+    path = Path(params) if params else DEFAULT_PARAMS
+    tree: dict[str, Any] = {}
+    if path.exists():
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise PipelineError(f"{path} is not valid YAML: {exc}") from exc
+    elif params:
+        raise PipelineError(f"config file {path} not found")
+    env_uri = (environ or {}).get("MLFLOW_TRACKING_URI")
+    if env_uri:
+        tree = _merge(tree, {"mlflow": {"tracking_uri": env_uri}})
+    tree = _merge(tree, parse_overrides(overrides))
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise PipelineError(f"invalid configuration: {problems}") from exc
+
+
+def load_config_from_env(params: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """The drivers' entry point: like ``load_config`` with the process environment."""
+    return load_config(params, overrides, dict(os.environ))

@@ -1,0 +1,65 @@
+"""Test-set metrics, classification report and confusion matrix, written where DVC and MLflow expect them."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, precision_recall_fscore_support
+
+from pipeline.plots import plot_confusion_matrix
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "classification_report.txt"
+CONFUSION_PNG = "confusion_matrix.png"
+CONFUSION_CSV = "confusion.csv"
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]  # accuracy, macro_/weighted_ precision, recall, f1, and f1_<label>
+    per_class: dict[str, dict[str, float]]
+    report: str
+    confusion: np.ndarray
+    labels: list[str]
+    y_true: np.ndarray
+    y_pred: np.ndarray
+
+
+def score(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> Evaluation:
+    """All the numbers a model card reports, from true ids and predicted probabilities."""
+    y_pred = probs.argmax(axis=1)
+    ids = list(range(len(labels)))
+    metrics = {"accuracy": float(accuracy_score(y_true, y_pred))}
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=ids, average=average, zero_division=0)
+        metrics |= {f"{average}_precision": float(p), f"{average}_recall": float(r), f"{average}_f1": float(f)}
+    p, r, f, support = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
+    per_class = {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(support[i])}
+                 for i, name in enumerate(labels)}
+    metrics |= {f"f1_{name}": values["f1"] for name, values in per_class.items()}
+    report = classification_report(y_true, y_pred, labels=ids, target_names=labels, digits=4, zero_division=0)
+    return Evaluation(metrics, per_class, report, confusion_matrix(y_true, y_pred, labels=ids), labels, y_true, y_pred)
+
+
+def write_evaluation(evaluation: Evaluation, out_dir: Path, plots_dir: Path) -> dict[str, Path]:
+    """metrics.json, the text report, the confusion matrix as PNG and as DVC-plot CSV."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"metrics": out_dir / METRICS_FILE, "report": out_dir / REPORT_FILE,
+             "confusion_png": plots_dir / CONFUSION_PNG, "confusion_csv": plots_dir / CONFUSION_CSV}
+    paths["metrics"].write_text(json.dumps({**evaluation.metrics, "per_class": evaluation.per_class}, indent=2))
+    paths["report"].write_text(evaluation.report)
+    names = np.array(evaluation.labels)
+    pd.DataFrame({"actual": names[evaluation.y_true], "predicted": names[evaluation.y_pred]}).to_csv(
+        paths["confusion_csv"], index=False)
+    plot_confusion_matrix(evaluation.confusion, evaluation.labels, paths["confusion_png"])
+    log.info("test metrics: accuracy %.4f, macro-F1 %.4f\n%s", evaluation.metrics["accuracy"],
+             evaluation.metrics["macro_f1"], evaluation.report)
+    return paths

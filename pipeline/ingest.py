@@ -1,0 +1,206 @@
+"""Read labelled text from any supported source into one normalized snapshot (text, label, split).
+
+The snapshot is written to ``data/snapshot.jsonl`` with deterministic bytes, so the same source
+always gets the same DVC hash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import socket
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.config import SAMPLE_SOURCE, DataConfig
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
+                 "dev": "validation", "test": "test"}
+SUFFIX_FORMATS = {".txt": "text", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl",
+                  ".parquet": "parquet", ".pq": "parquet"}
+SNAPSHOT_NAME = "snapshot.jsonl"
+HF_HOST = ("huggingface.co", 443)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The normalized dataset and where it was written."""
+
+    frame: pd.DataFrame
+    path: Path
+    source: str
+
+    def split_counts(self) -> dict[str, int]:
+        if "split" not in self.frame:
+            return {}
+        return {str(k): int(v) for k, v in self.frame["split"].value_counts(sort=False).items()}
+
+
+def sample_data_dir() -> Path:
+    """The small original dataset shipped inside the package."""
+    return Path(str(files("pipeline") / "sample_data"))
+
+
+def _format_of(path: Path, declared: str) -> str:
+    if declared != "auto":
+        return declared
+    fmt = SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise PipelineError(
+            f"cannot tell the format of {path}: use one of {sorted(SUFFIX_FORMATS)} or set data.format"
+        )
+    return fmt
+
+
+def _read_text_format(path: Path) -> pd.DataFrame:
+    """dair-ai format: ``text;label`` per line, blank lines ignored, label after the last ';'."""
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        text, sep, label = line.rpartition(";")
+        rows.append({"text": text if sep else line, "label": label.strip() if sep else None})
+    return pd.DataFrame(rows, columns=["text", "label"])
+
+
+def read_table(path: Path, cfg: DataConfig) -> pd.DataFrame:
+    """Read one file and rename the configured columns to text / label / split."""
+    fmt = _format_of(path, cfg.format)
+    try:
+        if fmt == "text":
+            frame = _read_text_format(path)
+        elif fmt in ("csv", "tsv"):
+            frame = pd.read_csv(path, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=True,
+                                encoding="utf-8")
+        elif fmt == "jsonl":
+            frame = pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
+        else:
+            frame = pd.read_parquet(path)
+    except UnicodeDecodeError as exc:
+        raise PipelineError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); re-encode it as UTF-8") from exc
+    except pd.errors.EmptyDataError as exc:
+        raise PipelineError(f"{path} is empty: it holds no rows") from exc
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise PipelineError(f"cannot read {path} as {fmt}: {exc}") from exc
+    if fmt != "text":
+        frame = frame.rename(columns={cfg.text_column: "text", cfg.label_column: "label", cfg.split_column: "split"})
+    return frame
+
+
+def _split_files(directory: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in sorted(directory.iterdir()):
+        split = SPLIT_ALIASES.get(path.stem.lower())
+        if path.is_file() and split and path.suffix.lower() in SUFFIX_FORMATS:
+            if split in found:
+                raise PipelineError(f"{directory} holds two files for split '{split}': {found[split].name}, {path.name}")
+            found[split] = path
+    if not found:
+        raise PipelineError(
+            f"{directory} holds no split files: expected train / validation (or val, dev) / test "
+            f"with one of the suffixes {sorted(SUFFIX_FORMATS)}"
+        )
+    return found
+
+
+def _read_directory(directory: Path, cfg: DataConfig) -> pd.DataFrame:
+    parts = []
+    for split, path in _split_files(directory).items():
+        frame = read_table(path, cfg)
+        frame["split"] = split
+        parts.append(frame)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _read_hf(dataset_id: str, cfg: DataConfig) -> pd.DataFrame:
+    """Load a Hugging Face dataset; fails fast with a clear message when the hub is unreachable."""
+    try:
+        socket.create_connection(HF_HOST, timeout=5).close()
+    except OSError as exc:
+        raise PipelineError(
+            f"cannot reach the Hugging Face hub to load 'hf:{dataset_id}' ({exc}). This needs a network; "
+            "offline, download the dataset elsewhere and set data.source to a local folder or file"
+        ) from exc
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(dataset_id, cfg.hf_config)
+    except Exception as exc:  # datasets raises many types for missing / private / broken datasets
+        raise PipelineError(f"cannot load 'hf:{dataset_id}': {exc}") from exc
+    parts = []
+    for name, split in dataset.items():
+        canonical = SPLIT_ALIASES.get(name.lower())
+        if canonical is None:
+            continue
+        frame = split.to_pandas().rename(columns={cfg.text_column: "text", cfg.label_column: "label"})
+        feature = split.features.get(cfg.label_column)
+        if hasattr(feature, "int2str"):
+            frame["label"] = frame["label"].map(feature.int2str)
+        frame["split"] = canonical
+        parts.append(frame)
+    if not parts:
+        raise PipelineError(f"'hf:{dataset_id}' has none of the splits {SPLITS}")
+    return pd.concat(parts, ignore_index=True)
+
+
+def read_source(cfg: DataConfig) -> pd.DataFrame:
+    """Read ``cfg.source`` into a raw frame with (at least) text, label and split columns."""
+    source = cfg.source
+    if source.startswith("hf:"):
+        return _read_hf(source[3:], cfg)
+    path = sample_data_dir() if source == SAMPLE_SOURCE else Path(source).expanduser()
+    if not path.exists():
+        raise PipelineError(f"data source {path} does not exist (data.source={source!r})")
+    return _read_directory(path, cfg) if path.is_dir() else read_table(path, cfg)
+
+
+def normalize(raw: pd.DataFrame) -> pd.DataFrame:
+    """Keep the three snapshot columns, as strings, splits named canonically and in split order."""
+    frame = raw.copy()
+    for column in ("text", "label", "split"):
+        if column not in frame:
+            frame[column] = pd.NA  # validation reports the missing column by name
+    frame = frame[["text", "label", "split"]]
+    frame["split"] = frame["split"].map(lambda s: SPLIT_ALIASES.get(str(s).strip().lower(), s) if pd.notna(s) else s)
+    for column in ("text", "label"):
+        frame[column] = frame[column].map(lambda v: str(v) if pd.notna(v) else None)
+    order = {name: i for i, name in enumerate(SPLITS)}
+    frame["_order"] = frame["split"].map(lambda s: order.get(s, len(SPLITS)))
+    return frame.sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)
+
+
+def write_snapshot(frame: pd.DataFrame, snapshot_dir: Path) -> Path:
+    """Replace the snapshot folder's content with one deterministic JSONL file."""
+    if snapshot_dir.exists():
+        shutil.rmtree(snapshot_dir)
+    snapshot_dir.mkdir(parents=True)
+    path = snapshot_dir / SNAPSHOT_NAME
+    with path.open("w", encoding="utf-8", newline="\n") as fh:
+        for row in frame.itertuples(index=False):
+            record = {"text": row.text, "label": row.label, "split": row.split}
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+def read_snapshot(snapshot_dir: Path) -> pd.DataFrame:
+    path = snapshot_dir / SNAPSHOT_NAME
+    if not path.exists():
+        raise PipelineError(f"no data snapshot at {path}: run `emotion ingest` (or `dvc pull`) first")
+    return pd.read_json(path, lines=True, dtype=False)
+
+
+def ingest(cfg: DataConfig, snapshot_dir: Path) -> Snapshot:
+    """Read the configured source and write the normalized snapshot."""
+    frame = normalize(read_source(cfg))
+    path = write_snapshot(frame, snapshot_dir)
+    snapshot = Snapshot(frame=frame, path=path, source=cfg.source)
+    log.info("ingested %d rows from %s: %s", len(frame), cfg.source, snapshot.split_counts())
+    return snapshot

@@ -1,0 +1,108 @@
+"""Artifact-level stages: each step plus where its outputs live under ``artifacts/``.
+
+The CLI commands (and so the DVC stages) and the Prefect tasks call exactly these functions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline import clean, encode, evaluate, ingest, train, validate, versioning
+from pipeline.config import Config
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where every stage reads and writes, derived from the config."""
+
+    snapshot: Path
+    reports: Path
+    prepared: Path
+    model: Path
+    plots: Path
+    root: Path
+
+    @classmethod
+    def of(cls, cfg: Config) -> "Layout":
+        root = cfg.artifacts
+        return cls(cfg.path(cfg.data.snapshot_dir), root / "reports", root / "prepared", root / "model",
+                   root / "plots", root)
+
+
+def ingest_stage(cfg: Config) -> tuple[ingest.Snapshot, str]:
+    """Snapshot the source into ``data/`` and version it; returns the snapshot and its hash."""
+    snapshot = ingest.ingest(cfg.data, Layout.of(cfg).snapshot)
+    if cfg.data.dvc_track:
+        data_hash = versioning.dvc_track(Path(cfg.project_dir).resolve(), snapshot.path.parent)
+    else:
+        data_hash = versioning.content_hash(snapshot.path)
+    return snapshot, data_hash
+
+
+def snapshot_hash(cfg: Config) -> str:
+    """The hash of the current snapshot, as ingest recorded it."""
+    layout = Layout.of(cfg)
+    pointer = layout.snapshot.with_name(layout.snapshot.name + ".dvc")
+    return versioning.dvc_hash(pointer) if pointer.exists() else versioning.content_hash(layout.snapshot / ingest.SNAPSHOT_NAME)
+
+
+def validate_stage(cfg: Config, frame: pd.DataFrame) -> tuple[list[str], validate.ValidationReport]:
+    """Decide the label set and run the data checks; raises DataValidationError with the report."""
+    labels = encode.label_set(frame, cfg.data.labels)
+    if not labels:
+        raise PipelineError("no labels: declare data.labels in params.yaml or provide a train split with labels")
+    return labels, validate.validate(frame, labels, Layout.of(cfg).reports)
+
+
+def prepare_stage(cfg: Config, frame: pd.DataFrame, labels: list[str]) -> tuple[encode.PreparedData, pd.DataFrame]:
+    """Clean and encode validated rows, save them with the label map; returns them and the cleaning table."""
+    layout = Layout.of(cfg)
+    cleaned = clean.clean(frame, cfg.clean)
+    prepared = encode.encode(cleaned.frame, labels)
+    prepared.save(layout.prepared)
+    layout.reports.mkdir(parents=True, exist_ok=True)
+    cleaned.changes.to_csv(layout.reports / "cleaning.csv")
+    return prepared, cleaned.changes
+
+
+def train_stage(cfg: Config, prepared: encode.PreparedData,
+                on_evaluation: train.EpochCallback | None = None) -> train.TrainResult:
+    """Fine-tune, save the model folder, and write the training curve (CSV for DVC, PNG for people)."""
+    from pipeline.plots import write_training_curve
+
+    layout = Layout.of(cfg)
+    result = train.train(prepared, cfg.model, cfg.train, layout.model, on_evaluation)
+    write_training_curve(result.history, layout.plots)
+    summary = {k: v for k, v in vars(result).items() if k not in ("history", "model_dir")}
+    (layout.root / "training_summary.json").write_text(json.dumps(summary, indent=2))
+    return result
+
+
+def score_model(cfg: Config, model_dir: Path, prepared: encode.PreparedData) -> evaluate.Evaluation:
+    """Score a model folder on the prepared test split (the same set for challenger and champion)."""
+    from pipeline.predict import Predictor
+
+    predictor = Predictor(model_dir, cfg.train.device, cfg.train.precision, cfg.model.max_length)
+    if predictor.labels != prepared.label_map.labels:
+        raise PipelineError(
+            f"model {model_dir} predicts {predictor.labels}, but the data has labels {prepared.label_map.labels}"
+        )
+    import numpy as np
+
+    probs = predictor.predict_proba(prepared.texts("test"))
+    return evaluate.score(np.array(prepared.label_ids("test")), probs, prepared.label_map.labels)
+
+
+def evaluate_stage(cfg: Config, prepared: encode.PreparedData) -> tuple[evaluate.Evaluation, dict[str, Path]]:
+    """Score the trained model on test and write metrics.json, the report and the plots."""
+    layout = Layout.of(cfg)
+    evaluation = score_model(cfg, layout.model, prepared)
+    return evaluation, evaluate.write_evaluation(evaluation, layout.root, layout.plots)
