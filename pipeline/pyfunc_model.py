@@ -1,4 +1,8 @@
-"""The MLflow pyfunc flavor of a trained classifier, so `mlflow.pyfunc.load_model` and `mlflow models serve` work."""
+"""The MLflow pyfunc flavor of a trained classifier, so `mlflow.pyfunc.load_model` and `mlflow models serve` work.
+
+Logged as a model from code (MLflow 3's recommended form): this file is copied into the model and
+runs on load, so no pickled object is involved.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +10,22 @@ from typing import Any
 
 import mlflow.pyfunc
 import pandas as pd
+from mlflow.models import set_model
 
-HF_ARTIFACT = "hf_model"
+from pipeline.registry import HF_ARTIFACT
 
 
 class EmotionClassifier(mlflow.pyfunc.PythonModel):
     """Input: a DataFrame with a ``text`` column (or a list of strings). Output: label, score, prob_<label>."""
 
     def load_context(self, context: Any) -> None:
-        from pipeline.predict import Predictor, find_model_folder
         from pathlib import Path
+
+        from pipeline.predict import Predictor, find_model_folder
 
         self.predictor = Predictor(find_model_folder(Path(context.artifacts[HF_ARTIFACT])))
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(self, context, model_input, params=None):  # no type hints: MLflow would validate against them
         if isinstance(model_input, pd.DataFrame):
             column = "text" if "text" in model_input else model_input.columns[0]
             texts = model_input[column].astype(str).tolist()
@@ -30,3 +36,6 @@ class EmotionClassifier(mlflow.pyfunc.PythonModel):
             {"label": p.label, "score": p.score, **{f"prob_{k}": v for k, v in p.probabilities.items()}}
             for p in predictions
         ])
+
+
+set_model(EmotionClassifier())

@@ -15,6 +15,7 @@ from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
+HF_ARTIFACT = "hf_model"  # the artifact key pyfunc_model.py loads the Hugging Face folder from
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 MODEL_REQUIREMENTS = ("torch", "transformers", "tokenizers", "safetensors", "pandas", "numpy", "pydantic", "pyyaml")
@@ -78,15 +79,13 @@ def log_model(run_id: str, model_dir: Path, labels: list[str]) -> str:
     import pandas as pd
     from mlflow.models import infer_signature
 
-    from pipeline.pyfunc_model import HF_ARTIFACT, EmotionClassifier
-
     example_in = pd.DataFrame({"text": ["i feel wonderful today"]})
     example_out = pd.DataFrame([{"label": labels[0], "score": 1.0, **{f"prob_{l}": 0.0 for l in labels}}])
     requirements = [f"{name}=={dist_version(name)}" for name in MODEL_REQUIREMENTS]
     with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=EmotionClassifier(),
+            python_model=str(Path(__file__).with_name("pyfunc_model.py")),
             artifacts={HF_ARTIFACT: str(model_dir)},
             code_paths=[str(Path(__file__).parent)],
             signature=infer_signature(example_in, example_out),

@@ -1,0 +1,107 @@
+"""Shared fixtures: offline and telemetry-free settings, a tiny random BERT, temp DVC projects."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+QUIET = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "DO_NOT_TRACK": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "MLFLOW_ENABLE_TELEMETRY": "false",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+os.environ.update(QUIET)
+os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests always use their own temp store
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+PARAMS = REPO / "params.yaml"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer BERT (hidden 32) with the embedded model's tokenizer: trains in seconds."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from pipeline.modeling import resolve_model_source
+
+    out = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_source("embedded"))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def init_project(path: Path) -> Path:
+    """A fresh git + DVC repository, as a user's clone would be."""
+    path.mkdir(parents=True, exist_ok=True)
+    run = lambda *cmd: subprocess.run(cmd, cwd=path, check=True, capture_output=True)  # noqa: E731
+    run("git", "init", "-q")
+    run("git", "config", "user.email", "test@example.com")
+    run("git", "config", "user.name", "test")
+    run(str(BIN / "dvc"), "init", "-q")
+    return path
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return init_project(tmp_path / "project")
+
+
+def tiny_overrides(project: Path, model_dir: Path, *extra: str) -> list[str]:
+    """--set overrides for a fast run of the shipped params.yaml inside a temp project."""
+    return [
+        f"project_dir={project}",
+        f"model.name={model_dir}",
+        "model.max_length=64",
+        "train.epochs=2",
+        "train.batch_size=32",
+        "train.learning_rate=1e-3",
+        "gate.min_accuracy=0.0",
+        "gate.min_macro_f1=0.0",
+        *extra,
+    ]
+
+
+@pytest.fixture
+def tiny_config(project: Path, tiny_model_dir: Path):
+    """Config for the temp project with the tiny model; call with extra KEY=VALUE overrides."""
+    from pipeline.config import load_config
+
+    return lambda *extra: load_config(PARAMS, tiny_overrides(project, tiny_model_dir, *extra), environ={})
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
+    """One temporary Prefect API for the session, results kept out of the user's home."""
+    storage = tmp_path_factory.mktemp("prefect-results")
+    os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(storage)
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def copy_sample(dst: Path) -> Path:
+    """A writable copy of the shipped sample dataset (to corrupt in tests)."""
+    from pipeline.ingest import sample_data_dir
+
+    dst.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "validation", "test"):
+        shutil.copy(sample_data_dir() / f"{split}.txt", dst / f"{split}.txt")
+    return dst
