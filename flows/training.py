@@ -61,13 +61,14 @@ def champion_task(cfg: Config, prepared: PreparedData) -> tuple[str | None, dict
     current = registry.version_by_alias(cfg, mlflow_client, registry.CHAMPION)
     if current is None:
         return None, None, []
-    model_dir = registry.download_model(f"models:/{cfg.mlflow.registered_model}/{current.version}",
+    version = str(current.version)
+    model_dir = registry.download_model(f"models:/{cfg.mlflow.registered_model}/{version}",
                                         Path(tempfile.mkdtemp(prefix="champion-")))
     try:
         evaluation = stages.score_model(cfg, model_dir, prepared)
     except PipelineError as exc:
-        return current.version, None, [f"champion v{current.version} not comparable on this test set: {exc}"]
-    return current.version, evaluation.metrics, [f"champion v{current.version} scored on the same test set"]
+        return version, None, [f"champion v{version} not comparable on this test set: {exc}"]
+    return version, evaluation.metrics, [f"champion v{version} scored on the same test set"]
 
 
 @task(name="register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])

@@ -32,9 +32,20 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config_from_env(args.config, args.set)
 
 
+class _NoTracebackForUserErrors(logging.Filter):
+    """Prefect logs a failed task with its traceback; for a PipelineError the message says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], PipelineError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.training import training_flow
 
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logging.getLogger(name).addFilter(_NoTracebackForUserErrors())
     summary = training_flow(_config(args))
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
@@ -90,8 +101,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pipeline.predict import Predictor
 
     cfg = _config(args)
-    if args.model and Path(args.model).exists():
-        model_dir = Path(args.model)
+    if args.model and "://" not in args.model and ":/" not in args.model:
+        model_dir = Path(args.model)  # a folder; Predictor says clearly if it holds no model
     else:
         from pipeline import registry
 
@@ -167,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except DataValidationError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
+        if exc.report is not None:
+            print(exc.report.summary(), file=sys.stderr)
         return 3
     except PipelineError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)

@@ -16,6 +16,7 @@ from pipeline.plots import plot_confusion_matrix
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+PER_CLASS_FILE = "per_class.json"
 REPORT_FILE = "classification_report.txt"
 CONFUSION_PNG = "confusion_matrix.png"
 CONFUSION_CSV = "confusion.csv"
@@ -52,9 +53,10 @@ def write_evaluation(evaluation: Evaluation, out_dir: Path, plots_dir: Path) -> 
     """metrics.json, the text report, the confusion matrix as PNG and as DVC-plot CSV."""
     out_dir.mkdir(parents=True, exist_ok=True)
     plots_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"metrics": out_dir / METRICS_FILE, "report": out_dir / REPORT_FILE,
+    paths = {"metrics": out_dir / METRICS_FILE, "per_class": out_dir / PER_CLASS_FILE, "report": out_dir / REPORT_FILE,
              "confusion_png": plots_dir / CONFUSION_PNG, "confusion_csv": plots_dir / CONFUSION_CSV}
-    paths["metrics"].write_text(json.dumps({**evaluation.metrics, "per_class": evaluation.per_class}, indent=2))
+    paths["metrics"].write_text(json.dumps(evaluation.metrics, indent=2))
+    paths["per_class"].write_text(json.dumps(evaluation.per_class, indent=2))
     paths["report"].write_text(evaluation.report)
     names = np.array(evaluation.labels)
     pd.DataFrame({"actual": names[evaluation.y_true], "predicted": names[evaluation.y_pred]}).to_csv(

@@ -44,5 +44,6 @@ def decide(candidate: dict[str, float], champion: dict[str, float] | None, cfg: 
         notes.append("no comparable champion: the floors alone decide")
     else:
         floor = champion["macro_f1"] - cfg.max_regression
-        checks.append(Check("macro_f1 vs champion", candidate["macro_f1"], floor, candidate["macro_f1"] >= floor))
+        within = champion["macro_f1"] - candidate["macro_f1"] <= cfg.max_regression + 1e-9  # float-safe at the edge
+        checks.append(Check("macro_f1 vs champion", candidate["macro_f1"], floor, within))
     return GateVerdict(all(c.passed for c in checks), checks, notes)

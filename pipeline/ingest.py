@@ -27,6 +27,7 @@ SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validat
 SUFFIX_FORMATS = {".txt": "text", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl",
                   ".parquet": "parquet", ".pq": "parquet"}
 SNAPSHOT_NAME = "snapshot.jsonl"
+SNAPSHOT_COLUMNS = ("text", "label", "split")
 HF_HOST = ("huggingface.co", 443)
 
 
@@ -63,7 +64,7 @@ def _format_of(path: Path, declared: str) -> str:
 def _read_text_format(path: Path) -> pd.DataFrame:
     """dair-ai format: ``text;label`` per line, blank lines ignored, label after the last ';'."""
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8-sig").splitlines():
         if not line.strip():
             continue
         text, sep, label = line.rpartition(";")
@@ -78,10 +79,11 @@ def read_table(path: Path, cfg: DataConfig) -> pd.DataFrame:
         if fmt == "text":
             frame = _read_text_format(path)
         elif fmt in ("csv", "tsv"):
-            frame = pd.read_csv(path, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=True,
-                                encoding="utf-8")
+            # Only an empty cell is missing: "None", "NA" or "null" are real texts.
+            frame = pd.read_csv(path, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False,
+                                na_values=[""], encoding="utf-8-sig")
         elif fmt == "jsonl":
-            frame = pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
+            frame = pd.read_json(path, lines=True, dtype=False, encoding="utf-8-sig")
         else:
             frame = pd.read_parquet(path)
     except UnicodeDecodeError as exc:
@@ -90,6 +92,8 @@ def read_table(path: Path, cfg: DataConfig) -> pd.DataFrame:
         raise PipelineError(f"{path} is empty: it holds no rows") from exc
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise PipelineError(f"cannot read {path} as {fmt}: {exc}") from exc
+    if frame.empty:
+        raise PipelineError(f"{path} is empty: it holds no rows")
     if fmt != "text":
         frame = frame.rename(columns={cfg.text_column: "text", cfg.label_column: "label", cfg.split_column: "split"})
     return frame
@@ -151,30 +155,31 @@ def _read_hf(dataset_id: str, cfg: DataConfig) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def read_source(cfg: DataConfig) -> pd.DataFrame:
-    """Read ``cfg.source`` into a raw frame with (at least) text, label and split columns."""
+def read_source(cfg: DataConfig, base_dir: Path = Path(".")) -> pd.DataFrame:
+    """Read ``cfg.source`` (relative paths against ``base_dir``) into a frame with text, label, split columns."""
     source = cfg.source
     if source.startswith("hf:"):
         return _read_hf(source[3:], cfg)
-    path = sample_data_dir() if source == SAMPLE_SOURCE else Path(source).expanduser()
+    path = sample_data_dir() if source == SAMPLE_SOURCE else base_dir / Path(source).expanduser()
     if not path.exists():
         raise PipelineError(f"data source {path} does not exist (data.source={source!r})")
     return _read_directory(path, cfg) if path.is_dir() else read_table(path, cfg)
 
 
 def normalize(raw: pd.DataFrame) -> pd.DataFrame:
-    """Keep the three snapshot columns, as strings, splits named canonically and in split order."""
-    frame = raw.copy()
-    for column in ("text", "label", "split"):
-        if column not in frame:
-            frame[column] = pd.NA  # validation reports the missing column by name
-    frame = frame[["text", "label", "split"]]
-    frame["split"] = frame["split"].map(lambda s: SPLIT_ALIASES.get(str(s).strip().lower(), s) if pd.notna(s) else s)
-    for column in ("text", "label"):
+    """Keep the snapshot columns as strings, splits named canonically and in split order.
+
+    A missing column stays missing, so validation can name it.
+    """
+    frame = raw[[c for c in SNAPSHOT_COLUMNS if c in raw]].copy()
+    for column in frame.columns:
         frame[column] = frame[column].map(lambda v: str(v) if pd.notna(v) else None)
+    if "split" not in frame:
+        return frame.reset_index(drop=True)
+    frame["split"] = frame["split"].map(lambda s: SPLIT_ALIASES.get(s.strip().lower(), s) if s is not None else s)
     order = {name: i for i, name in enumerate(SPLITS)}
-    frame["_order"] = frame["split"].map(lambda s: order.get(s, len(SPLITS)))
-    return frame.sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)
+    rank = frame["split"].map(lambda s: order.get(s, len(SPLITS)))
+    return frame.iloc[rank.argsort(kind="stable")].reset_index(drop=True)
 
 
 def write_snapshot(frame: pd.DataFrame, snapshot_dir: Path) -> Path:
@@ -184,8 +189,7 @@ def write_snapshot(frame: pd.DataFrame, snapshot_dir: Path) -> Path:
     snapshot_dir.mkdir(parents=True)
     path = snapshot_dir / SNAPSHOT_NAME
     with path.open("w", encoding="utf-8", newline="\n") as fh:
-        for row in frame.itertuples(index=False):
-            record = {"text": row.text, "label": row.label, "split": row.split}
+        for record in frame.to_dict(orient="records"):
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     return path
 
@@ -194,12 +198,12 @@ def read_snapshot(snapshot_dir: Path) -> pd.DataFrame:
     path = snapshot_dir / SNAPSHOT_NAME
     if not path.exists():
         raise PipelineError(f"no data snapshot at {path}: run `emotion ingest` (or `dvc pull`) first")
-    return pd.read_json(path, lines=True, dtype=False)
+    return pd.read_json(path, lines=True, dtype=False, convert_dates=False)
 
 
-def ingest(cfg: DataConfig, snapshot_dir: Path) -> Snapshot:
+def ingest(cfg: DataConfig, snapshot_dir: Path, base_dir: Path = Path(".")) -> Snapshot:
     """Read the configured source and write the normalized snapshot."""
-    frame = normalize(read_source(cfg))
+    frame = normalize(read_source(cfg, base_dir))
     path = write_snapshot(frame, snapshot_dir)
     snapshot = Snapshot(frame=frame, path=path, source=cfg.source)
     log.info("ingested %d rows from %s: %s", len(frame), cfg.source, snapshot.split_counts())

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,8 @@ def log_model(run_id: str, model_dir: Path, labels: list[str]) -> str:
     example_in = pd.DataFrame({"text": ["i feel wonderful today"]})
     example_out = pd.DataFrame([{"label": labels[0], "score": 1.0, **{f"prob_{l}": 0.0 for l in labels}}])
     requirements = [f"{name}=={dist_version(name)}" for name in MODEL_REQUIREMENTS]
-    with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+    with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(type hint|input example).*", category=UserWarning)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(Path(__file__).with_name("pyfunc_model.py")),

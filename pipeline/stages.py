@@ -39,7 +39,7 @@ class Layout:
 
 def ingest_stage(cfg: Config) -> tuple[ingest.Snapshot, str]:
     """Snapshot the source into ``data/`` and version it; returns the snapshot and its hash."""
-    snapshot = ingest.ingest(cfg.data, Layout.of(cfg).snapshot)
+    snapshot = ingest.ingest(cfg.data, Layout.of(cfg).snapshot, Path(cfg.project_dir).resolve())
     if cfg.data.dvc_track:
         data_hash = versioning.dvc_track(Path(cfg.project_dir).resolve(), snapshot.path.parent)
     else:

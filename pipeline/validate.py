@@ -86,6 +86,7 @@ def _expectations(labels: list[str]) -> list[tuple[str, Any]]:
         ("text not null", gxe.ExpectColumnValuesToNotBeNull(column="text")),
         ("text not blank", gxe.ExpectColumnValuesToNotMatchRegex(column="text", regex=r"^\s*$")),
         ("label not null", gxe.ExpectColumnValuesToNotBeNull(column="label")),
+        ("split not null", gxe.ExpectColumnValuesToNotBeNull(column="split")),
         ("label in declared set", gxe.ExpectColumnValuesToBeInSet(column="label", value_set=labels)),
         ("split names known", gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS))),
         ("every split present", gxe.ExpectColumnDistinctValuesToContainSet(column="split", value_set=list(SPLITS))),
@@ -93,22 +94,24 @@ def _expectations(labels: list[str]) -> list[tuple[str, Any]]:
     return checks
 
 
-def _run_suite(frame: pd.DataFrame, named: list[tuple[str, Any]]) -> list[Any]:
+def _run_suite(frame: pd.DataFrame, named: list[tuple[str, Any]]) -> dict[str, Any]:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
 
     context = gx.get_context(mode="ephemeral")
     batch = context.data_sources.add_pandas("snapshot").add_dataframe_asset("rows").add_batch_definition_whole_dataframe("all")
     suite = context.suites.add(gx.ExpectationSuite(name="emotion-data"))
-    for _, expectation in named:
+    for name, expectation in named:
+        expectation.meta = {"check": name}
         suite.add_expectation(expectation)
     definition = context.validation_definitions.add(gx.ValidationDefinition(name="snapshot", data=batch, suite=suite))
     result = definition.run(batch_parameters={"dataframe": frame}, result_format={"result_format": "COMPLETE"})
-    return list(result.results)
+    # GX groups results by column, not in suite order: key them by the name each expectation carries.
+    return {res.expectation_config.meta["check"]: res for res in result.results}
 
 
 def _examples(frame: pd.DataFrame, indices: list[int]) -> list[dict[str, Any]]:
-    rows = frame.loc[[i for i in indices[:MAX_EXAMPLES] if i in frame.index], [c for c in REQUIRED_COLUMNS if c in frame]]
+    rows = frame.loc[indices[:MAX_EXAMPLES], [c for c in REQUIRED_COLUMNS if c in frame]]
     return [{k: (None if pd.isna(v) else v) for k, v in row.items()} | {"row": int(i)} for i, row in rows.iterrows()]
 
 
@@ -130,22 +133,23 @@ def _describe(name: str, res: Any, frame: pd.DataFrame) -> CheckResult:
             detail = f"columns found: {', '.join(map(str, frame.columns))}"
         else:
             values = sorted({str(v) for v in info.get("partial_unexpected_list") or []})[:MAX_EXAMPLES]
-            detail = f"unexpected values: {', '.join(values)}" if values else "see examples"
+            detail = f"unexpected values: {', '.join(json.dumps(v) for v in values)}" if values else "see examples"
     return CheckResult(name, bool(res.success), count, detail, examples if not res.success else [])
 
 
 def validate(frame: pd.DataFrame, labels: list[str], report_dir: Path) -> ValidationReport:
     """Run the suite, write the Markdown/JSON report, and raise DataValidationError on any failure."""
+    frame = frame.reset_index(drop=True)  # example rows are looked up by the index GX reports
     present = [c for c in REQUIRED_COLUMNS if c in frame]
-    missing_columns = [c for c in REQUIRED_COLUMNS if c not in frame]
     named = _expectations(labels)
     # Expectations on a missing column only repeat the column check: keep the report to the point.
     named = [(n, e) for n, e in named if getattr(e, "column", None) in (None, *present) or n.startswith("column")]
-    results = _run_suite(frame.reset_index(drop=True), named)
-    report = ValidationReport([_describe(n, r, frame) for (n, _), r in zip(named, results)], rows=len(frame))
+    results = _run_suite(frame, named)
+    report = ValidationReport([_describe(name, results[name], frame) for name, _ in named], rows=len(frame))
     path = report.write(report_dir)
-    if missing_columns or not report.passed:
+    if not report.passed:
         log.error("data validation failed; full report: %s", path)
-        raise DataValidationError(f"data validation failed (report: {path})\n{report.summary()}", report)
+        raise DataValidationError(
+            f"data validation failed: {', '.join(c.name for c in report.failed)} (report: {path})", report)
     log.info("%s", report.summary())
     return report

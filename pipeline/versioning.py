@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import subprocess
@@ -19,8 +20,8 @@ def dvc_track(project_dir: Path, target: Path) -> str:
     from dvc.exceptions import DvcException, NotDvcRepoError
     from dvc.repo import Repo
 
-    try:
-        with Repo(str(project_dir)) as repo:
+    try:  # DVC resolves a stage's working directory from the process cwd
+        with contextlib.chdir(project_dir), Repo(str(project_dir)) as repo:
             repo.add(str(target.relative_to(project_dir)))
     except NotDvcRepoError as exc:
         raise PipelineError(

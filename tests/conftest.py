@@ -55,6 +55,7 @@ def init_project(path: Path) -> Path:
     run("git", "config", "user.email", "test@example.com")
     run("git", "config", "user.name", "test")
     run(str(BIN / "dvc"), "init", "-q")
+    run("git", "commit", "-q", "-m", "init")
     return path
 
 

@@ -1,0 +1,137 @@
+"""The Prefect training flow end to end: real DVC repo, real sqlite MLflow store, Prefect test harness."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline import registry
+from pipeline.errors import DataValidationError
+from pipeline.versioning import dvc_hash
+from tests.conftest import BIN, PARAMS, copy_sample, tiny_overrides
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+MODEL = "emotion-classifier"
+LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
+
+
+def versions(cfg) -> list[str]:
+    client = registry.client(cfg)
+    return sorted(str(v.version) for v in client.search_model_versions(f"name='{MODEL}'"))
+
+
+def champion(cfg) -> str | None:
+    found = registry.version_by_alias(cfg, registry.client(cfg), "champion")
+    return str(found.version) if found else None
+
+
+def test_flow_trains_gates_registers_with_lineage(tiny_config, project: Path) -> None:
+    from flows.training import training_flow
+
+    cfg = tiny_config()
+    summary = training_flow(cfg)
+
+    assert summary["gate"]["passed"], summary["gate"]
+    assert summary["version"] == "1" and summary["aliases"] == ["challenger", "champion"]
+    assert summary["rows"] == {"train": 480, "validation": 120, "test": 120}
+    client = registry.client(cfg)
+    version = client.get_model_version_by_alias(MODEL, "champion")
+    assert str(version.version) == "1"
+    assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == "1"
+    assert version.tags["data_hash"] == dvc_hash(project / "data.dvc") == summary["data_hash"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    assert version.tags["git_commit"].startswith(head)
+    assert "labels: sadness, joy, love, anger, fear, surprise" in version.description
+
+    run = client.get_run(summary["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.epochs"] == "2" and run.data.tags["data_hash"] == summary["data_hash"]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_macro_f1")] == [1, 2]
+    assert run.data.metrics["test_accuracy"] == pytest.approx(summary["metrics"]["accuracy"], abs=1e-4)
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/confusion_matrix.png", "evaluation/classification_report.txt",
+            "evaluation/metrics.json", "evaluation/training_curve.png"} <= logged
+    assert "reports/validation_report.md" in {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
+
+    import mlflow.pyfunc
+
+    served = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(
+        pd.DataFrame({"text": ["i feel wonderful today", "this makes me furious"]}))
+    assert list(served["label"].isin(LABELS)) == [True, True]
+    assert served[[f"prob_{label}" for label in LABELS]].sum(axis=1).round(4).tolist() == [1.0, 1.0]
+
+    from transformers import pipeline as hf_pipeline
+
+    scores = hf_pipeline("text-classification", model=str(project / "artifacts" / "model"), top_k=None)("i am scared")
+    assert sorted(s["label"] for s in scores[0]) == sorted(LABELS)
+    assert (project / "artifacts" / "plots" / "confusion_matrix.png").stat().st_size > 1000
+
+
+def test_failing_gate_registers_challenger_and_keeps_champion(tiny_config) -> None:
+    from flows.training import training_flow
+
+    first = training_flow(tiny_config())
+    assert first["gate"]["passed"]
+    second = training_flow(tiny_config("gate.min_macro_f1=1.0"))
+
+    assert not second["gate"]["passed"]
+    assert second["champion_before"] == "1"
+    assert any(r.startswith("FAIL  macro_f1:") for r in second["gate"]["reasons"])
+    assert any("macro_f1 vs champion" in r for r in second["gate"]["reasons"])  # the champion was re-scored
+    cfg = tiny_config()
+    assert versions(cfg) == ["1", "2"]
+    assert champion(cfg) == "1"
+    assert str(registry.version_by_alias(cfg, registry.client(cfg), "challenger").version) == "2"
+    assert registry.client(cfg).get_model_version(MODEL, "2").tags["gate"] == "failed"
+
+
+def corrupt(folder: Path) -> Path:
+    """Unknown label, a blank text, and no test split."""
+    with (folder / "train.txt").open("a") as fh:
+        fh.write("i am bored out of my mind;boredom\n   ;joy\n")
+    (folder / "test.txt").unlink()
+    return folder
+
+
+def test_corrupted_data_stops_at_validation_and_registers_nothing(tiny_config, tmp_path: Path, project: Path) -> None:
+    from flows.training import training_flow
+
+    assert training_flow(tiny_config())["gate"]["passed"]
+    bad = corrupt(copy_sample(tmp_path / "bad"))
+
+    with pytest.raises(DataValidationError) as caught:
+        training_flow(tiny_config(f"data.source={bad}"))
+
+    failed = {c.name: c for c in caught.value.report.failed}
+    assert set(failed) == {"text not blank", "label in declared set", "every split present"}
+    assert failed["label in declared set"].unexpected_count == 1
+    assert failed["label in declared set"].examples[0]["text"] == "i am bored out of my mind"
+    assert "missing split(s): test" in failed["every split present"].detail
+    report = (project / "artifacts" / "reports" / "validation_report.md").read_text()
+    assert "| label in declared set | FAIL | 1 |" in report
+    cfg = tiny_config()
+    assert versions(cfg) == ["1"] and champion(cfg) == "1"
+    assert not (project / "artifacts" / "prepared" / "test.jsonl").read_text() == ""  # the good run's outputs kept
+    failed_runs = registry.client(cfg).search_runs([registry.experiment_id(cfg, registry.client(cfg))],
+                                                    "attributes.status = 'FAILED'")
+    assert len(failed_runs) == 1 and failed_runs[0].data.tags["data_source"] == str(bad)
+
+
+def test_cli_refuses_corrupted_data_without_traceback(tmp_path: Path, project: Path, tiny_model_dir: Path) -> None:
+    bad = corrupt(copy_sample(tmp_path / "bad"))
+    args = [str(BIN / "emotion"), "run", "--config", str(PARAMS)]
+    for item in tiny_overrides(project, tiny_model_dir, f"data.source={bad}"):
+        args += ["--set", item]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "error: data validation failed" in done.stderr
+    assert "x label in declared set (1 rows)" in done.stderr and "missing split(s): test" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (project / "mlflow" / "artifacts").exists() or not list((project / "mlflow").rglob("MLmodel"))

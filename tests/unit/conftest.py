@@ -1,0 +1,63 @@
+"""Unit-test helpers: small synthetic frames, the prepared sample data, and one tiny trained model per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import PARAMS
+
+LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
+
+
+def frame(rows: list[tuple[str | None, str | None, str | None]]) -> pd.DataFrame:
+    """A snapshot-shaped frame from (text, label, split) tuples."""
+    return pd.DataFrame(rows, columns=["text", "label", "split"])
+
+
+def good_rows() -> list[tuple[str, str, str]]:
+    """A minimal frame that passes every data check (all three splits, declared labels, no blanks)."""
+    return [
+        ("i feel happy today", "joy", "train"),
+        ("i am so sad", "sadness", "train"),
+        ("i love my dog", "love", "train"),
+        ("what a lovely morning", "joy", "validation"),
+        ("this makes me cry", "sadness", "validation"),
+        ("i am scared of the dark", "fear", "test"),
+        ("that was unexpected", "surprise", "test"),
+    ]
+
+
+@pytest.fixture(scope="session")
+def sample_prepared():
+    """The shipped sample data, read, cleaned and encoded with the declared labels of params.yaml."""
+    from pipeline import clean, encode, ingest
+    from pipeline.config import load_config
+
+    cfg = load_config(PARAMS, [], environ={})
+    raw = ingest.normalize(ingest.read_source(cfg.data.model_copy(update={"source": "sample"})))
+    cleaned = clean.clean(raw, cfg.clean)
+    return encode.encode(cleaned.frame, cfg.data.labels)
+
+
+@pytest.fixture(scope="session")
+def tiny_train_cfgs(tiny_model_dir: Path):
+    """(ModelConfig, TrainConfig) for a 3-step fine-tune of the tiny BERT on CPU."""
+    from pipeline.config import load_config
+
+    cfg = load_config(PARAMS, [f"model.name={tiny_model_dir}", "model.max_length=64", "train.max_steps=3",
+                               "train.batch_size=16", "train.device=cpu", "train.seed=7"], environ={})
+    return cfg.model, cfg.train
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, sample_prepared, tiny_train_cfgs):
+    """One 3-step training run shared by the train / predict / CLI tests: (TrainResult, model folder)."""
+    from pipeline.train import train
+
+    model_cfg, train_cfg = tiny_train_cfgs
+    out = tmp_path_factory.mktemp("trained") / "model"
+    result = train(sample_prepared, model_cfg, train_cfg, out)
+    return result, out

@@ -1,0 +1,165 @@
+"""pipeline.clean (normalization, de-duplication, change table) and pipeline.encode (label ids, prepared data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.clean import clean, normalize_text
+from pipeline.config import CleanConfig
+from pipeline.encode import LABEL_MAP_FILE, LabelMap, PreparedData, encode, label_set
+from pipeline.errors import PipelineError
+from pipeline.ingest import SPLITS
+from tests.unit.conftest import frame
+
+# --- clean ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("ｆｕｌｌｗｉｄｔｈ", "fullwidth"),          # NFKC folds compatibility forms
+    ("ﬁne ①", "fine 1"),
+    ("  a \t b\n\nc  ", "a b c"),               # whitespace collapsed and trimmed
+    ("caf\u0065\u0301", "caf\u00e9"),           # combining accent composed
+    ("already clean", "already clean"),
+])
+def test_normalize_text_nfkc_and_whitespace(raw: str, expected: str):
+    assert normalize_text(raw, CleanConfig()) == expected
+
+
+def test_normalize_text_forms_and_lowercase():
+    assert normalize_text("ﬁ  X", CleanConfig(unicode_form="NFC")) == "ﬁ X"  # NFC keeps the ligature
+    assert normalize_text("ﬁ  X", CleanConfig(unicode_form="none")) == "ﬁ X"
+    assert normalize_text("Ｈello  WORLD", CleanConfig(lowercase=True)) == "hello world"
+
+
+def test_clean_counts_normalized_rows_per_split():
+    df = frame([("ｆｕｌｌ", "joy", "train"), ("fine", "joy", "train"), ("a  b", "fear", "train"),
+                ("x\ty", "joy", "validation"), ("ok", "joy", "test")])
+    result = clean(df, CleanConfig())
+    assert result.frame["text"].tolist() == ["full", "fine", "a b", "x y", "ok"]
+    changes = result.changes
+    assert changes.index.name == "split"
+    assert changes.loc["train", "normalized"] == 2
+    assert changes.loc["validation", "normalized"] == 1
+    assert changes.loc["test", "normalized"] == 0
+    assert changes["rows_in"].to_dict() == changes["rows_out"].to_dict() == {"test": 1, "train": 3, "validation": 1}
+
+
+def test_clean_drops_duplicates_within_a_split_only():
+    df = frame([
+        ("i am happy", "joy", "train"),
+        ("i  am   happy", "joy", "train"),       # duplicate once normalized
+        ("i am happy", "love", "train"),         # same text, other label: still a duplicate text
+        ("i am happy", "joy", "test"),           # same text in another split: kept
+        ("i am sad", "sadness", "train"),
+    ])
+    result = clean(df, CleanConfig())
+    assert result.frame.to_dict("records") == [
+        {"text": "i am happy", "label": "joy", "split": "train"},
+        {"text": "i am happy", "label": "joy", "split": "test"},
+        {"text": "i am sad", "label": "sadness", "split": "train"},
+    ]
+    assert result.changes.loc["train"].to_dict() == {"rows_in": 4, "normalized": 1, "dropped_empty": 0,
+                                                     "dropped_duplicates": 2, "rows_out": 2}
+    assert result.changes.loc["test", "dropped_duplicates"] == 0
+
+
+def test_clean_keeps_duplicates_when_disabled():
+    df = frame([("same", "joy", "train"), ("same", "joy", "train")])
+    result = clean(df, CleanConfig(drop_duplicates=False))
+    assert len(result.frame) == 2
+    assert result.changes.loc["train", "dropped_duplicates"] == 0
+
+
+def test_clean_lowercase_option_and_its_duplicates():
+    df = frame([("I Feel GREAT", "joy", "train"), ("i feel great", "joy", "train")])
+    lowered = clean(df, CleanConfig(lowercase=True))
+    assert lowered.frame["text"].tolist() == ["i feel great"]
+    assert lowered.changes.loc["train", "dropped_duplicates"] == 1
+    kept = clean(df, CleanConfig(lowercase=False))
+    assert kept.frame["text"].tolist() == ["I Feel GREAT", "i feel great"]
+
+
+def test_clean_drops_rows_left_empty():
+    df = frame([("\u3000 \t", "joy", "train"), ("ok", "joy", "train")])  # ideographic space folds to nothing
+    result = clean(df, CleanConfig())
+    assert result.frame["text"].tolist() == ["ok"]
+    assert result.changes.loc["train", ["dropped_empty", "rows_out"]].tolist() == [1, 1]
+
+
+def test_clean_does_not_modify_its_input():
+    df = frame([("ｆｕｌｌ  width", "joy", "train"), ("ｆｕｌｌ  width", "joy", "train"), ("B", "fear", "test")])
+    df.index = [5, 9, 2]
+    before = df.copy(deep=True)
+    result = clean(df, CleanConfig(lowercase=True))
+    pd.testing.assert_frame_equal(df, before)
+    assert result.frame is not df
+    assert result.frame.index.tolist() == [0, 1]  # fresh index on the output
+
+
+# --- encode --------------------------------------------------------------------------------------------------
+
+
+def sample_frame() -> pd.DataFrame:
+    return frame([("a", "joy", "train"), ("b", "anger", "train"), ("c", "joy", "validation"),
+                  ("d", "love", "validation"), ("e", "anger", "test")])
+
+
+def test_declared_label_order_gives_ids():
+    prepared = encode(sample_frame(), ["love", "joy", "anger"])
+    assert prepared.label_map.label2id == {"love": 0, "joy": 1, "anger": 2}
+    assert prepared.label_map.id2label == {0: "love", 1: "joy", 2: "anger"}
+    assert prepared.label_ids("train") == [1, 2]
+    assert prepared.label_ids("validation") == [1, 0]
+    assert prepared.label_ids("test") == [2]
+    assert prepared.texts("validation") == ["c", "d"]
+    assert set(prepared.splits) == set(SPLITS)
+    assert prepared.splits["train"].columns.tolist() == ["text", "label", "label_id"]
+
+
+def test_label_set_declared_is_kept_in_order():
+    assert label_set(sample_frame(), ["z", "a", "m"]) == ["z", "a", "m"]
+
+
+def test_label_set_inferred_from_train_and_sorted():
+    # 'love' only appears in validation, so it is not part of the inferred set
+    assert label_set(sample_frame(), None) == ["anger", "joy"]
+    assert label_set(sample_frame(), []) == ["anger", "joy"]
+
+
+def test_label_set_without_columns_is_empty():
+    assert label_set(pd.DataFrame({"text": ["a"]}), None) == []
+
+
+def test_duplicate_declared_label_is_an_error():
+    with pytest.raises(PipelineError, match="twice"):
+        label_set(sample_frame(), ["joy", "anger", "joy"])
+
+
+def test_label_map_save_load(tmp_path: Path):
+    path = tmp_path / LABEL_MAP_FILE
+    LabelMap(["b", "a"]).save(path)
+    assert json.loads(path.read_text()) == {"labels": ["b", "a"], "multi_label": False}
+    assert LabelMap.load(path) == LabelMap(["b", "a"])
+
+
+def test_prepared_data_round_trip(tmp_path: Path):
+    df = frame([("null", "joy", "train"), ("123", "anger", "train"), ("café 😀 \"quoted\"", "joy", "train"),
+                ("true", "anger", "validation"), ("NaN", "joy", "test"), ("1e5", "anger", "test")])
+    prepared = encode(df, ["joy", "anger"])
+    prepared.save(tmp_path / "prepared")
+    assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == [
+        LABEL_MAP_FILE, "test.jsonl", "train.jsonl", "validation.jsonl"]
+    loaded = PreparedData.load(tmp_path / "prepared")
+    assert loaded.label_map == prepared.label_map
+    for split in SPLITS:
+        pd.testing.assert_frame_equal(loaded.splits[split], prepared.splits[split])
+    assert loaded.texts("train") == ["null", "123", "café 😀 \"quoted\""]
+
+
+def test_prepared_data_load_missing_is_a_pipeline_error(tmp_path: Path):
+    with pytest.raises(PipelineError, match="emotion prepare"):
+        PreparedData.load(tmp_path / "nothing")

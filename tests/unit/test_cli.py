@@ -1,0 +1,193 @@
+"""pipeline.cli: fast help, one-line `error:` messages with exit codes instead of tracebacks, prepare/predict."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import cli
+from tests.conftest import BIN, PARAMS, copy_sample
+from tests.unit.conftest import LABELS
+
+SUBCOMMANDS = ("run", "ingest", "prepare", "train", "evaluate", "predict")
+
+
+@pytest.fixture(autouse=True)
+def restore_env(monkeypatch: pytest.MonkeyPatch):
+    """cli.main setdefault()s some environment variables; pin them so monkeypatch restores them afterwards."""
+    for key, value in cli.QUIET_ENV.items():
+        monkeypatch.setenv(key, os.environ.get(key, value))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "emotion"), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+# --- subprocess: the installed entry point ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [[str(BIN / "emotion")], [sys.executable, "-m", "pipeline.cli"]],
+                         ids=["entry-point", "python-m"])
+def test_help_exits_zero_quickly(command: list[str], tmp_path: Path):
+    started = time.monotonic()
+    proc = subprocess.run([*command, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - started < 10
+    for sub in SUBCOMMANDS:
+        assert sub in proc.stdout
+    assert proc.stderr == ""
+
+
+def test_importing_the_cli_loads_no_heavy_library(tmp_path: Path):
+    code = ("import sys, pipeline.cli; heavy = ('torch', 'transformers', 'mlflow', 'great_expectations', 'prefect', "
+            "'dvc', 'pandas'); print([m for m in heavy if m in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_predict_with_missing_model_dir_is_a_one_line_error(tmp_path: Path):
+    proc = run_cli("predict", "--config", str(PARAMS), "--set", f"project_dir={tmp_path}",
+                   "--model", "/nonexistent/dir", "i feel fine", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1, proc.stderr
+    assert "/nonexistent/dir" in lines[0]
+    assert proc.stdout == ""
+
+
+def test_subcommand_help_and_unknown_command(tmp_path: Path):
+    ok = run_cli("predict", "--help", cwd=tmp_path)
+    assert ok.returncode == 0 and "--model" in ok.stdout
+    bad = run_cli("frobnicate", cwd=tmp_path)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# --- in process ------------------------------------------------------------------------------------------------
+
+
+def base_args(project: Path) -> list[str]:
+    return ["--config", str(PARAMS), "--set", f"project_dir={project}"]
+
+
+def assert_clean_error(err: str, *needles: str) -> str:
+    assert "Traceback" not in err
+    lines = error_lines(err)
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in err
+    return lines[0]
+
+
+def test_predict_with_folder_that_is_not_a_model(tmp_path: Path, capsys: pytest.CaptureFixture):
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    code = cli.main(["predict", *base_args(tmp_path), "--model", str(empty), "hello"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert_clean_error(err, "config.json", str(empty))
+    assert out == ""
+
+
+def test_predict_json_with_a_model_folder(trained, tmp_path: Path, capsys: pytest.CaptureFixture):
+    model_dir = trained[1]
+    code = cli.main(["predict", *base_args(tmp_path), "--set", "model.max_length=64", "--model", str(model_dir),
+                     "--json", "i feel great", "i am scared"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    preds = json.loads(out)
+    assert [p["text"] for p in preds] == ["i feel great", "i am scared"]
+    for p in preds:
+        assert p["label"] in LABELS
+        assert list(p["probabilities"]) == LABELS
+        assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_predict_text_output(trained, tmp_path: Path, capsys: pytest.CaptureFixture):
+    code = cli.main(["predict", *base_args(tmp_path), "--model", str(trained[1]), "what a day"])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    first, second = out.rstrip("\n").splitlines()
+    assert first.split()[0] in LABELS and first.endswith("what a day")
+    assert all(label in second for label in LABELS)
+
+
+def test_predict_empty_text_is_an_error(trained, tmp_path: Path, capsys: pytest.CaptureFixture):
+    code = cli.main(["predict", *base_args(tmp_path), "--model", str(trained[1]), "fine", "  "])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert_clean_error(err, "text #2 is empty")
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("foo", "dotted.key=value"),
+    ("train.bogus=1", "train.bogus"),
+    ("train.epochs=zero", "train.epochs"),
+])
+def test_bad_set_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture, override: str, needle: str):
+    code = cli.main(["prepare", *base_args(tmp_path), "--set", override])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert_clean_error(err, needle)
+
+
+def test_missing_config_file_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture):
+    code = cli.main(["ingest", "--config", str(tmp_path / "absent.yaml")])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert_clean_error(err, "absent.yaml", "not found")
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture):
+    with pytest.raises(SystemExit) as info:
+        cli.main([])
+    assert info.value.code == 2
+    assert "usage: emotion" in capsys.readouterr().err
+
+
+def test_prepare_without_snapshot(project: Path, capsys: pytest.CaptureFixture):
+    code = cli.main(["prepare", *base_args(project)])
+    out, err = capsys.readouterr()
+    assert code == 2
+    line = assert_clean_error(err, "emotion ingest")
+    assert "no data snapshot" in line and str(project) in line
+    assert not (project / "artifacts" / "prepared").exists()
+
+
+def test_ingest_then_prepare(project: Path, capsys: pytest.CaptureFixture):
+    args = [*base_args(project), "--set", "data.dvc_track=false"]
+    assert cli.main(["ingest", *args]) == 0
+    assert cli.main(["prepare", *args]) == 0
+    out, err = capsys.readouterr()
+    assert "all 11 data checks passed on 720 rows" in out
+    assert "prepared train=" in out
+    prepared = project / "artifacts" / "prepared"
+    assert json.loads((prepared / "label_map.json").read_text())["labels"] == LABELS
+    assert (project / "artifacts" / "reports" / "cleaning.csv").exists()
+
+
+def test_prepare_on_invalid_snapshot_exits_3(project: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    src = copy_sample(tmp_path / "bad-source")
+    with (src / "train.txt").open("a", encoding="utf-8") as fh:
+        fh.write("   ;joy\ni am enraged;rage\n")
+    args = [*base_args(project), "--set", "data.dvc_track=false", "--set", f"data.source={src}"]
+    assert cli.main(["ingest", *args]) == 0
+    code = cli.main(["prepare", *args])
+    _, err = capsys.readouterr()
+    assert code == 3
+    assert "Traceback" not in err
+    assert "error: data validation failed" in err
+    assert (project / "artifacts" / "reports" / "validation_report.md").exists()
+    assert not (project / "artifacts" / "prepared").exists()

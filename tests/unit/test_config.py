@@ -1,0 +1,181 @@
+"""pipeline.config: params.yaml defaults, --set overrides with YAML typing, environment precedence, paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import Config, load_config, load_config_from_env, parse_overrides
+from pipeline.errors import PipelineError
+from tests.conftest import PARAMS
+
+
+@pytest.fixture
+def params_file(tmp_path: Path) -> Path:
+    """A small params file whose values differ from every model default."""
+    path = tmp_path / "params.yaml"
+    path.write_text(
+        "artifacts_dir: out\n"
+        "data:\n  source: /some/where\n  labels: [b, a]\n"
+        "train:\n  epochs: 9\n  batch_size: 5\n  learning_rate: 2.5e-3\n"
+        "gate:\n  min_accuracy: 0.7\n"
+        "mlflow:\n  tracking_uri: sqlite:///db/track.db\n"
+    )
+    return path
+
+
+def test_defaults_come_from_shipped_params_yaml():
+    raw = yaml.safe_load(PARAMS.read_text())
+    cfg = load_config(PARAMS, [], environ={})
+    dumped = cfg.model_dump()
+    for section in ("data", "clean", "model", "train", "gate", "mlflow"):
+        for key, value in raw[section].items():
+            assert dumped[section][key] == value, f"{section}.{key}"
+    assert cfg.artifacts_dir == raw["artifacts_dir"]
+
+
+def test_values_from_a_params_file_override_model_defaults(params_file: Path):
+    cfg = load_config(params_file, [], environ={})
+    assert cfg.artifacts_dir == "out"
+    assert cfg.data.source == "/some/where"
+    assert cfg.data.labels == ["b", "a"]
+    assert (cfg.train.epochs, cfg.train.batch_size) == (9, 5)
+    assert cfg.train.learning_rate == pytest.approx(2.5e-3)
+    assert cfg.gate.min_accuracy == 0.7
+    # keys the file does not mention keep the model defaults
+    assert cfg.gate.min_macro_f1 == Config().gate.min_macro_f1
+    assert cfg.train.seed == 42
+
+
+def test_missing_default_params_gives_model_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)  # no ./params.yaml here
+    assert load_config(None, [], environ={}) == Config()
+
+
+def test_explicit_missing_params_file_is_an_error(tmp_path: Path):
+    with pytest.raises(PipelineError, match="not found"):
+        load_config(tmp_path / "nope.yaml", [], environ={})
+
+
+def test_invalid_yaml_file_is_a_pipeline_error(tmp_path: Path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(PipelineError, match="not valid YAML"):
+        load_config(bad, [], environ={})
+
+
+def test_set_overrides_parse_values_as_yaml(params_file: Path):
+    cfg = load_config(params_file, [
+        "train.max_steps=50",
+        "train.learning_rate=0.125",
+        "data.labels=null",
+        "model.max_length=64",
+        "clean.lowercase=true",
+    ], environ={})
+    assert cfg.train.max_steps == 50 and isinstance(cfg.train.max_steps, int)
+    assert cfg.train.learning_rate == 0.125 and isinstance(cfg.train.learning_rate, float)
+    assert cfg.data.labels is None
+    assert cfg.model.max_length == 64
+    assert cfg.clean.lowercase is True
+
+
+def test_set_list_value(params_file: Path):
+    cfg = load_config(params_file, ["data.labels=[x, y, z]"], environ={})
+    assert cfg.data.labels == ["x", "y", "z"]
+
+
+def test_parse_overrides_types_and_nesting():
+    tree = parse_overrides(["a.b=1", "a.c=2.5", "a.d=null", "e=[1, two]", "f=text", "g="])
+    assert tree == {"a": {"b": 1, "c": 2.5, "d": None}, "e": [1, "two"], "f": "text", "g": ""}
+    assert type(tree["a"]["b"]) is int and type(tree["a"]["c"]) is float
+
+
+def test_set_value_keeps_everything_after_first_equals(params_file: Path):
+    cfg = load_config(params_file, ["data.source=/data/a=b", "mlflow.tracking_uri=http://host:5000"], environ={})
+    assert cfg.data.source == "/data/a=b"
+    assert cfg.mlflow.tracking_uri == "http://host:5000"
+
+
+def test_later_set_wins(params_file: Path):
+    cfg = load_config(params_file, ["train.epochs=2", "train.epochs=4"], environ={})
+    assert cfg.train.epochs == 4
+
+
+@pytest.mark.parametrize("key", ["train.bogus", "data.colour", "mlflow.nothing"])
+def test_unknown_nested_key_names_the_key(params_file: Path, key: str):
+    with pytest.raises(PipelineError) as info:
+        load_config(params_file, [f"{key}=1"], environ={})
+    assert key in str(info.value)
+    assert "invalid configuration" in str(info.value)
+
+
+def test_unknown_top_level_section_names_the_key(params_file: Path):
+    with pytest.raises(PipelineError, match=r"nosuch"):
+        load_config(params_file, ["nosuch.key=1"], environ={})
+
+
+def test_wrongly_typed_value_names_the_key(params_file: Path):
+    with pytest.raises(PipelineError, match=r"train\.epochs"):
+        load_config(params_file, ["train.epochs=many"], environ={})
+
+
+def test_constraint_violation_names_the_key(params_file: Path):
+    with pytest.raises(PipelineError, match=r"gate\.min_accuracy"):
+        load_config(params_file, ["gate.min_accuracy=1.5"], environ={})
+
+
+@pytest.mark.parametrize("item", ["foo", "=3", " =x", ""])
+def test_malformed_set_is_a_pipeline_error(params_file: Path, item: str):
+    with pytest.raises(PipelineError, match="dotted.key=value"):
+        load_config(params_file, [item], environ={})
+
+
+def test_set_into_a_scalar_is_a_pipeline_error(params_file: Path):
+    with pytest.raises(PipelineError, match="not a section"):
+        load_config(params_file, ["train=5", "train.epochs=3"], environ={})
+
+
+def test_env_tracking_uri_wins_over_file(params_file: Path):
+    cfg = load_config(params_file, [], environ={"MLFLOW_TRACKING_URI": "http://env:5000"})
+    assert cfg.mlflow.tracking_uri == "http://env:5000"
+    assert cfg.tracking_uri == "http://env:5000"
+
+
+def test_set_wins_over_env_tracking_uri(params_file: Path):
+    cfg = load_config(params_file, ["mlflow.tracking_uri=http://cli:6000"],
+                      environ={"MLFLOW_TRACKING_URI": "http://env:5000"})
+    assert cfg.mlflow.tracking_uri == "http://cli:6000"
+
+
+def test_empty_env_tracking_uri_is_ignored(params_file: Path):
+    cfg = load_config(params_file, [], environ={"MLFLOW_TRACKING_URI": ""})
+    assert cfg.mlflow.tracking_uri == "sqlite:///db/track.db"
+
+
+def test_load_config_from_env_reads_process_environment(params_file: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://proc-env:1234")
+    assert load_config_from_env(params_file, []).mlflow.tracking_uri == "http://proc-env:1234"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert load_config_from_env(params_file, []).mlflow.tracking_uri == "sqlite:///db/track.db"
+
+
+def test_relative_sqlite_uri_resolves_against_project_dir(params_file: Path, tmp_path: Path):
+    project = tmp_path / "proj"
+    cfg = load_config(params_file, [f"project_dir={project}"], environ={})
+    assert cfg.tracking_uri == f"sqlite:///{project.resolve()}/db/track.db"
+    assert cfg.tracking_uri.startswith("sqlite:////")  # four slashes: an absolute path
+
+
+def test_absolute_sqlite_and_remote_uris_are_unchanged(params_file: Path, tmp_path: Path):
+    absolute = f"sqlite:///{tmp_path}/abs.db"
+    assert load_config(params_file, [f"mlflow.tracking_uri={absolute}"], environ={}).tracking_uri == absolute
+    assert load_config(params_file, ["mlflow.tracking_uri=http://h:1"], environ={}).tracking_uri == "http://h:1"
+
+
+def test_paths_resolve_against_project_dir(params_file: Path, tmp_path: Path):
+    cfg = load_config(params_file, [f"project_dir={tmp_path}"], environ={})
+    assert cfg.artifacts == tmp_path.resolve() / "out"
+    assert cfg.path("data") == tmp_path.resolve() / "data"
+    assert cfg.path("/abs/x") == Path("/abs/x")

@@ -1,0 +1,202 @@
+"""pipeline.train and pipeline.predict with the tiny random BERT on the shipped sample data (a few steps only)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.inference import length_sorted_batches, softmax
+from pipeline.predict import Predictor, find_model_folder
+from pipeline.runtime import choose_runtime
+from pipeline.train import length_grouped_batches, train
+from tests.unit.conftest import LABELS
+
+HISTORY_KEYS = {"epoch", "step", "train_loss", "val_loss", "val_accuracy", "val_macro_f1"}
+
+
+def test_train_returns_history_and_saves_model(trained):
+    result, model_dir = trained
+    assert result.model_dir == model_dir
+    assert result.steps == 3
+    assert len(result.history) == 1  # max_steps=3 ends inside epoch 1; one evaluation
+    row = result.history[0]
+    assert set(row) == HISTORY_KEYS
+    assert (row["epoch"], row["step"]) == (1, 3)
+    assert 0.0 <= row["val_accuracy"] <= 1.0 and 0.0 <= row["val_macro_f1"] <= 1.0
+    assert np.isfinite(row["train_loss"]) and np.isfinite(row["val_loss"])
+    assert result.best_epoch == 1
+    assert result.device == "cpu"
+    assert result.samples_per_second > 0
+    assert (model_dir / "config.json").exists() and (model_dir / "tokenizer_config.json").exists()
+    config = json.loads((model_dir / "config.json").read_text())
+    assert [config["id2label"][str(i)] for i in range(len(LABELS))] == LABELS
+
+
+def test_saved_model_loads_in_transformers_pipeline_with_label_names(trained):
+    from transformers import pipeline
+
+    _, model_dir = trained
+    clf = pipeline("text-classification", model=str(model_dir), device="cpu")
+    out = clf("i feel wonderful today", top_k=None)
+    assert sorted(d["label"] for d in out) == sorted(LABELS)
+    assert sum(d["score"] for d in out) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_training_is_reproducible(trained, sample_prepared, tiny_train_cfgs, tmp_path: Path):
+    first, first_dir = trained
+    model_cfg, train_cfg = tiny_train_cfgs
+    second = train(sample_prepared, model_cfg, train_cfg, tmp_path / "again")
+    assert second.history == first.history  # exactly the same losses and validation metrics
+    texts = sample_prepared.texts("test")[:8]
+    a = Predictor(first_dir, device="cpu").predict_proba(texts)
+    b = Predictor(tmp_path / "again", device="cpu").predict_proba(texts)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_max_steps_zero_saves_an_untrained_model(sample_prepared, tiny_model_dir: Path, tmp_path: Path):
+    from pipeline.config import load_config
+    from pipeline.stages import Layout, train_stage
+    from tests.conftest import PARAMS
+
+    cfg = load_config(PARAMS, [f"project_dir={tmp_path}", f"model.name={tiny_model_dir}", "train.max_steps=0",
+                               "train.device=cpu", "model.max_length=64"], environ={})
+    result = train_stage(cfg, sample_prepared)
+    assert result.steps == 0 and result.history == [] and result.best_epoch == 0
+    layout = Layout.of(cfg)
+    assert (layout.model / "config.json").exists()
+    curve = pd.read_csv(layout.plots / "training_curve.csv")
+    assert curve.empty
+    assert curve.columns.tolist() == ["epoch", "step", "train_loss", "val_loss", "val_accuracy", "val_macro_f1"]
+    assert (layout.plots / "training_curve.png").exists()
+    summary = json.loads((layout.root / "training_summary.json").read_text())
+    assert summary["steps"] == 0
+    predictor = Predictor(layout.model, device="cpu")
+    assert predictor.labels == LABELS
+    assert predictor.predict_proba(["still works"]).shape == (1, len(LABELS))
+
+
+def test_epoch_callback_sees_each_history_row(sample_prepared, tiny_train_cfgs, tmp_path: Path):
+    model_cfg, train_cfg = tiny_train_cfgs
+    seen: list[dict] = []
+    cfg = train_cfg.model_copy(update={"max_steps": 2, "batch_size": 256, "epochs": 2})  # 2 steps/epoch -> 1 epoch
+    result = train(sample_prepared, model_cfg, cfg, tmp_path / "m", on_evaluation=seen.append)
+    assert seen == result.history and len(seen) == 1 and seen[0]["step"] == 2
+
+
+# --- predict -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def predictor(trained) -> Predictor:
+    return Predictor(trained[1], device="cpu")
+
+
+def test_predictor_probabilities_sum_to_one_and_cover_labels(predictor: Predictor):
+    texts = ["i am so happy", "this is terrifying", "x", "a much longer sentence " * 20]
+    probs = predictor.predict_proba(texts)
+    assert probs.shape == (len(texts), len(LABELS))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert (probs >= 0).all()
+    preds = predictor.predict(texts)
+    assert [p.text for p in preds] == texts
+    for p, row in zip(preds, probs):
+        assert list(p.probabilities) == LABELS
+        assert sum(p.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert p.label == LABELS[int(row.argmax())]
+        assert p.score == pytest.approx(max(p.probabilities.values()))
+
+
+def test_predictions_do_not_depend_on_batching(trained):
+    texts = [f"text number {i} " + "word " * (i % 7) for i in range(11)]
+    a = Predictor(trained[1], device="cpu", precision="fp32", batch_size=3).predict_proba(texts)
+    b = Predictor(trained[1], device="cpu", precision="fp32", batch_size=64).predict_proba(texts[::-1])[::-1]
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("texts", [[""], ["fine", "   "], ["ok", None]])
+def test_empty_text_is_a_pipeline_error(predictor: Predictor, texts):
+    with pytest.raises(PipelineError, match="empty"):
+        predictor.predict(texts)
+
+
+def test_predictor_needs_a_model_folder(tmp_path: Path):
+    with pytest.raises(PipelineError, match="config.json"):
+        Predictor(tmp_path)
+    with pytest.raises(PipelineError):
+        Predictor(tmp_path / "does-not-exist")
+
+
+def test_find_model_folder(trained, tmp_path: Path):
+    import shutil
+
+    _, model_dir = trained
+    assert find_model_folder(model_dir) == model_dir
+    nested = tmp_path / "download" / "artifacts" / "hf_model"
+    shutil.copytree(model_dir, nested)
+    assert find_model_folder(tmp_path / "download") == nested
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PipelineError, match="no Hugging Face model folder"):
+        find_model_folder(tmp_path / "empty")
+
+
+def test_score_model_rejects_label_mismatch(trained, sample_prepared, tmp_path: Path):
+    from pipeline.config import load_config
+    from pipeline.encode import LabelMap, PreparedData
+    from pipeline.stages import score_model
+    from tests.conftest import PARAMS
+
+    cfg = load_config(PARAMS, [f"project_dir={tmp_path}", "train.device=cpu", "model.max_length=64"], environ={})
+    ev = score_model(cfg, trained[1], sample_prepared)
+    assert ev.confusion.sum() == len(sample_prepared.texts("test"))
+    other = PreparedData(sample_prepared.splits, LabelMap(list(reversed(LABELS))))
+    with pytest.raises(PipelineError, match="predicts"):
+        score_model(cfg, trained[1], other)
+
+
+# --- helpers of the training loop ----------------------------------------------------------------------------
+
+
+def test_length_grouped_batches_cover_every_index_once():
+    lengths = [random.Random(1).randint(1, 60) for _ in range(1000)]
+    batches = length_grouped_batches(lengths, 16, random.Random(5))
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(1000))
+    assert all(1 <= len(b) <= 16 for b in batches)
+    assert batches == length_grouped_batches(lengths, 16, random.Random(5))  # same rng seed, same batches
+
+
+def test_length_sorted_batches_and_softmax():
+    batches = length_sorted_batches([5, 1, 3, 9, 2], 2)
+    assert batches == [[1, 4], [2, 0], [3]]
+    probs = softmax(np.array([[1000.0, 1000.0], [0.0, np.log(3.0)]]))
+    np.testing.assert_allclose(probs, [[0.5, 0.5], [0.25, 0.75]])
+
+
+def test_choose_runtime_cpu_precisions():
+    import torch
+
+    assert choose_runtime("cpu", "fp32").dtype is None
+    assert choose_runtime("cpu", "fp16").dtype is torch.bfloat16  # fp16 autocast is not used on CPU
+    assert choose_runtime("cpu", "bf16").precision == "bf16"
+    assert choose_runtime("cpu", "auto").device.type == "cpu"
+
+
+def test_model_folder_without_config_is_a_pipeline_error(tmp_path: Path):
+    from pipeline.modeling import resolve_model_source
+
+    with pytest.raises(PipelineError, match="config.json"):
+        resolve_model_source(str(tmp_path))
+    assert resolve_model_source("some-org/some-model") == "some-org/some-model"
+
+
+def test_unreachable_hub_model_is_a_pipeline_error():
+    from pipeline.modeling import load_tokenizer
+
+    with pytest.raises(PipelineError, match="network"):
+        load_tokenizer("nobody-xyz/no-such-model-123")
