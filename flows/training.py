@@ -1,11 +1,13 @@
-"""The training flow: ingest -> validate -> clean/encode -> train -> evaluate -> gate -> register.
+"""The training flow: ingest -> validate -> clean/encode -> train -> evaluate -> behaviour -> gate -> register.
 
-Thin Prefect wrappers over ``pipeline.stages``; every run is one MLflow run, and a model gets the
-``champion`` alias only when the gate passes.
+Thin Prefect wrappers over ``pipeline.stages``. Every run is one MLflow run; every gated run registers a
+version with alias ``challenger``; ``champion`` moves only through ``registry.promote``, the last step, and
+only when the gate passed against the champion that is current at promotion time.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,13 +15,16 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from pipeline import gate, registry, stages
+from pipeline import evaluate, gate, model_card, registry, stages
+from pipeline.behaviour import BehaviourReport
 from pipeline.config import Config
 from pipeline.encode import PreparedData
 from pipeline.errors import PipelineError
 from pipeline.evaluate import Evaluation
 from pipeline.train import TrainResult
 from pipeline.versioning import git_commit
+
+PROMOTION_ATTEMPTS = 3  # re-score and re-gate when another run moved the champion meanwhile
 
 
 @task(name="ingest", cache_policy=NO_CACHE)
@@ -54,6 +59,11 @@ def evaluate_task(cfg: Config, prepared: PreparedData) -> tuple[Evaluation, dict
     return stages.evaluate_stage(cfg, prepared)
 
 
+@task(name="behaviour", cache_policy=NO_CACHE)
+def behaviour_task(cfg: Config, prepared: PreparedData) -> BehaviourReport:
+    return stages.behaviour_stage(cfg, prepared)
+
+
 @task(name="score-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
 def champion_task(cfg: Config, prepared: PreparedData) -> tuple[str | None, dict[str, float] | None, list[str]]:
     """Score the current champion on this run's test set; (version, metrics, notes)."""
@@ -72,28 +82,40 @@ def champion_task(cfg: Config, prepared: PreparedData) -> tuple[str | None, dict
 
 
 @task(name="register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
-def register_task(cfg: Config, run_id: str, prepared: PreparedData, evaluation: Evaluation,
-                  verdict: gate.GateVerdict, lineage: dict[str, str]) -> str:
-    """Register the candidate (alias challenger); give it champion only if the gate passed."""
+def register_task(cfg: Config, run_id: str, labels: list[str], tags: dict[str, str], description: str) -> str:
+    """Log the model and create its version (tags and card in one call), alias challenger."""
     mlflow_client = registry.client(cfg)
-    model_uri = registry.log_model(run_id, stages.Layout.of(cfg).model, prepared.label_map.labels)
-    tags = lineage | {
+    logged = registry.log_model(run_id, stages.Layout.of(cfg).model, labels)
+    version = registry.register(cfg, mlflow_client, logged, run_id, tags, description)
+    registry.set_alias(cfg, mlflow_client, registry.CHALLENGER, version)
+    return version
+
+
+@task(name="promote", cache_policy=NO_CACHE)
+def promote_task(cfg: Config, version: str, run_id: str, compared_with: str | None, reason: str) -> None:
+    registry.promote(cfg, registry.client(cfg), version, actor=f"training-flow run {run_id}", reason=reason,
+                     kind="gate", expected_champion=compared_with)
+
+
+def version_tags(lineage: dict[str, str], labels: list[str], evaluation: Evaluation, verdict: gate.GateVerdict,
+                 champion_version: str | None, champion_metrics: dict[str, float] | None,
+                 calibration: dict[str, float]) -> dict[str, str]:
+    """Lineage, gate result, and both score sets (challenger and champion on the same test set)."""
+    def scores(metrics: dict[str, float] | None) -> str:
+        return json.dumps({k: round(v, 4) for k, v in (metrics or {}).items()})
+
+    return lineage | {
         "gate": "passed" if verdict.passed else "failed",
+        "gate_failed_checks": "; ".join(c.name for c in verdict.failed)[:4000],
         "accuracy": f"{evaluation.metrics['accuracy']:.4f}",
         "macro_f1": f"{evaluation.metrics['macro_f1']:.4f}",
-        "labels": ",".join(prepared.label_map.labels),
+        "ece": f"{evaluation.metrics['ece']:.4f}",
+        "temperature": f"{calibration.get('temperature', 1.0):.4f}",
+        "labels": ",".join(labels),
+        "compared_with_champion": champion_version or "none",
+        "scores.challenger": scores(evaluation.metrics),
+        "scores.champion": scores(champion_metrics),
     }
-    description = "\n".join([
-        f"Emotion classifier over labels: {', '.join(prepared.label_map.labels)}.",
-        f"Data: {lineage['data_source']} (hash {lineage['data_hash']}); code {lineage['git_commit']}.",
-        f"Test accuracy {evaluation.metrics['accuracy']:.4f}, macro-F1 {evaluation.metrics['macro_f1']:.4f}.",
-        "Gate: " + ("passed" if verdict.passed else "failed") + "; " + "; ".join(verdict.reasons),
-    ])
-    version = registry.register(cfg, mlflow_client, model_uri, run_id, tags, description)
-    registry.set_alias(cfg, mlflow_client, registry.CHALLENGER, version)
-    if verdict.passed:
-        registry.set_alias(cfg, mlflow_client, registry.CHAMPION, version)
-    return version
 
 
 @flow(name="emotion-training", log_prints=True)
@@ -122,21 +144,52 @@ def training_flow(cfg: Config) -> dict[str, Any]:
         mlflow_client.log_artifacts(run_id, str(layout.reports), "reports")
         trained = train_task(cfg, prepared, run_id)
         registry.log_metrics(mlflow_client, run_id, {"train_samples_per_second": trained.samples_per_second,
-                                                     "train_seconds": trained.train_seconds, "best_epoch": trained.best_epoch})
+                                                     "train_seconds": trained.train_seconds,
+                                                     "best_epoch": trained.best_epoch, **trained.calibration})
         evaluation, paths = evaluate_task(cfg, prepared)
         registry.log_metrics(mlflow_client, run_id, evaluation.metrics, prefix="test_")
-        champion_version, champion_metrics, notes = champion_task(cfg, prepared)
-        verdict = gate.decide(evaluation.metrics, champion_metrics, cfg.gate, notes)
-        registry.write_json(layout.root / "gate.json", verdict.to_dict() | {"champion_metrics": champion_metrics})
-        for path in [*paths.values(), layout.root / "gate.json", layout.plots / "training_curve.png",
+        behaviour = behaviour_task(cfg, prepared)
+        registry.log_metrics(mlflow_client, run_id, {k: v for k, v in behaviour.to_dict().items()
+                                                     if isinstance(v, float)}, prefix="behaviour_")
+
+        version, promoted, notes_extra = None, False, []
+        for attempt in range(1, PROMOTION_ATTEMPTS + 1):
+            champion_version, champion_metrics, notes = champion_task(cfg, prepared)
+            verdict = gate.decide(evaluation.metrics, champion_metrics, cfg.gate, labels, behaviour, notes + notes_extra)
+            registry.write_json(layout.root / "gate.json", verdict.to_dict() | {"champion_version": champion_version,
+                                                                                "champion_metrics": champion_metrics})
+            (layout.root / "gate.md").write_text(verdict.to_markdown())
+            (layout.root / "comparison.md").write_text(evaluate.comparison(evaluation.metrics, champion_metrics, labels))
+            tags = version_tags(lineage, labels, evaluation, verdict, champion_version, champion_metrics,
+                                trained.calibration)
+            card = model_card.build(labels, lineage, evaluation.metrics, verdict, trained.calibration, champion_version)
+            if version is None:
+                version = register_task(cfg, run_id, labels, tags, card)
+            else:  # re-gated against a newer champion: bring the record up to date
+                for key, value in tags.items():
+                    mlflow_client.set_model_version_tag(cfg.mlflow.registered_model, version, key, value)
+                mlflow_client.update_model_version(cfg.mlflow.registered_model, version, card)
+            if not verdict.passed:
+                break
+            try:
+                promote_task(cfg, version, run_id, champion_version,
+                             f"passed the gate ({len(verdict.checks)} checks) against champion "
+                             f"{'v' + champion_version if champion_version else 'none'}")
+                promoted = True
+                break
+            except registry.StaleChampion as exc:
+                logger.warning("attempt %d: %s; scoring the new champion and gating again", attempt, exc)
+                notes_extra = [f"re-gated after: {exc}"]
+        for path in [*paths.values(), layout.root / "gate.json", layout.root / "gate.md", layout.root / "comparison.md",
+                     layout.root / "behaviour.json", layout.plots / "training_curve.png",
                      layout.plots / "training_curve.csv"]:
             mlflow_client.log_artifact(run_id, str(path), "evaluation")
         if champion_metrics:
             registry.log_metrics(mlflow_client, run_id, champion_metrics, prefix="champion_test_")
         mlflow_client.set_tag(run_id, "gate", "passed" if verdict.passed else "failed")
+        mlflow_client.set_tag(run_id, "model_version", version)
         for reason in verdict.reasons:
             logger.info("gate: %s", reason)
-        version = register_task(cfg, run_id, prepared, evaluation, verdict, lineage)
         status = "FINISHED"
     finally:
         mlflow_client.set_terminated(run_id, status)
@@ -148,11 +201,13 @@ def training_flow(cfg: Config) -> dict[str, Any]:
         "cleaning": changes.reset_index().to_dict(orient="records"),
         "training": {"steps": trained.steps, "best_epoch": trained.best_epoch, "seconds": round(trained.train_seconds, 1),
                      "samples_per_second": round(trained.samples_per_second, 1), "device": trained.device,
-                     "precision": trained.precision},
+                     "precision": trained.precision, "temperature": round(trained.calibration["temperature"], 4)},
         "metrics": {k: round(v, 4) for k, v in evaluation.metrics.items()},
+        "behaviour": behaviour.to_dict(),
         "gate": verdict.to_dict() | {"reasons": verdict.reasons},
         "champion_before": champion_version,
+        "champion_metrics": {k: round(v, 4) for k, v in (champion_metrics or {}).items()},
         "model": cfg.mlflow.registered_model,
         "version": version,
-        "aliases": [registry.CHALLENGER] + ([registry.CHAMPION] if verdict.passed else []),
+        "aliases": [registry.CHALLENGER] + ([registry.CHAMPION] if promoted else []),
     }

@@ -119,6 +119,93 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _actor() -> str:
+    import getpass
+
+    return os.environ.get("EMOTION_ACTOR") or getpass.getuser()
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from pipeline import registry
+
+    cfg = _config(args)
+    rows = registry.list_versions(cfg, registry.client(cfg))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'version':>7}  {'aliases':<28} {'gate':<7} {'accuracy':>8} {'macro_f1':>8}  {'created (UTC)':<25} data_hash")
+    for r in rows:
+        print(f"{r['version']:>7}  {','.join(r['aliases']) or '-':<28} {r['gate'] or '-':<7} {r['accuracy'] or '-':>8} "
+              f"{r['macro_f1'] or '-':>8}  {r['created']:<25} {r['data_hash'] or '-'}")
+    return 0
+
+
+def _print_event(event: Any) -> None:
+    print(f"{event.kind}: champion -> version {event.version} (previous: {event.previous or 'none'}) "
+          f"by {event.actor} at {event.at}: {event.reason}")
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from pipeline import registry
+
+    cfg = _config(args)
+    _print_event(registry.promote(cfg, registry.client(cfg), str(args.version), actor=_actor(), reason=args.reason,
+                                  kind="manual", force=args.force))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from pipeline import registry
+
+    cfg = _config(args)
+    _print_event(registry.rollback(cfg, registry.client(cfg), actor=_actor(), reason=args.reason))
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from pipeline import registry
+
+    cfg = _config(args)
+    events = registry.history(cfg, registry.client(cfg))
+    if args.json:
+        print(json.dumps([asdict(e) for e in events], indent=2))
+    for event in [] if args.json else events:
+        _print_event(event)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pipeline.serve import run as serve
+
+    serve(_config(args), args.host, args.port)
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from flows.monitoring import monitoring_flow
+    from pipeline.drift import format_check
+
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logging.getLogger(name).addFilter(_NoTracebackForUserErrors())
+    result = monitoring_flow(batch=args.path, params=args.config, overrides=args.set, cfg=_config(args))
+    print(json.dumps(result, indent=2, default=str) if args.json else format_check(result))
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from flows.deployments import serve as serve_flows
+
+    _config(args)  # a bad config fails here, not at the first scheduled run
+    serve_flows(args.config, args.set, args.port)
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The closing report of `emotion run`."""
     metrics = summary["metrics"]
@@ -132,6 +219,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"test      accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
         f"weighted-F1 {metrics['weighted_f1']:.4f}  macro-P {metrics['macro_precision']:.4f}  "
         f"macro-R {metrics['macro_recall']:.4f}",
+        f"calibrated ECE {metrics['ece']:.4f} (temperature {summary['training']['temperature']})  behaviour: "
+        f"minimum functionality {_fmt(summary['behaviour']['mft_accuracy'])}, "
+        f"invariance {_fmt(summary['behaviour']['invariance_rate'])}",
         f"gate      {'PASSED' if summary['gate']['passed'] else 'FAILED'}",
         *[f"          {reason}" for reason in summary["gate"]["reasons"]],
         f"registry  {summary['model']} version {summary['version']} -> aliases: {', '.join(summary['aliases'])}",
@@ -160,10 +250,28 @@ def build_parser() -> argparse.ArgumentParser:
     add("prepare", cmd_prepare, "validate, clean and encode the snapshot into artifacts/prepared")
     add("train", cmd_train, "fine-tune the model on artifacts/prepared into artifacts/model")
     add("evaluate", cmd_evaluate, "score artifacts/model on the test split: metrics, report, plots")
+    models = add("models", cmd_models, "list registered versions: aliases, gate, metrics, creation time, data hash")
+    models.add_argument("--json", action="store_true", help="print as JSON")
+    promote = add("promote", cmd_promote, "make VERSION the champion (the old champion becomes 'previous')")
+    promote.add_argument("version", help="the model version to promote")
+    promote.add_argument("--reason", required=True, help="why, recorded with who and when")
+    promote.add_argument("--force", action="store_true", help="promote even if the version failed its gate")
+    rollback = add("rollback", cmd_rollback, "give champion back to the 'previous' version")
+    rollback.add_argument("--reason", required=True, help="why, recorded with who and when")
+    history = add("history", cmd_history, "the promotion and rollback history")
+    history.add_argument("--json", action="store_true", help="print as JSON")
     predict = add("predict", cmd_predict, "classify texts with the champion model (or --model)")
     predict.add_argument("texts", nargs="+", help="texts to classify")
     predict.add_argument("--model", help="a model folder or MLflow model URI (default: models:/<name>@champion)")
     predict.add_argument("--json", action="store_true", help="print predictions as JSON")
+    serve = add("serve", cmd_serve, "REST API and demo page over the champion, reloaded when it changes")
+    serve.add_argument("--host", help="interface to bind (default: serve.host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: serve.port, 8000)")
+    monitor = add("monitor", cmd_monitor, "check a batch of new texts for drift against the champion (Prefect flow)")
+    monitor.add_argument("path", help="a file or folder of texts in any supported format; labels optional")
+    monitor.add_argument("--json", action="store_true", help="print the verdict as JSON (top-level boolean 'drift')")
+    schedule = add("schedule", cmd_schedule, "serve the weekly retraining and daily drift-check deployments until stopped")
+    schedule.add_argument("--port", type=int, default=4200, help="local Prefect server port when PREFECT_API_URL is unset")
     return parser
 
 

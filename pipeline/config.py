@@ -67,11 +67,17 @@ class TrainConfig(_Section):
 
 
 class GateConfig(_Section):
-    """Promotion rules: absolute floors, and the largest allowed drop against the champion."""
+    """Promotion rules: absolute floors, calibration, behaviour, and the largest allowed drop vs the champion."""
 
     min_accuracy: float = Field(0.5, ge=0, le=1)
     min_macro_f1: float = Field(0.5, ge=0, le=1)
+    min_class_f1: float = Field(0.3, ge=0, le=1)  # so one emotion cannot collapse unnoticed
     max_regression: float = Field(0.01, ge=0, le=1)  # macro-F1 points the candidate may lose vs champion
+    max_class_regression: float = Field(0.1, ge=0, le=1)  # per-class F1 points it may lose vs champion
+    max_ece: float = Field(0.15, ge=0, le=1)  # expected calibration error on test, after temperature scaling
+    min_mft_accuracy: float = Field(0.7, ge=0, le=1)  # share of clear per-emotion sentences labelled right
+    min_invariance: float = Field(0.85, ge=0, le=1)  # share of name/place/number/punctuation edits that keep the label
+    invariance_tolerance: float = Field(0.2, ge=0, le=1)  # largest move of the top probability still called invariant
 
 
 class MlflowConfig(_Section):
@@ -79,6 +85,51 @@ class MlflowConfig(_Section):
     artifact_root: str = "mlflow/artifacts"
     experiment: str = "emotion"
     registered_model: str = "emotion-classifier"
+    lock_file: str = "mlflow/registry.lock"  # serializes alias moves; on a shared server use a shared disk
+
+
+class ServeConfig(_Section):
+    """The REST API and demo page (`emotion serve`): limits, hot reload and the inference backend."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    alias: str = "champion"  # the registry alias served by default
+    max_texts: int = Field(64, ge=1)  # texts per request
+    max_chars: int = Field(2000, ge=1)  # characters per text
+    refresh_seconds: float = Field(10.0, ge=0)  # how often to look for a new champion; 0 = only on POST /reload
+    backend: Literal["torch-fp32", "torch-bf16", "int8"] = "torch-bf16"
+    parity_tolerance: float = Field(0.003, ge=0, le=1)  # accuracy a fast backend may lose vs fp32 (0.003 = 0.3 points)
+    parity_source: str | None = None  # labelled data whose test split checks parity; None = data.source
+    batch_size: int = Field(64, ge=1)  # texts per forward pass
+    max_batch_texts: int = Field(256, ge=1)  # texts of concurrent requests run together in one call
+    max_loaded_versions: int = Field(2, ge=0)  # non-champion versions kept loaded for the demo's version picker
+    access_log: bool = True
+
+
+class MonitorConfig(_Section):
+    """Drift monitoring (`emotion monitor`, the daily drift check) and what a drift verdict triggers."""
+
+    batch_source: str | None = None  # new texts the scheduled drift check reads (file or folder); None = none
+    batch_max_rows: int = Field(2000, ge=1)  # larger batches are sampled down (seeded) to this many rows
+    min_batch_rows: int = Field(30, ge=2)  # fewer rows than this is too little to test for drift
+    reference_splits: list[str] = ["validation"]  # of the champion's data; held out, so its confidence is honest
+    reference_size: int = Field(1000, ge=10)  # reference rows sampled (seeded) from those splits
+    seed: int = 0
+    drift_share: float = Field(0.3, gt=0, le=1)  # drift when this share of descriptor + prediction columns drifted
+    num_method: str = "wasserstein"  # Evidently stat test for numeric columns (descriptors, confidence)
+    num_threshold: float = Field(0.2, gt=0)  # in-distribution noise at 500 vs 1000 rows: 95th percentile ~0.12
+    cat_method: str = "jensenshannon"  # Evidently stat test for the predicted-label distribution
+    cat_threshold: float = Field(0.1, gt=0)
+    embedding_threshold: float = Field(0.6, gt=0.5, le=1)  # domain-classifier ROC AUC on sentence embeddings
+    embedding_plot: bool = True  # put the embedding drift (t-SNE plot, ~10 s) in the HTML report
+    trigger: Literal["off", "on_drift", "schedule_only"] = "on_drift"  # what a drift verdict starts
+    retrain_deployment: str | None = None  # e.g. "emotion-retrain/weekly": retrain as a deployment run, not a subflow
+    merged_dir: str = "artifacts/merged"  # champion data + new labelled rows, one folder per merge
+    holdout_fraction: float = Field(0.2, ge=0, lt=1)  # share of new labelled rows for validation + test (half each)
+    training_cron: str | None = "0 3 * * 1"  # scheduled retraining (weekly); None = no schedule
+    drift_cron: str | None = "0 6 * * *"  # scheduled drift check (daily); None = no schedule
+    timezone: str = "UTC"
+    experiment: str = "emotion-monitoring"  # MLflow experiment of the drift checks
 
 
 class Config(_Section):
@@ -90,6 +141,8 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     gate: GateConfig = GateConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    serve: ServeConfig = ServeConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     def path(self, relative: str | Path) -> Path:
         """Resolve a config path against the project directory."""

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, precision_recall_fscore_support
 
+from pipeline.calibration import expected_calibration_error
 from pipeline.plots import plot_confusion_matrix
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def score(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> Evaluatio
     """All the numbers a model card reports, from true ids and predicted probabilities."""
     y_pred = probs.argmax(axis=1)
     ids = list(range(len(labels)))
-    metrics = {"accuracy": float(accuracy_score(y_true, y_pred))}
+    metrics = {"accuracy": float(accuracy_score(y_true, y_pred)), "ece": expected_calibration_error(probs, y_true)}
     for average in ("macro", "weighted"):
         p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=ids, average=average, zero_division=0)
         metrics |= {f"{average}_precision": float(p), f"{average}_recall": float(r), f"{average}_f1": float(f)}
@@ -65,3 +66,16 @@ def write_evaluation(evaluation: Evaluation, out_dir: Path, plots_dir: Path) -> 
     log.info("test metrics: accuracy %.4f, macro-F1 %.4f\n%s", evaluation.metrics["accuracy"],
              evaluation.metrics["macro_f1"], evaluation.report)
     return paths
+
+
+def comparison(candidate: dict[str, float], champion: dict[str, float] | None, labels: list[str]) -> str:
+    """Markdown table of challenger vs champion on the same test set."""
+    keys = ["accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall", "ece"] + [f"f1_{l}" for l in labels]
+    lines = ["| metric | challenger | champion | change |", "|---|---|---|---|"]
+    for key in keys:
+        mine, theirs = candidate.get(key), (champion or {}).get(key)
+        if mine is None:
+            continue
+        change = f"{mine - theirs:+.4f}" if theirs is not None else ""
+        lines.append(f"| {key} | {mine:.4f} | {'' if theirs is None else f'{theirs:.4f}'} | {change} |")
+    return "\n".join(lines) + "\n"

@@ -26,6 +26,7 @@ class Predictor:
 
     def __init__(self, model_dir: Path, device: str = "auto", precision: str = "auto", max_length: int = 128,
                  batch_size: int = 64) -> None:
+        from pipeline.calibration import load_temperature
         from pipeline.modeling import load_classifier, load_tokenizer
         from pipeline.runtime import choose_runtime
 
@@ -38,6 +39,7 @@ class Predictor:
         self.max_length = max_length
         self.batch_size = batch_size
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        self.temperature = load_temperature(self.model_dir)  # probabilities are served calibrated
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         from pipeline.inference import predict_logits, softmax
@@ -46,7 +48,7 @@ class Predictor:
             if not isinstance(text, str) or not text.strip():
                 raise PipelineError(f"text #{i + 1} is empty: give some words to classify")
         logits = predict_logits(self.model, self.tokenizer, list(texts), self.runtime, self.max_length, self.batch_size)
-        return softmax(logits)
+        return softmax(logits / self.temperature)
 
     def predict(self, texts: list[str]) -> list[Prediction]:
         probs = self.predict_proba(texts)

@@ -7,6 +7,8 @@ import logging
 import os
 import tempfile
 import warnings
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ log = logging.getLogger(__name__)
 HF_ARTIFACT = "hf_model"  # the artifact key pyfunc_model.py loads the Hugging Face folder from
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+PREVIOUS = "previous"
+HISTORY_PREFIX = "promotion."  # registered-model tags promotion.000001, ... hold the promotion history
 MODEL_REQUIREMENTS = ("torch", "transformers", "tokenizers", "safetensors", "pandas", "numpy", "pydantic", "pyyaml")
 
 
@@ -74,8 +78,8 @@ def log_metrics(mlflow_client: Any, run_id: str, metrics: dict[str, float], step
     mlflow_client.log_batch(run_id, metrics=batch)
 
 
-def log_model(run_id: str, model_dir: Path, labels: list[str]) -> str:
-    """Log the model folder as a pyfunc model on the run; returns its model URI."""
+def log_model(run_id: str, model_dir: Path, labels: list[str]) -> tuple[str, str]:
+    """Log the model folder as a pyfunc model on the run; returns its model URI and logged-model id."""
     import mlflow
     import pandas as pd
     from mlflow.models import infer_signature
@@ -93,10 +97,10 @@ def log_model(run_id: str, model_dir: Path, labels: list[str]) -> str:
             signature=infer_signature(example_in, example_out),
             pip_requirements=requirements,
         )
-    return info.model_uri
+    return info.model_uri, info.model_id
 
 
-def register(cfg: Config, mlflow_client: Any, model_uri: str, run_id: str, tags: dict[str, str],
+def register(cfg: Config, mlflow_client: Any, logged: tuple[str, str], run_id: str, tags: dict[str, str],
              description: str) -> str:
     """Create a registered model version with its lineage tags in one call; returns the version."""
     name = cfg.mlflow.registered_model
@@ -104,7 +108,9 @@ def register(cfg: Config, mlflow_client: Any, model_uri: str, run_id: str, tags:
         mlflow_client.get_registered_model(name)
     except Exception:  # RestException(RESOURCE_DOES_NOT_EXIST)
         mlflow_client.create_registered_model(name, description="Emotion classifier fine-tuned by emotion-pipeline.")
-    version = mlflow_client.create_model_version(name, model_uri, run_id=run_id, tags=tags, description=description)
+    model_uri, model_id = logged  # a tracking server needs the logged model's id with its URI
+    version = mlflow_client.create_model_version(name, model_uri, run_id=run_id, tags=tags, description=description,
+                                                 model_id=model_id)
     log.info("registered %s version %s", name, version.version)
     return str(version.version)
 
@@ -122,6 +128,114 @@ def version_by_alias(cfg: Config, mlflow_client: Any, alias: str) -> Any | None:
 def set_alias(cfg: Config, mlflow_client: Any, alias: str, version: str) -> None:
     mlflow_client.set_registered_model_alias(cfg.mlflow.registered_model, alias, version)
     log.info("alias %s -> %s version %s", alias, cfg.mlflow.registered_model, version)
+
+
+class StaleChampion(PipelineError):
+    """The champion changed between scoring it and promoting: the gate's comparison is out of date."""
+
+
+@dataclass(frozen=True)
+class Promotion:
+    version: str
+    previous: str | None
+    kind: str  # gate | manual | rollback
+    actor: str
+    reason: str
+    at: str
+
+
+def _lock(cfg: Config) -> Any:
+    """One process at a time may move aliases (a file lock; on a shared server, put it on a shared disk)."""
+    from filelock import FileLock
+
+    path = cfg.path(cfg.mlflow.lock_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path), timeout=120)
+
+
+def _champion(cfg: Config, mlflow_client: Any) -> str | None:
+    current = version_by_alias(cfg, mlflow_client, CHAMPION)
+    return str(current.version) if current else None
+
+
+def history(cfg: Config, mlflow_client: Any) -> list[Promotion]:
+    """Every promotion and rollback, oldest first."""
+    try:
+        tags = mlflow_client.get_registered_model(cfg.mlflow.registered_model).tags
+    except Exception as exc:  # RestException(RESOURCE_DOES_NOT_EXIST)
+        raise PipelineError(f"no registered model '{cfg.mlflow.registered_model}' yet: run `emotion run`") from exc
+    return [Promotion(**json.loads(tags[k])) for k in sorted(tags) if k.startswith(HISTORY_PREFIX)]
+
+
+def _move_champion(cfg: Config, mlflow_client: Any, version: str, kind: str, actor: str, reason: str) -> Promotion:
+    """champion -> version, the old champion -> previous, tags and history; the caller holds the lock."""
+    name = cfg.mlflow.registered_model
+    previous = _champion(cfg, mlflow_client)
+    event = Promotion(version, previous, kind, actor, reason, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    if previous and previous != version:
+        set_alias(cfg, mlflow_client, PREVIOUS, previous)
+    set_alias(cfg, mlflow_client, CHAMPION, version)
+    for key, value in (("promoted_at", event.at), ("promoted_by", actor), ("promotion_reason", reason[:4000]),
+                       ("promotion_kind", kind)):
+        mlflow_client.set_model_version_tag(name, version, key, value)
+    count = len(history(cfg, mlflow_client))
+    mlflow_client.set_registered_model_tag(name, f"{HISTORY_PREFIX}{count + 1:06d}", json.dumps(asdict(event)))
+    return event
+
+
+def promote(cfg: Config, mlflow_client: Any, version: str, *, actor: str, reason: str, kind: str = "manual",
+            expected_champion: str | None | bool = False, force: bool = False) -> Promotion:
+    """Make ``version`` the champion; the only writer of the champion alias.
+
+    ``expected_champion`` (when not False) is the champion the gate compared against: if another run moved
+    the champion meanwhile, StaleChampion is raised and nothing changes. A version that failed its gate is
+    refused unless ``force``.
+    """
+    name = cfg.mlflow.registered_model
+    try:
+        target = mlflow_client.get_model_version(name, version)
+    except Exception as exc:
+        raise PipelineError(f"{name} has no version {version}: see `emotion models`") from exc
+    if target.tags.get("gate") == "failed" and not force:
+        raise PipelineError(f"{name} version {version} failed its gate; use --force to promote it anyway")
+    with _lock(cfg):
+        current = _champion(cfg, mlflow_client)
+        if expected_champion is not False and current != expected_champion:
+            raise StaleChampion(f"the champion moved from {expected_champion} to {current} during this run")
+        event = _move_champion(cfg, mlflow_client, version, kind, actor, reason)
+    log.info("promoted %s version %s to champion (previous: %s) by %s: %s", name, version, event.previous, actor, reason)
+    return event
+
+
+def rollback(cfg: Config, mlflow_client: Any, *, actor: str, reason: str) -> Promotion:
+    """Give champion back to the version holding ``previous`` (the old champion becomes previous)."""
+    with _lock(cfg):
+        target = version_by_alias(cfg, mlflow_client, PREVIOUS)
+        if target is None:
+            raise PipelineError("no previous champion to roll back to (no version has the alias 'previous')")
+        event = _move_champion(cfg, mlflow_client, str(target.version), "rollback", actor, reason)
+    log.info("rolled back %s to version %s (was %s)", cfg.mlflow.registered_model, event.version, event.previous)
+    return event
+
+
+def list_versions(cfg: Config, mlflow_client: Any) -> list[dict[str, Any]]:
+    """Versions, newest first, with aliases, gate result, metrics, data hash and creation time."""
+    name = cfg.mlflow.registered_model
+    try:
+        aliases = mlflow_client.get_registered_model(name).aliases
+    except Exception as exc:
+        raise PipelineError(f"no registered model '{name}' yet: run `emotion run`") from exc
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        by_version.setdefault(str(version), []).append(alias)
+    rows = []
+    for v in mlflow_client.search_model_versions(f"name='{name}'"):
+        created = datetime.fromtimestamp(v.creation_timestamp / 1000, timezone.utc).isoformat(timespec="seconds")
+        rows.append({"version": str(v.version), "aliases": sorted(by_version.get(str(v.version), [])),
+                     "created": created, "gate": v.tags.get("gate", ""), "accuracy": v.tags.get("accuracy", ""),
+                     "macro_f1": v.tags.get("macro_f1", ""), "data_hash": v.tags.get("data_hash", ""),
+                     "run_id": v.run_id})
+    return sorted(rows, key=lambda r: int(r["version"]), reverse=True)
 
 
 def download_model(model_uri: str, dst: Path | None = None) -> Path:

@@ -9,12 +9,16 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from pipeline import clean, encode, evaluate, ingest, train, validate, versioning
 from pipeline.config import Config
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.behaviour import BehaviourReport
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +103,19 @@ def score_model(cfg: Config, model_dir: Path, prepared: encode.PreparedData) -> 
 
     probs = predictor.predict_proba(prepared.texts("test"))
     return evaluate.score(np.array(prepared.label_ids("test")), probs, prepared.label_map.labels)
+
+
+def behaviour_stage(cfg: Config, prepared: encode.PreparedData) -> "BehaviourReport":
+    """Minimum-functionality and invariance tests of the trained model; written to artifacts/behaviour.json."""
+    from pipeline.behaviour import run_suite
+    from pipeline.predict import Predictor
+
+    layout = Layout.of(cfg)
+    predictor = Predictor(layout.model, cfg.train.device, cfg.train.precision, cfg.model.max_length)
+    report = run_suite(predictor.predict_proba, prepared.label_map.labels, prepared.texts("test"),
+                       cfg.gate.invariance_tolerance)
+    (layout.root / "behaviour.json").write_text(json.dumps(report.to_dict(), indent=2))
+    return report
 
 
 def evaluate_stage(cfg: Config, prepared: encode.PreparedData) -> tuple[evaluate.Evaluation, dict[str, Path]]:

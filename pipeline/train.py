@@ -22,6 +22,7 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 from tqdm.auto import tqdm
 
+from pipeline.calibration import calibrate
 from pipeline.config import ModelConfig, TrainConfig
 from pipeline.encode import PreparedData
 from pipeline.inference import predict_logits
@@ -43,6 +44,7 @@ class TrainResult:
     samples_per_second: float = 0.0
     device: str = "cpu"
     precision: str = "fp32"
+    calibration: dict[str, float] = field(default_factory=dict)  # temperature and validation ECE/NLL before/after
 
 
 def seed_everything(seed: int) -> None:
@@ -157,5 +159,8 @@ def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_d
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
-    log.info("saved model (best epoch %d, val macro-F1 %.4f) to %s", result.best_epoch, best_f1, output_dir)
+    val_logits = predict_logits(model, tokenizer, data.texts("validation"), runtime, model_cfg.max_length)
+    result.calibration = calibrate(val_logits, np.array(data.label_ids("validation")), output_dir)
+    log.info("saved model (best epoch %d, val macro-F1 %.4f, temperature %.3f) to %s", result.best_epoch, best_f1,
+             result.calibration["temperature"], output_dir)
     return result

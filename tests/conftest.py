@@ -75,6 +75,11 @@ def tiny_overrides(project: Path, model_dir: Path, *extra: str) -> list[str]:
         "train.learning_rate=1e-3",
         "gate.min_accuracy=0.0",
         "gate.min_macro_f1=0.0",
+        "gate.min_class_f1=0.0",
+        "gate.max_ece=1.0",
+        "gate.min_mft_accuracy=0.0",
+        "gate.min_invariance=0.0",
+        f"mlflow.lock_file={project}/mlflow/registry.lock",
         *extra,
     ]
 

@@ -46,7 +46,7 @@ def test_flow_trains_gates_registers_with_lineage(tiny_config, project: Path) ->
     assert version.tags["data_hash"] == dvc_hash(project / "data.dvc") == summary["data_hash"]
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
     assert version.tags["git_commit"].startswith(head)
-    assert "labels: sadness, joy, love, anger, fear, surprise" in version.description
+    assert "**Labels** (6): sadness, joy, love, anger, fear, surprise" in version.description
 
     run = client.get_run(summary["run_id"])
     assert run.info.status == "FINISHED"

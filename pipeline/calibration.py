@@ -1,0 +1,77 @@
+"""Temperature scaling (Guo et al., 2017): one scalar fitted on validation so probabilities mean what they say.
+
+The temperature is saved as ``calibration.json`` in the model folder; ``Predictor`` applies it, so the CLI,
+the pyfunc model and the API all serve calibrated probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+CALIBRATION_FILE = "calibration.json"
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    return float(-_log_softmax(logits / temperature)[np.arange(len(labels)), labels].mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature in [0.05, 20] minimizing validation negative log-likelihood."""
+    from scipy.optimize import minimize_scalar
+
+    if len(labels) == 0:
+        return 1.0
+    found = minimize_scalar(lambda log_t: nll(logits, labels, float(np.exp(log_t))), bounds=(np.log(0.05), np.log(20.0)),
+                            method="bounded")
+    return float(np.exp(found.x))
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Top-label ECE: the gap between confidence and accuracy, averaged over equal-width confidence bins."""
+    if len(labels) == 0:
+        return 0.0
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        in_bin = which == b
+        if in_bin.any():
+            ece += in_bin.mean() * abs(confidence[in_bin].mean() - correct[in_bin].mean())
+    return float(ece)
+
+
+def save_calibration(model_dir: Path, temperature: float, stats: dict[str, float]) -> Path:
+    path = model_dir / CALIBRATION_FILE
+    path.write_text(json.dumps({"method": "temperature", "temperature": temperature, **stats}, indent=2))
+    return path
+
+
+def load_temperature(model_dir: Path) -> float:
+    """The fitted temperature, or 1.0 for a model folder that was never calibrated."""
+    path = Path(model_dir) / CALIBRATION_FILE
+    return float(json.loads(path.read_text())["temperature"]) if path.exists() else 1.0
+
+
+def calibrate(logits: np.ndarray, labels: np.ndarray, model_dir: Path) -> dict[str, float]:
+    """Fit on validation logits, save next to the model, and return before/after figures."""
+    from pipeline.inference import softmax
+
+    temperature = fit_temperature(logits, labels)
+    stats = {
+        "val_ece_before": expected_calibration_error(softmax(logits), labels),
+        "val_ece_after": expected_calibration_error(softmax(logits / temperature), labels),
+        "val_nll_before": nll(logits, labels),
+        "val_nll_after": nll(logits, labels, temperature),
+    }
+    save_calibration(model_dir, temperature, stats)
+    return {"temperature": temperature, **stats}
