@@ -51,10 +51,10 @@ predict: setup ## classify TEXT with the champion (TEXT='i feel great')
 	$(BIN)/emotion predict "$(TEXT)"
 
 mlflow-ui: setup ## browse runs and the registry on http://127.0.0.1:5000
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --host $(HOST) --port $(MLFLOW_PORT)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --host $(HOST) --port $(MLFLOW_PORT)
 
 mlflow-server: setup ## tracking server over the local store (clients: MLFLOW_TRACKING_URI=http://127.0.0.1:5000)
-	$(BIN)/mlflow server --backend-store-uri sqlite:///mlflow/mlflow.db --artifacts-destination mlflow/artifacts \
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/mlflow server --backend-store-uri sqlite:///mlflow/mlflow.db --artifacts-destination mlflow/artifacts \
 		--host $(HOST) --port $(MLFLOW_PORT)
 
 clean: ## remove artifacts/ and dvc_plots/ (keeps data/, the MLflow store and .venv)
