@@ -43,7 +43,7 @@ def prepare_task(cfg: Config, frame: Any, labels: list[str]) -> tuple[PreparedDa
     return stages.prepare_stage(cfg, frame, labels)
 
 
-@task(name="train", cache_policy=NO_CACHE)
+@task(name="train", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
 def train_task(cfg: Config, prepared: PreparedData, run_id: str) -> TrainResult:
     mlflow_client = registry.client(cfg)
 
@@ -51,7 +51,7 @@ def train_task(cfg: Config, prepared: PreparedData, run_id: str) -> TrainResult:
         registry.log_metrics(mlflow_client, run_id, {k: v for k, v in row.items() if k not in ("epoch", "step")},
                              step=int(row["epoch"]))
 
-    return stages.train_stage(cfg, prepared, log_epoch)
+    return stages.train_stage(cfg, prepared, log_epoch)  # a retry resumes from the last checkpoint
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
@@ -109,7 +109,7 @@ def version_tags(lineage: dict[str, str], labels: list[str], evaluation: Evaluat
         "gate_failed_checks": "; ".join(c.name for c in verdict.failed)[:4000],
         "accuracy": f"{evaluation.metrics['accuracy']:.4f}",
         "macro_f1": f"{evaluation.metrics['macro_f1']:.4f}",
-        "ece": f"{evaluation.metrics['ece']:.4f}",
+        "ece": f"{evaluation.metrics['ece']:.4f}" if "ece" in evaluation.metrics else "n/a",
         "temperature": f"{calibration.get('temperature', 1.0):.4f}",
         "labels": ",".join(labels),
         "compared_with_champion": champion_version or "none",
@@ -142,6 +142,8 @@ def training_flow(cfg: Config) -> dict[str, Any]:
                 mlflow_client.log_artifacts(run_id, str(layout.reports), "reports")
         prepared, changes = prepare_task(cfg, snapshot.frame, labels)
         mlflow_client.log_artifacts(run_id, str(layout.reports), "reports")
+        for name in ("class_distribution.png", "text_length.png"):
+            mlflow_client.log_artifact(run_id, str(layout.plots / name), "eda")
         trained = train_task(cfg, prepared, run_id)
         registry.log_metrics(mlflow_client, run_id, {"train_samples_per_second": trained.samples_per_second,
                                                      "train_seconds": trained.train_seconds,

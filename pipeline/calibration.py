@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 CALIBRATION_FILE = "calibration.json"
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.01), 2)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -56,10 +57,49 @@ def save_calibration(model_dir: Path, temperature: float, stats: dict[str, float
     return path
 
 
+def _saved(model_dir: Path) -> dict:
+    path = Path(model_dir) / CALIBRATION_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def load_temperature(model_dir: Path) -> float:
     """The fitted temperature, or 1.0 for a model folder that was never calibrated."""
+    return float(_saved(model_dir).get("temperature", 1.0))
+
+
+def load_thresholds(model_dir: Path, n_labels: int) -> np.ndarray:
+    """Per-label decision thresholds of a multi-label model (0.5 where none were tuned)."""
+    saved = _saved(model_dir).get("thresholds")
+    return np.array(saved, dtype=np.float32) if saved else np.full(n_labels, 0.5, dtype=np.float32)
+
+
+def tune_thresholds(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """For each label, the threshold maximizing its F1 on validation (0.5 for labels absent from it)."""
+    from sklearn.metrics import f1_score
+
+    thresholds = np.full(targets.shape[1], 0.5, dtype=np.float32)
+    for j in range(targets.shape[1]):
+        if targets[:, j].sum() == 0:
+            continue
+        scores = [f1_score(targets[:, j], probs[:, j] >= t, zero_division=0) for t in THRESHOLD_GRID]
+        thresholds[j] = THRESHOLD_GRID[int(np.argmax(scores))]
+    return thresholds
+
+
+def calibrate_multi_label(logits: np.ndarray, targets: np.ndarray, model_dir: Path) -> dict[str, float]:
+    """Tune per-label thresholds on validation sigmoid probabilities and save them next to the model."""
+    from sklearn.metrics import f1_score
+
+    probs = 1.0 / (1.0 + np.exp(-logits))
+    thresholds = tune_thresholds(probs, targets)
+    stats = {
+        "val_macro_f1_at_0.5": float(f1_score(targets, probs >= 0.5, average="macro", zero_division=0)),
+        "val_macro_f1_tuned": float(f1_score(targets, probs >= thresholds, average="macro", zero_division=0)),
+    }
     path = Path(model_dir) / CALIBRATION_FILE
-    return float(json.loads(path.read_text())["temperature"]) if path.exists() else 1.0
+    path.write_text(json.dumps({"method": "per-label thresholds", "temperature": 1.0,
+                                "thresholds": [float(t) for t in thresholds], **stats}, indent=2))
+    return {"temperature": 1.0, **stats}
 
 
 def calibrate(logits: np.ndarray, labels: np.ndarray, model_dir: Path) -> dict[str, float]:

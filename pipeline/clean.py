@@ -1,22 +1,45 @@
-"""Text normalization and row filtering; returns a new frame and a per-split table of what changed."""
+"""The cleaning policy: text normalization and row filtering on a copy of the snapshot, logged per split.
+
+Rules, in order (each row is counted by the first rule that removes it):
+
+1. normalize every text: Unicode normal form (``unicode_form``), whitespace collapsed, optional lower-casing;
+   then URLs masked to ``url_token`` and user mentions (``@name``) to ``mention_token`` (each optional);
+2. drop rows whose text is missing or empty after normalization;
+3. conflicting labels, the same text with different labels (label sets, order-insensitive, for multi-label)
+   within a split: ``drop`` all its rows, keep the ``majority`` label's rows (a tie drops them all), or ``keep``;
+4. duplicates within a split (same text and labels): keep the first (``drop_duplicates``);
+5. leakage: drop validation/test rows whose text is also in the cleaned train split (``drop_leakage``).
+
+Texts are compared after step 1, so what cleaning treats as equal is what the model will see.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import unicodedata
+from pathlib import Path
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from pipeline.config import CleanConfig
+from pipeline.ingest import SPLITS
 
 log = logging.getLogger(__name__)
+
+CHANGE_COLUMNS = ("rows_in", "normalized", "urls_masked", "mentions_masked", "dropped_empty", "dropped_conflicts",
+                  "dropped_duplicates", "dropped_leakage", "rows_out")
+URL = re.compile(r"(?:\bhttps?://|\bwww\.)[^\s<>\"']*[^\s<>\"'.,;:!?)\]}]", re.IGNORECASE)
+MENTION = re.compile(r"(?<![\w@])@\w+")
+HELD_OUT = ("validation", "test")
 
 
 @dataclass
 class CleanResult:
     frame: pd.DataFrame
-    changes: pd.DataFrame  # one row per split: rows_in, normalized, dropped_empty, dropped_duplicates, rows_out
+    changes: pd.DataFrame  # one row per split, the columns of CHANGE_COLUMNS
 
 
 def normalize_text(text: str, cfg: CleanConfig) -> str:
@@ -27,24 +50,107 @@ def normalize_text(text: str, cfg: CleanConfig) -> str:
     return text.lower() if cfg.lowercase else text
 
 
+def mask_urls(text: str, cfg: CleanConfig) -> str:
+    return URL.sub(cfg.url_token, text) if cfg.mask_urls else text
+
+
+def mask_mentions(text: str, cfg: CleanConfig) -> str:
+    if not cfg.mask_mentions:
+        return text
+    return MENTION.sub(lambda m: m.group(0) if m.group(0) == cfg.mention_token else cfg.mention_token, text)
+
+
+def prepare_text(text: str, cfg: CleanConfig) -> str:
+    """Everything cleaning does to one text: applied at training time and, from the model folder, at serving."""
+    return mask_mentions(mask_urls(normalize_text(text, cfg), cfg), cfg)
+
+
+PREPROCESSING_FILE = "preprocessing.json"
+
+
+def save_text_policy(model_dir: Path, cfg: CleanConfig) -> None:
+    """Store the text policy with the model, so prediction sees texts as training did."""
+    (Path(model_dir) / PREPROCESSING_FILE).write_text(cfg.model_dump_json(indent=2))
+
+
+def load_text_policy(model_dir: Path) -> CleanConfig | None:
+    path = Path(model_dir) / PREPROCESSING_FILE
+    return CleanConfig.model_validate_json(path.read_text()) if path.exists() else None
+
+
+def policy(cfg: CleanConfig) -> str:
+    """The cleaning policy in one line, for the log."""
+    return (f"unicode {cfg.unicode_form}, whitespace collapsed, lowercase {'on' if cfg.lowercase else 'off'}, "
+            f"urls {'masked as ' + cfg.url_token if cfg.mask_urls else 'kept'}, "
+            f"mentions {'masked as ' + cfg.mention_token if cfg.mask_mentions else 'kept'}, empty rows dropped, "
+            f"conflicting labels {cfg.conflicts}, duplicates {'dropped' if cfg.drop_duplicates else 'kept'}, "
+            f"leakage {'dropped from validation/test' if cfg.drop_leakage else 'kept'}")
+
+
+def _label_key(label: object) -> object:
+    """A hashable label: the string, or the sorted set of a multi-label list."""
+    if isinstance(label, (list, tuple, np.ndarray)):
+        return tuple(sorted({str(v) for v in list(label)}))
+    return label
+
+
+def _conflicts(frame: pd.DataFrame, alive: pd.Series, rule: str) -> pd.Series:
+    """Rows dropped because their text carries different labels within the split."""
+    dropped = pd.Series(False, index=frame.index)
+    if rule == "keep":
+        return dropped
+    rows = pd.DataFrame({"split": frame["split"], "text": frame["text"], "label": frame["label"].map(_label_key)})[alive]
+    distinct = rows.groupby(["split", "text"], sort=False, dropna=False)["label"].transform("nunique")
+    conflicting = rows[distinct > 1]
+    if rule == "drop":
+        dropped[conflicting.index] = True
+        return dropped
+    for _, group in conflicting.groupby(["split", "text"], sort=False, dropna=False)["label"]:
+        counts = group.value_counts()
+        if counts.iloc[0] == counts.iloc[1]:  # no majority: drop them all
+            dropped[group.index] = True
+        else:
+            top = counts.index[0]
+            dropped[group.index[group.map(lambda v: v != top).to_numpy(dtype=bool)]] = True
+    return dropped
+
+
 def clean(frame: pd.DataFrame, cfg: CleanConfig) -> CleanResult:
-    """Normalize texts, drop rows left empty, and (by config) exact duplicates within a split."""
-    out = frame.copy()
-    cleaned = out["text"].map(lambda t: normalize_text(t, cfg))
-    changed = cleaned != out["text"]
-    out["text"] = cleaned
+    """Apply the cleaning policy to a copy of ``frame``; returns the kept rows and a per-split table of changes."""
+    out = frame.copy().reset_index(drop=True)
+    raw = out["text"]
+    text = raw.map(lambda t: normalize_text(t, cfg) if isinstance(t, str) else "")
+    normalized = (text != raw) & raw.map(lambda t: isinstance(t, str))
+    masked_urls = text.map(lambda t: mask_urls(t, cfg))
+    urls = masked_urls != text
+    masked = masked_urls.map(lambda t: mask_mentions(t, cfg))
+    mentions = masked != masked_urls
+    out["text"] = masked
+
     empty = out["text"].str.len() == 0
-    duplicate = out.duplicated(subset=["split", "text"], keep="first") & ~empty
-    if not cfg.drop_duplicates:
-        duplicate[:] = False
-    stats = pd.DataFrame({
-        "rows_in": out.groupby("split").size(),
-        "normalized": changed.groupby(out["split"]).sum(),
-        "dropped_empty": empty.groupby(out["split"]).sum(),
-        "dropped_duplicates": duplicate.groupby(out["split"]).sum(),
-    }).fillna(0).astype(int)
-    out = out[~empty & ~duplicate].reset_index(drop=True)
-    stats["rows_out"] = out.groupby("split").size().reindex(stats.index).fillna(0).astype(int)
+    conflict = _conflicts(out, ~empty, cfg.conflicts)
+    alive = ~empty & ~conflict
+    keyed = pd.DataFrame({"split": out["split"], "text": out["text"], "label": out["label"].map(_label_key)})
+    duplicate = pd.Series(False, index=out.index)
+    if cfg.drop_duplicates:
+        duplicate = keyed[alive].duplicated(keep="first").reindex(out.index, fill_value=False).astype(bool)
+    alive &= ~duplicate
+    if cfg.drop_leakage:
+        train_texts = set(out.loc[alive & (out["split"] == "train"), "text"])
+        leaked = alive & out["split"].isin(HELD_OUT) & out["text"].isin(train_texts)
+    else:
+        leaked = pd.Series(False, index=out.index)
+    alive &= ~leaked
+
+    by = out["split"]
+    flags = {"normalized": normalized, "urls_masked": urls, "mentions_masked": mentions, "dropped_empty": empty,
+             "dropped_conflicts": conflict, "dropped_duplicates": duplicate, "dropped_leakage": leaked}
+    stats = pd.DataFrame({"rows_in": by.value_counts()} | {k: v.groupby(by).sum() for k, v in flags.items()})
+    stats["rows_out"] = by[alive].value_counts()
+    order = [s for s in SPLITS if s in stats.index] + sorted(str(s) for s in stats.index if s not in SPLITS)
+    stats = stats.reindex(order).fillna(0).astype(int)[list(CHANGE_COLUMNS)]
     stats.index.name = "split"
-    log.info("cleaning:\n%s", stats.to_string())
-    return CleanResult(out, stats)
+    cleaned = out[alive].reset_index(drop=True)
+    log.info("cleaning policy: %s", policy(cfg))
+    log.info("cleaning, per split:\n%s", stats.to_string())
+    return CleanResult(cleaned, stats)

@@ -6,6 +6,7 @@ Heavy libraries are imported inside the commands, so `emotion --help` answers at
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -59,6 +60,29 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_restore_data(args: argparse.Namespace) -> int:
+    from pipeline import registry, stages
+
+    cfg = _config(args)
+    data_hash = args.hash
+    if data_hash is None and args.version is None:
+        raise PipelineError("give a model VERSION or --hash")
+    if data_hash is None:
+        mlflow_client = registry.client(cfg)
+        try:
+            version = mlflow_client.get_model_version(cfg.mlflow.registered_model, str(args.version))
+        except Exception as exc:
+            raise PipelineError(f"{cfg.mlflow.registered_model} has no version {args.version}: see `emotion models`") from exc
+        data_hash = version.tags.get("data_hash")
+        if not data_hash:
+            raise PipelineError(f"version {args.version} records no data_hash tag")
+        print(f"version {args.version}: data {version.tags.get('data_source')} hash {data_hash}, "
+              f"code {version.tags.get('git_commit')}")
+    path = stages.restore_stage(cfg, data_hash)
+    print(f"restored {path} (data.dvc -> {data_hash}); `git checkout <code commit> -- .` restores the code too")
+    return 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from pipeline import stages
     from pipeline.ingest import read_snapshot
@@ -78,8 +102,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     result = stages.train_stage(cfg, PreparedData.load(stages.Layout.of(cfg).prepared))
-    print(f"trained {result.steps} steps in {result.train_seconds:.1f}s ({result.samples_per_second:.1f} samples/s, "
-          f"{result.device}, {result.precision}); best epoch {result.best_epoch}; saved to {result.model_dir}")
+    where = f"rank {result.rank}/{result.world_size}: " if result.world_size > 1 else ""
+    print(f"{where}trained {result.steps} steps in {result.train_seconds:.1f}s ({result.samples_per_second:.1f} samples/s, "
+          f"{result.device}, {result.precision}); best epoch {result.best_epoch}; weights {result.weights_digest}"
+          + (f"; resumed from step {result.resumed_from_step}" if result.resumed_from_step else "")
+          + (f"; saved to {result.model_dir}" if result.rank == 0 else ""))
     return 0
 
 
@@ -115,7 +142,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 0
     for p in predictions:
         probs = "  ".join(f"{label} {prob:.3f}" for label, prob in sorted(p.probabilities.items(), key=lambda x: -x[1]))
-        print(f"{p.label:<10} {p.score:.3f}  {p.text}\n           {probs}")
+        print(f"{','.join(p.labels):<10} {p.score:.3f}  {p.text}\n           {probs}")
     return 0
 
 
@@ -189,7 +216,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
     for name in ("prefect.task_runs", "prefect.flow_runs"):
         logging.getLogger(name).addFilter(_NoTracebackForUserErrors())
-    result = monitoring_flow(batch=args.path, params=args.config, overrides=args.set, cfg=_config(args))
+    cfg = _config(args)
+    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):  # stdout = the JSON verdict only
+        result = monitoring_flow(batch=args.path, params=args.config, overrides=args.set, cfg=cfg)
     print(json.dumps(result, indent=2, default=str) if args.json else format_check(result))
     return 0
 
@@ -219,7 +248,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"test      accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
         f"weighted-F1 {metrics['weighted_f1']:.4f}  macro-P {metrics['macro_precision']:.4f}  "
         f"macro-R {metrics['macro_recall']:.4f}",
-        f"calibrated ECE {metrics['ece']:.4f} (temperature {summary['training']['temperature']})  behaviour: "
+        f"calibrated ECE {_fmt(metrics.get('ece'))} (temperature {summary['training']['temperature']})  behaviour: "
         f"minimum functionality {_fmt(summary['behaviour']['mft_accuracy'])}, "
         f"invariance {_fmt(summary['behaviour']['invariance_rate'])}",
         f"gate      {'PASSED' if summary['gate']['passed'] else 'FAILED'}",
@@ -247,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = add("run", cmd_run, "run the Prefect training flow: ingest, validate, train, evaluate, gate, register")
     run.add_argument("--json", action="store_true", help="print the run summary as JSON")
     add("ingest", cmd_ingest, "snapshot the data source into data/ and version it with DVC")
+    restore = add("restore-data", cmd_restore_data, "restore data/ to the exact snapshot a model version trained on")
+    restore.add_argument("version", nargs="?", help="registered model version")
+    restore.add_argument("--hash", help="a DVC hash (e.g. from `emotion models`) instead of a version")
     add("prepare", cmd_prepare, "validate, clean and encode the snapshot into artifacts/prepared")
     add("train", cmd_train, "fine-tune the model on artifacts/prepared into artifacts/model")
     add("evaluate", cmd_evaluate, "score artifacts/model on the test split: metrics, report, plots")
@@ -281,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(key, value)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # Prefect's API chatter
+    for noisy in ("httpx", "great_expectations"):  # API chatter and import-time registrations
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.func(args)
     except DataValidationError as exc:

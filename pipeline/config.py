@@ -7,11 +7,12 @@ Any key can be overridden with ``--set dotted.key=value``; values are parsed as 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.errors import PipelineError
 
@@ -28,14 +29,19 @@ class DataConfig(_Section):
     """Where the labelled text comes from and how to read it."""
 
     source: str = SAMPLE_SOURCE  # "sample", a directory, a file, or "hf:<dataset id>"
-    format: Literal["auto", "text", "csv", "tsv", "jsonl", "parquet"] = "auto"
+    format: Literal["auto", "text", "csv", "tsv", "jsonl", "parquet", "goemotions"] = "auto"
     text_column: str = "text"
     label_column: str = "label"
     split_column: str = "split"
     labels: list[str] | None = None  # declared label set, in id order; None = infer from train
+    multi_label: bool = False  # labels are lists (GoEmotions, or a column of separated labels)
+    label_separator: str = ","  # between labels in a multi-label CSV/TSV cell
+    split_ratios: list[float] = Field([0.8, 0.1, 0.1], min_length=3, max_length=3)  # train/val/test, for unsplit sources
+    split_seed: int = 42
     hf_config: str | None = None  # dataset config name for hf: sources
     snapshot_dir: str = "data"  # normalized snapshot tracked by DVC (data.dvc)
     dvc_track: bool = True  # `dvc add` the snapshot after ingest
+    dvc_remote: str | None = "dvc-remote"  # folder or URL (s3://..., gs://..., ssh://...) to push snapshots to; null = none
 
 
 class CleanConfig(_Section):
@@ -43,7 +49,43 @@ class CleanConfig(_Section):
 
     unicode_form: Literal["NFC", "NFKC", "none"] = "NFKC"
     lowercase: bool = False
-    drop_duplicates: bool = True
+    mask_urls: bool = True  # http(s)://... and www.... -> url_token
+    url_token: str = "<url>"
+    mask_mentions: bool = True  # @name -> mention_token
+    mention_token: str = "@user"
+    drop_duplicates: bool = True  # the same text (and labels) again within a split: keep the first
+    conflicts: Literal["drop", "majority", "keep"] = "majority"  # same text, different labels within a split
+    drop_leakage: bool = True  # validation/test rows whose text is also in train
+
+
+Severity = Literal["error", "warning", "off"]
+
+
+class CheckSeverity(_Section):
+    """Configurable data checks: error stops the run, warning is only reported, off skips the check.
+
+    Columns, dataset not empty, label/split not null, label in declared set, at least two labels, split names
+    known and every split present are always errors: the later steps cannot run without them.
+    """
+
+    text_not_null: Severity = "error"
+    text_not_blank: Severity = "error"
+    text_length: Severity = "warning"
+    label_min_count: Severity = "error"
+    duplicates: Severity = "warning"  # cleaning drops them (clean.drop_duplicates)
+    leakage: Severity = "warning"  # cleaning drops them from validation/test (clean.drop_leakage)
+    conflicts: Severity = "warning"  # cleaning resolves them (clean.conflicts)
+    class_balance: Severity = "warning"
+
+
+class ValidationConfig(_Section):
+    """Thresholds and severities of the Great Expectations data checks (pipeline/validate.py)."""
+
+    min_text_chars: int = Field(2, ge=0)
+    max_text_chars: int = Field(2000, ge=1)
+    min_train_count: int = Field(10, ge=1)  # rows per label in the train split
+    max_imbalance_ratio: float = Field(20.0, ge=1)  # most common label's train count / rarest's
+    severity: CheckSeverity = CheckSeverity()
 
 
 class ModelConfig(_Section):
@@ -56,11 +98,18 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     epochs: int = Field(3, ge=1)
     max_steps: int | None = Field(None, ge=0)  # caps optimizer steps (smoke runs); None = no cap
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1)  # per device and per micro-batch
+    grad_accumulation: int = Field(1, ge=1)  # micro-batches per optimizer step
     learning_rate: float = Field(5e-5, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_fraction: float = Field(0.06, ge=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
+    class_weights: Literal["none", "balanced", "sqrt"] = "none"  # loss weights against imbalance (macro-F1)
+    group_by_length: bool = True  # batches of similar length (less padding); false = plain random batches
+    eval_every: int | None = Field(None, ge=1)  # evaluate (and checkpoint) every N optimizer steps; None = per epoch
+    patience: int | None = Field(None, ge=1)  # stop after N evaluations without a better validation macro-F1
+    checkpoint_dir: str = "artifacts/checkpoints"  # resumable state; a restarted run continues from here
+    resume: bool = True
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 42
@@ -103,6 +152,7 @@ class ServeConfig(_Section):
     batch_size: int = Field(64, ge=1)  # texts per forward pass
     max_batch_texts: int = Field(256, ge=1)  # texts of concurrent requests run together in one call
     max_loaded_versions: int = Field(2, ge=0)  # non-champion versions kept loaded for the demo's version picker
+    threads: int | None = Field(None, ge=1)  # torch intra-op threads for inference; None = torch's default (cores)
     access_log: bool = True
 
 
@@ -131,12 +181,18 @@ class MonitorConfig(_Section):
     timezone: str = "UTC"
     experiment: str = "emotion-monitoring"  # MLflow experiment of the drift checks
 
+    @field_validator("trigger", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
+
 
 class Config(_Section):
     project_dir: str = "."  # relative paths below resolve against this
     artifacts_dir: str = "artifacts"
     data: DataConfig = DataConfig()
     clean: CleanConfig = CleanConfig()
+    checks: ValidationConfig = ValidationConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     gate: GateConfig = GateConfig()
@@ -163,6 +219,22 @@ class Config(_Section):
         return uri
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with only true/false as booleans (as in YAML 1.2): `off`, `no`, `on`, `yes` stay strings."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = tree
@@ -181,7 +253,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise PipelineError(f"--set expects dotted.key=value, got '{item}'")
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+        _set_dotted(tree, key.strip(), _yaml(raw) if raw.strip() else "")
     return tree
 
 
@@ -209,7 +281,7 @@ def load_config(
     tree: dict[str, Any] = {}
     if path.exists():
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            tree = _yaml(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise PipelineError(f"{path} is not valid YAML: {exc}") from exc
     elif params:

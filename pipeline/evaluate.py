@@ -25,21 +25,51 @@ CONFUSION_CSV = "confusion.csv"
 
 @dataclass
 class Evaluation:
-    metrics: dict[str, float]  # accuracy, macro_/weighted_ precision, recall, f1, and f1_<label>
+    metrics: dict[str, float]  # accuracy, macro_/weighted_ precision, recall, f1, f1_<label>, ece (single-label)
     per_class: dict[str, dict[str, float]]
     report: str
-    confusion: np.ndarray
+    confusion: np.ndarray  # rows: actual label, columns: predicted label (co-occurrence for multi-label)
     labels: list[str]
-    y_true: np.ndarray
+    y_true: np.ndarray  # class ids, or a multi-hot matrix
     y_pred: np.ndarray
 
+    @property
+    def multi_label(self) -> bool:
+        return self.y_true.ndim == 2
 
-def score(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> Evaluation:
-    """All the numbers a model card reports, from true ids and predicted probabilities."""
-    y_pred = probs.argmax(axis=1)
+    def pairs(self) -> list[tuple[str, str]]:
+        """(actual, predicted) label pairs behind the confusion matrix, for `dvc plots`."""
+        if not self.multi_label:
+            return [(self.labels[a], self.labels[p]) for a, p in zip(self.y_true, self.y_pred)]
+        return [(self.labels[a], self.labels[p]) for t, q in zip(self.y_true, self.y_pred)
+                for a in np.flatnonzero(t) for p in np.flatnonzero(q)]
+
+
+def multi_label_decisions(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Labels at or above their threshold; the top label when none is, so every text gets one."""
+    decided = (probs >= thresholds).astype(int)
+    empty = decided.sum(axis=1) == 0
+    decided[empty, probs[empty].argmax(axis=1)] = 1
+    return decided
+
+
+def score(y_true: np.ndarray, probs: np.ndarray, labels: list[str], thresholds: np.ndarray | None = None) -> Evaluation:
+    """All the numbers a model card reports, from the truth (ids or multi-hot) and predicted probabilities.
+
+    Multi-label (``y_true`` 2-D): accuracy is exact-match (subset) accuracy; decisions use ``thresholds``.
+    """
+    multi = y_true.ndim == 2
     ids = list(range(len(labels)))
-    metrics = {"accuracy": float(accuracy_score(y_true, y_pred)), "ece": expected_calibration_error(probs, y_true)}
-    for average in ("macro", "weighted"):
+    if multi:
+        y_true = y_true.astype(int)
+        y_pred = multi_label_decisions(probs, thresholds if thresholds is not None else np.full(len(labels), 0.5))
+        confusion = y_true.T @ y_pred
+        metrics = {"accuracy": float(accuracy_score(y_true, y_pred))}
+    else:
+        y_pred = probs.argmax(axis=1)
+        confusion = confusion_matrix(y_true, y_pred, labels=ids)
+        metrics = {"accuracy": float(accuracy_score(y_true, y_pred)), "ece": expected_calibration_error(probs, y_true)}
+    for average in ("macro", "weighted") + (("micro",) if multi else ()):
         p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=ids, average=average, zero_division=0)
         metrics |= {f"{average}_precision": float(p), f"{average}_recall": float(r), f"{average}_f1": float(f)}
     p, r, f, support = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
@@ -47,7 +77,7 @@ def score(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> Evaluatio
                  for i, name in enumerate(labels)}
     metrics |= {f"f1_{name}": values["f1"] for name, values in per_class.items()}
     report = classification_report(y_true, y_pred, labels=ids, target_names=labels, digits=4, zero_division=0)
-    return Evaluation(metrics, per_class, report, confusion_matrix(y_true, y_pred, labels=ids), labels, y_true, y_pred)
+    return Evaluation(metrics, per_class, report, confusion, labels, y_true, y_pred)
 
 
 def write_evaluation(evaluation: Evaluation, out_dir: Path, plots_dir: Path) -> dict[str, Path]:
@@ -59,9 +89,7 @@ def write_evaluation(evaluation: Evaluation, out_dir: Path, plots_dir: Path) -> 
     paths["metrics"].write_text(json.dumps(evaluation.metrics, indent=2))
     paths["per_class"].write_text(json.dumps(evaluation.per_class, indent=2))
     paths["report"].write_text(evaluation.report)
-    names = np.array(evaluation.labels)
-    pd.DataFrame({"actual": names[evaluation.y_true], "predicted": names[evaluation.y_pred]}).to_csv(
-        paths["confusion_csv"], index=False)
+    pd.DataFrame(evaluation.pairs(), columns=["actual", "predicted"]).to_csv(paths["confusion_csv"], index=False)
     plot_confusion_matrix(evaluation.confusion, evaluation.labels, paths["confusion_png"])
     log.info("test metrics: accuracy %.4f, macro-F1 %.4f\n%s", evaluation.metrics["accuracy"],
              evaluation.metrics["macro_f1"], evaluation.report)

@@ -6,6 +6,7 @@ always gets the same DVC hash.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import shutil
@@ -27,6 +28,7 @@ SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validat
 SUFFIX_FORMATS = {".txt": "text", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl",
                   ".parquet": "parquet", ".pq": "parquet"}
 SNAPSHOT_NAME = "snapshot.jsonl"
+LABEL_NAMES_FILE = "labels.txt"  # GoEmotions: label names, one per line, line number = id
 SNAPSHOT_COLUMNS = ("text", "label", "split")
 HF_HOST = ("huggingface.co", 443)
 
@@ -72,11 +74,44 @@ def _read_text_format(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["text", "label"])
 
 
-def read_table(path: Path, cfg: DataConfig) -> pd.DataFrame:
+def _read_goemotions(path: Path, names: list[str]) -> pd.DataFrame:
+    """GoEmotions TSV: ``text<TAB>comma-separated label ids<TAB>comment id``; ids name lines of labels.txt.
+
+    An id outside labels.txt is kept as written, so validation reports it as an unknown label.
+    """
+    raw = pd.read_csv(path, sep="\t", header=None, names=["text", "ids", "id"], dtype=str, quoting=csv.QUOTE_NONE,
+                      keep_default_na=False, na_values=[""], encoding="utf-8-sig")
+
+    def to_names(ids: object) -> list[str]:
+        if not isinstance(ids, str):
+            return []
+        out = []
+        for part in ids.split(","):
+            part = part.strip()
+            out.append(names[int(part)] if part.isdigit() and int(part) < len(names) else part)
+        return out
+
+    return pd.DataFrame({"text": raw["text"], "label": raw["ids"].map(to_names)})
+
+
+def _split_labels(value: object, separator: str) -> object:
+    """A multi-label cell as a list of names: lists stay lists, strings are split, missing stays missing."""
+    if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
+        return [str(v).strip() for v in list(value) if str(v).strip()]
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(separator) if part.strip()]
+    return None
+
+
+def read_table(path: Path, cfg: DataConfig, label_names: list[str] | None = None) -> pd.DataFrame:
     """Read one file and rename the configured columns to text / label / split."""
     fmt = _format_of(path, cfg.format)
     try:
-        if fmt == "text":
+        if fmt == "goemotions":
+            if label_names is None:
+                raise PipelineError(f"{path}: the GoEmotions format needs labels.txt beside the split files")
+            frame = _read_goemotions(path, label_names)
+        elif fmt == "text":
             frame = _read_text_format(path)
         elif fmt in ("csv", "tsv"):
             # Only an empty cell is missing: "None", "NA" or "null" are real texts.
@@ -94,8 +129,10 @@ def read_table(path: Path, cfg: DataConfig) -> pd.DataFrame:
         raise PipelineError(f"cannot read {path} as {fmt}: {exc}") from exc
     if frame.empty:
         raise PipelineError(f"{path} is empty: it holds no rows")
-    if fmt != "text":
+    if fmt not in ("text", "goemotions"):
         frame = frame.rename(columns={cfg.text_column: "text", cfg.label_column: "label", cfg.split_column: "split"})
+        if cfg.multi_label and "label" in frame:
+            frame["label"] = frame["label"].map(lambda v: _split_labels(v, cfg.label_separator))
     return frame
 
 
@@ -116,9 +153,13 @@ def _split_files(directory: Path) -> dict[str, Path]:
 
 
 def _read_directory(directory: Path, cfg: DataConfig) -> pd.DataFrame:
+    label_names = None
+    if (directory / LABEL_NAMES_FILE).exists() and cfg.format in ("auto", "goemotions"):
+        label_names = [line.strip() for line in (directory / LABEL_NAMES_FILE).read_text().splitlines() if line.strip()]
+        cfg = cfg.model_copy(update={"format": "goemotions"})
     parts = []
     for split, path in _split_files(directory).items():
-        frame = read_table(path, cfg)
+        frame = read_table(path, cfg, label_names)
         frame["split"] = split
         parts.append(frame)
     return pd.concat(parts, ignore_index=True)
@@ -166,14 +207,57 @@ def read_source(cfg: DataConfig, base_dir: Path = Path(".")) -> pd.DataFrame:
     return _read_directory(path, cfg) if path.is_dir() else read_table(path, cfg)
 
 
-def normalize(raw: pd.DataFrame) -> pd.DataFrame:
-    """Keep the snapshot columns as strings, splits named canonically and in split order.
+def _as_text(value: object) -> str | None:
+    return None if value is None or (not isinstance(value, (list, tuple)) and pd.isna(value)) else str(value)
 
-    A missing column stays missing, so validation can name it.
+
+def _as_label(value: object) -> str | list[str] | None:
+    """Single labels as strings, multi-label cells as lists of strings."""
+    if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
+        return [str(v) for v in list(value)]
+    return _as_text(value)
+
+
+def assign_splits(frame: pd.DataFrame, ratios: list[float], seed: int) -> pd.Series:
+    """A stratified, seeded train/validation/test split (by the first label for multi-label rows)."""
+    from sklearn.model_selection import train_test_split
+
+    if abs(sum(ratios) - 1.0) > 1e-6 or min(ratios) < 0:
+        raise PipelineError(f"data.split_ratios must be three non-negative shares summing to 1, got {list(ratios)}")
+    strata = frame["label"].map(lambda v: (v[0] if v else None) if isinstance(v, list) else v) if "label" in frame else None
+    index = frame.index.to_numpy()
+
+    def cut(idx, count, by):
+        if count <= 0:
+            return idx, idx[:0]
+        try:
+            return train_test_split(idx, test_size=count, random_state=seed, stratify=by)
+        except ValueError:  # a class too small to stratify: fall back to a plain seeded split
+            log.warning("split not stratified: a label has too few rows for ratios %s", list(ratios))
+            return train_test_split(idx, test_size=count, random_state=seed)
+
+    by = strata.fillna("<none>").to_numpy() if strata is not None else None
+    n_test, n_validation = round(len(index) * ratios[2]), round(len(index) * ratios[1])  # whole rows, no float drift
+    rest, test = cut(index, n_test, by)
+    by_rest = strata.loc[rest].fillna("<none>").to_numpy() if strata is not None else None
+    train, validation = cut(rest, n_validation, by_rest)
+    split = pd.Series("train", index=frame.index)
+    split.loc[validation], split.loc[test] = "validation", "test"
+    return split
+
+
+def normalize(raw: pd.DataFrame, cfg: DataConfig | None = None) -> pd.DataFrame:
+    """Keep the snapshot columns (text and split as strings, label as a string or a list), splits named
+    canonically and in split order; a source without splits gets a stratified seeded split.
+
+    A missing text or label column stays missing, so validation can name it.
     """
     frame = raw[[c for c in SNAPSHOT_COLUMNS if c in raw]].copy()
     for column in frame.columns:
-        frame[column] = frame[column].map(lambda v: str(v) if pd.notna(v) else None)
+        frame[column] = frame[column].map(_as_label if column == "label" else _as_text)
+    if "split" not in frame and cfg is not None and "text" in frame:
+        frame["split"] = assign_splits(frame, cfg.split_ratios, cfg.split_seed)
+        log.info("no split column: assigned a stratified split %s (seed %d)", list(cfg.split_ratios), cfg.split_seed)
     if "split" not in frame:
         return frame.reset_index(drop=True)
     frame["split"] = frame["split"].map(lambda s: SPLIT_ALIASES.get(s.strip().lower(), s) if s is not None else s)
@@ -203,7 +287,7 @@ def read_snapshot(snapshot_dir: Path) -> pd.DataFrame:
 
 def ingest(cfg: DataConfig, snapshot_dir: Path, base_dir: Path = Path(".")) -> Snapshot:
     """Read the configured source and write the normalized snapshot."""
-    frame = normalize(read_source(cfg, base_dir))
+    frame = normalize(read_source(cfg, base_dir), cfg)
     path = write_snapshot(frame, snapshot_dir)
     snapshot = Snapshot(frame=frame, path=path, source=cfg.source)
     log.info("ingested %d rows from %s: %s", len(frame), cfg.source, snapshot.split_counts())

@@ -45,8 +45,11 @@ def load_tokenizer(source: str) -> Any:
     return _load(AutoTokenizer, source)
 
 
-def load_classifier(source: str, labels: list[str] | None = None) -> Any:
-    """A sequence classifier; with ``labels`` a fresh head of that size with real label names."""
+def load_classifier(source: str, labels: list[str] | None = None, multi_label: bool = False) -> Any:
+    """A sequence classifier; with ``labels`` a fresh head of that size with real label names.
+
+    Multi-label models are marked ``multi_label_classification`` so `transformers.pipeline` applies a sigmoid.
+    """
     from transformers import AutoModelForSequenceClassification
 
     kwargs: dict[str, Any] = {}
@@ -56,5 +59,6 @@ def load_classifier(source: str, labels: list[str] | None = None) -> Any:
             "id2label": dict(enumerate(labels)),
             "label2id": {name: i for i, name in enumerate(labels)},
             "ignore_mismatched_sizes": True,
+            "problem_type": "multi_label_classification" if multi_label else "single_label_classification",
         }
     return _load(AutoModelForSequenceClassification, source, **kwargs)

@@ -67,3 +67,34 @@ def write_training_curve(history: list[dict[str, float]], plots_dir: Path) -> di
     frame.to_csv(paths["training_curve_csv"], index=False)
     plot_training_curve(frame, paths["training_curve_png"])
     return paths
+
+
+def write_data_plots(frame: pd.DataFrame, labels: list[str], plots_dir: Path) -> dict[str, Path]:
+    """Class distribution per split (bars) and text length per split (histogram), from the cleaned rows."""
+    plt = _pyplot()
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"class_distribution": plots_dir / "class_distribution.png", "text_length": plots_dir / "text_length.png"}
+    exploded = frame.explode("label") if frame["label"].map(lambda v: isinstance(v, list)).any() else frame
+    counts = pd.crosstab(exploded["label"], exploded["split"]).reindex(labels).fillna(0)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(labels) + 3), 4.5))
+    counts.reindex(columns=[s for s in ("train", "validation", "test") if s in counts]).plot.bar(ax=ax)
+    ax.set_title("Class distribution per split")
+    ax.set_xlabel("label")
+    ax.set_ylabel("texts")
+    fig.tight_layout()
+    fig.savefig(paths["class_distribution"], dpi=110)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    words = frame["text"].str.split().str.len()
+    for split in ("train", "validation", "test"):
+        part = words[frame["split"] == split]
+        if len(part):
+            ax.hist(part, bins=40, alpha=0.5, density=True, label=f"{split} (median {int(part.median())} words)")
+    ax.set_title("Text length per split")
+    ax.set_xlabel("words")
+    ax.set_ylabel("share of texts")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(paths["text_length"], dpi=110)
+    plt.close(fig)
+    return paths

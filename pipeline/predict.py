@@ -16,9 +16,10 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Prediction:
     text: str
-    label: str
+    label: str  # the most probable label
     score: float
     probabilities: dict[str, float]
+    labels: list[str]  # every predicted label: [label] for single-label models, all above threshold for multi-label
 
 
 class Predictor:
@@ -26,7 +27,8 @@ class Predictor:
 
     def __init__(self, model_dir: Path, device: str = "auto", precision: str = "auto", max_length: int = 128,
                  batch_size: int = 64) -> None:
-        from pipeline.calibration import load_temperature
+        from pipeline.calibration import load_temperature, load_thresholds
+        from pipeline.clean import load_text_policy
         from pipeline.modeling import load_classifier, load_tokenizer
         from pipeline.runtime import choose_runtime
 
@@ -39,7 +41,18 @@ class Predictor:
         self.max_length = max_length
         self.batch_size = batch_size
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        self.text_policy = load_text_policy(self.model_dir)  # texts are cleaned as they were for training
         self.temperature = load_temperature(self.model_dir)  # probabilities are served calibrated
+        self.multi_label = self.model.config.problem_type == "multi_label_classification"
+        self.thresholds = load_thresholds(self.model_dir, len(self.labels)) if self.multi_label else None
+
+    def prepare(self, texts: list[str]) -> list[str]:
+        """The texts as the model saw its training data: the stored cleaning policy applied."""
+        if self.text_policy is None:
+            return list(texts)
+        from pipeline.clean import prepare_text
+
+        return [prepare_text(t, self.text_policy) for t in texts]
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         from pipeline.inference import predict_logits, softmax
@@ -47,15 +60,23 @@ class Predictor:
         for i, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
                 raise PipelineError(f"text #{i + 1} is empty: give some words to classify")
-        logits = predict_logits(self.model, self.tokenizer, list(texts), self.runtime, self.max_length, self.batch_size)
+        logits = predict_logits(self.model, self.tokenizer, self.prepare(texts), self.runtime, self.max_length,
+                                self.batch_size)
+        if self.multi_label:
+            return 1.0 / (1.0 + np.exp(-logits))  # independent per-label probabilities
         return softmax(logits / self.temperature)
 
     def predict(self, texts: list[str]) -> list[Prediction]:
+        from pipeline.evaluate import multi_label_decisions
+
         probs = self.predict_proba(texts)
+        chosen = multi_label_decisions(probs, self.thresholds) if self.multi_label else None
         return [
             Prediction(text, self.labels[int(row.argmax())], float(row.max()),
-                       {label: float(p) for label, p in zip(self.labels, row)})
-            for text, row in zip(texts, probs)
+                       {label: float(p) for label, p in zip(self.labels, row)},
+                       [self.labels[j] for j in np.flatnonzero(chosen[i])] if chosen is not None
+                       else [self.labels[int(row.argmax())]])
+            for i, (text, row) in enumerate(zip(texts, probs))
         ]
 
 

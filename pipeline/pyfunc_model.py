@@ -33,7 +33,8 @@ class EmotionClassifier(mlflow.pyfunc.PythonModel):
             texts = [str(t) for t in model_input]
         predictions = self.predictor.predict(texts)
         return pd.DataFrame([
-            {"label": p.label, "score": p.score, **{f"prob_{k}": v for k, v in p.probabilities.items()}}
+            {"label": p.label, "labels": ",".join(p.labels), "score": p.score,
+             **{f"prob_{k}": v for k, v in p.probabilities.items()}}
             for p in predictions
         ])
 

@@ -85,7 +85,8 @@ def log_model(run_id: str, model_dir: Path, labels: list[str]) -> tuple[str, str
     from mlflow.models import infer_signature
 
     example_in = pd.DataFrame({"text": ["i feel wonderful today"]})
-    example_out = pd.DataFrame([{"label": labels[0], "score": 1.0, **{f"prob_{l}": 0.0 for l in labels}}])
+    example_out = pd.DataFrame([{"label": labels[0], "labels": labels[0], "score": 1.0,
+                                 **{f"prob_{l}": 0.0 for l in labels}}])
     requirements = [f"{name}=={dist_version(name)}" for name in MODEL_REQUIREMENTS]
     with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(type hint|input example).*", category=UserWarning)

@@ -43,19 +43,29 @@ class Layout:
 
 def ingest_stage(cfg: Config) -> tuple[ingest.Snapshot, str]:
     """Snapshot the source into ``data/`` and version it; returns the snapshot and its hash."""
-    snapshot = ingest.ingest(cfg.data, Layout.of(cfg).snapshot, Path(cfg.project_dir).resolve())
+    project = Path(cfg.project_dir).resolve()
+    snapshot = ingest.ingest(cfg.data, Layout.of(cfg).snapshot, project)
     if cfg.data.dvc_track:
-        data_hash = versioning.dvc_track(Path(cfg.project_dir).resolve(), snapshot.path.parent)
+        data_hash = versioning.dvc_track(project, snapshot.path.parent)
+        if cfg.data.dvc_remote:
+            versioning.dvc_push(project, pointer_of(cfg), cfg.data.dvc_remote)
     else:
         data_hash = versioning.content_hash(snapshot.path)
     return snapshot, data_hash
 
 
-def snapshot_hash(cfg: Config) -> str:
-    """The hash of the current snapshot, as ingest recorded it."""
-    layout = Layout.of(cfg)
-    pointer = layout.snapshot.with_name(layout.snapshot.name + ".dvc")
-    return versioning.dvc_hash(pointer) if pointer.exists() else versioning.content_hash(layout.snapshot / ingest.SNAPSHOT_NAME)
+def pointer_of(cfg: Config) -> Path:
+    """The DVC pointer file of the snapshot folder (data.dvc)."""
+    snapshot = Layout.of(cfg).snapshot
+    return snapshot.with_name(snapshot.name + ".dvc")
+
+
+def restore_stage(cfg: Config, data_hash: str) -> Path:
+    """Put the exact snapshot with ``data_hash`` back into data/ (and data.dvc); returns the snapshot file."""
+    if not data_hash.endswith(".dir"):
+        raise PipelineError(f"'{data_hash}' is not a DVC directory hash: was that data tracked with DVC?")
+    versioning.dvc_restore(Path(cfg.project_dir).resolve(), pointer_of(cfg), data_hash)
+    return Layout.of(cfg).snapshot / ingest.SNAPSHOT_NAME
 
 
 def validate_stage(cfg: Config, frame: pd.DataFrame) -> tuple[list[str], validate.ValidationReport]:
@@ -63,15 +73,18 @@ def validate_stage(cfg: Config, frame: pd.DataFrame) -> tuple[list[str], validat
     labels = encode.label_set(frame, cfg.data.labels)
     if not labels:
         raise PipelineError("no labels: declare data.labels in params.yaml or provide a train split with labels")
-    return labels, validate.validate(frame, labels, Layout.of(cfg).reports)
+    return labels, validate.validate(frame, labels, Layout.of(cfg).reports, cfg.checks)
 
 
 def prepare_stage(cfg: Config, frame: pd.DataFrame, labels: list[str]) -> tuple[encode.PreparedData, pd.DataFrame]:
     """Clean and encode validated rows, save them with the label map; returns them and the cleaning table."""
     layout = Layout.of(cfg)
+    from pipeline.plots import write_data_plots
+
     cleaned = clean.clean(frame, cfg.clean)
     prepared = encode.encode(cleaned.frame, labels)
     prepared.save(layout.prepared)
+    write_data_plots(cleaned.frame, labels, layout.plots)
     layout.reports.mkdir(parents=True, exist_ok=True)
     cleaned.changes.to_csv(layout.reports / "cleaning.csv")
     return prepared, cleaned.changes
@@ -83,10 +96,13 @@ def train_stage(cfg: Config, prepared: encode.PreparedData,
     from pipeline.plots import write_training_curve
 
     layout = Layout.of(cfg)
-    result = train.train(prepared, cfg.model, cfg.train, layout.model, on_evaluation)
-    write_training_curve(result.history, layout.plots)
-    summary = {k: v for k, v in vars(result).items() if k not in ("history", "model_dir")}
-    (layout.root / "training_summary.json").write_text(json.dumps(summary, indent=2))
+    result = train.train(prepared, cfg.model, cfg.train, layout.model, on_evaluation,
+                         checkpoint_dir=cfg.path(cfg.train.checkpoint_dir))
+    if result.rank == 0:  # under torchrun the other ranks only train
+        clean.save_text_policy(layout.model, cfg.clean)
+        write_training_curve(result.history, layout.plots)
+        summary = {k: v for k, v in vars(result).items() if k not in ("history", "model_dir", "calibration")}
+        (layout.root / "training_summary.json").write_text(json.dumps(summary | result.calibration, indent=2))
     return result
 
 
@@ -99,10 +115,8 @@ def score_model(cfg: Config, model_dir: Path, prepared: encode.PreparedData) -> 
         raise PipelineError(
             f"model {model_dir} predicts {predictor.labels}, but the data has labels {prepared.label_map.labels}"
         )
-    import numpy as np
-
     probs = predictor.predict_proba(prepared.texts("test"))
-    return evaluate.score(np.array(prepared.label_ids("test")), probs, prepared.label_map.labels)
+    return evaluate.score(prepared.targets("test"), probs, prepared.label_map.labels, predictor.thresholds)
 
 
 def behaviour_stage(cfg: Config, prepared: encode.PreparedData) -> "BehaviourReport":

@@ -1,15 +1,20 @@
-"""Fine-tune an encoder for single-label emotion classification, fast on CPU and GPU.
+"""Fine-tune an encoder for emotion classification, fast on CPU and GPU.
 
-A lean loop rather than the HF Trainer: length-grouped batches with dynamic padding, bf16/fp16
-autocast, AdamW with warmup and linear decay, gradient clipping, evaluation on validation each
-epoch, and the best epoch by macro-F1 kept and saved.
+A lean loop rather than the HF Trainer: length-grouped batches with dynamic padding, bf16/fp16 autocast,
+AdamW with warmup and linear decay, gradient accumulation and clipping, optional class weights,
+evaluation on validation every epoch (or N steps) keeping the best model by macro-F1 with early stopping,
+resumable checkpoints, and data-parallel training under ``torchrun`` (DDP; only rank 0 logs and saves).
+Single-label models are then temperature-scaled; multi-label models get per-label thresholds.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -22,7 +27,7 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 from tqdm.auto import tqdm
 
-from pipeline.calibration import calibrate
+from pipeline.calibration import calibrate, calibrate_multi_label
 from pipeline.config import ModelConfig, TrainConfig
 from pipeline.encode import PreparedData
 from pipeline.inference import predict_logits
@@ -32,6 +37,7 @@ from pipeline.runtime import Runtime, choose_runtime
 log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[dict[str, float]], None]
+CHECKPOINT_FILE = "checkpoint.pt"
 
 
 @dataclass
@@ -44,7 +50,37 @@ class TrainResult:
     samples_per_second: float = 0.0
     device: str = "cpu"
     precision: str = "fp32"
-    calibration: dict[str, float] = field(default_factory=dict)  # temperature and validation ECE/NLL before/after
+    calibration: dict[str, float] = field(default_factory=dict)  # temperature / thresholds and validation figures
+    resumed_from_step: int = 0
+    world_size: int = 1
+    rank: int = 0  # only rank 0 saves and logs
+    stopped_early: bool = False
+    eval_seconds: float = 0.0  # validation time inside train_seconds (not counted in samples_per_second)
+    tokens_per_second: float = 0.0  # padded tokens through the model per second of training (for FLOP/s)
+    weights_digest: str = ""  # sha256 of the final weights: equal on every rank of a DDP run
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def setup(cls, device: torch.device) -> "Distributed":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world == 1:
+            return cls()
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return cls(dist.get_rank(), world)
 
 
 def seed_everything(seed: int) -> None:
@@ -53,17 +89,47 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Random batches of similar-length texts: shuffle, sort within large chunks, shuffle batch order."""
+def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random,
+                           group: bool = True) -> list[list[int]]:
+    """Random batches of similar-length texts: shuffle, sort within large chunks, shuffle batch order.
+
+    With ``group=False`` plain random batches (the usual DataLoader shuffle), for comparison.
+    """
     order = list(range(len(lengths)))
     rng.shuffle(order)
-    chunk = batch_size * 50
+    chunk = batch_size * 50 if group else len(order) + 1
     batches = []
     for start in range(0, len(order), chunk):
-        part = sorted(order[start:start + chunk], key=lengths.__getitem__, reverse=True)
+        part = order[start:start + chunk]
+        if group:
+            part = sorted(part, key=lengths.__getitem__, reverse=True)
         batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def epoch_batches(lengths: list[int], cfg: TrainConfig, epoch: int, dist: Distributed) -> list[list[int]]:
+    """The epoch's batches for this rank; the same on every run, so a resumed epoch replays exactly."""
+    batches = length_grouped_batches(lengths, cfg.batch_size, random.Random(cfg.seed * 1000 + epoch), cfg.group_by_length)
+    usable = len(batches) - len(batches) % dist.world_size if dist.world_size > 1 else len(batches)
+    return batches[dist.rank:usable:dist.world_size]
+
+
+def class_weights(targets: np.ndarray, n_labels: int, mode: str) -> torch.Tensor | None:
+    """Inverse-frequency ('balanced') or inverse-square-root ('sqrt') weights, mean 1."""
+    if mode == "none":
+        return None
+    counts = targets.sum(axis=0) if targets.ndim == 2 else np.bincount(targets, minlength=n_labels)
+    weights = 1.0 / np.maximum(counts, 1) ** (1.0 if mode == "balanced" else 0.5)
+    return torch.tensor(weights / weights.mean(), dtype=torch.float32)
+
+
+def loss_fn(logits: torch.Tensor, targets: torch.Tensor, multi_label: bool,
+            weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy for one label per text, binary cross-entropy per label for multi-label data."""
+    if multi_label:
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=weights)
+    return torch.nn.functional.cross_entropy(logits.float(), targets, weight=weights)
 
 
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -77,9 +143,11 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
 
 def _validate(model: Any, tokenizer: Any, data: PreparedData, runtime: Runtime, max_length: int) -> dict[str, float]:
     logits = predict_logits(model, tokenizer, data.texts("validation"), runtime, max_length)
-    y_true = np.array(data.label_ids("validation"))
-    y_pred = logits.argmax(axis=1)
-    loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y_true)).item()
+    y_true = data.targets("validation")
+    multi = data.label_map.multi_label
+    y_pred = (logits >= 0.0).astype(int) if multi else logits.argmax(axis=1)  # sigmoid(x) >= 0.5 <=> x >= 0
+    loss = loss_fn(torch.from_numpy(logits), torch.from_numpy(y_true), multi).item()
+    y_true = y_true.astype(int)
     return {
         "val_loss": loss,
         "val_accuracy": float(accuracy_score(y_true, y_pred)),
@@ -87,48 +155,157 @@ def _validate(model: Any, tokenizer: Any, data: PreparedData, runtime: Runtime, 
     }
 
 
+def fingerprint(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, world_size: int) -> str:
+    """What a checkpoint belongs to: the data, the model and every setting that changes the trajectory."""
+    digest = hashlib.sha256()
+    for split in ("train", "validation"):
+        digest.update("\n".join(data.texts(split)).encode())
+        digest.update(np.ascontiguousarray(data.targets(split)).tobytes())
+    settings = model_cfg.model_dump() | cfg.model_dump(exclude={"checkpoint_dir", "resume", "patience"})
+    digest.update(json.dumps(settings | {"world_size": world_size}, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Atomic write: a kill mid-save leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, expected: str) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("fingerprint") != expected:
+        log.warning("ignoring checkpoint %s: it belongs to other data or settings", path)
+        return None
+    return state
+
+
 def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_dir: Path,
-          on_evaluation: EpochCallback | None = None) -> TrainResult:
-    """Fine-tune ``model_cfg.name`` on the train split, select on validation, save to ``output_dir``."""
+          on_evaluation: EpochCallback | None = None, checkpoint_dir: Path | None = None) -> TrainResult:
+    """Fine-tune ``model_cfg.name`` on the train split, select on validation, save to ``output_dir``.
+
+    With ``checkpoint_dir`` the state is saved at every evaluation and a restarted call resumes from it.
+    """
     seed_everything(cfg.seed)
     runtime = choose_runtime(cfg.device, cfg.precision)
+    dist = Distributed.setup(runtime.device)
     source = resolve_model_source(model_cfg.name)
     labels = data.label_map.labels
+    multi = data.label_map.multi_label
     tokenizer = load_tokenizer(source)
-    model = load_classifier(source, labels).to(runtime.device)
-    log.info("fine-tuning %s (%d labels) on %s with %s autocast", source, len(labels), runtime.device, runtime.precision)
+    model = load_classifier(source, labels, multi).to(runtime.device)
+    if dist.is_main:
+        log.info("fine-tuning %s (%d labels, %s) on %s x%d with %s autocast", source, len(labels),
+                 "multi-label" if multi else "single-label", runtime.device, dist.world_size, runtime.precision)
 
     encoded = tokenizer(data.texts("train"), truncation=True, max_length=model_cfg.max_length)["input_ids"]
-    targets = torch.tensor(data.label_ids("train"))
+    train_targets = data.targets("train")
+    targets = torch.from_numpy(train_targets)
+    weights = class_weights(train_targets, len(labels), cfg.class_weights)
+    weights = weights.to(runtime.device) if weights is not None else None
     lengths = [len(ids) for ids in encoded]
-    steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
+    micro_per_epoch = len(epoch_batches(lengths, cfg, 1, dist))
+    steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accumulation)
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
+
     optimizer = _optimizer(model, cfg)
     from transformers import get_linear_schedule_with_warmup
 
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_fraction * total_steps), max(total_steps, 1))
     scaler = torch.amp.GradScaler("cuda", enabled=runtime.dtype is torch.float16)
+    wrapped = model
+    if dist.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
 
-    result = TrainResult(output_dir, device=str(runtime.device), precision=runtime.precision)
-    best_f1, best_state = -1.0, None
-    rng = random.Random(cfg.seed)
-    samples, step, started = 0, 0, time.perf_counter()
-    progress = tqdm(total=total_steps, desc="train", unit="step", mininterval=1.0)
-    for epoch in range(1, cfg.epochs + 1):
-        if step >= total_steps:
-            break
-        model.train()
-        running, seen = 0.0, 0
-        for batch in length_grouped_batches(lengths, cfg.batch_size, rng):
-            if step >= total_steps:
-                break
+        wrapped = DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
+
+    result = TrainResult(output_dir, device=str(runtime.device), precision=runtime.precision,
+                         world_size=dist.world_size, rank=dist.rank)
+    best_f1, best_state, stale = -1.0, None, 0
+    step, epoch, skip = 0, 1, 0  # skip: micro-batches of `epoch` already done (when resuming)
+    resumed_running = (0.0, 0)  # the epoch's loss sum and sample count up to the checkpoint
+    checkpoint = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir and cfg.resume else None
+    print_id = fingerprint(data, model_cfg, cfg, dist.world_size) if checkpoint else ""
+    state = _load_checkpoint(checkpoint, print_id) if checkpoint else None
+    if state:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        step, epoch, skip = state["step"], state["epoch"], state["micro_done"]
+        resumed_running = state["running"]
+        best_f1, best_state, stale = state["best_f1"], state["best_state"], state["stale"]
+        result.history, result.best_epoch, result.resumed_from_step = state["history"], state["best_epoch"], step
+        if dist.is_main:
+            log.info("resuming from checkpoint at step %d (epoch %d)", step, epoch)
+
+    def evaluate_now(micro_done: int, n_micro: int, running: float, seen: int) -> bool:
+        """Validate, keep the best, checkpoint; True when early stopping says stop."""
+        nonlocal best_f1, best_state, stale
+        eval_started = time.perf_counter()
+        row = {"epoch": epoch, "step": step, "train_loss": running / max(seen, 1)}
+        row |= _validate(model, tokenizer, data, runtime, model_cfg.max_length)
+        result.eval_seconds += time.perf_counter() - eval_started
+        wrapped.train()  # validation switched dropout off; the rest of the epoch trains again
+        result.history.append(row)
+        if row["val_macro_f1"] > best_f1:
+            best_f1, result.best_epoch, stale = row["val_macro_f1"], epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+        if dist.is_main:
+            log.info("epoch %d step %d: %s", epoch, step, {k: round(v, 4) for k, v in row.items()})
+            if checkpoint:  # before the callback: a failing tracker must not cost this progress
+                _save_checkpoint(checkpoint, {
+                    "fingerprint": print_id, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                    "torch_rng": torch.get_rng_state(), "step": step,
+                    # where to continue: the next micro-batch of this epoch, or the start of the next one
+                    "epoch": epoch + 1 if micro_done >= n_micro else epoch,
+                    "micro_done": 0 if micro_done >= n_micro else micro_done,
+                    "running": (0.0, 0) if micro_done >= n_micro else (running, seen),
+                    "best_f1": best_f1, "best_state": best_state, "stale": stale, "history": result.history,
+                    "best_epoch": result.best_epoch})
+            if on_evaluation:
+                on_evaluation(row)
+        return cfg.patience is not None and stale >= cfg.patience
+
+    samples, tokens, started = 0, 0, time.perf_counter()
+    progress = tqdm(total=total_steps, initial=step, desc="train", unit="step", mininterval=1.0, disable=not dist.is_main)
+    stop = False
+    while epoch <= cfg.epochs and step < total_steps and not stop:
+        wrapped.train()
+        batches = epoch_batches(lengths, cfg, epoch, dist)
+        running, seen = resumed_running if skip else (0.0, 0)
+        for micro, batch in enumerate(batches):
+            if micro < skip:
+                continue
             inputs = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(runtime.device)
             with runtime.autocast():
-                logits = model(**inputs).logits
-            loss = torch.nn.functional.cross_entropy(logits.float(), targets[batch].to(runtime.device))
-            scaler.scale(loss).backward()
+                logits = wrapped(**inputs).logits
+            loss = loss_fn(logits, targets[batch].to(runtime.device), multi, weights)
+            scaler.scale(loss / cfg.grad_accumulation).backward()
+            running += loss.item() * len(batch)
+            seen += len(batch)
+            samples += len(batch) * dist.world_size
+            tokens += inputs["input_ids"].numel() * dist.world_size
+            if (micro + 1) % cfg.grad_accumulation and micro + 1 != len(batches):
+                continue
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             scaler.step(optimizer)
@@ -136,31 +313,38 @@ def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_d
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             step += 1
-            samples += len(batch)
-            running += loss.item() * len(batch)
-            seen += len(batch)
             progress.update(1)
-            progress.set_postfix(loss=f"{running / seen:.4f}", samples_s=f"{samples / (time.perf_counter() - started):.1f}")
-        row = {"epoch": epoch, "step": step, "train_loss": running / max(seen, 1)}
-        row |= _validate(model, tokenizer, data, runtime, model_cfg.max_length)
-        result.history.append(row)
-        log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in row.items()})
-        if on_evaluation:
-            on_evaluation(row)
-        if row["val_macro_f1"] > best_f1:
-            best_f1, result.best_epoch = row["val_macro_f1"], epoch
-            best_state = copy.deepcopy(model.state_dict())
+            busy = time.perf_counter() - started - result.eval_seconds
+            progress.set_postfix(loss=f"{running / seen:.4f}", samples_s=f"{samples / busy:.1f}")
+            if step >= total_steps:
+                break
+            if cfg.eval_every and step % cfg.eval_every == 0 and evaluate_now(micro + 1, len(batches), running, seen):
+                stop = True
+                break
+        skip = 0
+        if not stop and not (cfg.eval_every and step % cfg.eval_every == 0 and result.history
+                             and result.history[-1]["step"] == step):
+            stop = evaluate_now(len(batches), len(batches), running, seen) or stop
+        epoch += 1
     progress.close()
+    result.stopped_early = stop and step < total_steps
     result.steps = step
     result.train_seconds = time.perf_counter() - started
-    result.samples_per_second = samples / result.train_seconds if samples else 0.0
+    busy = max(result.train_seconds - result.eval_seconds, 1e-9)
+    result.samples_per_second = samples / busy if samples else 0.0
+    result.tokens_per_second = tokens / busy if tokens else 0.0
     if best_state is not None:
         model.load_state_dict(best_state)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    val_logits = predict_logits(model, tokenizer, data.texts("validation"), runtime, model_cfg.max_length)
-    result.calibration = calibrate(val_logits, np.array(data.label_ids("validation")), output_dir)
-    log.info("saved model (best epoch %d, val macro-F1 %.4f, temperature %.3f) to %s", result.best_epoch, best_f1,
-             result.calibration["temperature"], output_dir)
+    result.weights_digest = weights_digest(model)
+    if dist.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
+        val_logits = predict_logits(model, tokenizer, data.texts("validation"), runtime, model_cfg.max_length)
+        calibrate_fn = calibrate_multi_label if multi else calibrate
+        result.calibration = calibrate_fn(val_logits, data.targets("validation"), output_dir)
+        if checkpoint and checkpoint.exists():
+            checkpoint.unlink()  # finished: the next run starts fresh
+        log.info("saved model (best epoch %d, val macro-F1 %.4f; calibration %s) to %s", result.best_epoch, best_f1,
+                 {k: round(v, 4) for k, v in result.calibration.items()}, output_dir)
     return result

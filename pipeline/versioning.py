@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import subprocess
 from pathlib import Path
 
@@ -32,6 +33,64 @@ def dvc_track(project_dir: Path, target: Path) -> str:
     data_hash = dvc_hash(target.with_name(target.name + ".dvc"))
     log.info("versioned %s with DVC: %s", target, data_hash)
     return data_hash
+
+
+REMOTE_NAME = "storage"
+
+
+def _is_url(remote: str) -> bool:
+    return "://" in remote
+
+
+def ensure_remote(project_dir: Path, remote: str) -> str:
+    """Make ``remote`` the project's default DVC remote (a folder relative to the project, or a URL)."""
+    from dvc.repo import Repo
+
+    url, wanted = remote, remote
+    if not _is_url(remote):
+        folder = Path(remote) if Path(remote).is_absolute() else project_dir / remote
+        folder.mkdir(parents=True, exist_ok=True)
+        # DVC reads a relative path as relative to the cwd and stores it relative to .dvc/config
+        url, wanted = os.path.relpath(folder, project_dir), str(folder.resolve())
+    with contextlib.chdir(project_dir), Repo(str(project_dir)) as repo:
+        current = repo.config["remote"].get(REMOTE_NAME, {}).get("url")  # absolute when it is a folder
+        if current != wanted or repo.config["core"].get("remote") != REMOTE_NAME:
+            with repo.config.edit() as conf:
+                conf["remote"][REMOTE_NAME] = {"url": url}
+                conf["core"]["remote"] = REMOTE_NAME
+    return REMOTE_NAME
+
+
+def dvc_push(project_dir: Path, pointer: Path, remote: str) -> None:
+    """Push the data a pointer file tracks to the remote, so any machine can restore it."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    name = ensure_remote(project_dir, remote)
+    try:
+        with contextlib.chdir(project_dir), Repo(str(project_dir)) as repo:
+            pushed = repo.push(targets=[str(pointer.relative_to(project_dir))], remote=name)
+    except DvcException as exc:
+        raise PipelineError(f"dvc push to {remote} failed: {exc}") from exc
+    log.info("pushed %s to DVC remote %s (%s files)", pointer.name, remote, pushed)
+
+
+def dvc_restore(project_dir: Path, pointer: Path, data_hash: str) -> None:
+    """Point ``pointer`` at ``data_hash`` and check that data out (from the cache, or pulled from the remote)."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    target = pointer.with_suffix("")
+    pointer.write_text(yaml.safe_dump({"outs": [{"md5": data_hash, "hash": "md5", "path": target.name}]}))
+    try:
+        with contextlib.chdir(project_dir), Repo(str(project_dir)) as repo:
+            repo.pull(targets=[str(pointer.relative_to(project_dir))], force=True)
+            changed = repo.status(targets=[str(pointer.relative_to(project_dir))])
+    except DvcException as exc:
+        raise PipelineError(f"cannot restore data {data_hash}: {exc}. Is the DVC remote reachable?") from exc
+    if changed:
+        raise PipelineError(f"restored {target} does not match {data_hash}: {changed}")
+    log.info("restored %s to %s", target, data_hash)
 
 
 def dvc_hash(pointer: Path) -> str:

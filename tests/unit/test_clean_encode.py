@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.clean import clean, normalize_text
+from pipeline.clean import CHANGE_COLUMNS, clean, mask_mentions, mask_urls, normalize_text
 from pipeline.config import CleanConfig
 from pipeline.encode import LABEL_MAP_FILE, LabelMap, PreparedData, encode, label_set
 from pipeline.errors import PipelineError
@@ -52,19 +52,141 @@ def test_clean_drops_duplicates_within_a_split_only():
     df = frame([
         ("i am happy", "joy", "train"),
         ("i  am   happy", "joy", "train"),       # duplicate once normalized
-        ("i am happy", "love", "train"),         # same text, other label: still a duplicate text
-        ("i am happy", "joy", "test"),           # same text in another split: kept
-        ("i am sad", "sadness", "train"),
+        ("i am sad", "sadness", "validation"),
+        ("i am sad", "sadness", "validation"),   # duplicate in validation
+        ("i am sad", "sadness", "test"),         # same text in another held-out split: kept
+        ("i am glad", "joy", "train"),
     ])
     result = clean(df, CleanConfig())
     assert result.frame.to_dict("records") == [
         {"text": "i am happy", "label": "joy", "split": "train"},
-        {"text": "i am happy", "label": "joy", "split": "test"},
-        {"text": "i am sad", "label": "sadness", "split": "train"},
+        {"text": "i am sad", "label": "sadness", "split": "validation"},
+        {"text": "i am sad", "label": "sadness", "split": "test"},
+        {"text": "i am glad", "label": "joy", "split": "train"},
     ]
-    assert result.changes.loc["train"].to_dict() == {"rows_in": 4, "normalized": 1, "dropped_empty": 0,
-                                                     "dropped_duplicates": 2, "rows_out": 2}
+    assert result.changes.loc["train"].to_dict() == {
+        "rows_in": 3, "normalized": 1, "urls_masked": 0, "mentions_masked": 0, "dropped_empty": 0,
+        "dropped_conflicts": 0, "dropped_duplicates": 1, "dropped_leakage": 0, "rows_out": 2}
+    assert result.changes.loc["validation", "dropped_duplicates"] == 1
     assert result.changes.loc["test", "dropped_duplicates"] == 0
+
+
+def test_changes_table_columns_and_split_order():
+    result = clean(frame([("b", "joy", "test"), ("a", "joy", "train"), ("c", "joy", "validation")]), CleanConfig())
+    assert result.changes.columns.tolist() == list(CHANGE_COLUMNS) == [
+        "rows_in", "normalized", "urls_masked", "mentions_masked", "dropped_empty", "dropped_conflicts",
+        "dropped_duplicates", "dropped_leakage", "rows_out"]
+    assert result.changes.index.tolist() == ["train", "validation", "test"]
+
+
+@pytest.mark.parametrize("rule, kept, dropped", [
+    ("majority", [("same words", "joy"), ("same words", "joy"), ("tie words", None)], 3),
+    ("drop", [], 5),
+    ("keep", [("same words", "joy"), ("same words", "joy"), ("same words", "anger"), ("tie words", "joy"),
+              ("tie words", "fear")], 0),
+])
+def test_conflicting_labels_policy(rule, kept, dropped):
+    df = frame([("same words", "joy", "train"), ("same words", "joy", "train"), ("same  words", "anger", "train"),
+                ("tie words", "joy", "train"), ("tie words", "fear", "train"), ("same words", "fear", "validation")])
+    result = clean(df, CleanConfig(conflicts=rule, drop_duplicates=False, drop_leakage=False))
+    train = result.frame[result.frame["split"] == "train"]
+    assert list(zip(train["text"], train["label"])) == [k for k in kept if k[1] is not None]
+    assert result.changes.loc["train", "dropped_conflicts"] == dropped
+    assert result.changes.loc["validation", "dropped_conflicts"] == 0  # one label per text within validation
+
+
+def test_conflicts_then_duplicates_then_leakage_each_row_counted_once():
+    df = frame([("x words", "joy", "train"), ("x words", "joy", "train"), ("x words", "anger", "train"),
+                ("x words", "joy", "test"), ("x words", "joy", "test"), ("y words", "fear", "test")])
+    result = clean(df, CleanConfig())
+    assert result.changes[["dropped_conflicts", "dropped_duplicates", "dropped_leakage", "rows_out"]].to_dict(
+        "index") == {"train": {"dropped_conflicts": 1, "dropped_duplicates": 1, "dropped_leakage": 0, "rows_out": 1},
+                     "test": {"dropped_conflicts": 0, "dropped_duplicates": 1, "dropped_leakage": 1, "rows_out": 1}}
+    assert result.frame.to_dict("records") == [{"text": "x words", "label": "joy", "split": "train"},
+                                               {"text": "y words", "label": "fear", "split": "test"}]
+
+
+def test_leakage_dropped_from_held_out_splits_or_kept():
+    df = frame([("seen in training", "joy", "train"), ("seen in training", "joy", "validation"),
+                ("Seen  in training", "joy", "test"), ("fresh", "joy", "test")])
+    dropped = clean(df, CleanConfig())
+    assert dropped.frame["split"].tolist() == ["train", "test", "test"]
+    assert dropped.changes["dropped_leakage"].to_dict() == {"train": 0, "validation": 1, "test": 0}  # case differs
+    lowered = clean(df, CleanConfig(lowercase=True))
+    assert lowered.changes["dropped_leakage"].to_dict() == {"train": 0, "validation": 1, "test": 1}
+    kept = clean(df, CleanConfig(drop_leakage=False))
+    assert len(kept.frame) == 4 and kept.changes["dropped_leakage"].sum() == 0
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("look at https://example.com/a?b=1.", "look at <url>."),
+    ("www.example.org is down", "<url> is down"),
+    ("see (http://x.io/p) now", "see (<url>) now"),
+    ("no link here: http is a protocol", "no link here: http is a protocol"),
+])
+def test_urls_masked(raw, expected):
+    assert mask_urls(raw, CleanConfig()) == expected
+    assert mask_urls(raw, CleanConfig(mask_urls=False)) == raw
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("@bob you made my day", "@user you made my day"),
+    ("thanks @Ann_92 and @joe!", "thanks @user and @user!"),
+    ("mail me at ann@example.com", "mail me at ann@example.com"),   # not a mention
+    ("@user already masked", "@user already masked"),
+])
+def test_mentions_masked(raw, expected):
+    assert mask_mentions(raw, CleanConfig()) == expected
+    assert mask_mentions(raw, CleanConfig(mask_mentions=False)) == raw
+
+
+def test_clean_counts_masking_per_split():
+    df = frame([("@amy look http://a.b/c", "joy", "train"), ("@user hi", "joy", "train"),
+                ("visit www.site.com", "fear", "validation"), ("plain", "joy", "test")])
+    result = clean(df, CleanConfig())
+    assert result.frame["text"].tolist() == ["@user look <url>", "@user hi", "visit <url>", "plain"]
+    assert result.changes[["urls_masked", "mentions_masked", "normalized"]].to_dict("index") == {
+        "train": {"urls_masked": 1, "mentions_masked": 1, "normalized": 0},
+        "validation": {"urls_masked": 1, "mentions_masked": 0, "normalized": 0},
+        "test": {"urls_masked": 0, "mentions_masked": 0, "normalized": 0}}
+    kept = clean(df, CleanConfig(mask_urls=False, mask_mentions=False, url_token="[URL]"))
+    assert kept.frame["text"].tolist() == df["text"].tolist()
+
+
+def test_masks_can_merge_texts_into_duplicates():
+    df = frame([("hi @amy", "joy", "train"), ("hi @bob", "joy", "train")])
+    assert clean(df, CleanConfig()).changes.loc["train", "dropped_duplicates"] == 1
+    assert clean(df, CleanConfig(mask_mentions=False)).changes.loc["train", "dropped_duplicates"] == 0
+
+
+def test_multi_label_rows_compare_label_sets():
+    df = frame([("both", ["joy", "love"], "train"), ("both", ["love", "joy"], "train"),   # same set: duplicate
+                ("both", ["joy"], "train"),                                             # minority set: conflict
+                ("none", [], "train"), ("both", ["joy", "love"], "test")])               # leaked
+    before = df.copy(deep=True)
+    result = clean(df, CleanConfig())
+    assert result.frame.to_dict("records") == [{"text": "both", "label": ["joy", "love"], "split": "train"},
+                                               {"text": "none", "label": [], "split": "train"}]
+    assert result.changes.loc["train", ["dropped_conflicts", "dropped_duplicates"]].tolist() == [1, 1]
+    assert result.changes.loc["test", "dropped_leakage"] == 1
+    pd.testing.assert_frame_equal(df, before)
+    assert df.loc[1, "label"] == ["love", "joy"]  # the lists themselves are untouched
+
+
+def test_null_text_counts_as_empty():
+    result = clean(frame([(None, "joy", "train"), ("ok", "joy", "train")]), CleanConfig())
+    assert result.changes.loc["train", ["dropped_empty", "normalized", "rows_out"]].tolist() == [1, 0, 1]
+
+
+def test_policy_is_logged(caplog: pytest.LogCaptureFixture):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="pipeline.clean"):
+        clean(frame([("a b", "joy", "train")]), CleanConfig(conflicts="drop"))
+    assert ("cleaning policy: unicode NFKC, whitespace collapsed, lowercase off, urls masked as <url>, mentions "
+            "masked as @user, empty rows dropped, conflicting labels drop, duplicates dropped, "
+            "leakage dropped from validation/test") in caplog.text
+    assert "dropped_leakage" in caplog.text
 
 
 def test_clean_keeps_duplicates_when_disabled():

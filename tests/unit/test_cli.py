@@ -171,7 +171,7 @@ def test_ingest_then_prepare(project: Path, capsys: pytest.CaptureFixture):
     assert cli.main(["ingest", *args]) == 0
     assert cli.main(["prepare", *args]) == 0
     out, err = capsys.readouterr()
-    assert "all 11 data checks passed on 720 rows" in out
+    assert "all 18 data checks passed on 720 rows" in out
     assert "prepared train=" in out
     prepared = project / "artifacts" / "prepared"
     assert json.loads((prepared / "label_map.json").read_text())["labels"] == LABELS

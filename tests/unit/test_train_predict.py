@@ -200,3 +200,24 @@ def test_unreachable_hub_model_is_a_pipeline_error():
 
     with pytest.raises(PipelineError, match="network"):
         load_tokenizer("nobody-xyz/no-such-model-123")
+
+
+
+
+def test_predictor_applies_the_training_text_policy(tiny_model_dir, tmp_path) -> None:
+    """A model trained on masked URLs/mentions sees served texts masked the same way."""
+    import shutil
+
+    from pipeline.clean import save_text_policy
+    from pipeline.config import CleanConfig
+    from pipeline.modeling import load_classifier
+    from pipeline.predict import Predictor
+
+    folder = tmp_path / "model"
+    load_classifier(str(tiny_model_dir), ["joy", "fear"]).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_model_dir / name, folder / name)
+    texts = ["Look at  https://example.com/x  @someone"]
+    assert Predictor(folder).prepare(texts) == texts  # no stored policy: texts pass unchanged
+    save_text_policy(folder, CleanConfig(mask_urls=True, mask_mentions=True, lowercase=True))
+    assert Predictor(folder).prepare(texts) == ["look at <url> @user"]

@@ -1,0 +1,108 @@
+"""Helpers shared by the benchmarks: the test texts, machine facts and writing results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "emotion" / "test.txt"
+DEFAULT_MODEL = Path("/tmp/bench-proj/artifacts/model")
+PACKAGES = ("torch", "transformers", "tokenizers", "fastapi", "uvicorn", "httpx", "numpy", "mlflow")
+
+
+def read_texts(path: Path, n: int) -> tuple[list[str], list[str]]:
+    """The first ``n`` (text, label) pairs of a dair-ai ``text;label`` file."""
+    texts, labels = [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        text, _, label = line.rpartition(";")
+        texts.append(text)
+        labels.append(label.strip())
+        if len(texts) == n:
+            break
+    if len(texts) < n:
+        raise SystemExit(f"{path} has only {len(texts)} texts, {n} asked")
+    return texts, labels
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_flags() -> list[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                wanted = ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
+                return sorted(f for f in line.split(":", 1)[1].split() if f in wanted)
+    except OSError:
+        pass
+    return []
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return {
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "nice": os.nice(0),
+        "load_average": list(os.getloadavg()),
+        "packages": versions,
+    }
+
+
+def command() -> str:
+    """The command line that produced the result, with the interpreter as seen from the repository."""
+    exe = Path(sys.executable)
+    try:
+        shown = str(exe.relative_to(REPO)) if exe.is_relative_to(REPO) else exe.name
+    except ValueError:
+        shown = exe.name
+    return " ".join(shlex.quote(a) for a in [shown, *sys.argv])
+
+
+def write_result(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": name, "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "command": command(), **payload}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+class Timer:
+    def __enter__(self) -> "Timer":
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.seconds = time.perf_counter() - self.start

@@ -1,0 +1,77 @@
+"""Any labelled text by configuration alone: a 7-label CSV with its own columns, and multi-label GoEmotions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline import registry
+from tests.conftest import SHARED_DATA
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+SEVEN = ["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"]
+WORDS = {"anger": "furious", "disgust": "revolting", "fear": "terrified", "joy": "delighted", "neutral": "ordinary",
+         "sadness": "heartbroken", "surprise": "astonished"}
+THINGS = ["meeting", "bus ride", "dinner", "phone call", "weather", "exam", "trip", "movie", "game", "letter",
+          "garden", "shop", "concert", "visit", "email", "party", "lesson", "walk", "market", "news"]
+
+
+def test_seven_label_csv_with_own_columns_and_no_splits(tiny_config, tmp_path: Path, project: Path) -> None:
+    from flows.training import training_flow
+
+    rows = [{"review_text": f"the {thing} left me {WORDS[label]} today", "feeling": label, "id": i}
+            for i, (label, thing) in enumerate((l, t) for l in SEVEN for t in THINGS)]
+    pd.DataFrame(rows).to_csv(tmp_path / "reviews.csv", index=False)
+
+    summary = training_flow(tiny_config(f"data.source={tmp_path / 'reviews.csv'}", "data.text_column=review_text",
+                                        "data.label_column=feeling", "data.labels=null", "train.learning_rate=1e-2",
+                                        "train.epochs=4"))
+    assert summary["rows"] == {"train": 112, "validation": 14, "test": 14}  # stratified 80/10/10 of 140
+    label_map = json.loads((project / "artifacts" / "prepared" / "label_map.json").read_text())
+    assert label_map == {"labels": SEVEN, "multi_label": False}
+    test = pd.read_json(project / "artifacts" / "prepared" / "test.jsonl", lines=True)
+    assert sorted(test["label"].value_counts().tolist()) == [2] * 7  # every label in test, equally
+    assert summary["version"] == "1"
+    tags = registry.client(tiny_config()).get_model_version("emotion-classifier", "1").tags
+    assert tags["labels"] == ",".join(SEVEN)
+
+
+def goemotions_subset(dst: Path) -> Path:
+    """A small GoEmotions folder in its own format (the real rows, read from ../shared)."""
+    dst.mkdir()
+    (dst / "labels.txt").write_text((SHARED_DATA / "goemotions" / "labels.txt").read_text())
+    for name, n in (("train.tsv", 600), ("dev.tsv", 120), ("test.tsv", 120)):
+        lines = (SHARED_DATA / "goemotions" / name).read_text(encoding="utf-8").splitlines()[:n]
+        (dst / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return dst
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "goemotions").exists(), reason="../shared/data/goemotions not present")
+def test_goemotions_multi_label_end_to_end(tiny_config, tmp_path: Path, project: Path) -> None:
+    from flows.training import training_flow
+    from pipeline.predict import Predictor
+
+    source = goemotions_subset(tmp_path / "goemotions")
+    labels = (source / "labels.txt").read_text().split()
+    summary = training_flow(tiny_config(f"data.source={source}", "data.multi_label=true", f"data.labels={labels}",
+                                        "checks.severity.label_min_count=off", "checks.severity.class_balance=off",
+                                        "train.learning_rate=1e-2", "train.epochs=2"))
+
+    assert summary["rows"] == {"train": 600, "validation": 120, "test": 120}
+    assert {"micro_f1", "macro_f1", "weighted_f1", "f1_neutral"} <= set(summary["metrics"]) and "ece" not in summary["metrics"]
+    assert summary["version"] == "1"
+    model_dir = project / "artifacts" / "model"
+    saved = json.loads((model_dir / "calibration.json").read_text())
+    assert saved["method"] == "per-label thresholds" and len(saved["thresholds"]) == 28
+    prediction = Predictor(model_dir).predict(["thank you so much, this made my day"])[0]
+    assert prediction.labels and set(prediction.labels) <= set(labels)
+    assert abs(sum(prediction.probabilities.values()) - 1.0) > 1e-3  # independent sigmoids, not a softmax
+
+    from transformers import pipeline as hf_pipeline
+
+    scores = hf_pipeline("text-classification", model=str(model_dir), top_k=None)("what a lovely surprise")[0]
+    assert len(scores) == 28 and {s["label"] for s in scores} == set(labels)
