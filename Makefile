@@ -7,6 +7,9 @@ HOST ?= 127.0.0.1
 MLFLOW_PORT ?= 5000
 ARGS ?=
 TEXT ?= i feel wonderful today
+BENCH_DIR ?= /tmp/bench-proj
+EMOTION_DATA ?= $(abspath ../shared/data/emotion)
+BATCH ?=
 
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
@@ -15,7 +18,7 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup pipeline test repro metrics plots predict mlflow-ui mlflow-server clean
+.PHONY: help setup pipeline test repro metrics plots predict mlflow-ui mlflow-server clean monitor serve-flows serve bench-model bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -49,6 +52,24 @@ plots: setup ## render DVC plots to dvc_plots/index.html
 
 predict: setup ## classify TEXT with the champion (TEXT='i feel great')
 	$(BIN)/emotion predict "$(TEXT)"
+
+monitor: setup ## check a batch of new texts for drift against the champion (BATCH=file-or-folder, ARGS='--json')
+	$(BIN)/emotion monitor "$(BATCH)" $(ARGS)
+
+serve-flows: setup ## serve the weekly retraining and daily drift-check deployments until Ctrl-C (local Prefect server)
+	$(BIN)/emotion schedule $(ARGS)
+
+serve: setup ## REST API + demo page over the champion on http://127.0.0.1:8000 (ARGS='--port 8001 --set serve.backend=int8')
+	$(BIN)/emotion serve $(ARGS)
+
+bench-model: setup ## train the benchmark model on the emotion data into BENCH_DIR (/tmp/bench-proj; a few minutes)
+	HF_HUB_OFFLINE=1 $(BIN)/emotion run --set data.source=$(EMOTION_DATA) --set train.epochs=1 --set train.max_steps=400 \
+		--set project_dir=$(BENCH_DIR) --set mlflow.tracking_uri=sqlite:///$(BENCH_DIR)/mlflow.db --set data.dvc_track=false
+
+bench: setup ## benchmarks -> bench/results/: fast path vs transformers.pipeline, API load test (after bench-model)
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_inference.py --model $(BENCH_DIR)/artifacts/model --data $(EMOTION_DATA)/test.txt
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_api_load.py --data $(EMOTION_DATA)/test.txt --set project_dir=$(BENCH_DIR) \
+		--set mlflow.tracking_uri=sqlite:///$(BENCH_DIR)/mlflow.db --set serve.parity_source=$(EMOTION_DATA)
 
 mlflow-ui: setup ## browse runs and the registry on http://127.0.0.1:5000
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --host $(HOST) --port $(MLFLOW_PORT)

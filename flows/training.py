@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from pipeline import evaluate, gate, model_card, registry, stages
+from flows.caching import validation_cache_key
+from pipeline import drift, evaluate, gate, model_card, registry, stages
 from pipeline.behaviour import BehaviourReport
 from pipeline.config import Config
 from pipeline.encode import PreparedData
@@ -32,10 +34,10 @@ def ingest_task(cfg: Config) -> tuple[Any, str]:
     return stages.ingest_stage(cfg)
 
 
-@task(name="validate", cache_policy=NO_CACHE)
-def validate_task(cfg: Config, frame: Any) -> list[str]:
-    labels, _ = stages.validate_stage(cfg, frame)
-    return labels
+@task(name="validate", cache_key_fn=validation_cache_key, cache_expiration=timedelta(days=30))
+def validate_task(cfg: Config, frame: Any, data_hash: str) -> tuple[list[str], Any]:
+    """Cached on the snapshot hash, labels, check settings and code: an unchanged snapshot is checked once."""
+    return stages.validate_stage(cfg, frame)
 
 
 @task(name="clean-and-encode", cache_policy=NO_CACHE)
@@ -72,12 +74,12 @@ def champion_task(cfg: Config, prepared: PreparedData) -> tuple[str | None, dict
     if current is None:
         return None, None, []
     version = str(current.version)
-    model_dir = registry.download_model(f"models:/{cfg.mlflow.registered_model}/{version}",
-                                        Path(tempfile.mkdtemp(prefix="champion-")))
-    try:
-        evaluation = stages.score_model(cfg, model_dir, prepared)
-    except PipelineError as exc:
-        return version, None, [f"champion v{version} not comparable on this test set: {exc}"]
+    with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
+        model_dir = registry.download_model(f"models:/{cfg.mlflow.registered_model}/{version}", Path(tmp))
+        try:
+            evaluation = stages.score_model(cfg, model_dir, prepared)
+        except PipelineError as exc:
+            return version, None, [f"champion v{version} not comparable on this test set: {exc}"]
     return version, evaluation.metrics, [f"champion v{version} scored on the same test set"]
 
 
@@ -136,10 +138,12 @@ def training_flow(cfg: Config) -> dict[str, Any]:
         for key, value in lineage.items():
             mlflow_client.set_tag(run_id, key, value)
         try:
-            labels = validate_task(cfg, snapshot.frame)
+            labels, validation = validate_task(cfg, snapshot.frame, data_hash)
+            validation.write(layout.reports)  # outside the cached task: a cache hit still leaves the report
         finally:
             if (layout.reports / "validation_report.md").exists():
                 mlflow_client.log_artifacts(run_id, str(layout.reports), "reports")
+        drift.log_reference(cfg, mlflow_client, run_id, snapshot.frame)  # what monitoring compares new text with
         prepared, changes = prepare_task(cfg, snapshot.frame, labels)
         mlflow_client.log_artifacts(run_id, str(layout.reports), "reports")
         for name in ("class_distribution.png", "text_length.png"):

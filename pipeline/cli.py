@@ -47,8 +47,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     for name in ("prefect.task_runs", "prefect.flow_runs"):
         logging.getLogger(name).addFilter(_NoTracebackForUserErrors())
-    summary = training_flow(_config(args))
-    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):  # stdout = the JSON summary only
+        summary = training_flow(_config(args))
+    print(json.dumps(summary, indent=2, default=str) if args.json else format_summary(summary))
     return 0
 
 

@@ -35,8 +35,13 @@ def client(cfg: Config) -> Any:
     uri = cfg.tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)  # for the fluent API (log_model); it also exports MLFLOW_TRACKING_URI ...
     mlflow.set_registry_uri(uri)
+    if before is None:  # ... which would make later configs in this process silently use this store
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

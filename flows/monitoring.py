@@ -1,0 +1,207 @@
+"""The drift-monitoring flow: score a batch with the champion, compare it with the reference, maybe retrain.
+
+Thin Prefect wrappers over ``pipeline.drift``. One run = one drift check: the Evidently HTML report and the
+verdict land in ``artifacts/monitoring/<stamp>-<batch>/``, in an MLflow run of ``monitor.experiment``, and in a
+Prefect markdown artifact (key ``drift-check``). With ``monitor.trigger: on_drift`` a drift verdict starts the
+training flow (a subflow, or a run of ``monitor.retrain_deployment``); the batch's labelled rows are merged into
+the champion's data first. The training flow's gate decides promotion, as for any run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from pipeline import drift
+from pipeline.config import Config, load_config_from_env
+from pipeline.errors import PipelineError
+
+RETRY_DELAYS = [2, 10, 30]  # seconds: tracking server or artifact store hiccups
+ARTIFACT_KEY = "drift-check"
+
+
+def transient_only(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a failed task unless it failed on a user error (a PipelineError says what to fix; retrying won't)."""
+    try:
+        state.result()
+    except PipelineError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+def _stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def _batch_name(batch: str | None) -> str:
+    name = Path(str(batch)).stem if batch else "scheduled"
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:40] or "batch"
+
+
+def drift_run_name() -> str:
+    """``drift-check-<batch>-<UTC stamp>``: what was checked and when, at a glance in the UI."""
+    from prefect.runtime import flow_run
+
+    return f"drift-check-{_batch_name(flow_run.parameters.get('batch'))}-{_stamp()}"
+
+
+@task(name="load-champion", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=RETRY_DELAYS,
+      retry_jitter_factor=0.5, retry_condition_fn=transient_only)
+def champion_task(cfg: Config, workdir: str) -> drift.Champion:
+    return drift.load_champion(cfg, Path(workdir))
+
+
+@task(name="read-batch", cache_policy=NO_CACHE)
+def read_batch_task(cfg: Config, source: str, labels: list[str]) -> drift.Batch:
+    return drift.read_batch(source, cfg.data, labels, cfg.monitor, Path(cfg.project_dir).resolve())
+
+
+def _reference_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    return drift.reference_key(parameters["cfg"], parameters["champion"])
+
+
+@task(name="build-reference", cache_key_fn=_reference_cache_key, cache_expiration=timedelta(days=30),
+      retries=2, retry_delay_seconds=RETRY_DELAYS[:2], retry_condition_fn=transient_only)
+def reference_task(cfg: Config, champion: drift.Champion) -> drift.Reference:
+    """The champion's reference data scored by the champion; cached per champion run, data and settings."""
+    return drift.build_reference(cfg, champion, drift.predictor_for(cfg, champion.model_dir))
+
+
+@task(name="score-batch", cache_policy=NO_CACHE)
+def score_batch_task(cfg: Config, champion: drift.Champion, batch: drift.Batch) -> Any:
+    return drift.score_frame(drift.predictor_for(cfg, champion.model_dir), batch.frame["text"].tolist())
+
+
+@task(name="drift-report", cache_policy=NO_CACHE)
+def report_task(cfg: Config, reference: drift.Reference, scored: Any, batch: drift.Batch, champion: drift.Champion,
+                out_dir: str) -> drift.DriftVerdict:
+    return drift.detect_drift(reference, scored, cfg.monitor, Path(out_dir), batch.describe(), champion.describe())
+
+
+@task(name="log-to-mlflow", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=RETRY_DELAYS,
+      retry_jitter_factor=0.5, retry_condition_fn=transient_only)
+def log_task(cfg: Config, verdict: drift.DriftVerdict, out_dir: str, run_name: str) -> str:
+    return drift.log_drift_check(cfg, verdict, Path(out_dir), run_name)
+
+
+@task(name="merge-new-data", cache_policy=NO_CACHE)
+def merge_task(cfg: Config, champion: drift.Champion, batch: drift.Batch, folder: str) -> drift.MergeResult:
+    base, provenance = drift.champion_snapshot(cfg, champion)
+    get_run_logger().info("merging into champion v%s's data (%d rows, from %s)", champion.version, len(base), provenance)
+    return drift.merge_labelled(base, batch.frame, cfg.monitor.holdout_fraction, Path(folder))
+
+
+def _publish(verdict: drift.DriftVerdict, mlflow_run_id: str, retraining: dict[str, Any]) -> None:
+    from prefect.artifacts import create_markdown_artifact
+
+    lines = [verdict.to_markdown(), "", f"MLflow run: `{mlflow_run_id}` (report under artifact path `drift/`)", "",
+             "## Retraining", "", f"```json\n{json.dumps(retraining, indent=2, default=str)}\n```"]
+    create_markdown_artifact("\n".join(lines), key=ARTIFACT_KEY,
+                             description=f"drift {'DETECTED' if verdict.drift else 'not detected'}: "
+                                         f"{', '.join(verdict.drifted_features) or 'no feature drifted'}")
+
+
+def _override_items(data: dict[str, Any]) -> list[str]:
+    """``--set`` items for a deployment run (values as JSON, which YAML parses back)."""
+    return [f"data.{key}={json.dumps(value)}" for key, value in data.items()]
+
+
+def _retrain(cfg: Config, champion: drift.Champion, batch: drift.Batch, name: str, stamp: str,
+             overrides: list[str]) -> dict[str, Any]:
+    """Start the gated training flow on the champion's data plus the batch's labelled rows (if any)."""
+    logger = get_run_logger()
+    result: dict[str, Any] = {"triggered": True}
+    train_cfg = cfg
+    data_update: dict[str, Any] = {}
+    if len(batch.labelled):
+        merged = merge_task(cfg, champion, batch, str(cfg.path(cfg.monitor.merged_dir) / f"{stamp}-{name}"))
+        result["merged"] = merged.describe()
+        if sum(merged.added.values()):
+            data_update = drift.retrain_overrides(merged.folder, champion.labels)
+            train_cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update=data_update)})
+        else:
+            logger.info("every labelled row of the batch is already in the data: retraining on data.source as is")
+    else:
+        logger.info("the batch has no labels in the champion's label set: retraining on data.source (%s) as is",
+                    cfg.data.source)
+    result["data_source"] = train_cfg.data.source
+    if cfg.monitor.retrain_deployment:
+        from prefect.deployments import run_deployment
+
+        parameters = {"overrides": list(overrides) + _override_items(data_update), "trigger": "drift"}
+        run = run_deployment(cfg.monitor.retrain_deployment, parameters=parameters, timeout=0,
+                             flow_run_name=f"retrain-on-drift-{name}-{stamp}")
+        logger.info("drift: started deployment %s, flow run %s", cfg.monitor.retrain_deployment, run.id)
+        return result | {"mode": "deployment", "deployment": cfg.monitor.retrain_deployment, "flow_run_id": str(run.id)}
+    from flows.training import training_flow
+
+    logger.info("drift: retraining on %s (subflow; the gate decides promotion)", train_cfg.data.source)
+    summary = training_flow.with_options(flow_run_name=f"retrain-on-drift-{name}-{stamp}")(train_cfg)
+    logger.info("retraining registered version %s: gate %s, aliases %s", summary["version"],
+                "passed" if summary["gate"]["passed"] else "FAILED", summary["aliases"])
+    return result | {"mode": "subflow", "run_id": summary["run_id"], "version": summary["version"],
+                     "gate_passed": summary["gate"]["passed"], "aliases": summary["aliases"],
+                     "champion_before": summary["champion_before"], "data_hash": summary["data_hash"]}
+
+
+@flow(name="emotion-drift-check", flow_run_name=drift_run_name, log_prints=True)
+def monitoring_flow(batch: str | None = None, params: str | None = None, overrides: list[str] | None = None,
+                    cfg: Config | None = None) -> dict[str, Any]:
+    """Check one batch of new texts for drift against the champion's reference; returns the verdict.
+
+    ``batch`` is a file or folder in any supported data format (default ``monitor.batch_source``). The config is
+    ``cfg`` if given, else ``params`` (default ./params.yaml) with ``overrides`` (``key=value`` items).
+    """
+    logger = get_run_logger()
+    overrides = list(overrides or [])
+    cfg = cfg or load_config_from_env(params, overrides)
+    source = batch or cfg.monitor.batch_source
+    if not source:
+        raise PipelineError("nothing to check: pass a batch file or folder, or set monitor.batch_source")
+    location = Path(str(source)).expanduser()
+    if not (location if location.is_absolute() else Path(cfg.project_dir).resolve() / location).exists():
+        raise PipelineError(f"batch {source} does not exist")  # before the champion is downloaded
+    name, stamp = _batch_name(source), _stamp()
+    out_dir = cfg.artifacts / "monitoring" / f"{stamp}-{name}"
+    workdir = tempfile.mkdtemp(prefix="drift-champion-")
+    reference_task_run = reference_task.with_options(result_storage=cfg.artifacts / "cache" / "prefect-results")
+    try:
+        champion = champion_task(cfg, workdir)
+        current = read_batch_task(cfg, str(source), champion.labels)
+        reference = reference_task_run(cfg, champion)
+        logger.info("reference: %d rows (%s)", len(reference.frame), reference.provenance)
+        scored = score_batch_task(cfg, champion, current)
+        verdict = report_task(cfg, reference, scored, current, champion, str(out_dir))
+        for reason in verdict.reasons:
+            logger.info("verdict: %s", reason)
+        mlflow_run_id = log_task(cfg, verdict, str(out_dir), f"drift-check-{name}-{stamp}")
+
+        trigger = cfg.monitor.trigger
+        if not verdict.drift:
+            retraining: dict[str, Any] = {"triggered": False, "reason": "no drift"}
+        elif trigger == "on_drift":
+            retraining = {"triggered": True, "reason": "drift detected (monitor.trigger=on_drift)"}
+            try:
+                retraining |= _retrain(cfg, champion, current, name, stamp, overrides)
+            finally:
+                _publish(verdict, mlflow_run_id, retraining)
+            return verdict.to_dict() | {"mlflow_run_id": mlflow_run_id, "retraining": retraining}
+        elif trigger == "schedule_only":
+            retraining = {"triggered": False, "reason": "drift detected; monitor.trigger=schedule_only: retraining "
+                                                        "waits for the training schedule"}
+        else:
+            retraining = {"triggered": False, "reason": "drift detected; monitor.trigger=off: no retraining"}
+        logger.info("retraining: %s", retraining["reason"])
+        _publish(verdict, mlflow_run_id, retraining)
+        return verdict.to_dict() | {"mlflow_run_id": mlflow_run_id, "retraining": retraining}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
