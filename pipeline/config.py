@@ -149,10 +149,10 @@ class ServeConfig(_Section):
     backend: Literal["torch-fp32", "torch-bf16", "int8"] = "torch-bf16"
     parity_tolerance: float = Field(0.003, ge=0, le=1)  # accuracy a fast backend may lose vs fp32 (0.003 = 0.3 points)
     parity_source: str | None = None  # labelled data whose test split checks parity; None = data.source
-    batch_size: int = Field(64, ge=1)  # texts per forward pass
+    batch_size: int = Field(8, ge=1)  # texts per forward pass: small, length-sorted batches waste little padding
     max_batch_texts: int = Field(256, ge=1)  # texts of concurrent requests run together in one call
     max_loaded_versions: int = Field(2, ge=0)  # non-champion versions kept loaded for the demo's version picker
-    threads: int | None = Field(None, ge=1)  # torch intra-op threads for inference; None = torch's default (cores)
+    threads: int | None = Field(None, ge=1)  # torch threads for inference; None = cores - 1 (one for the event loop)
     access_log: bool = True
 
 

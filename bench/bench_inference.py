@@ -1,0 +1,129 @@
+"""Texts per second of our fast CPU path (each backend) against `transformers.pipeline("text-classification")`.
+
+Same model folder, same texts (the first 2000 of the emotion test split), same process, interleaved rounds
+(each round runs every contender once, in a rotating order, so a noisy neighbour hurts all of them alike);
+the best and the median round are reported. Accuracy on the gold labels is recorded for each contender, so
+the speed of a backend is never quoted without its parity.
+
+    python bench/bench_inference.py --model /tmp/bench-proj/artifacts/model
+
+Writes bench/results/bench_inference.json. Not a test: never collected by pytest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DEFAULT_DATA, DEFAULT_MODEL, Timer, machine, read_texts, write_result  # noqa: E402
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="a Hugging Face model folder (trained)")
+    p.add_argument("--tag", help="results go to bench/results/bench_inference-TAG.json instead of bench_inference.json")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a dair-ai text;label file")
+    p.add_argument("-n", type=int, default=2000, help="number of texts")
+    p.add_argument("--backends", default="torch-fp32,torch-bf16,int8", help="our backends, comma-separated")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; best and median are reported")
+    p.add_argument("--batch-size", type=int, default=64, help="our batch size (texts per forward pass)")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--tolerance", type=float, default=0.003, help="parity tolerance (accuracy points / 100)")
+    p.add_argument("--skip-default-pipeline", action="store_true", help="skip the slow batch-size-1 baseline")
+    p.add_argument("--threads", type=int, help="torch threads for every contender (default: torch's, one per core)")
+    return p.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    from transformers import pipeline
+    from transformers.utils import logging as hf_logging
+
+    from pipeline.fast_inference import FP32, FastClassifier
+
+    hf_logging.set_verbosity_error()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    texts, gold = read_texts(args.data, args.n)
+    fp32 = FastClassifier.load(args.model, FP32, args.max_length, args.batch_size)
+    labels = fp32.labels
+    gold_ids = [labels.index(g) for g in gold]
+
+    hf = pipeline("text-classification", model=str(args.model))
+    contenders: dict[str, Callable[[list[str]], list[int]]] = {}
+    if not args.skip_default_pipeline:
+        contenders["hf-pipeline (default, batch_size=1)"] = lambda t: [labels.index(r["label"]) for r in hf(t)]
+    contenders["hf-pipeline (batch_size=32)"] = lambda t: [labels.index(r["label"]) for r in hf(t, batch_size=32)]
+    for backend in args.backends.split(","):
+        clf = fp32 if backend == FP32 else fp32.converted(backend)
+        contenders[f"ours {backend}"] = lambda t, clf=clf: clf.predict_proba(t).argmax(axis=1).tolist()
+
+    for run in contenders.values():  # warm up kernels and allocators
+        run(texts[:64])
+    seconds: dict[str, list[float]] = {name: [] for name in contenders}
+    predictions: dict[str, list[int]] = {}
+    names = list(contenders)
+    load_before = os.getloadavg()
+    for r in range(args.rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            with Timer() as timer:
+                predicted = contenders[name](texts)
+            seconds[name].append(timer.seconds)
+            predictions.setdefault(name, predicted)
+            print(f"round {r + 1}  {name:<36} {len(texts) / timer.seconds:8.1f} texts/s", flush=True)
+
+    def accuracy(pred: list[int]) -> float:
+        return sum(p == g for p, g in zip(pred, gold_ids)) / len(gold_ids)
+
+    fp32_acc = accuracy(predictions[f"ours {FP32}"]) if f"ours {FP32}" in predictions else None
+    rows: dict[str, dict[str, Any]] = {}
+    for name in names:
+        best, median = min(seconds[name]), statistics.median(seconds[name])
+        rows[name] = {"seconds": [round(s, 3) for s in seconds[name]],
+                      "texts_per_second_best": round(len(texts) / best, 1),
+                      "texts_per_second_median": round(len(texts) / median, 1),
+                      "accuracy": round(accuracy(predictions[name]), 4)}
+        if name.startswith("ours") and fp32_acc is not None:
+            diff = accuracy(predictions[name]) - fp32_acc
+            rows[name]["accuracy_vs_fp32_points"] = round(diff * 100, 2)
+            rows[name]["parity_ok"] = abs(diff) <= args.tolerance + 1e-9
+    baselines = [n for n in names if n.startswith("hf-pipeline")]
+    for name in names:
+        if name.startswith("ours"):
+            rows[name]["speedup_best"] = {b: round(min(seconds[b]) / min(seconds[name]), 2) for b in baselines}
+            rows[name]["speedup_median"] = {
+                b: round(statistics.median(seconds[b]) / statistics.median(seconds[name]), 2) for b in baselines}
+
+    info = machine()
+    info["load_average_before"] = list(load_before)
+    path = write_result("bench_inference" + (f"-{args.tag}" if args.tag else ""), {
+        "model": str(args.model), "data": str(args.data), "texts": len(texts), "rounds": args.rounds,
+        "batch_size": args.batch_size, "max_length": args.max_length, "labels": labels, "machine": info,
+        "results": rows,
+        "note": "best = fastest of the interleaved rounds; speedup = baseline seconds / ours seconds on the same "
+                "texts in the same process. A shared, noisy 2-core machine: compare ratios, not absolutes.",
+    })
+    print(f"\n{'contender':<36} {'best t/s':>9} {'median t/s':>11} {'accuracy':>9}  speedup (best) vs baselines")
+    for name, row in rows.items():
+        speed = "  ".join(f"{v:.1f}x" for v in row.get("speedup_best", {}).values())
+        print(f"{name:<36} {row['texts_per_second_best']:>9.1f} {row['texts_per_second_median']:>11.1f} "
+              f"{row['accuracy']:>9.4f}  {speed}")
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

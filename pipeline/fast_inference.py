@@ -1,0 +1,193 @@
+"""Fast CPU inference for serving and benchmarks: the ``Predictor``'s length-sorted, dynamically padded batches,
+with the model's weights in bf16 (fast on CPUs with AMX / AVX512-BF16) or its Linear layers quantized to int8.
+
+A fast backend is only used after a parity check: its accuracy on a labelled test split must be within
+``tolerance`` (0.003 = 0.3 points) of the fp32 model's; otherwise ``build_classifier`` falls back to fp32 and
+says why.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+from pipeline.predict import Prediction
+
+log = logging.getLogger(__name__)
+
+FP32, BF16, INT8 = "torch-fp32", "torch-bf16", "int8"
+BACKENDS = (FP32, BF16, INT8)
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise PipelineError(f"unknown inference backend '{backend}': choose one of {', '.join(BACKENDS)}")
+
+
+class FastClassifier:
+    """A ``Predictor`` (same text cleaning, calibration and label decisions as `emotion predict`) whose model runs
+    one backend: fp32, bf16 weights, or int8 dynamically quantized Linear layers.
+
+    Not meant to be called from several threads at once (the service runs all inference on one worker thread).
+    """
+
+    def __init__(self, predictor: Any, backend: str = FP32) -> None:
+        _check_backend(backend)
+        self.predictor = predictor
+        self.backend = backend
+
+    @classmethod
+    def load(cls, model_dir: str | Path, backend: str = FP32, max_length: int = 128,
+             batch_size: int = 64) -> "FastClassifier":
+        """Load a Hugging Face model folder on CPU in fp32, then convert it to ``backend``."""
+        from pipeline.predict import Predictor
+
+        _check_backend(backend)
+        fp32 = cls(Predictor(Path(model_dir), device="cpu", precision="fp32", max_length=max_length,
+                             batch_size=batch_size), FP32)
+        return fp32 if backend == FP32 else fp32.converted(backend)
+
+    def converted(self, backend: str) -> "FastClassifier":
+        """A copy of this fp32 classifier running ``backend`` (this one is left unchanged)."""
+        import torch
+
+        _check_backend(backend)
+        if self.backend != FP32:
+            raise PipelineError(f"convert from the fp32 model, not from {self.backend}")
+        model = copy.deepcopy(self.predictor.model)
+        if backend == BF16:
+            model = model.to(torch.bfloat16)
+        elif backend == INT8:
+            with warnings.catch_warnings():  # torch.ao.quantization is deprecated (-> torchao); it works in 2.13
+                warnings.simplefilter("ignore")
+                from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+                # per-output-channel int8 weights: same speed as per-tensor, and closer to fp32 accuracy
+                linears = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
+                           if isinstance(module, torch.nn.Linear)}
+                model = quantize_dynamic(model, linears, dtype=torch.qint8)
+        predictor = copy.copy(self.predictor)  # shares the tokenizer, cleaning policy and calibration
+        predictor.model = model.eval()
+        return FastClassifier(predictor, backend)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.predictor.labels
+
+    @property
+    def model(self) -> Any:
+        return self.predictor.model
+
+    @property
+    def batch_size(self) -> int:
+        return self.predictor.batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self.predictor.batch_size = value
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        """Every label's probability per text, in input order (length-sorted batches inside)."""
+        return self.predictor.predict_proba(list(texts))
+
+    def predict(self, texts: list[str]) -> list[Prediction]:
+        return self.predictor.predict(list(texts))
+
+
+@dataclass(frozen=True)
+class ParityData:
+    """A labelled test split for the parity check."""
+
+    texts: list[str]
+    labels: list[str]
+    source: str
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    backend: str
+    passed: bool
+    reason: str
+    reference_accuracy: float | None = None
+    candidate_accuracy: float | None = None
+    agreement: float | None = None  # share of texts where both backends pick the same label
+    tolerance: float | None = None
+    n: int = 0
+    source: str | None = None
+    seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_parity_data(data_cfg: Any, base_dir: Path) -> ParityData:
+    """The test split of ``data_cfg.source`` (read like ingest reads it), e.g. the emotion test split."""
+    from pipeline import ingest
+
+    frame = ingest.normalize(ingest.read_source(data_cfg, base_dir))
+    if "split" not in frame or "label" not in frame:
+        raise PipelineError(f"parity data {data_cfg.source!r} has no split/label columns")
+    test = frame[(frame["split"] == "test") & frame["text"].notna() & frame["label"].notna()]
+    test = test[test["text"].str.strip().astype(bool)]
+    if test.empty:
+        raise PipelineError(f"parity data {data_cfg.source!r} has no labelled test split")
+    return ParityData(test["text"].tolist(), test["label"].tolist(), data_cfg.source)
+
+
+def parity_check(reference: FastClassifier, candidate: FastClassifier, data: ParityData,
+                 tolerance: float) -> ParityReport:
+    """Compare the candidate's accuracy with the reference's on the same labelled texts."""
+    start = time.perf_counter()
+    unknown = sorted(set(data.labels) - set(reference.labels))
+    if unknown:
+        return ParityReport(candidate.backend, False,
+                            f"parity data {data.source!r} has labels the model does not know "
+                            f"({', '.join(unknown[:5])}): "
+                            "cannot check parity", tolerance=tolerance, n=len(data.texts), source=data.source)
+    if candidate.labels != reference.labels:
+        return ParityReport(candidate.backend, False, "candidate and reference have different label sets",
+                            tolerance=tolerance, source=data.source)
+    gold = np.array([reference.labels.index(label) for label in data.labels])
+    ref = reference.predict_proba(data.texts).argmax(axis=1)
+    cand = candidate.predict_proba(data.texts).argmax(axis=1)
+    ref_acc, cand_acc = float((ref == gold).mean()), float((cand == gold).mean())
+    diff = cand_acc - ref_acc
+    passed = abs(diff) <= tolerance + 1e-9
+    reason = (f"{candidate.backend} accuracy {cand_acc:.4f} vs {reference.backend} {ref_acc:.4f} on {len(gold)} test "
+              f"texts of {data.source!r}: difference {diff * 100:+.2f} points, "
+              f"{'within' if passed else 'outside'} the tolerance of {tolerance * 100:.2f} points")
+    return ParityReport(candidate.backend, passed, reason, ref_acc, cand_acc, float((ref == cand).mean()), tolerance,
+                        len(gold), data.source, round(time.perf_counter() - start, 3))
+
+
+def build_classifier(model_dir: str | Path, backend: str, parity_data: ParityData | None, tolerance: float,
+                     max_length: int = 128, batch_size: int = 64,
+                     parity_error: str | None = None) -> tuple[FastClassifier, ParityReport | None]:
+    """Load ``model_dir`` for ``backend``; a non-fp32 backend is used only if it passes the parity check.
+
+    Returns the classifier to use and the parity report (None for fp32). When the check fails or cannot run,
+    the fp32 classifier is returned and the reason is logged.
+    """
+    reference = FastClassifier.load(model_dir, FP32, max_length, batch_size)
+    if backend == FP32:
+        reference.predict_proba(["warm up"])
+        return reference, None
+    candidate = reference.converted(backend)
+    if parity_data is None:
+        report = ParityReport(backend, False, f"no parity data ({parity_error or 'none configured'}): "
+                                              f"{backend} cannot be checked", tolerance=tolerance)
+    else:
+        report = parity_check(reference, candidate, parity_data, tolerance)
+    if report.passed:
+        log.info("parity check passed: %s", report.reason)
+        return candidate, report
+    log.warning("refusing backend %s, serving fp32 instead: %s", backend, report.reason)
+    return reference, report

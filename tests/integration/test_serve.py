@@ -1,0 +1,324 @@
+"""The REST API over real HTTP: a uvicorn server on a free loopback port, a temp sqlite MLflow store with two
+versions registered by the real training flow, hot reload when the champion alias moves, the `emotion serve`
+command, and the demo page driven in headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pipeline import registry
+from tests.conftest import BIN, PARAMS, init_project, tiny_overrides
+
+LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
+MAX_TEXTS, MAX_CHARS = 8, 300
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Any, what: str, timeout: float = 120.0, every: float = 0.2) -> Any:
+    """Poll until ``predicate()`` is truthy (a generous deadline, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"gave up waiting for {what} after {timeout:.0f}s")
+
+
+class Server:
+    """uvicorn serving ``create_app(cfg)`` in a thread on 127.0.0.1."""
+
+    def __init__(self, cfg: Any) -> None:
+        import uvicorn
+
+        from pipeline.serve import create_app
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(create_app(cfg), host="127.0.0.1", port=self.port,
+                                                    log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "Server":
+        self.thread.start()
+        wait_for(lambda: self.server.started or not self.thread.is_alive(), "the server to start")
+        assert self.server.started, "uvicorn did not start"
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+
+def serve_config(project: Path, tiny_model_dir: Path, *extra: str) -> Any:
+    from pipeline.config import load_config
+
+    return load_config(PARAMS, tiny_overrides(project, tiny_model_dir, f"serve.max_texts={MAX_TEXTS}",
+                                              f"serve.max_chars={MAX_CHARS}", "serve.refresh_seconds=0.5", *extra),
+                       environ={})
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, prefect_harness: None) -> dict[str, Any]:
+    """A project whose registry holds versions 1 and 2 from two real training runs; champion = 1."""
+    from flows.training import training_flow
+
+    project = init_project(tmp_path_factory.mktemp("serve") / "project")
+    cfg = serve_config(project, tiny_model_dir)
+    training_flow(cfg)
+    training_flow(serve_config(project, tiny_model_dir, "train.seed=7"))
+    client = registry.client(cfg)
+    registry.set_alias(cfg, client, registry.CHAMPION, "1")
+    return {"project": project, "cfg": cfg, "client": client}
+
+
+@pytest.fixture(scope="module")
+def api(store: dict[str, Any]):
+    with Server(store["cfg"]) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+        yield http
+
+
+def test_health_reports_the_champion(api: httpx.Client) -> None:
+    body = api.get("/health").json()
+    assert body["status"] == "ok" and body["version"] == "1" and body["model"] == "emotion-classifier"
+    assert body["backend"] in ("torch-bf16", "torch-fp32") and body["last_error"] is None
+
+
+def test_predict_one_text(api: httpx.Client) -> None:
+    response = api.post("/predict", json={"text": "i feel wonderful today"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "emotion-classifier" and body["version"] == "1"
+    [prediction] = body["predictions"]
+    assert sorted(prediction["probabilities"]) == sorted(LABELS)
+    assert sum(prediction["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert prediction["label"] == max(prediction["probabilities"], key=prediction["probabilities"].get)
+    assert prediction["score"] == pytest.approx(prediction["probabilities"][prediction["label"]], abs=1e-5)
+
+
+def test_predict_batch_keeps_order_and_matches_single_answers(api: httpx.Client) -> None:
+    texts = ["my hands are shaking before the exam and i cannot sleep", "ok", "i love my dog so much", "furious"]
+    body = api.post("/predict", json={"texts": texts}).json()
+    assert body["version"] == "1" and len(body["predictions"]) == len(texts)
+    for text, batched in zip(texts, body["predictions"]):
+        single = api.post("/predict", json={"text": text}).json()["predictions"][0]
+        assert single["label"] == batched["label"]
+        for label in LABELS:
+            assert single["probabilities"][label] == pytest.approx(batched["probabilities"][label], abs=0.02)
+
+
+def test_model_reports_version_labels_data_hash_metrics(api: httpx.Client, store: dict[str, Any]) -> None:
+    body = api.get("/model").json()
+    tags = store["client"].get_model_version("emotion-classifier", "1").tags
+    assert body["version"] == "1" and body["labels"] == LABELS and "champion" in body["aliases"]
+    assert body["data_hash"] == tags["data_hash"] and body["data_hash"]
+    assert body["metrics"] == {"accuracy": float(tags["accuracy"]), "macro_f1": float(tags["macro_f1"])}
+    assert body["requested_backend"] == "torch-bf16"
+    parity = body["parity"]
+    # bf16 is served only if its accuracy on the sample test split is within 0.3 points of fp32; else fp32
+    assert parity["n"] == 120 and parity["source"] == "sample" and parity["tolerance"] == 0.003
+    assert parity["passed"] == (abs(parity["candidate_accuracy"] - parity["reference_accuracy"]) <= 0.003)
+    assert body["backend"] == ("torch-bf16" if parity["passed"] else "torch-fp32"), parity["reason"]
+
+
+def test_models_lists_registry_versions(api: httpx.Client) -> None:
+    body = api.get("/models").json()
+    assert body["serving"] == "1"
+    versions = {v["version"]: v for v in body["versions"]}
+    assert set(versions) == {"1", "2"} and "champion" in versions["1"]["aliases"]
+    assert versions["1"]["loaded"] and versions["2"]["data_hash"]
+
+
+def test_predict_with_another_version(api: httpx.Client) -> None:
+    response = api.post("/predict", json={"text": "i am scared of the dark", "version": "2"})
+    assert response.status_code == 200, response.text
+    assert response.json()["version"] == "2"
+    assert api.get("/model", params={"version": 2}).json()["version"] == "2"
+    assert api.get("/health").json()["version"] == "1"  # the champion did not change
+
+
+def test_openapi_schema(api: httpx.Client) -> None:
+    schema = api.get("/openapi.json").json()
+    assert {"/predict", "/health", "/model", "/models", "/reload"} <= set(schema["paths"])
+    request = schema["components"]["schemas"]["PredictRequest"]
+    assert {"text", "texts", "version"} <= set(request["properties"])
+    assert "PredictResponse" in schema["components"]["schemas"]
+
+
+BAD_REQUESTS = {
+    "empty text": ({"text": ""}, "text is empty"),
+    "blank text": ({"text": "   \n "}, "text is empty"),
+    "empty text in a batch": ({"texts": ["fine", ""]}, "texts[1] is empty"),
+    "empty batch": ({"texts": []}, "'texts' is empty"),
+    "text not a string": ({"text": 42}, "text: Input should be a valid string"),
+    "texts not a list": ({"texts": "one text"}, "texts: Input should be a valid list"),
+    "texts of numbers": ({"texts": ["ok", 3]}, "texts[1]: Input should be a valid string"),
+    "both text and texts": ({"text": "a", "texts": ["b"]}, "either 'text'"),
+    "neither": ({}, "either 'text'"),
+    "unknown field": ({"text": "a", "txet": "b"}, "txet: Extra inputs are not permitted"),
+    "too many texts": ({"texts": ["so happy"] * (MAX_TEXTS + 1)}, f"too many texts: {MAX_TEXTS + 1} > {MAX_TEXTS}"),
+    "too long text": ({"text": "a" * (MAX_CHARS + 1)}, f"text is too long: {MAX_CHARS + 1} characters > {MAX_CHARS}"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_REQUESTS))
+def test_bad_request_gets_4xx_and_the_service_keeps_serving(api: httpx.Client, kind: str) -> None:
+    payload, message = BAD_REQUESTS[kind]
+    response = api.post("/predict", json=payload)
+    assert response.status_code == 422, response.text
+    assert message in response.json()["detail"]
+    assert api.post("/predict", json={"text": "still here?"}).status_code == 200
+
+
+def test_malformed_body_unknown_version_and_huge_body(api: httpx.Client) -> None:
+    response = api.post("/predict", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "JSON" in response.json()["detail"]
+    response = api.post("/predict", json={"text": "hello", "version": "99"})
+    assert response.status_code == 404 and "no version 99" in response.json()["detail"]
+    response = api.post("/predict", content=b"x" * 3_000_000, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "too large" in response.json()["detail"]
+    assert api.get("/health").json()["status"] == "ok"
+
+
+@pytest.mark.skipif(CHROMIUM is None,
+                    reason="chromium is not installed (apt-get install chromium); .ci/run installs it")
+def test_demo_page_in_headless_chromium(api: httpx.Client, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    shot = tmp_path / "demo.png"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 760})
+            page.goto(str(api.base_url), wait_until="networkidle")
+            options = page.locator("#version option").all_inner_texts()
+            assert options[0] == "champion (version 1)" and len(options) == 3, options
+            page.select_option("#version", "2")
+            page.fill("#text", "i am so happy and grateful for my friends today")
+            page.click("#classify")
+            page.wait_for_selector("svg#chart rect.bar", timeout=60_000)
+            bars = page.locator("svg#chart rect.bar")
+            assert bars.count() == 6
+            shown = {bars.nth(i).get_attribute("data-label"): float(bars.nth(i).get_attribute("data-probability"))
+                     for i in range(6)}
+            assert sorted(shown) == sorted(LABELS) and sum(shown.values()) == pytest.approx(1.0, abs=1e-3)
+            assert page.text_content("#label") == max(shown, key=shown.get)
+            assert "version 2" in page.inner_text("#meta")
+            # a bad request shows the service's message, and the page still works afterwards
+            page.fill("#text", "x" * (MAX_CHARS + 5))
+            page.click("#classify")
+            page.wait_for_selector("#error", state="visible")
+            assert "too long" in page.inner_text("#error")
+            page.fill("#text", "i am so happy and grateful for my friends today")
+            page.click("#classify")
+            page.wait_for_selector("#error", state="hidden")
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
+    print(f"demo screenshot: {shot}")
+
+
+def test_hot_reload_when_the_champion_moves(api: httpx.Client, store: dict[str, Any]) -> None:
+    """Move the alias to version 2; the interval check swaps it in while requests keep being answered."""
+    seen: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(base_url=str(api.base_url), timeout=60) as http:
+            while not stop.is_set():
+                r = http.post("/predict", json={"texts": ["i feel wonderful today", "so angry right now"]})
+                seen.append((r.status_code, r.json().get("version")))
+
+    worker = threading.Thread(target=hammer)
+    worker.start()
+    try:
+        wait_for(lambda: len(seen) >= 3, "requests before the reload")
+        registry.set_alias(store["cfg"], store["client"], registry.CHAMPION, "2")
+        wait_for(lambda: api.get("/health").json()["version"] == "2", "the new champion to be served")
+        count = len(seen)
+        wait_for(lambda: len(seen) >= count + 3, "requests after the reload")
+    finally:
+        stop.set()
+        worker.join()
+    assert {status for status, _ in seen} == {200}
+    versions = [version for _, version in seen]
+    assert set(versions) <= {"1", "2"} and versions[0] == "1" and versions[-1] == "2"
+    assert versions.index("2") > 0 and "1" not in versions[versions.index("2"):]  # no flapping back
+    assert api.get("/model").json()["version"] == "2"
+
+    # POST /reload answers at once with nothing to do, and after moving the alias back it swaps on request
+    assert api.post("/reload").json() == {"changed": False, "version": "2", "last_error": None}
+    registry.set_alias(store["cfg"], store["client"], registry.CHAMPION, "1")
+    reloaded = api.post("/reload").json()
+    if reloaded["changed"] is False:  # the interval thread may have won the race; either way 1 is served
+        assert reloaded["version"] == "1"
+    assert api.post("/predict", json={"text": "back to one"}).json()["version"] == "1"
+
+
+def test_service_without_a_champion_says_so(tmp_path: Path, tiny_model_dir: Path) -> None:
+    cfg = serve_config(tmp_path / "empty", tiny_model_dir, "serve.backend=torch-fp32")
+    with Server(cfg) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+        health = http.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "no model"
+        response = http.post("/predict", json={"text": "anyone there?"})
+        assert response.status_code == 503 and "champion" in response.json()["detail"]
+        assert http.get("/models").json()["versions"] == []
+        assert http.post("/predict", json={"text": ""}).status_code == 422  # validation still answers
+
+
+def test_emotion_serve_command(store: dict[str, Any], tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`emotion serve` (what `make serve` runs) binds 127.0.0.1, answers, and stops cleanly on Ctrl-C."""
+    port = free_port()
+    sets = [f"--set={item}" for item in tiny_overrides(store["project"], tiny_model_dir, "serve.backend=int8",
+                                                       "serve.access_log=false")]
+    # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI, which would point the server at another test's store
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"PYTHONUNBUFFERED": "1"}
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([str(BIN / "emotion"), "serve", "--port", str(port), *sets], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            def up() -> bool:
+                assert proc.poll() is None, log_path.read_text()
+                try:
+                    return http.get("/health").status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            try:
+                wait_for(up, "emotion serve to answer", timeout=180, every=0.5)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{log_path.read_text()}") from None
+            body = http.post("/predict", json={"texts": ["i feel wonderful today", "i am scared"]}).json()
+            champion = store["client"].get_model_version_by_alias("emotion-classifier", "champion")
+            assert len(body["predictions"]) == 2 and body["version"] == str(champion.version)
+            info = http.get("/model").json()
+            assert info["requested_backend"] == "int8"
+            assert info["backend"] == ("int8" if info["parity"]["passed"] else "torch-fp32"), info["parity"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    output = log_path.read_text()
+    assert proc.returncode == 0, output
+    assert f"http://127.0.0.1:{port}" in output
