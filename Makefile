@@ -18,7 +18,7 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup pipeline test repro metrics plots predict mlflow-ui mlflow-server clean monitor serve-flows serve bench-model bench
+.PHONY: help setup pipeline test repro metrics plots predict mlflow-ui mlflow-server clean monitor serve-flows serve bench-model bench bench-training bench-quality
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -66,7 +66,14 @@ bench-model: setup ## train the benchmark model on the emotion data into BENCH_D
 	HF_HUB_OFFLINE=1 $(BIN)/emotion run --set data.source=$(EMOTION_DATA) --set train.epochs=1 --set train.max_steps=400 \
 		--set project_dir=$(BENCH_DIR) --set mlflow.tracking_uri=sqlite:///$(BENCH_DIR)/mlflow.db --set data.dvc_track=false
 
-bench: setup ## benchmarks -> bench/results/: fast path vs transformers.pipeline, API load test (after bench-model)
+bench-training: setup ## training throughput: HF Trainer common recipe vs our loop, lever by lever (a few minutes)
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_training.py --samples 1600
+
+bench-quality: setup ## model quality on the official test splits (emotion, then GoEmotions; tens of minutes)
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_quality.py --dataset emotion
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_quality.py --dataset goemotions
+
+bench: setup bench-training ## quick benchmarks -> bench/results/: training throughput, fast inference, API load (after bench-model)
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_inference.py --model $(BENCH_DIR)/artifacts/model --data $(EMOTION_DATA)/test.txt
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_api_load.py --data $(EMOTION_DATA)/test.txt --set project_dir=$(BENCH_DIR) \
 		--set mlflow.tracking_uri=sqlite:///$(BENCH_DIR)/mlflow.db --set serve.parity_source=$(EMOTION_DATA)

@@ -28,7 +28,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 DATA = REPO.parent / "shared" / "data"
 RECIPES = {  # chosen before looking at test; see README "Benchmarks"
-    "emotion": dict(epochs=8, batch_size=32, learning_rate=1e-4, warmup_fraction=0.06, weight_decay=0.01,
+    "emotion": dict(epochs=3, batch_size=32, learning_rate=1e-4, warmup_fraction=0.06, weight_decay=0.01,
                     class_weights="sqrt", patience=3, precision="bf16"),
     "goemotions": dict(epochs=4, batch_size=32, learning_rate=1e-4, warmup_fraction=0.06, weight_decay=0.01,
                        class_weights="none", patience=2, precision="bf16"),
