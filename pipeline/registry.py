@@ -35,13 +35,15 @@ def client(cfg: Config) -> Any:
     uri = cfg.tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)  # for the fluent API (log_model); it also exports MLFLOW_TRACKING_URI ...
-    mlflow.set_registry_uri(uri)
-    if before is None:  # ... which would make later configs in this process silently use this store
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = before
+    exported = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    before = {name: os.environ.get(name) for name in exported}
+    mlflow.set_tracking_uri(uri)  # for the fluent API (log_model); both calls also export environment variables,
+    mlflow.set_registry_uri(uri)  # which would make later configs and child processes use this store silently
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

@@ -84,7 +84,7 @@ def test_flow_registers_through_server_and_models_serve_answers_calibrated(
     port = free_port()
     serve = start([str(BIN / "mlflow"), "models", "serve", "-m", "models:/emotion-classifier@champion",
                    "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-                  tmp_path / "serve.log", f"http://127.0.0.1:{port}/ping", env | {"MLFLOW_TRACKING_URI": tracking_server})
+                  tmp_path / "serve.log", f"http://127.0.0.1:{port}/ping", env | {"MLFLOW_TRACKING_URI": tracking_server, "MLFLOW_REGISTRY_URI": tracking_server})
     try:
         texts = ["i feel wonderful today", "the dark alley scares me"]
         body = json.dumps({"dataframe_records": [{"text": t} for t in texts]}).encode()
