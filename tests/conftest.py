@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,10 @@ def copy_sample(dst: Path) -> Path:
     for split in ("train", "validation", "test"):
         shutil.copy(sample_data_dir() / f"{split}.txt", dst / f"{split}.txt")
     return dst
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface, for servers the tests start."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

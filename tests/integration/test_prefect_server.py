@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -21,15 +20,9 @@ import pytest
 
 from pipeline import registry
 from pipeline.config import load_config
-from tests.conftest import BIN, PARAMS, REPO, init_project, tiny_overrides
+from tests.conftest import BIN, PARAMS, REPO, free_port, init_project, tiny_overrides
 
 WAIT_SECONDS = 600  # upper bound for a server start or a flow run on a busy 2-core machine (a hang guard only)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def healthy(api_url: str) -> bool:

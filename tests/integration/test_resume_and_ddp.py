@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, PARAMS, REPO, tiny_overrides
+from tests.conftest import BIN, PARAMS, REPO, free_port, tiny_overrides
 
 TRAIN_SCRIPT = """
 import json, sys
@@ -91,12 +90,6 @@ def test_prefect_retry_of_training_resumes(prefect_harness, tiny_config, tmp_pat
     assert failures["left"] == 0 and len(frame) == 720
     assert result.resumed_from_step == 40  # the retry continued from the checkpoint written at step 40
     assert [row["step"] for row in result.history] == sorted({row["step"] for row in result.history})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_two_process_ddp_ranks_agree_and_only_rank0_saves(project: Path, tiny_model_dir: Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -18,17 +17,11 @@ import httpx
 import pytest
 
 from pipeline import registry
-from tests.conftest import BIN, PARAMS, init_project, tiny_overrides
+from tests.conftest import BIN, PARAMS, free_port, init_project, tiny_overrides
 
 LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
 MAX_TEXTS, MAX_CHARS = 8, 300
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(predicate: Any, what: str, timeout: float = 120.0, every: float = 0.2) -> Any:

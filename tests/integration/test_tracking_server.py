@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.request
@@ -13,15 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import BIN
+from tests.conftest import BIN, free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
