@@ -106,6 +106,8 @@ class TrainConfig(_Section):
     max_grad_norm: float = Field(1.0, gt=0)
     class_weights: Literal["none", "balanced", "sqrt"] = "none"  # loss weights against imbalance (macro-F1)
     group_by_length: bool = True  # batches of similar length (less padding); false = plain random batches
+    fused_optimizer: bool = True  # one fused AdamW kernel; false = torch's per-tensor (foreach) AdamW
+    fast_dropout: bool = True  # CPU only: dropout masks from 16-bit lanes of 64-bit draws (pipeline/fast_dropout.py)
     eval_every: int | None = Field(None, ge=1)  # evaluate (and checkpoint) every N optimizer steps; None = per epoch
     patience: int | None = Field(None, ge=1)  # stop after N evaluations without a better validation macro-F1
     checkpoint_dir: str = "artifacts/checkpoints"  # resumable state; a restarted run continues from here
