@@ -74,15 +74,20 @@ def load_thresholds(model_dir: Path, n_labels: int) -> np.ndarray:
 
 
 def tune_thresholds(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """For each label, the threshold maximizing its F1 on validation (0.5 for labels absent from it)."""
-    from sklearn.metrics import f1_score
+    """For each label, the threshold maximizing its F1 on validation (0.5 for labels absent from it).
 
+    Every grid threshold at once: the counts of sklearn's F1 (zero_division=0), without 91 x labels calls.
+    """
     thresholds = np.full(targets.shape[1], 0.5, dtype=np.float32)
     for j in range(targets.shape[1]):
-        if targets[:, j].sum() == 0:
+        truth = targets[:, j].astype(bool)[:, None]
+        if not truth.any():
             continue
-        scores = [f1_score(targets[:, j], probs[:, j] >= t, zero_division=0) for t in THRESHOLD_GRID]
-        thresholds[j] = THRESHOLD_GRID[int(np.argmax(scores))]
+        predicted = probs[:, j][:, None] >= THRESHOLD_GRID[None, :]
+        tp = (predicted & truth).sum(axis=0)
+        denominator = predicted.sum(axis=0) + truth.sum()  # 2tp + fp + fn
+        f1 = np.divide(2 * tp, denominator, out=np.zeros(len(THRESHOLD_GRID)), where=denominator > 0)
+        thresholds[j] = THRESHOLD_GRID[int(np.argmax(f1))]
     return thresholds
 
 
