@@ -151,7 +151,10 @@ def training_flow(cfg: Config) -> dict[str, Any]:
         trained = train_task(cfg, prepared, run_id)
         registry.log_metrics(mlflow_client, run_id, {"train_samples_per_second": trained.samples_per_second,
                                                      "train_seconds": trained.train_seconds,
-                                                     "best_epoch": trained.best_epoch, **trained.calibration})
+                                                     "best_epoch": trained.best_epoch,
+                                                     "selected_val_macro_f1": trained.val_macro_f1,
+                                                     "weight_average_kept": float(trained.averaged),
+                                                     **trained.calibration})
         evaluation, paths = evaluate_task(cfg, prepared)
         registry.log_metrics(mlflow_client, run_id, evaluation.metrics, prefix="test_")
         behaviour = behaviour_task(cfg, prepared)

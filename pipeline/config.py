@@ -110,6 +110,9 @@ class TrainConfig(_Section):
     fast_dropout: bool = True  # CPU only: dropout masks from 16-bit lanes of 64-bit draws (pipeline/fast_dropout.py)
     eval_every: int | None = Field(None, ge=1)  # evaluate (and checkpoint) every N optimizer steps; None = per epoch
     patience: int | None = Field(None, ge=1)  # stop after N evaluations without a better validation macro-F1
+    # average the weights at every evaluation from this epoch on; the average is kept if it beats the best single
+    # evaluation on validation macro-F1 (checkpoint averaging); None = off
+    average_from: int | None = Field(None, ge=1)
     checkpoint_dir: str = "artifacts/checkpoints"  # resumable state; a restarted run continues from here
     resume: bool = True
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"

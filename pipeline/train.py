@@ -27,7 +27,7 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 from tqdm.auto import tqdm
 
-from pipeline.calibration import calibrate, calibrate_multi_label
+from pipeline.calibration import calibrate, calibrate_multi_label, tune_thresholds
 from pipeline.config import ModelConfig, TrainConfig
 from pipeline.encode import PreparedData
 from pipeline.fast_dropout import use_fast_dropout
@@ -59,6 +59,10 @@ class TrainResult:
     eval_seconds: float = 0.0  # validation time inside train_seconds (not counted in samples_per_second)
     tokens_per_second: float = 0.0  # padded tokens through the model per second of training (for FLOP/s)
     weights_digest: str = ""  # sha256 of the final weights: equal on every rank of a DDP run
+    averaged_checkpoints: int = 0  # evaluations averaged into the weight average (0 = averaging off)
+    averaged_val_macro_f1: float | None = None  # the average's validation macro-F1, against the best single one
+    averaged: bool = False  # True when the average won on validation and is the saved model
+    val_macro_f1: float = 0.0  # validation macro-F1 of the saved model
 
 
 @dataclass(frozen=True)
@@ -149,9 +153,13 @@ def _validate(model: Any, tokenizer: Any, data: PreparedData, runtime: Runtime, 
     logits = predict_logits(model, tokenizer, data.texts("validation"), runtime, max_length)
     y_true = data.targets("validation")
     multi = data.label_map.multi_label
-    y_pred = (logits >= 0.0).astype(int) if multi else logits.argmax(axis=1)  # sigmoid(x) >= 0.5 <=> x >= 0
     loss = loss_fn(torch.from_numpy(logits), torch.from_numpy(y_true), multi).item()
     y_true = y_true.astype(int)
+    if multi:  # judged as it will be served: with per-label thresholds tuned on validation
+        probs = 1.0 / (1.0 + np.exp(-logits))
+        y_pred = (probs >= tune_thresholds(probs, y_true)).astype(int)
+    else:
+        y_pred = logits.argmax(axis=1)
     return {
         "val_loss": loss,
         "val_accuracy": float(accuracy_score(y_true, y_pred)),
@@ -168,6 +176,17 @@ def fingerprint(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, wo
     settings = model_cfg.model_dump() | cfg.model_dump(exclude={"checkpoint_dir", "resume", "patience"})
     digest.update(json.dumps(settings | {"world_size": world_size}, sort_keys=True).encode())
     return digest.hexdigest()[:16]
+
+
+def running_average(average: dict[str, torch.Tensor] | None, state: dict[str, torch.Tensor],
+                    count: int) -> dict[str, torch.Tensor]:
+    """The mean of ``count`` earlier weight snapshots updated with ``state`` (integer buffers are copied)."""
+    if average is None:
+        return {k: v.detach().clone() for k, v in state.items()}
+    for key, value in state.items():
+        if value.is_floating_point():
+            average[key] += (value.detach() - average[key]) / (count + 1)
+    return average
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -242,6 +261,7 @@ def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_d
     result = TrainResult(output_dir, device=str(runtime.device), precision=runtime.precision,
                          world_size=dist.world_size, rank=dist.rank)
     best_f1, best_state, stale = -1.0, None, 0
+    average, averaged = None, 0  # running mean of the weights at evaluations from epoch cfg.average_from on
     step, epoch, skip = 0, 1, 0  # skip: micro-batches of `epoch` already done (when resuming)
     resumed_running = (0.0, 0)  # the epoch's loss sum and sample count up to the checkpoint
     checkpoint = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir and cfg.resume else None
@@ -256,13 +276,14 @@ def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_d
         step, epoch, skip = state["step"], state["epoch"], state["micro_done"]
         resumed_running = state["running"]
         best_f1, best_state, stale = state["best_f1"], state["best_state"], state["stale"]
+        average, averaged = state["average"], state["averaged"]
         result.history, result.best_epoch, result.resumed_from_step = state["history"], state["best_epoch"], step
         if dist.is_main:
             log.info("resuming from checkpoint at step %d (epoch %d)", step, epoch)
 
     def evaluate_now(micro_done: int, n_micro: int, running: float, seen: int) -> bool:
         """Validate, keep the best, checkpoint; True when early stopping says stop."""
-        nonlocal best_f1, best_state, stale
+        nonlocal best_f1, best_state, stale, average, averaged
         eval_started = time.perf_counter()
         row = {"epoch": epoch, "step": step, "train_loss": running / max(seen, 1)}
         row |= _validate(model, tokenizer, data, runtime, model_cfg.max_length)
@@ -274,6 +295,8 @@ def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_d
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
+        if cfg.average_from is not None and epoch >= cfg.average_from:
+            average, averaged = running_average(average, model.state_dict(), averaged), averaged + 1
         if dist.is_main:
             log.info("epoch %d step %d: %s", epoch, step, {k: round(v, 4) for k, v in row.items()})
             if checkpoint:  # before the callback: a failing tracker must not cost this progress
@@ -286,7 +309,7 @@ def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_d
                     "micro_done": 0 if micro_done >= n_micro else micro_done,
                     "running": (0.0, 0) if micro_done >= n_micro else (running, seen),
                     "best_f1": best_f1, "best_state": best_state, "stale": stale, "history": result.history,
-                    "best_epoch": result.best_epoch})
+                    "best_epoch": result.best_epoch, "average": average, "averaged": averaged})
             if on_evaluation:
                 on_evaluation(row)
         return cfg.patience is not None and stale >= cfg.patience
@@ -339,8 +362,17 @@ def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_d
     busy = max(result.train_seconds - result.eval_seconds, 1e-9)
     result.samples_per_second = samples / busy if samples else 0.0
     result.tokens_per_second = tokens / busy if tokens else 0.0
-    if best_state is not None:
+    if averaged >= 2:  # the weight average competes with the best single evaluation, on validation only
+        model.load_state_dict(average)
+        result.averaged_checkpoints = averaged
+        result.averaged_val_macro_f1 = _validate(model, tokenizer, data, runtime, model_cfg.max_length)["val_macro_f1"]
+        result.averaged = result.averaged_val_macro_f1 > best_f1
+        if dist.is_main:
+            log.info("average of %d evaluations: val macro-F1 %.4f vs best single %.4f -> keeping the %s",
+                     averaged, result.averaged_val_macro_f1, best_f1, "average" if result.averaged else "best single")
+    if not result.averaged and best_state is not None:
         model.load_state_dict(best_state)
+    result.val_macro_f1 = result.averaged_val_macro_f1 if result.averaged else best_f1
     result.weights_digest = weights_digest(model)
     if dist.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)

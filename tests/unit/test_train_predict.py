@@ -59,6 +59,39 @@ def test_training_is_reproducible(trained, sample_prepared, tiny_train_cfgs, tmp
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+def test_running_average_is_the_mean_of_snapshots():
+    import torch
+
+    from pipeline.train import running_average
+
+    snapshots = [{"w": torch.tensor([float(i), 2.0 * i]), "ids": torch.tensor([i])} for i in range(1, 5)]
+    average = None
+    for count, state in enumerate(snapshots):
+        average = running_average(average, state, count)
+    torch.testing.assert_close(average["w"], torch.tensor([2.5, 5.0]))
+    assert average["ids"].item() == 1  # integer buffers are not averaged
+    assert snapshots[0]["w"].tolist() == [1.0, 2.0]  # the first snapshot was copied, not aliased
+
+
+def test_weight_average_competes_with_the_best_evaluation_on_validation(sample_prepared, tiny_train_cfgs,
+                                                                         tmp_path: Path):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model_cfg, train_cfg = tiny_train_cfgs
+    cfg = train_cfg.model_copy(update={"max_steps": 12, "eval_every": 3, "average_from": 1})
+    result = train(sample_prepared, model_cfg, cfg, tmp_path / "model")
+    assert result.averaged_checkpoints == len(result.history) == 4
+    best = max(row["val_macro_f1"] for row in result.history)
+    assert result.averaged == (result.averaged_val_macro_f1 > best)
+    saved = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model")
+    again = train(sample_prepared, model_cfg, cfg.model_copy(update={"average_from": None}), tmp_path / "plain")
+    assert again.history == result.history and again.averaged_checkpoints == 0
+    plain = AutoModelForSequenceClassification.from_pretrained(tmp_path / "plain")
+    same = all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), plain.state_dict().values()))
+    assert same != result.averaged  # the saved weights are the average exactly when it won
+
+
 def test_max_steps_zero_saves_an_untrained_model(sample_prepared, tiny_model_dir: Path, tmp_path: Path):
     from pipeline.config import load_config
     from pipeline.stages import Layout, train_stage
