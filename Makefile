@@ -67,10 +67,10 @@ bench-model: setup ## train the benchmark model on the emotion data into BENCH_D
 		--set project_dir=$(BENCH_DIR) --set mlflow.tracking_uri=sqlite:///$(BENCH_DIR)/mlflow.db --set data.dvc_track=false
 
 bench-training: setup ## training throughput: HF Trainer common recipe vs our loop, lever by lever (a few minutes)
-	HF_HUB_OFFLINE=1 $(PY) bench/bench_training.py --samples 1600
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_training.py --samples 4000
 
 bench-quality: setup ## model quality on the official test splits (emotion, then GoEmotions; tens of minutes)
-	HF_HUB_OFFLINE=1 $(PY) bench/bench_quality.py --dataset emotion
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_quality.py --dataset emotion --seeds 42,43,44
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_quality.py --dataset goemotions
 
 bench: setup bench-training ## quick benchmarks -> bench/results/: training throughput, fast inference, API load (after bench-model)
