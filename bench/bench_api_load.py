@@ -102,7 +102,7 @@ async def load(url: str, texts: list[str], concurrency: int, budget: int, durati
     start = time.perf_counter()
     deadline = start + duration
 
-    async def client(worker: int, http: httpx.AsyncClient) -> None:
+    async def client(http: httpx.AsyncClient) -> None:
         nonlocal issued
         while issued < budget and time.perf_counter() < deadline:
             i = issued
@@ -113,9 +113,10 @@ async def load(url: str, texts: list[str], concurrency: int, budget: int, durati
             try:
                 r = await http.post("/predict", json=payload)
                 elapsed = time.perf_counter() - t0
-                if r.status_code == 200 and len(r.json()["predictions"]) == per_request:
+                body = r.json() if r.status_code == 200 else {}
+                if len(body.get("predictions", [])) == per_request:
                     latencies.append(elapsed)
-                    version = r.json()["version"]
+                    version = body["version"]
                     versions[version] = versions.get(version, 0) + 1
                 else:
                     errors.append(f"{r.status_code}: {r.text[:200]}")
@@ -124,7 +125,7 @@ async def load(url: str, texts: list[str], concurrency: int, budget: int, durati
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
-        await asyncio.gather(*(client(w, http) for w in range(concurrency)))
+        await asyncio.gather(*(client(http) for _ in range(concurrency)))
     wall = time.perf_counter() - start
     ms = sorted(x * 1000 for x in latencies)
 

@@ -93,9 +93,10 @@ def tune_thresholds(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 def calibrate_multi_label(logits: np.ndarray, targets: np.ndarray, model_dir: Path) -> dict[str, float]:
     """Tune per-label thresholds on validation sigmoid probabilities and save them next to the model."""
+    from scipy.special import expit
     from sklearn.metrics import f1_score
 
-    probs = 1.0 / (1.0 + np.exp(-logits))
+    probs = expit(logits)
     thresholds = tune_thresholds(probs, targets)
     stats = {
         "val_macro_f1_at_0.5": float(f1_score(targets, probs >= 0.5, average="macro", zero_division=0)),

@@ -36,18 +36,6 @@ def scaled_keep_mask(like: torch.Tensor, p: float) -> torch.Tensor:
     return mask.mul_(1.0 / (1.0 - p))
 
 
-class _Scale(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(scale)
-        return x * scale
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (scale,) = ctx.saved_tensors
-        return grad * scale, None
-
-
 class FastDropout(torch.nn.Dropout):
     """A drop-in ``torch.nn.Dropout`` (same ``p``, same train/eval behaviour) with the cheaper mask."""
 
@@ -56,7 +44,7 @@ class FastDropout(torch.nn.Dropout):
             return x
         if self.p == 1.0:
             return torch.zeros_like(x)
-        return _Scale.apply(x, scaled_keep_mask(x, self.p))
+        return x * scaled_keep_mask(x, self.p)  # autograd keeps only the mask: it is all the backward needs
 
 
 ATTENTION = "sdpa_fast_dropout"
@@ -82,7 +70,7 @@ def _attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, 
         scores = (scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
                   if attention_mask.dtype is torch.bool else scores + attention_mask)
     probs = scores.softmax(dim=-1)
-    probs = _Scale.apply(probs, scaled_keep_mask(probs, dropout))
+    probs = probs * scaled_keep_mask(probs, dropout)
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
 
 

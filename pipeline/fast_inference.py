@@ -59,7 +59,6 @@ class FastClassifier:
         """A copy of this fp32 classifier running ``backend`` (this one is left unchanged)."""
         import torch
 
-        _check_backend(backend)
         if self.backend != FP32:
             raise PipelineError(f"convert from the fp32 model, not from {self.backend}")
         model = copy.deepcopy(self.predictor.model)
@@ -85,14 +84,6 @@ class FastClassifier:
     @property
     def model(self) -> Any:
         return self.predictor.model
-
-    @property
-    def batch_size(self) -> int:
-        return self.predictor.batch_size
-
-    @batch_size.setter
-    def batch_size(self, value: int) -> None:
-        self.predictor.batch_size = value
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Every label's probability per text, in input order (length-sorted batches inside)."""

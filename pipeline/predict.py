@@ -55,6 +55,8 @@ class Predictor:
         return [prepare_text(t, self.text_policy) for t in texts]
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
+        from scipy.special import expit
+
         from pipeline.inference import predict_logits, softmax
 
         for i, text in enumerate(texts):
@@ -63,7 +65,7 @@ class Predictor:
         logits = predict_logits(self.model, self.tokenizer, self.prepare(texts), self.runtime, self.max_length,
                                 self.batch_size)
         if self.multi_label:
-            return 1.0 / (1.0 + np.exp(-logits))  # independent per-label probabilities
+            return expit(logits)  # independent per-label probabilities
         return softmax(logits / self.temperature)
 
     def predict(self, texts: list[str]) -> list[Prediction]:

@@ -358,7 +358,7 @@ def create_app(cfg: Config, store: ModelStore | None = None, *, start_refresh: b
         def _check(self) -> "PredictRequest":
             if (self.text is None) == (self.texts is None):
                 raise ValueError("give either 'text' (one string) or 'texts' (a list of strings), not both or neither")
-            texts = [self.text] if self.text is not None else self.texts
+            texts = self.all_texts()
             if not texts:
                 raise ValueError("'texts' is empty: give at least one text")
             if len(texts) > serve.max_texts:
@@ -453,9 +453,11 @@ def create_app(cfg: Config, store: ModelStore | None = None, *, start_refresh: b
     async def user_error(request: Request, exc: PipelineError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": str(exc)})
 
+    demo_page = DEMO_PAGE.read_text(encoding="utf-8")
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def demo() -> HTMLResponse:
-        return HTMLResponse(DEMO_PAGE.read_text(encoding="utf-8"))
+        return HTMLResponse(demo_page)
 
     @app.get("/health", summary="liveness and the served model")
     def health() -> JSONResponse:
@@ -509,7 +511,7 @@ def create_app(cfg: Config, store: ModelStore | None = None, *, start_refresh: b
             "predictions": [
                 {"label": p.label, "score": p.score,
                  "probabilities": {k: round(v, 6) for k, v in p.probabilities.items()},
-                 "labels": list(getattr(p, "labels", None) or [p.label])}
+                 "labels": list(p.labels)}
                 for p in predictions
             ],
         }

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import expit
 from sklearn.metrics import accuracy_score, f1_score
 from tqdm.auto import tqdm
 
@@ -156,7 +157,7 @@ def _validate(model: Any, tokenizer: Any, data: PreparedData, runtime: Runtime, 
     loss = loss_fn(torch.from_numpy(logits), torch.from_numpy(y_true), multi).item()
     y_true = y_true.astype(int)
     if multi:  # judged as it will be served: with per-label thresholds tuned on validation
-        probs = 1.0 / (1.0 + np.exp(-logits))
+        probs = expit(logits)
         y_pred = (probs >= tune_thresholds(probs, y_true)).astype(int)
     else:
         y_pred = logits.argmax(axis=1)
