@@ -29,7 +29,5 @@ def validation_cache_key(context: Any, parameters: dict[str, Any]) -> str | None
     cfg, data_hash = parameters["cfg"], parameters.get("data_hash")
     if not data_hash:
         return None
-    checks = getattr(cfg, "checks", None)
-    parts = [data_hash, cfg.data.labels, checks.model_dump() if checks is not None else None,
-             code_hash("validate", "encode", "stages")]
+    parts = [data_hash, cfg.data.labels, cfg.checks.model_dump(), code_hash("validate", "encode", "stages")]
     return "validate-" + hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]

@@ -46,7 +46,6 @@ DESCRIPTORS = ("length", "word_count", "mean_word_length", "non_letter_share", "
                "punctuation_share", "digit_share", "non_ascii_share", "links_mentions")
 PREDICTION_NUMERIC = ("confidence",)
 PREDICTION_CATEGORICAL = ("predicted_label",)
-SPLIT_ORDER = ("train", "validation", "test")
 EMBEDDING_PLOT_ROWS = 300  # rows per side in the report's t-SNE plot of the embeddings (its cost grows with rows)
 _LINKS = re.compile(r"https?://\S+|www\.\S+|(?<![\w/])@\w+|(?<![\w/])/?[ur]/\w+")
 
@@ -638,16 +637,18 @@ def merge_labelled(base: pd.DataFrame, new_rows: pd.DataFrame, holdout_fraction:
     by a hash of the text (``holdout_fraction`` to validation and test, half each). Ingest then snapshots the
     folder and DVC versions it like any source.
     """
+    from pipeline.ingest import SPLITS
+
     labelled = new_rows[new_rows["label"].notna()][["text", "label"]].drop_duplicates("text")
     seen = set(base["text"].astype(str))
     fresh = labelled[~labelled["text"].isin(seen)].copy()
     fresh["split"] = fresh["text"].map(lambda t: _holdout_split(t, holdout_fraction))
     merged = pd.concat([base[["text", "label", "split"]], fresh], ignore_index=True)
     out_dir.mkdir(parents=True, exist_ok=False)
-    for split in SPLIT_ORDER:
+    for split in SPLITS:
         part = merged[merged["split"] == split][["text", "label"]]
         part.to_json(out_dir / f"{split}.jsonl", orient="records", lines=True, force_ascii=False)
-    added = {s: int((fresh["split"] == s).sum()) for s in SPLIT_ORDER}
+    added = {s: int((fresh["split"] == s).sum()) for s in SPLITS}
     log.info("merged %d new labelled rows %s into %d base rows -> %s (%d already known, skipped)",
              len(fresh), added, len(base), out_dir, len(labelled) - len(fresh))
     return MergeResult(out_dir, added, len(labelled) - len(fresh), len(base))
