@@ -21,19 +21,14 @@ PACKAGES = ("torch", "transformers", "tokenizers", "fastapi", "uvicorn", "httpx"
 
 
 def read_texts(path: Path, n: int) -> tuple[list[str], list[str]]:
-    """The first ``n`` (text, label) pairs of a dair-ai ``text;label`` file."""
-    texts, labels = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        text, _, label = line.rpartition(";")
-        texts.append(text)
-        labels.append(label.strip())
-        if len(texts) == n:
-            break
-    if len(texts) < n:
-        raise SystemExit(f"{path} has only {len(texts)} texts, {n} asked")
-    return texts, labels
+    """The first ``n`` (text, label) pairs of a dair-ai ``text;label`` file, read as ingest reads it."""
+    from pipeline.config import DataConfig
+    from pipeline.ingest import read_table
+
+    frame = read_table(path, DataConfig(source=str(path), format="text")).head(n)
+    if len(frame) < n:
+        raise SystemExit(f"{path} has only {len(frame)} texts, {n} asked")
+    return frame["text"].tolist(), frame["label"].tolist()
 
 
 def cpu_model() -> str:

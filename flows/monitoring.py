@@ -153,6 +153,18 @@ def _retrain(cfg: Config, champion: drift.Champion, batch: drift.Batch, name: st
                      "champion_before": summary["champion_before"], "data_hash": summary["data_hash"]}
 
 
+def _retraining_decision(drifted: bool, trigger: str) -> dict[str, Any]:
+    """Whether this verdict retrains (``monitor.trigger``), and why or why not."""
+    if not drifted:
+        return {"triggered": False, "reason": "no drift"}
+    if trigger == "on_drift":
+        return {"triggered": True, "reason": "drift detected (monitor.trigger=on_drift)"}
+    if trigger == "schedule_only":
+        return {"triggered": False, "reason": "drift detected; monitor.trigger=schedule_only: retraining waits for "
+                                              "the training schedule"}
+    return {"triggered": False, "reason": "drift detected; monitor.trigger=off: no retraining"}
+
+
 @flow(name="emotion-drift-check", flow_run_name=drift_run_name, log_prints=True)
 def monitoring_flow(batch: str | None = None, params: str | None = None, overrides: list[str] | None = None,
                     cfg: Config | None = None) -> dict[str, Any]:
@@ -185,23 +197,14 @@ def monitoring_flow(batch: str | None = None, params: str | None = None, overrid
             logger.info("verdict: %s", reason)
         mlflow_run_id = log_task(cfg, verdict, str(out_dir), f"drift-check-{name}-{stamp}")
 
-        trigger = cfg.monitor.trigger
-        if not verdict.drift:
-            retraining: dict[str, Any] = {"triggered": False, "reason": "no drift"}
-        elif trigger == "on_drift":
-            retraining = {"triggered": True, "reason": "drift detected (monitor.trigger=on_drift)"}
-            try:
+        retraining = _retraining_decision(verdict.drift, cfg.monitor.trigger)
+        try:
+            if retraining["triggered"]:
                 retraining |= _retrain(cfg, champion, current, name, stamp, overrides)
-            finally:
-                _publish(verdict, mlflow_run_id, retraining)
-            return verdict.to_dict() | {"mlflow_run_id": mlflow_run_id, "retraining": retraining}
-        elif trigger == "schedule_only":
-            retraining = {"triggered": False, "reason": "drift detected; monitor.trigger=schedule_only: retraining "
-                                                        "waits for the training schedule"}
-        else:
-            retraining = {"triggered": False, "reason": "drift detected; monitor.trigger=off: no retraining"}
-        logger.info("retraining: %s", retraining["reason"])
-        _publish(verdict, mlflow_run_id, retraining)
+            else:
+                logger.info("retraining: %s", retraining["reason"])
+        finally:  # published even when retraining fails, so the check itself is never lost
+            _publish(verdict, mlflow_run_id, retraining)
         return verdict.to_dict() | {"mlflow_run_id": mlflow_run_id, "retraining": retraining}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -5,7 +5,8 @@ The reference is a seeded sample of the data the champion was trained on (its he
 
 - text descriptors that need no downloads: length, word count, mean word length, non-letter, uppercase,
   punctuation, digit and non-ASCII (emoji, accents, curly quotes) shares, URLs and @/u/ r/ mentions;
-- the champion's prediction: the predicted label (categorical) and its confidence;
+- the champion's prediction, as serving makes it (stored text policy; sigmoid for a multi-label model): the
+  predicted (top) label (categorical) and its probability, the confidence;
 - the champion's own sentence embedding: the mean-pooled last hidden state of its encoder.
 
 An Evidently 0.7 report tests every descriptor and prediction column (``monitor.num_method`` /
@@ -27,13 +28,18 @@ import tempfile
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from pipeline.config import Config, DataConfig, MonitorConfig
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from evidently.metrics.embeddings import ModelDriftMethod
+
+    from pipeline.predict import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -78,29 +84,15 @@ def text_descriptors(texts: list[str]) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------------------------- scoring
 
-def score_texts(predictor: Any, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Calibrated class probabilities and mean-pooled last-hidden-state embeddings, one forward pass per batch."""
-    import torch
+def score_texts(predictor: Predictor, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities and mean-pooled last-hidden-state embeddings, one forward pass per batch.
 
-    from pipeline.inference import length_sorted_batches, softmax
-
-    model, tokenizer, runtime = predictor.model, predictor.tokenizer, predictor.runtime
+    Scored as serving predicts (the ``Predictor``'s stored text policy, then sigmoid for a multi-label model or
+    the calibrated softmax), so the monitored predictions are the ones users get.
+    """
     if not texts:
         raise PipelineError("no texts to score")
-    encoded = tokenizer(list(texts), truncation=True, max_length=predictor.max_length)["input_ids"]
-    logits = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    embeddings = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-    model.eval()
-    with torch.inference_mode():
-        for batch in length_sorted_batches([len(ids) for ids in encoded], predictor.batch_size):
-            inputs = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(runtime.device)
-            with runtime.autocast():
-                out = model(**inputs, output_hidden_states=True)
-            mask = inputs["attention_mask"].unsqueeze(-1).float()
-            hidden = out.hidden_states[-1].float()
-            embeddings[batch] = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)).cpu().numpy()
-            logits[batch] = out.logits.float().cpu().numpy()
-    return softmax(logits / getattr(predictor, "temperature", 1.0)), embeddings
+    return predictor.scores(texts, embeddings=True)
 
 
 def scored_frame(texts: list[str], probs: np.ndarray, embeddings: np.ndarray, labels: list[str]) -> pd.DataFrame:
@@ -112,7 +104,8 @@ def scored_frame(texts: list[str], probs: np.ndarray, embeddings: np.ndarray, la
     return pd.concat([frame, emb], axis=1)
 
 
-def score_frame(predictor: Any, texts: list[str]) -> pd.DataFrame:
+def score_frame(predictor: Predictor, texts: list[str]) -> pd.DataFrame:
+    """The monitoring columns for texts, scored by the predictor."""
     probs, embeddings = score_texts(predictor, texts)
     return scored_frame(texts, probs, embeddings, predictor.labels)
 
@@ -328,7 +321,7 @@ def champion_snapshot(cfg: Config, champion: Champion) -> tuple[pd.DataFrame, st
                             "reference data; retrain it with `emotion run`")
     data_cfg = _data_config_from_params(cfg, champion.params, champion.data_source)
     try:
-        frame = normalize(read_source(data_cfg, project_dir))
+        frame = normalize(read_source(data_cfg, project_dir), data_cfg)  # as ingest did: unsplit sources get splits
     except PipelineError as exc:
         raise PipelineError(f"cannot rebuild champion v{champion.version}'s data: {exc}. Restore its snapshot "
                             f"{champion.data_hash} with `dvc pull`, or retrain with `emotion run`") from exc
@@ -412,7 +405,7 @@ class Reference:
         return {"rows": len(self.frame), "provenance": self.provenance, "champion_version": self.champion_version}
 
 
-def build_reference(cfg: Config, champion: Champion, predictor: Any) -> Reference:
+def build_reference(cfg: Config, champion: Champion, predictor: Predictor) -> Reference:
     rows, provenance = reference_texts(cfg, champion)
     log.info("reference: %d rows from %s, scored by champion v%s", len(rows), provenance, champion.version)
     return Reference(score_frame(predictor, rows["text"].tolist()), provenance, champion.version)
@@ -530,6 +523,18 @@ def _column_results(run_dict: dict[str, Any]) -> tuple[dict[str, tuple[str, floa
     return results, dataset_drift
 
 
+def _embedding_drift(run_dict: dict[str, Any], method: ModelDriftMethod, current: pd.DataFrame,
+                     reference: pd.DataFrame) -> tuple[float, bool]:
+    """The domain classifier's ROC AUC and drift decision, computed once: read from the report when it ran the
+    classifier for its plot, else by calling Evidently's method directly (the verdict never needs the plot)."""
+    for metric in run_dict.get("metrics", []):
+        if metric.get("config", {}).get("type", "").endswith(":EmbeddingsDrift"):
+            auc = float(metric["value"])
+            return auc, auc > method.threshold  # ModelDriftMethod's decision without bootstrap
+    auc, drifted, _ = method(current.reset_index(drop=True).copy(), reference.reset_index(drop=True).copy())
+    return float(auc), bool(drifted)
+
+
 def _label_shares(frame: pd.DataFrame) -> dict[str, float]:
     return {str(k): round(float(v), 4) for k, v in frame["predicted_label"].value_counts(normalize=True).items()}
 
@@ -571,17 +576,16 @@ def detect_drift(reference: Reference, current: pd.DataFrame, mcfg: MonitorConfi
                              Dataset.from_pandas(ref.reset_index(drop=True), data_definition=definition))
         finally:
             embeddings_drift.SAMPLE_CONSTANT = plot_rows
-    per_column, dataset_drift = _column_results(run.dict())
+    run_dict = run.dict()
+    per_column, dataset_drift = _column_results(run_dict)
     missing = [c for c in columns if c not in per_column]
     if missing:
         raise PipelineError(f"the Evidently report has no drift result for {missing}")
 
-    # Evidently's domain-classifier method, called directly: the verdict does not depend on the HTML plot.
-    auc, emb_drifted, _ = method(current[emb_cols].reset_index(drop=True).copy(),
-                                 ref[emb_cols].reset_index(drop=True).copy())
+    auc, emb_drifted = _embedding_drift(run_dict, method, current[emb_cols], ref[emb_cols])
     features = [FeatureDrift(c, "descriptor" if c in DESCRIPTORS else "prediction", *per_column[c]) for c in columns]
-    features.append(FeatureDrift(EMBEDDING_NAME, "embedding", "domain classifier ROC AUC", float(auc),
-                                 mcfg.embedding_threshold, bool(emb_drifted)))
+    features.append(FeatureDrift(EMBEDDING_NAME, "embedding", "domain classifier ROC AUC", auc,
+                                 mcfg.embedding_threshold, emb_drifted))
     share = sum(f.drifted for f in features[:-1]) / len(columns)
     share_drift = dataset_drift if dataset_drift is not None else share >= mcfg.drift_share
     reasons = [
@@ -662,34 +666,49 @@ def retrain_overrides(folder: Path, labels: list[str]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------- tracking
 
+def _champion_run_id(cfg: Config, mlflow_client: Any, champion: dict[str, Any]) -> str | None:
+    """The training run of the champion version the verdict names, as its registry model version records it."""
+    from mlflow.exceptions import MlflowException
+
+    version = champion.get("version")
+    if version is None:
+        return None
+    name = champion.get("name") or cfg.mlflow.registered_model
+    try:
+        return mlflow_client.get_model_version(name, str(version)).run_id
+    except MlflowException as exc:
+        raise PipelineError(f"the drift verdict names {name} version {version}, which the registry at "
+                            f"{cfg.tracking_uri} does not have: check mlflow.registered_model and the "
+                            "tracking URI") from exc
+
+
 def log_drift_check(cfg: Config, verdict: DriftVerdict, out_dir: Path, run_name: str | None = None) -> str:
-    """One MLflow run per check in ``monitor.experiment``: scores as metrics, report and verdict as artifacts."""
-    import time
+    """One MLflow run per check in ``monitor.experiment``: scores as metrics, report and verdict as artifacts.
 
-    from mlflow.entities import Metric, Param
-
+    The run is tagged with the champion's version and training run, so a check leads back to the model it judged.
+    """
     from pipeline import registry
 
     client = registry.client(cfg)
     experiment_cfg = cfg.model_copy(update={"mlflow": cfg.mlflow.model_copy(update={"experiment": cfg.monitor.experiment})})
     tags = {
         "drift": str(verdict.drift).lower(),
-        "drifted_features": ",".join(verdict.drifted_features)[:5000],
-        "champion_version": str(verdict.champion.get("version")),
-        "champion_run_id": str(verdict.champion.get("run_id")),
-        "data_hash": str(verdict.champion.get("data_hash")),
-        "batch_source": str(verdict.batch.get("source")),
-        "reference_provenance": str(verdict.reference.get("provenance"))[:5000],
+        "drifted_features": ",".join(verdict.drifted_features),
+        "champion_version": verdict.champion.get("version"),
+        "champion_run_id": _champion_run_id(cfg, client, verdict.champion),
+        "data_hash": verdict.champion.get("data_hash"),
+        "batch_source": verdict.batch.get("source"),
+        "reference_provenance": verdict.reference.get("provenance"),
     }
-    run = client.create_run(registry.experiment_id(experiment_cfg, client), run_name=run_name, tags=tags)
+    run = client.create_run(registry.experiment_id(experiment_cfg, client), run_name=run_name,
+                            tags={k: str(v)[:5000] for k, v in tags.items() if v is not None})
     run_id = run.info.run_id
-    now = int(time.time() * 1000)
-    metrics = [Metric(f"drift_score.{f.name}", float(f.score), now, 0) for f in verdict.features]
-    metrics += [Metric("drifted_share", verdict.drifted_share, now, 0), Metric("drift", float(verdict.drift), now, 0),
-                Metric("batch_rows", float(verdict.batch.get("rows", 0)), now, 0),
-                Metric("reference_rows", float(verdict.reference.get("rows", 0)), now, 0)]
-    params = [Param(f"monitor.{k}", str(v)[:6000]) for k, v in cfg.monitor.model_dump().items()]
-    client.log_batch(run_id, metrics=metrics, params=params)
+    registry.log_metrics(client, run_id, {
+        **{f"drift_score.{f.name}": f.score for f in verdict.features},
+        "drifted_share": verdict.drifted_share, "drift": float(verdict.drift),
+        "batch_rows": verdict.batch.get("rows", 0), "reference_rows": verdict.reference.get("rows", 0),
+    })
+    registry.log_param_values(client, run_id, registry.flatten(cfg.monitor.model_dump(), "monitor."))
     for name in ("drift_report.html", "verdict.json"):
         if (out_dir / name).exists():
             client.log_artifact(run_id, str(out_dir / name), "drift")
@@ -698,10 +717,10 @@ def log_drift_check(cfg: Config, verdict: DriftVerdict, out_dir: Path, run_name:
     return run_id
 
 
-_PREDICTORS: dict[tuple[str, str, str, int], Any] = {}
+_PREDICTORS: dict[tuple[str, str, str, int], Predictor] = {}
 
 
-def predictor_for(cfg: Config, model_dir: Path) -> Any:
+def predictor_for(cfg: Config, model_dir: Path) -> Predictor:
     """A Predictor for the model folder, loaded once per process (the reference and the batch share it)."""
     from pipeline.predict import Predictor
 

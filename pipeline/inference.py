@@ -16,24 +16,50 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def _mean_pooled(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mean of the last hidden state over real (unpadded) tokens: one sentence embedding per row."""
+    mask = attention_mask.unsqueeze(-1).float()
+    return (hidden.float() * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
 @torch.inference_mode()
-def predict_logits(model: Any, tokenizer: Any, texts: list[str], runtime: Runtime,
-                   max_length: int = 128, batch_size: int = 64) -> np.ndarray:
-    """Raw logits for each text, in input order."""
+def predict_outputs(model: Any, tokenizer: Any, texts: list[str], runtime: Runtime, max_length: int = 128,
+                    batch_size: int = 64, embeddings: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw logits for each text, in input order, and (with ``embeddings``) their mean-pooled sentence embeddings
+    from the same forward pass; drift monitoring needs both, prediction only the logits."""
+    logits = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    pooled = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32) if embeddings else None
     if not texts:
-        return np.zeros((0, model.config.num_labels), dtype=np.float32)
+        return logits, pooled
     model.eval()
     encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     for batch in length_sorted_batches([len(ids) for ids in encoded], batch_size):
         inputs = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(runtime.device)
         with runtime.autocast():
-            logits = model(**inputs).logits
-        out[batch] = logits.float().cpu().numpy()
-    return out
+            out = model(**inputs, output_hidden_states=embeddings)
+        logits[batch] = out.logits.float().cpu().numpy()
+        if pooled is not None:
+            pooled[batch] = _mean_pooled(out.hidden_states[-1], inputs["attention_mask"]).cpu().numpy()
+    return logits, pooled
+
+
+def predict_logits(model: Any, tokenizer: Any, texts: list[str], runtime: Runtime,
+                   max_length: int = 128, batch_size: int = 64) -> np.ndarray:
+    """Raw logits for each text, in input order."""
+    return predict_outputs(model, tokenizer, texts, runtime, max_length, batch_size)[0]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=1, keepdims=True)
+
+
+def probabilities(logits: np.ndarray, multi_label: bool, temperature: float = 1.0) -> np.ndarray:
+    """What a model's logits mean as served: independent per-label sigmoids for a multi-label model,
+    a temperature-calibrated softmax for a single-label one."""
+    if multi_label:
+        from scipy.special import expit
+
+        return expit(logits)
+    return softmax(logits / temperature)

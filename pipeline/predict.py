@@ -55,18 +55,19 @@ class Predictor:
         return [prepare_text(t, self.text_policy) for t in texts]
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        from scipy.special import expit
+        return self.scores(texts)[0]
 
-        from pipeline.inference import predict_logits, softmax
+    def scores(self, texts: list[str], embeddings: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities as served (sigmoids for multi-label, calibrated softmax otherwise) and, with
+        ``embeddings``, mean-pooled sentence embeddings from the same forward pass (drift monitoring)."""
+        from pipeline.inference import predict_outputs, probabilities
 
         for i, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
                 raise PipelineError(f"text #{i + 1} is empty: give some words to classify")
-        logits = predict_logits(self.model, self.tokenizer, self.prepare(texts), self.runtime, self.max_length,
-                                self.batch_size)
-        if self.multi_label:
-            return expit(logits)  # independent per-label probabilities
-        return softmax(logits / self.temperature)
+        logits, pooled = predict_outputs(self.model, self.tokenizer, self.prepare(texts), self.runtime,
+                                         self.max_length, self.batch_size, embeddings)
+        return probabilities(logits, self.multi_label, self.temperature), pooled
 
     def predict(self, texts: list[str]) -> list[Prediction]:
         from pipeline.evaluate import multi_label_decisions

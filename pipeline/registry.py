@@ -69,10 +69,14 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def log_params(mlflow_client: Any, run_id: str, cfg: Config) -> None:
+    log_param_values(mlflow_client, run_id, flatten(cfg.model_dump()))
+
+
+def log_param_values(mlflow_client: Any, run_id: str, values: dict[str, Any]) -> None:
+    """Flat parameters as MLflow keeps them: strings cut to its 6000-character limit, in one call."""
     from mlflow.entities import Param
 
-    params = [Param(k, str(v)[:6000]) for k, v in flatten(cfg.model_dump()).items()]
-    mlflow_client.log_batch(run_id, params=params)
+    mlflow_client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in values.items()])
 
 
 def log_metrics(mlflow_client: Any, run_id: str, metrics: dict[str, float], step: int | None = None,
@@ -226,20 +230,27 @@ def rollback(cfg: Config, mlflow_client: Any, *, actor: str, reason: str) -> Pro
     return event
 
 
-def list_versions(cfg: Config, mlflow_client: Any) -> list[dict[str, Any]]:
-    """Versions, newest first, with aliases, gate result, metrics, data hash and creation time."""
+def aliases_by_version(cfg: Config, mlflow_client: Any) -> dict[str, list[str]]:
+    """Each version's aliases, sorted (versions without one are absent)."""
     name = cfg.mlflow.registered_model
     try:
         aliases = mlflow_client.get_registered_model(name).aliases
-    except Exception as exc:
+    except Exception as exc:  # RestException(RESOURCE_DOES_NOT_EXIST)
         raise PipelineError(f"no registered model '{name}' yet: run `emotion run`") from exc
     by_version: dict[str, list[str]] = {}
-    for alias, version in aliases.items():
+    for alias, version in sorted(aliases.items()):
         by_version.setdefault(str(version), []).append(alias)
+    return by_version
+
+
+def list_versions(cfg: Config, mlflow_client: Any) -> list[dict[str, Any]]:
+    """Versions, newest first, with aliases, gate result, metrics, data hash and creation time."""
+    name = cfg.mlflow.registered_model
+    by_version = aliases_by_version(cfg, mlflow_client)
     rows = []
     for v in mlflow_client.search_model_versions(f"name='{name}'"):
         created = datetime.fromtimestamp(v.creation_timestamp / 1000, timezone.utc).isoformat(timespec="seconds")
-        rows.append({"version": str(v.version), "aliases": sorted(by_version.get(str(v.version), [])),
+        rows.append({"version": str(v.version), "aliases": by_version.get(str(v.version), []),
                      "created": created, "gate": v.tags.get("gate", ""), "accuracy": v.tags.get("accuracy", ""),
                      "macro_f1": v.tags.get("macro_f1", ""), "data_hash": v.tags.get("data_hash", ""),
                      "run_id": v.run_id})

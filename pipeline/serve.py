@@ -32,10 +32,13 @@ from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Config
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -136,18 +139,22 @@ class ModelStore:
         log.info("parity data: %d test texts of %r", len(data.texts), source)
         return data, None
 
-    def _load(self, version: str) -> LoadedModel:
-        """Download, load, convert, parity-check and warm up one version; nothing shared is touched.
+    def _version(self, version: str) -> "ModelVersion":
+        """The registry's record of a version (tags, run id); ModelNotFound when there is none."""
+        try:
+            return self.client.get_model_version(self.name, version)
+        except Exception as exc:
+            raise ModelNotFound(f"{self.name} has no version {version}") from exc
+
+    def _load(self, version: str, meta: "ModelVersion") -> LoadedModel:
+        """Download, load, convert, parity-check and warm up one version (``meta``: its registry record);
+        nothing shared is touched.
 
         Callers hold ``_load_lock`` (see ``_cached_or_load``).
         """
         from pipeline import registry
         from pipeline.fast_inference import build_classifier
 
-        try:
-            meta = self.client.get_model_version(self.name, version)
-        except Exception as exc:
-            raise ModelNotFound(f"{self.name} has no version {version}") from exc
         serve = self.cfg.serve
         start = time.perf_counter()
         tmp = Path(tempfile.mkdtemp(prefix=f"emotion-serve-v{version}-"))
@@ -159,30 +166,26 @@ class ModelStore:
             shutil.rmtree(tmp, ignore_errors=True)
         seconds = time.perf_counter() - start
         log.info("loaded %s version %s (%s) in %.1fs", self.name, version, classifier.backend, seconds)
-        return LoadedModel(self.name, str(version), classifier, serve.backend, parity, dict(meta.tags), meta.run_id,
+        return LoadedModel(self.name, version, classifier, serve.backend, parity, dict(meta.tags), meta.run_id,
                            time.time(), seconds)
-
-    def champion_version(self) -> str | None:
-        """The version the alias points at in the registry now."""
-        from pipeline import registry
-
-        found = registry.version_by_alias(self.cfg, self.client, self.cfg.serve.alias)
-        return str(found.version) if found else None
 
     def refresh(self) -> bool:
         """Serve the alias's current version; True if a new model was swapped in."""
+        from pipeline import registry
+
         with self._reload_lock:
             self.last_check = time.time()
             try:
-                version = self.champion_version()
-                if version is None:
+                meta = registry.version_by_alias(self.cfg, self.client, self.cfg.serve.alias)
+                if meta is None:
                     self.last_error = f"no version of {self.name} has the alias '{self.cfg.serve.alias}' yet"
                     return False
+                version = str(meta.version)
                 current = self.champion
                 if current is not None and current.version == version:
                     self.last_error = None
                     return False
-                loaded = self._cached_or_load(version)
+                loaded = self._cached_or_load(version, meta)  # the alias lookup's record: no second read
                 self.champion = loaded  # the swap: one reference assignment
                 with self._cache_lock:
                     self._others.pop(version, None)
@@ -197,11 +200,12 @@ class ModelStore:
                 log.exception("reload failed; still serving %s", self.champion.version if self.champion else "nothing")
                 return False
 
-    def _cached_or_load(self, version: str) -> LoadedModel:
+    def _cached_or_load(self, version: str, meta: "ModelVersion | None" = None) -> LoadedModel:
+        """A loaded version from the cache, else loaded now (``meta``: its registry record, when already read)."""
         with self._load_lock:
             with self._cache_lock:
                 found = self._others.get(version)
-            return found if found is not None else self._load(version)
+            return found if found is not None else self._load(version, meta or self._version(version))
 
     def _remember(self, model: LoadedModel) -> None:
         with self._cache_lock:
@@ -236,11 +240,13 @@ class ModelStore:
         return [row | {"loaded": row["version"] in loaded} for row in rows]
 
     def aliases_of(self, version: str) -> list[str]:
+        """The version's aliases; none when the registry cannot be read (the model's info is served anyway)."""
+        from pipeline import registry
+
         try:
-            aliases = self.client.get_registered_model(self.name).aliases
-        except Exception:
+            return registry.aliases_by_version(self.cfg, self.client).get(str(version), [])
+        except Exception:  # PipelineError, or an unreachable tracking server
             return []
-        return sorted(alias for alias, v in aliases.items() if str(v) == str(version))
 
 
 @dataclass

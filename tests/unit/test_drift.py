@@ -6,9 +6,11 @@ emotion test texts against the emotion validation split must show no drift, GoEm
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -57,6 +59,50 @@ def test_descriptors_measure_what_they_say() -> None:
 
     frame = drift.text_descriptors(["a b", "HELLO!!"])
     assert list(frame.columns) == list(drift.DESCRIPTORS) and frame["uppercase_share"].tolist() == [0.0, 1.0]
+
+
+# --------------------------------------------------------------------------------------------- scoring
+
+@pytest.fixture(scope="module")
+def multi_label_predictor(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The tiny BERT with a fresh 3-label multi-label head, saved with the default text policy (URLs and
+    mentions masked), as training saves a model folder."""
+    import torch
+
+    from pipeline.clean import save_text_policy
+    from pipeline.config import CleanConfig
+    from pipeline.modeling import load_classifier, load_tokenizer
+    from pipeline.predict import Predictor
+
+    out = tmp_path_factory.mktemp("multi-label") / "model"
+    torch.manual_seed(0)
+    load_classifier(str(tiny_model_dir), ["joy", "anger", "fear"], multi_label=True).save_pretrained(out)
+    load_tokenizer(str(tiny_model_dir)).save_pretrained(out)
+    save_text_policy(out, CleanConfig())
+    return Predictor(out, "cpu", "fp32", 64)
+
+
+def test_drift_scores_a_multi_label_model_as_serving_predicts(multi_label_predictor) -> None:
+    predictor = multi_label_predictor
+    texts = ["so angry at https://example.com/a/b right now", "@someone i am scared of the dark", "what a day"]
+    probs, embeddings = drift.score_texts(predictor, texts)
+
+    np.testing.assert_allclose(probs, predictor.predict_proba(texts), atol=1e-6)  # what serving answers
+    assert not np.allclose(probs.sum(axis=1), 1.0)  # independent sigmoids, not a softmax over the labels
+    # the stored policy applies before scoring: a raw URL or mention scores exactly as its masked form
+    masked_probs, masked_embeddings = drift.score_texts(predictor, ["so angry at <url> right now",
+                                                                    "@user i am scared of the dark", "what a day"])
+    np.testing.assert_allclose(probs, masked_probs, atol=1e-6)
+    np.testing.assert_allclose(embeddings, masked_embeddings, atol=1e-5)
+    assert embeddings.shape == (3, predictor.model.config.hidden_size)
+
+    frame = drift.score_frame(predictor, texts)
+    assert frame["confidence"].tolist() == pytest.approx(probs.max(axis=1).tolist())
+    assert frame["predicted_label"].tolist() == [predictor.labels[i] for i in probs.argmax(axis=1)]
+    with pytest.raises(PipelineError, match="text #2 is empty"):
+        drift.score_texts(predictor, ["fine", "   "])
+    with pytest.raises(PipelineError, match="no texts to score"):
+        drift.score_texts(predictor, [])
 
 
 # --------------------------------------------------------------------------------------------- batches
@@ -132,14 +178,21 @@ def test_in_distribution_batch_has_no_drift(emotion_reference, tmp_path: Path) -
 
 @needs_shared
 def test_goemotions_batch_drifts(emotion_reference, tmp_path: Path) -> None:
+    from evidently.metrics.embeddings import ModelDriftMethod
+
     reference, predictor = emotion_reference
     cfg = monitor_cfg("monitor.embedding_plot=true", "monitor.batch_max_rows=500")
     batch = drift.read_batch(GOEMOTIONS / "test.tsv", cfg.data, LABELS, cfg.monitor)
-    verdict = drift.detect_drift(reference, drift.score_frame(predictor, batch.frame["text"].tolist()), cfg.monitor,
-                                 tmp_path, batch.describe())
+    current = drift.score_frame(predictor, batch.frame["text"].tolist())
+    verdict = drift.detect_drift(reference, current, cfg.monitor, tmp_path, batch.describe())
 
     assert verdict.drift
     assert verdict.feature("sentence_embedding").drifted and verdict.feature("sentence_embedding").score > 0.8
+    # with the plot on, the report's domain classifier gives the score: the same as running it alone
+    emb = drift.embedding_columns(reference.frame)
+    alone, _, _ = ModelDriftMethod(threshold=cfg.monitor.embedding_threshold)(current[emb].copy(),
+                                                                             reference.frame[emb].copy())
+    assert verdict.feature("sentence_embedding").score == pytest.approx(alone)
     assert {"length", "uppercase_share", "punctuation_share", "non_letter_share"} <= set(verdict.drifted_features)
     assert verdict.drifted_share >= 0.5 and verdict.batch["rows"] == 500 and verdict.batch["labelled_rows"] == 0
     html = (tmp_path / "drift_report.html").read_text()
@@ -159,6 +212,32 @@ def test_a_style_shift_drifts_in_the_features_it_changes(emotion_reference, tmp_
     assert verdict.feature("non_letter_share").drifted
     assert not verdict.feature("word_count").drifted and not verdict.feature("digit_share").drifted
     assert not verdict.feature("links_mentions").drifted
+
+
+# --------------------------------------------------------------------------------------------- the champion's data
+
+def test_champion_data_from_a_csv_without_splits_gets_the_splits_training_gave_it(tmp_path: Path) -> None:
+    """Rebuilt from data_source, an unsplit CSV is split as ingest split it: the hash matches, merging works."""
+    from pipeline.ingest import ingest
+
+    csv = tmp_path / "labelled.csv"
+    pd.DataFrame({"text": [f"text number {i} about {label}" for i, label in enumerate(LABELS * 20)],
+                  "label": LABELS * 20}).to_csv(csv, index=False)
+    cfg = monitor_cfg(f"project_dir={tmp_path}", f"data.source={csv}")
+    trained_on = ingest(cfg.data, tmp_path / "data")  # the snapshot training hashed
+    data_hash = "md5:" + hashlib.md5(trained_on.path.read_bytes()).hexdigest()
+    champion = drift.Champion("m", "1", "", tmp_path / "model", data_hash, str(csv), {}, LABELS)
+
+    frame, provenance = drift.champion_snapshot(cfg, champion)
+    assert provenance == f"data_source {csv}"  # no "changed since snapshot": the same splits as training
+    assert frame["split"].tolist() == trained_on.frame["split"].tolist()
+    assert set(frame["split"]) == {"train", "validation", "test"}
+
+    rows, reference_provenance = drift.reference_texts(cfg, champion)
+    assert reference_provenance == provenance and set(rows["split"]) == {"validation"}
+    new = pd.DataFrame({"text": ["a brand new text", "text number 0 about sadness"], "label": ["joy", "sadness"]})
+    merged = drift.merge_labelled(frame, new, 0.2, tmp_path / "merged")
+    assert sum(merged.added.values()) == 1 and merged.skipped_duplicates == 1 and merged.base_rows == 120
 
 
 # --------------------------------------------------------------------------------------------- merging
