@@ -105,6 +105,8 @@ class TrainConfig(_Section):
     warmup_fraction: float = Field(0.06, ge=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
     class_weights: Literal["none", "balanced", "sqrt"] = "none"  # loss weights against imbalance (macro-F1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)  # target mass moved off the given label(s); 0 = plain CE/BCE
+    layer_lr_decay: float = Field(1.0, gt=0, le=1)  # lr x decay^depth below the head (LLRD); 1 = one lr for all
     group_by_length: bool = True  # batches of similar length (less padding); false = plain random batches
     fused_optimizer: bool = True  # one fused AdamW kernel; false = torch's per-tensor (foreach) AdamW
     fast_dropout: bool = True  # CPU only: dropout masks from 16-bit lanes of 64-bit draws (pipeline/fast_dropout.py)
@@ -118,6 +120,9 @@ class TrainConfig(_Section):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 42
+    # seed of the new classifier head's initial weights (None = seed); runs that share it and differ in seed
+    # (batch order, dropout) stay close enough in weight space to be averaged into one model (pipeline/soup.py)
+    init_seed: int | None = None
 
 
 class GateConfig(_Section):

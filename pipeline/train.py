@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -131,26 +132,47 @@ def class_weights(targets: np.ndarray, n_labels: int, mode: str) -> torch.Tensor
 
 
 def loss_fn(logits: torch.Tensor, targets: torch.Tensor, multi_label: bool,
-            weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy for one label per text, binary cross-entropy per label for multi-label data."""
+            weights: torch.Tensor | None = None, smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy for one label per text, binary cross-entropy per label for multi-label data.
+
+    ``smoothing`` moves each target ``smoothing / 2`` towards the other side (multi-label) or spreads it over the
+    classes (single-label), so the model is not pushed towards infinite logits on noisy labels.
+    """
     if multi_label:
+        targets = targets * (1.0 - smoothing) + smoothing / 2 if smoothing else targets
         return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=weights)
-    return torch.nn.functional.cross_entropy(logits.float(), targets, weight=weights)
+    return torch.nn.functional.cross_entropy(logits.float(), targets, weight=weights, label_smoothing=smoothing)
+
+
+def layer_depth(name: str, n_layers: int) -> int:
+    """How far a parameter sits from the classifier: 0 for the head, layer L-1 -> 1, ..., embeddings -> L + 1."""
+    if "embeddings" in name:
+        return n_layers + 1
+    found = re.search(r"\.layers?\.(\d+)\.", name)
+    return n_layers - int(found.group(1)) if found else 0
 
 
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
+    """AdamW without decay on biases and norms; with ``layer_lr_decay`` < 1 lower layers take smaller steps."""
+    n_layers = int(getattr(model.config, "num_hidden_layers", 0))
+    grouped: dict[tuple[bool, int], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            decays = not (param.ndim < 2 or "norm" in name.lower())
+            depth = layer_depth(name, n_layers) if cfg.layer_lr_decay < 1 else 0
+            grouped.setdefault((decays, depth), []).append(param)
+    groups = [{"params": params, "weight_decay": cfg.weight_decay if decays else 0.0,
+               "lr": cfg.learning_rate * cfg.layer_lr_decay ** depth}
+              for (decays, depth), params in sorted(grouped.items())]
     # the fused kernel (CPU and CUDA) updates every tensor in one pass; foreach on CPU is a per-tensor loop
     if cfg.fused_optimizer:
         return torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=True)
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, foreach=True)
 
 
-def _validate(model: Any, tokenizer: Any, data: PreparedData, runtime: Runtime, max_length: int) -> dict[str, float]:
+def validation_scores(model: Any, tokenizer: Any, data: PreparedData, runtime: Runtime,
+                      max_length: int) -> dict[str, float]:
+    """Validation loss, accuracy and macro-F1, judged as served (multi-label: with thresholds tuned on it)."""
     logits = predict_logits(model, tokenizer, data.texts("validation"), runtime, max_length)
     y_true = data.targets("validation")
     multi = data.label_map.multi_label
@@ -166,6 +188,18 @@ def _validate(model: Any, tokenizer: Any, data: PreparedData, runtime: Runtime, 
         "val_accuracy": float(accuracy_score(y_true, y_pred)),
         "val_macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
     }
+
+
+def save_model(model: Any, tokenizer: Any, data: PreparedData, runtime: Runtime, max_length: int,
+               output_dir: Path) -> dict[str, float]:
+    """Save a folder `transformers.pipeline` loads, calibrated on validation (temperature, or per-label
+    thresholds for multi-label); returns the calibration figures."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    val_logits = predict_logits(model, tokenizer, data.texts("validation"), runtime, max_length)
+    calibrate_fn = calibrate_multi_label if data.label_map.multi_label else calibrate
+    return calibrate_fn(val_logits, data.targets("validation"), output_dir)
 
 
 def fingerprint(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, world_size: int) -> str:
@@ -222,7 +256,7 @@ def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_d
 
     With ``checkpoint_dir`` the state is saved at every evaluation and a restarted call resumes from it.
     """
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed if cfg.init_seed is None else cfg.init_seed)
     runtime = choose_runtime(cfg.device, cfg.precision)
     dist = Distributed.setup(runtime.device)
     source = resolve_model_source(model_cfg.name)
@@ -230,6 +264,8 @@ def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_d
     multi = data.label_map.multi_label
     tokenizer = load_tokenizer(source)
     model = load_classifier(source, labels, multi).to(runtime.device)
+    if cfg.init_seed is not None and cfg.init_seed != cfg.seed:
+        seed_everything(cfg.seed)  # the head came from init_seed; dropout and batch order follow seed
     if cfg.fast_dropout and runtime.device.type == "cpu":
         use_fast_dropout(model)  # torch's per-element CPU dropout RNG was ~1/5 of a bf16 step here
     if dist.is_main:
@@ -287,7 +323,7 @@ def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_d
         nonlocal best_f1, best_state, stale, average, averaged
         eval_started = time.perf_counter()
         row = {"epoch": epoch, "step": step, "train_loss": running / max(seen, 1)}
-        row |= _validate(model, tokenizer, data, runtime, model_cfg.max_length)
+        row |= validation_scores(model, tokenizer, data, runtime, model_cfg.max_length)
         result.eval_seconds += time.perf_counter() - eval_started
         wrapped.train()  # validation switched dropout off; the rest of the epoch trains again
         result.history.append(row)
@@ -328,7 +364,7 @@ def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_d
             inputs = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(runtime.device)
             with runtime.autocast():
                 logits = wrapped(**inputs).logits
-            loss = loss_fn(logits, targets[batch].to(runtime.device), multi, weights)
+            loss = loss_fn(logits, targets[batch].to(runtime.device), multi, weights, cfg.label_smoothing)
             scaler.scale(loss / cfg.grad_accumulation).backward()
             running += loss.item() * len(batch)
             seen += len(batch)
@@ -366,7 +402,7 @@ def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_d
     if averaged >= 2:  # the weight average competes with the best single evaluation, on validation only
         model.load_state_dict(average)
         result.averaged_checkpoints = averaged
-        result.averaged_val_macro_f1 = _validate(model, tokenizer, data, runtime, model_cfg.max_length)["val_macro_f1"]
+        result.averaged_val_macro_f1 = validation_scores(model, tokenizer, data, runtime, model_cfg.max_length)["val_macro_f1"]
         result.averaged = result.averaged_val_macro_f1 > best_f1
         if dist.is_main:
             log.info("average of %d evaluations: val macro-F1 %.4f vs best single %.4f -> keeping the %s",
@@ -376,12 +412,7 @@ def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_d
     result.val_macro_f1 = result.averaged_val_macro_f1 if result.averaged else best_f1
     result.weights_digest = weights_digest(model)
     if dist.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(output_dir)
-        tokenizer.save_pretrained(output_dir)
-        val_logits = predict_logits(model, tokenizer, data.texts("validation"), runtime, model_cfg.max_length)
-        calibrate_fn = calibrate_multi_label if multi else calibrate
-        result.calibration = calibrate_fn(val_logits, data.targets("validation"), output_dir)
+        result.calibration = save_model(model, tokenizer, data, runtime, model_cfg.max_length, output_dir)
         if checkpoint and checkpoint.exists():
             checkpoint.unlink()  # finished: the next run starts fresh
         log.info("saved model (best epoch %d, val macro-F1 %.4f; calibration %s) to %s", result.best_epoch, best_f1,

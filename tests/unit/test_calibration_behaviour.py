@@ -88,3 +88,34 @@ def test_invariance_pairs_change_exactly_one_thing() -> None:
         if kind == "punctuation":
             assert behaviour.TRAILING.sub("", a) == behaviour.TRAILING.sub("", b)
     assert {k for k, _, _ in pairs} == {"name", "place", "number", "punctuation"}
+
+
+def _multi_label_scores(rng: np.random.Generator, positives: list[int], n: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy sigmoid-like scores: each label's positives score higher on average than its negatives."""
+    targets = np.zeros((n, len(positives)), dtype=np.float32)
+    for j, count in enumerate(positives):
+        targets[rng.choice(n, count, replace=False), j] = 1
+    probs = np.clip(0.25 + 0.4 * targets + rng.normal(0, 0.15, targets.shape), 0, 1)
+    return probs, targets
+
+
+def test_unshrunk_thresholds_are_each_labels_f1_optimum() -> None:
+    from sklearn.metrics import f1_score
+
+    probs, targets = _multi_label_scores(np.random.default_rng(0), [120, 40, 9])
+    tuned = calibration.tune_thresholds(probs, targets, prior=0)
+    for j in range(targets.shape[1]):
+        scores = [f1_score(targets[:, j], probs[:, j] >= t, zero_division=0) for t in calibration.THRESHOLD_GRID]
+        assert tuned[j] == pytest.approx(calibration.THRESHOLD_GRID[int(np.argmax(scores))])
+
+
+def test_thresholds_of_rare_labels_lean_on_the_shared_one() -> None:
+    probs, targets = _multi_label_scores(np.random.default_rng(1), [200, 6, 0])
+    own = calibration.tune_thresholds(probs, targets, prior=0)
+    curves = calibration.f1_curves(probs, targets)
+    shared = calibration.THRESHOLD_GRID[int(np.argmax(curves[:2].mean(axis=0)))]  # labels with positives only
+    shrunk = calibration.tune_thresholds(probs, targets, prior=30)
+    assert shrunk[0] == pytest.approx((200 * own[0] + 30 * shared) / 230, abs=1e-6)  # mostly its own
+    assert shrunk[1] == pytest.approx((6 * own[1] + 30 * shared) / 36, abs=1e-6)  # mostly the shared one
+    assert shrunk[2] == pytest.approx(shared)  # absent from validation: the shared threshold
+    assert calibration.tune_thresholds(probs, np.zeros_like(targets)).tolist() == [0.5, 0.5, 0.5]

@@ -254,3 +254,40 @@ def test_predictor_applies_the_training_text_policy(tiny_model_dir, tmp_path) ->
     assert Predictor(folder).prepare(texts) == texts  # no stored policy: texts pass unchanged
     save_text_policy(folder, CleanConfig(mask_urls=True, mask_mentions=True, lowercase=True))
     assert Predictor(folder).prepare(texts) == ["look at <url> @user"]
+
+
+def test_layer_lr_decay_gives_lower_layers_smaller_steps(tiny_model_dir: Path, tiny_train_cfgs):
+    from pipeline.modeling import load_classifier
+    from pipeline.train import _optimizer, layer_depth
+
+    model = load_classifier(str(tiny_model_dir), labels=LABELS)  # 2 layers: head 0, layer.1 -> 1, layer.0 -> 2
+    assert layer_depth("bert.encoder.layer.1.output.dense.weight", 2) == 1
+    assert layer_depth("distilbert.transformer.layer.0.ffn.lin1.weight", 2) == 2
+    assert layer_depth("bert.embeddings.word_embeddings.weight", 2) == 3
+    assert layer_depth("classifier.weight", 2) == 0
+    cfg = tiny_train_cfgs[1].model_copy(update={"learning_rate": 1e-3, "layer_lr_decay": 0.5})
+    lr_of = {id(p): group["lr"] for group in _optimizer(model, cfg).param_groups for p in group["params"]}
+    named = dict(model.named_parameters())
+    assert lr_of[id(named["classifier.weight"])] == pytest.approx(1e-3)
+    assert lr_of[id(named["bert.encoder.layer.1.attention.self.query.weight"])] == pytest.approx(5e-4)
+    assert lr_of[id(named["bert.encoder.layer.0.attention.self.query.weight"])] == pytest.approx(2.5e-4)
+    assert lr_of[id(named["bert.embeddings.word_embeddings.weight"])] == pytest.approx(1.25e-4)
+    flat = {group["lr"] for group in _optimizer(model, tiny_train_cfgs[1]).param_groups}
+    assert flat == {tiny_train_cfgs[1].learning_rate}  # decay 1.0 (default): one learning rate
+
+
+def test_label_smoothing_matches_the_smoothed_targets():
+    import torch
+
+    from pipeline.train import loss_fn
+
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.1, 0.2, -3.0]])
+    single = loss_fn(logits, torch.tensor([0, 2]), multi_label=False, smoothing=0.3)
+    soft = torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]])  # 0.7 on the label + 0.3 spread over 3 classes
+    assert single.item() == pytest.approx(-(soft * logits.log_softmax(1)).sum(1).mean().item(), rel=1e-6)
+    hot = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    multi = loss_fn(logits, hot, multi_label=True, smoothing=0.2)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, hot * 0.8 + 0.1)
+    assert multi.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert loss_fn(logits, hot, multi_label=True).item() == pytest.approx(  # default 0: plain BCE
+        torch.nn.functional.binary_cross_entropy_with_logits(logits, hot).item())
