@@ -72,11 +72,11 @@ def main() -> int:
     recipe = RECIPES[args.dataset] | parse_overrides(args.set)
     recipe = TrainConfig(**recipe).model_dump(include=set(recipe))  # typed, as recorded in the results
     runs, seeds = [], [int(seed) for seed in args.seeds.split(",")]
+    init_seed = seeds[0] if args.soup else None  # a soup needs one shared head
     with tempfile.TemporaryDirectory() as out:
         for seed in seeds:  # candidates; the one with the best validation macro-F1 is the model, test is not looked at
             started = time.perf_counter()
             model_dir = Path(out) / f"seed{seed}"
-            init_seed = seeds[0] if args.soup else None
             result = train(data, ModelConfig(name="embedded", max_length=128),
                            TrainConfig(**recipe | {"seed": seed, "init_seed": init_seed}, resume=False), model_dir)
             runs.append((result, time.perf_counter() - started))

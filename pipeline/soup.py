@@ -47,11 +47,11 @@ def greedy_soup(run_dirs: list[Path], data: PreparedData, output_dir: Path, max_
     runtime = choose_runtime(device, precision)
     model = load_classifier(str(run_dirs[0])).to(runtime.device)
     tokenizer = load_tokenizer(str(run_dirs[0]))
+    reference = {k: v.shape for k, v in model.state_dict().items()}
     states, scores = {}, {}
     for run in run_dirs:
-        state = {k: v.detach().cpu().clone() for k, v in load_classifier(str(run)).state_dict().items()}
-        reference = model.state_dict()
-        if state.keys() != reference.keys() or any(v.shape != reference[k].shape for k, v in state.items()):
+        state = {k: v.detach().clone() for k, v in load_classifier(str(run)).state_dict().items()}
+        if {k: v.shape for k, v in state.items()} != reference:
             raise PipelineError(f"{run} is not the same architecture as {run_dirs[0]}: it cannot join the soup")
         model.load_state_dict(state)
         states[run.name], scores[run.name] = state, validation_scores(model, tokenizer, data, runtime,
