@@ -5,7 +5,11 @@ Fine-tunes the embedded all-MiniLM-L6-v2 with our training step, selects the mod
 once. Reference figures are written beside ours.
 
     python bench/bench_quality.py --dataset emotion --seeds 42,43,44 --soup
-    python bench/bench_quality.py --dataset goemotions --seeds 43,44 --soup
+    python bench/bench_quality.py --dataset goemotions --seeds 43,44 --distill
+
+With --distill the seeds' runs are teachers and one more run (seed = last seed + 1) learns from their mean
+predictions as well as from the labels (pipeline/distill.py); every run, teachers and student, counts towards the
+training time, and the model kept is still the best of them on validation.
 
 Writes bench/results/bench_quality_<dataset>.json. Not a test: never collected by pytest.
 """
@@ -29,9 +33,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 DATA = REPO.parent / "shared" / "data"
 RECIPES = {  # chosen on validation only; see README "Benchmarks"
     "emotion": dict(epochs=6, batch_size=32, learning_rate=1.5e-4, layer_lr_decay=0.85, warmup_fraction=0.06,
-                    weight_decay=0.01, class_weights="sqrt", patience=3, precision="bf16", average_from=3),
+                    weight_decay=0.01, class_weights="sqrt", patience=3, precision="bf16", average_from=3,
+                    distill_weight=0.5, distill_temperature=2.0),
     "goemotions": dict(epochs=10, batch_size=64, learning_rate=1.5e-4, warmup_fraction=0.06, weight_decay=0.01,
-                       class_weights="sqrt", patience=3, precision="bf16"),
+                       class_weights="sqrt", patience=3, precision="bf16", distill_weight=0.5, distill_temperature=1.0),
 }
 REFERENCES = {
     "emotion": {"target": {"accuracy": 0.931, "macro_f1": 0.885},
@@ -50,9 +55,14 @@ def main() -> int:
     p.add_argument("--soup", action="store_true",
                    help="runs share the first seed's head (train.init_seed) and are averaged greedily on validation "
                         "(pipeline/soup.py) instead of keeping the best one")
+    p.add_argument("--distill", action="store_true",
+                   help="the seeds' runs are teachers of one more run (seed = last seed + 1) that also learns from "
+                        "their mean predictions (train.teachers); the best of all runs on validation is kept")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe setting (a train.* field), e.g. --set epochs=6")
     args = p.parse_args()
+    if args.soup and args.distill:
+        p.error("--soup and --distill are two ways to combine the runs: choose one")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "great_expectations", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -74,13 +84,18 @@ def main() -> int:
     runs, seeds = [], [int(seed) for seed in args.seeds.split(",")]
     init_seed = seeds[0] if args.soup else None  # a soup needs one shared head
     with tempfile.TemporaryDirectory() as out:
-        for seed in seeds:  # candidates; the one with the best validation macro-F1 is the model, test is not looked at
+        plan = [(seed, []) for seed in seeds]
+        if args.distill:
+            plan.append((seeds[-1] + 1, [str(Path(out) / f"seed{seed}") for seed in seeds]))
+        for seed, teachers in plan:  # candidates; the best on validation macro-F1 is the model, test is not looked at
             started = time.perf_counter()
             model_dir = Path(out) / f"seed{seed}"
+            settings = recipe | {"seed": seed, "init_seed": init_seed, "teachers": teachers}
             result = train(data, ModelConfig(name="embedded", max_length=128),
-                           TrainConfig(**recipe | {"seed": seed, "init_seed": init_seed}, resume=False), model_dir)
+                           TrainConfig(**settings, resume=False), model_dir)
             runs.append((result, time.perf_counter() - started))
-            logging.info("seed %d: val macro-F1 %.4f in %.1f min", seed, result.val_macro_f1, runs[-1][1] / 60)
+            logging.info("seed %d%s: val macro-F1 %.4f in %.1f min", seed, " (student)" if teachers else "",
+                         result.val_macro_f1, runs[-1][1] / 60)
         result, _ = max(runs, key=lambda run: run[0].val_macro_f1)
         seconds = sum(run_seconds for _, run_seconds in runs)
         soup = greedy_soup([r.model_dir for r, _ in runs], data, Path(out) / "soup") if args.soup else None
@@ -92,6 +107,8 @@ def main() -> int:
         "seeds": {r.model_dir.name: {"val_macro_f1": round(r.val_macro_f1, 4), "minutes": round(t / 60, 1)}
                   for r, t in runs},
         "kept_seed": result.model_dir.name,
+        "student": {"seed": runs[-1][0].model_dir.name, "teachers": [r.model_dir.name for r, _ in runs[:-1]]}
+        if args.distill else None,
         "soup": {"ingredients": soup.ingredients, "val_macro_f1": round(soup.val_macro_f1, 4),
                  "calibration": soup.calibration} if soup else None,
         "train_samples_per_second": round(result.samples_per_second, 1), "best_epoch": result.best_epoch,

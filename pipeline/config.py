@@ -123,6 +123,11 @@ class TrainConfig(_Section):
     # seed of the new classifier head's initial weights (None = seed); runs that share it and differ in seed
     # (batch order, dropout) stay close enough in weight space to be averaged into one model (pipeline/soup.py)
     init_seed: int | None = None
+    # knowledge distillation (pipeline/distill.py): saved models with the same labels whose mean predictions on the
+    # train split the new model also learns from; [] = off
+    teachers: list[str] = []
+    distill_weight: float = Field(0.5, ge=0, le=1)  # share of the loss from the teachers (the rest: gold labels)
+    distill_temperature: float = Field(2.0, gt=0)  # softens the teachers' and the student's distributions
 
 
 class GateConfig(_Section):

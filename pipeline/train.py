@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from pipeline.calibration import calibrate, calibrate_multi_label, tune_thresholds
 from pipeline.config import ModelConfig, TrainConfig
+from pipeline.distill import distillation_loss, teacher_probabilities
 from pipeline.encode import PreparedData
 from pipeline.fast_dropout import use_fast_dropout
 from pipeline.inference import predict_logits
@@ -277,6 +278,10 @@ def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_d
     targets = torch.from_numpy(train_targets)
     weights = class_weights(train_targets, len(labels), cfg.class_weights)
     weights = weights.to(runtime.device) if weights is not None else None
+    soft = None
+    if cfg.teachers:
+        soft = torch.from_numpy(teacher_probabilities(cfg.teachers, labels, data.texts("train"), runtime,
+                                                      model_cfg.max_length, multi, cfg.distill_temperature))
     lengths = [len(ids) for ids in encoded]
     micro_per_epoch = len(epoch_batches(lengths, cfg, 1, dist))
     steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accumulation)
@@ -365,6 +370,9 @@ def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_d
             with runtime.autocast():
                 logits = wrapped(**inputs).logits
             loss = loss_fn(logits, targets[batch].to(runtime.device), multi, weights, cfg.label_smoothing)
+            if soft is not None:
+                taught = distillation_loss(logits, soft[batch].to(runtime.device), multi, cfg.distill_temperature)
+                loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * taught
             scaler.scale(loss / cfg.grad_accumulation).backward()
             running += loss.item() * len(batch)
             seen += len(batch)

@@ -191,3 +191,14 @@ def test_prepare_on_invalid_snapshot_exits_3(project: Path, tmp_path: Path, caps
     assert "error: data validation failed" in err
     assert (project / "artifacts" / "reports" / "validation_report.md").exists()
     assert not (project / "artifacts" / "prepared").exists()
+
+
+def test_train_with_a_missing_teacher_is_an_error(project: Path, tmp_path: Path, tiny_model_dir: Path,
+                                                 capsys: pytest.CaptureFixture):
+    args = [*base_args(project), "--set", "data.dvc_track=false", "--set", f"model.name={tiny_model_dir}"]
+    assert cli.main(["ingest", *args]) == 0 and cli.main(["prepare", *args]) == 0
+    capsys.readouterr()
+    code = cli.main(["train", *args, "--set", f"train.teachers=[{tmp_path / 'no-teacher'}]"])
+    line = assert_clean_error(capsys.readouterr().err, "train.teachers")
+    assert code == 2 and "no saved model in" in line and "no-teacher" in line
+    assert not (project / "artifacts" / "model").exists()
