@@ -70,7 +70,7 @@ bench-training: setup ## training throughput: HF Trainer common recipe vs our lo
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_training.py --samples 4000
 
 bench-quality: setup ## model quality on the official test splits (emotion, then GoEmotions; tens of minutes)
-	HF_HUB_OFFLINE=1 $(PY) bench/bench_quality.py --dataset emotion --seeds 42,43,44 --soup
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_quality.py --dataset emotion --seeds 42,43,44 --distill
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_quality.py --dataset goemotions --seeds 43,44 --distill
 
 bench: setup bench-training ## quick benchmarks -> bench/results/: training throughput, fast inference, API load (after bench-model)

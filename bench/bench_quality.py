@@ -4,7 +4,7 @@ Fine-tunes the embedded all-MiniLM-L6-v2 with our training step, selects the mod
 (best epoch by macro-F1; for GoEmotions per-label thresholds tuned on dev), then scores the official test split
 once. Reference figures are written beside ours.
 
-    python bench/bench_quality.py --dataset emotion --seeds 42,43,44 --soup
+    python bench/bench_quality.py --dataset emotion --seeds 42,43,44 --distill
     python bench/bench_quality.py --dataset goemotions --seeds 43,44 --distill
 
 With --distill the seeds' runs are teachers and one more run (seed = last seed + 1) learns from their mean
