@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.special import expit
 
 from pipeline.errors import PipelineError
-from pipeline.inference import predict_logits, softmax
+from pipeline.inference import predict_logits, probabilities
 from pipeline.modeling import load_classifier, load_tokenizer
 from pipeline.runtime import Runtime
 
@@ -38,8 +37,8 @@ def teacher_probabilities(teachers: list[str], labels: list[str], texts: list[st
         theirs = [model.config.id2label[i] for i in range(model.config.num_labels)]
         if theirs != labels:
             raise PipelineError(f"train.teachers: '{folder}' predicts {theirs}, the data has {labels}")
-        logits = predict_logits(model, load_tokenizer(folder), texts, runtime, max_length) / temperature
-        total += expit(logits) if multi_label else softmax(logits)
+        logits = predict_logits(model, load_tokenizer(folder), texts, runtime, max_length)
+        total += probabilities(logits / temperature, multi_label)
         log.info("teacher %s scored %d training texts", folder, len(texts))
     return total / len(teachers)
 

@@ -3,8 +3,8 @@
 A lean loop rather than the HF Trainer: length-grouped batches with dynamic padding, bf16/fp16 autocast,
 AdamW with warmup and linear decay, gradient accumulation and clipping, optional class weights and teachers
 to distil from (pipeline/distill.py), evaluation on validation every epoch (or N steps) keeping the best model
-by macro-F1 with early stopping,
-resumable checkpoints, and data-parallel training under ``torchrun`` (DDP; only rank 0 logs and saves).
+by macro-F1 with early stopping, resumable checkpoints, and data-parallel training under ``torchrun`` (DDP;
+only rank 0 logs and saves).
 Single-label models are then temperature-scaled; multi-label models get per-label thresholds.
 """
 
