@@ -204,12 +204,16 @@ def save_model(model: Any, tokenizer: Any, data: PreparedData, runtime: Runtime,
     return calibrate_fn(val_logits, data.targets("validation"), output_dir)
 
 
-def fingerprint(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, world_size: int) -> str:
-    """What a checkpoint belongs to: the data, the model and every setting that changes the trajectory."""
+def fingerprint(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, world_size: int,
+                soft_targets: torch.Tensor | None = None) -> str:
+    """What a checkpoint belongs to: the data, the model, every setting that changes the trajectory, and the
+    teachers' soft targets (a teacher retrained in the same folder must not be resumed into)."""
     digest = hashlib.sha256()
     for split in ("train", "validation"):
         digest.update("\n".join(data.texts(split)).encode())
         digest.update(np.ascontiguousarray(data.targets(split)).tobytes())
+    if soft_targets is not None:
+        digest.update(soft_targets.numpy().tobytes())
     settings = model_cfg.model_dump() | cfg.model_dump(exclude={"checkpoint_dir", "resume", "patience"})
     digest.update(json.dumps(settings | {"world_size": world_size}, sort_keys=True).encode())
     return digest.hexdigest()[:16]
@@ -308,7 +312,7 @@ def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_d
     step, epoch, skip = 0, 1, 0  # skip: micro-batches of `epoch` already done (when resuming)
     resumed_running = (0.0, 0)  # the epoch's loss sum and sample count up to the checkpoint
     checkpoint = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir and cfg.resume else None
-    print_id = fingerprint(data, model_cfg, cfg, dist.world_size) if checkpoint else ""
+    print_id = fingerprint(data, model_cfg, cfg, dist.world_size, soft) if checkpoint else ""
     state = _load_checkpoint(checkpoint, print_id) if checkpoint else None
     if state:
         model.load_state_dict(state["model"])

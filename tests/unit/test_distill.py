@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +101,27 @@ def test_distill_weight_decides_what_the_student_learns_from(teachers, sample_pr
     assert blended not in (only_teachers, only_gold)
     student = load_classifier(str(tmp_path / "e"))
     assert weights_digest(student) == blended  # the student is saved as a plain model folder
+
+
+def test_a_checkpoint_is_not_resumed_with_other_teachers_in_the_same_folder(teachers, sample_prepared,
+                                                                            tiny_train_cfgs, tmp_path: Path):
+    model_cfg, train_cfg = tiny_train_cfgs
+    folder = tmp_path / "teacher"
+    shutil.copytree(teachers[0], folder)
+    cfg = train_cfg.model_copy(update={"max_steps": 6, "eval_every": 2, "resume": True, "teachers": [str(folder)]})
+
+    def stop(row: dict) -> None:
+        raise KeyboardInterrupt("stopped after the first evaluation")
+
+    def interrupt_then_restart(name: str, before_restart=lambda: None) -> int:
+        with pytest.raises(KeyboardInterrupt):  # the checkpoint at step 2 is written before the callback
+            train(sample_prepared, model_cfg, cfg, tmp_path / name, on_evaluation=stop, checkpoint_dir=tmp_path / "ck")
+        before_restart()
+        return train(sample_prepared, model_cfg, cfg, tmp_path / name, checkpoint_dir=tmp_path / "ck").resumed_from_step
+
+    def retrain_in_place() -> None:  # same path, other predictions
+        shutil.rmtree(folder)
+        shutil.copytree(teachers[1], folder)
+
+    assert interrupt_then_restart("same") == 2
+    assert interrupt_then_restart("other", retrain_in_place) == 0
