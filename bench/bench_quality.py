@@ -5,7 +5,7 @@ Fine-tunes the embedded all-MiniLM-L6-v2 with our training step, selects the mod
 once. Reference figures are written beside ours.
 
     python bench/bench_quality.py --dataset emotion --seeds 42,43,44 --distill
-    python bench/bench_quality.py --dataset goemotions --seeds 43,44 --distill
+    python bench/bench_quality.py --dataset goemotions --seeds 43,44,45 --distill
 
 With --distill the seeds' runs are teachers and one more run (seed = last seed + 1) learns from their mean
 predictions as well as from the labels (pipeline/distill.py); every run, teachers and student, counts towards the
