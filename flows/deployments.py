@@ -150,7 +150,12 @@ def prefect_api(port: int = LOCAL_PORT, startup_timeout: float = 120.0) -> Itera
 
 
 def serve(params: str | Path | None = None, overrides: list[str] | None = None, port: int = LOCAL_PORT) -> None:
-    """Serve both deployments on their schedules until interrupted (Ctrl-C or SIGTERM)."""
+    """Serve both deployments on their schedules until interrupted (Ctrl-C or SIGTERM).
+
+    Prefect's runner runs under asyncio, where the first Ctrl-C cancels it and a second one interrupts a shutdown
+    that is stuck. ``kill -USR1 <pid>`` writes every thread's stack to stderr, to see where a scheduler waits.
+    """
+    import faulthandler
     import signal
 
     from prefect import serve as prefect_serve
@@ -159,6 +164,7 @@ def serve(params: str | Path | None = None, overrides: list[str] | None = None, 
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, stop)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         with prefect_api(port) as api_url:
             deployments = build_deployments(params, overrides)
@@ -171,6 +177,7 @@ def serve(params: str | Path | None = None, overrides: list[str] | None = None, 
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        faulthandler.unregister(signal.SIGUSR1)
     log.info("stopped serving")
 
 

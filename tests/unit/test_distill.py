@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +114,7 @@ def test_a_checkpoint_is_not_resumed_with_other_teachers_in_the_same_folder(teac
     def stop(row: dict) -> None:
         raise KeyboardInterrupt("stopped after the first evaluation")
 
-    def interrupt_then_restart(name: str, before_restart=lambda: None) -> int:
+    def interrupt_then_restart(name: str, before_restart: Callable[[], None] = lambda: None) -> int:
         with pytest.raises(KeyboardInterrupt):  # the checkpoint at step 2 is written before the callback
             train(sample_prepared, model_cfg, cfg, tmp_path / name, on_evaluation=stop, checkpoint_dir=tmp_path / "ck")
         before_restart()
