@@ -152,8 +152,7 @@ def prefect_api(port: int = LOCAL_PORT, startup_timeout: float = 120.0) -> Itera
 def serve(params: str | Path | None = None, overrides: list[str] | None = None, port: int = LOCAL_PORT) -> None:
     """Serve both deployments on their schedules until interrupted (Ctrl-C or SIGTERM).
 
-    Prefect's runner runs under asyncio, where the first Ctrl-C cancels it and a second one interrupts a shutdown
-    that is stuck. ``kill -USR1 <pid>`` writes every thread's stack to stderr, to see where a scheduler waits.
+    ``kill -USR1 <pid>`` writes every thread's stack to stderr, to see where a scheduler waits.
     """
     import faulthandler
     import signal
