@@ -16,7 +16,7 @@ import torch
 
 from pipeline.errors import PipelineError
 from pipeline.inference import predict_logits, probabilities
-from pipeline.modeling import load_classifier, load_tokenizer
+from pipeline.modeling import load_classifier, load_tokenizer, model_labels
 from pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def teacher_probabilities(teachers: list[str], labels: list[str], texts: list[st
         if not (Path(folder) / "config.json").exists():
             raise PipelineError(f"train.teachers: no saved model in '{folder}'")
         model = load_classifier(folder).to(runtime.device)
-        theirs = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        theirs = model_labels(model)
         if theirs != labels:
             raise PipelineError(f"train.teachers: '{folder}' predicts {theirs}, the data has {labels}")
         logits = predict_logits(model, load_tokenizer(folder), texts, runtime, max_length)

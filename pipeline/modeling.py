@@ -62,3 +62,8 @@ def load_classifier(source: str, labels: list[str] | None = None, multi_label: b
             "problem_type": "multi_label_classification" if multi_label else "single_label_classification",
         }
     return _load(AutoModelForSequenceClassification, source, **kwargs)
+
+
+def model_labels(model: Any) -> list[str]:
+    """A loaded classifier's label names in output order."""
+    return [model.config.id2label[i] for i in range(model.config.num_labels)]

@@ -29,7 +29,7 @@ class Predictor:
                  batch_size: int = 64) -> None:
         from pipeline.calibration import load_temperature, load_thresholds
         from pipeline.clean import load_text_policy
-        from pipeline.modeling import load_classifier, load_tokenizer
+        from pipeline.modeling import load_classifier, load_tokenizer, model_labels
         from pipeline.runtime import choose_runtime
 
         if not (Path(model_dir) / "config.json").exists():
@@ -40,7 +40,7 @@ class Predictor:
         self.model = load_classifier(str(model_dir)).to(self.runtime.device).eval()
         self.max_length = max_length
         self.batch_size = batch_size
-        self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        self.labels = model_labels(self.model)
         self.text_policy = load_text_policy(self.model_dir)  # texts are cleaned as they were for training
         self.temperature = load_temperature(self.model_dir)  # probabilities are served calibrated
         self.multi_label = self.model.config.problem_type == "multi_label_classification"
