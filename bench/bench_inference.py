@@ -49,7 +49,7 @@ def main() -> int:
     from transformers import pipeline
     from transformers.utils import logging as hf_logging
 
-    from pipeline.fast_inference import FP32, FastClassifier
+    from pipeline.serving.fast_inference import FP32, FastClassifier
 
     hf_logging.set_verbosity_error()
     if args.threads:

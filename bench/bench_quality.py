@@ -8,7 +8,7 @@ once. Reference figures are written beside ours.
     python bench/bench_quality.py --dataset goemotions --seeds 43,44,45 --distill
 
 With --distill the seeds' runs are teachers and one more run (seed = last seed + 1) learns from their mean
-predictions as well as from the labels (pipeline/distill.py); every run, teachers and student, counts towards the
+predictions as well as from the labels (pipeline/training/distill.py); every run, teachers and student, counts towards the
 training time, and the model kept is still the best of them on validation.
 
 Writes bench/results/bench_quality_<dataset>.json. Not a test: never collected by pytest.
@@ -54,7 +54,7 @@ def main() -> int:
     p.add_argument("--seeds", default="42", help="comma-separated seeds: one run each, the best on validation is kept")
     p.add_argument("--soup", action="store_true",
                    help="runs share the first seed's head (train.init_seed) and are averaged greedily on validation "
-                        "(pipeline/soup.py) instead of keeping the best one")
+                        "(pipeline/training/soup.py) instead of keeping the best one")
     p.add_argument("--distill", action="store_true",
                    help="the seeds' runs are teachers of one more run (seed = last seed + 1) that also learns from "
                         "their mean predictions (train.teachers); the best of all runs on validation is kept")
@@ -67,11 +67,12 @@ def main() -> int:
     for noisy in ("httpx", "great_expectations", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from pipeline import encode, ingest
+    from pipeline.data import encode
+    from pipeline.data import ingest
     from pipeline.config import Config, DataConfig, ModelConfig, TrainConfig, parse_overrides
-    from pipeline.soup import greedy_soup
+    from pipeline.training.soup import greedy_soup
     from pipeline.stages import score_model
-    from pipeline.train import train
+    from pipeline.training.train import train
 
     data_cfg = DataConfig(source=str(DATA / args.dataset), multi_label=args.dataset == "goemotions")
     frame = ingest.normalize(ingest.read_source(data_cfg), data_cfg)

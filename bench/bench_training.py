@@ -100,7 +100,7 @@ def hf_trainer(model_dir: str, texts: list[str], labels: list[int], samples: int
 
 def ours(model_name: str, data: Any, samples: int, **settings: Any) -> dict[str, float]:
     from pipeline.config import ModelConfig, TrainConfig
-    from pipeline.train import train
+    from pipeline.training.train import train
 
     cfg = TrainConfig(epochs=1, max_steps=max(1, samples // settings["batch_size"]), warmup_fraction=0.06, weight_decay=0.01,
                       resume=False, **settings)
@@ -117,9 +117,10 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from pipeline import encode, ingest
+    from pipeline.data import encode
+    from pipeline.data import ingest
     from pipeline.config import DataConfig
-    from pipeline.modeling import resolve_model_source
+    from pipeline.model.modeling import resolve_model_source
 
     frame = ingest.normalize(ingest.read_source(DataConfig(source=str(args.data))))
     rng = np.random.default_rng(0)

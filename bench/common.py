@@ -23,7 +23,7 @@ PACKAGES = ("torch", "transformers", "tokenizers", "fastapi", "uvicorn", "httpx"
 def read_texts(path: Path, n: int) -> tuple[list[str], list[str]]:
     """The first ``n`` (text, label) pairs of a dair-ai ``text;label`` file, read as ingest reads it."""
     from pipeline.config import DataConfig
-    from pipeline.ingest import read_table
+    from pipeline.data.ingest import read_table
 
     frame = read_table(path, DataConfig(source=str(path), format="text")).head(n)
     if len(frame) < n:

@@ -1,6 +1,6 @@
 """The drift-monitoring flow: score a batch with the champion, compare it with the reference, maybe retrain.
 
-Thin Prefect wrappers over ``pipeline.drift``. One run = one drift check: the Evidently HTML report and the
+Thin Prefect wrappers over ``pipeline.monitoring.drift``. One run = one drift check: the Evidently HTML report and the
 verdict land in ``artifacts/monitoring/<stamp>-<batch>/``, in an MLflow run of ``monitor.experiment``, and in a
 Prefect markdown artifact (key ``drift-check``). With ``monitor.trigger: on_drift`` a drift verdict starts the
 training flow (a subflow, or a run of ``monitor.retrain_deployment``); the batch's labelled rows are merged into
@@ -19,7 +19,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from pipeline import drift
+from pipeline.monitoring import drift
 from pipeline.config import Config, load_config_from_env
 from pipeline.errors import PipelineError
 

@@ -1,7 +1,7 @@
 """The training flow: ingest -> validate -> clean/encode -> train -> evaluate -> behaviour -> gate -> register.
 
 Thin Prefect wrappers over ``pipeline.stages``. Every run is one MLflow run; every gated run registers a
-version with alias ``challenger``; ``champion`` moves only through ``registry.promote``, the last step, and
+version with alias ``challenger``; ``champion`` moves only through ``tracking.promote``, the last step, and
 only when the gate passed against the champion that is current at promotion time.
 """
 
@@ -17,14 +17,19 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.caching import validation_cache_key
-from pipeline import drift, evaluate, gate, model_card, registry, stages
-from pipeline.behaviour import BehaviourReport
+from pipeline.monitoring import drift
+from pipeline.evaluation import evaluate
+from pipeline.evaluation import gate
+from pipeline.evaluation import model_card
+from pipeline.registry import tracking
+from pipeline import stages
+from pipeline.evaluation.behaviour import BehaviourReport
 from pipeline.config import Config
-from pipeline.encode import PreparedData
+from pipeline.data.encode import PreparedData
 from pipeline.errors import PipelineError
-from pipeline.evaluate import Evaluation
-from pipeline.train import TrainResult
-from pipeline.versioning import git_commit
+from pipeline.evaluation.evaluate import Evaluation
+from pipeline.training.train import TrainResult
+from pipeline.registry.versioning import git_commit
 
 PROMOTION_ATTEMPTS = 3  # re-score and re-gate when another run moved the champion meanwhile
 
@@ -47,10 +52,10 @@ def prepare_task(cfg: Config, frame: Any, labels: list[str]) -> tuple[PreparedDa
 
 @task(name="train", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
 def train_task(cfg: Config, prepared: PreparedData, run_id: str) -> TrainResult:
-    mlflow_client = registry.client(cfg)
+    mlflow_client = tracking.client(cfg)
 
     def log_epoch(row: dict[str, float]) -> None:
-        registry.log_metrics(mlflow_client, run_id, {k: v for k, v in row.items() if k not in ("epoch", "step")},
+        tracking.log_metrics(mlflow_client, run_id, {k: v for k, v in row.items() if k not in ("epoch", "step")},
                              step=int(row["epoch"]))
 
     return stages.train_stage(cfg, prepared, log_epoch)  # a retry resumes from the last checkpoint
@@ -69,13 +74,13 @@ def behaviour_task(cfg: Config, prepared: PreparedData) -> BehaviourReport:
 @task(name="score-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
 def champion_task(cfg: Config, prepared: PreparedData) -> tuple[str | None, dict[str, float] | None, list[str]]:
     """Score the current champion on this run's test set; (version, metrics, notes)."""
-    mlflow_client = registry.client(cfg)
-    current = registry.version_by_alias(cfg, mlflow_client, registry.CHAMPION)
+    mlflow_client = tracking.client(cfg)
+    current = tracking.version_by_alias(cfg, mlflow_client, tracking.CHAMPION)
     if current is None:
         return None, None, []
     version = str(current.version)
     with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
-        model_dir = registry.download_model(f"models:/{cfg.mlflow.registered_model}/{version}", Path(tmp))
+        model_dir = tracking.download_model(f"models:/{cfg.mlflow.registered_model}/{version}", Path(tmp))
         try:
             evaluation = stages.score_model(cfg, model_dir, prepared)
         except PipelineError as exc:
@@ -86,16 +91,16 @@ def champion_task(cfg: Config, prepared: PreparedData) -> tuple[str | None, dict
 @task(name="register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
 def register_task(cfg: Config, run_id: str, labels: list[str], tags: dict[str, str], description: str) -> str:
     """Log the model and create its version (tags and card in one call), alias challenger."""
-    mlflow_client = registry.client(cfg)
-    logged = registry.log_model(run_id, stages.Layout.of(cfg).model, labels)
-    version = registry.register(cfg, mlflow_client, logged, run_id, tags, description)
-    registry.set_alias(cfg, mlflow_client, registry.CHALLENGER, version)
+    mlflow_client = tracking.client(cfg)
+    logged = tracking.log_model(run_id, stages.Layout.of(cfg).model, labels)
+    version = tracking.register(cfg, mlflow_client, logged, run_id, tags, description)
+    tracking.set_alias(cfg, mlflow_client, tracking.CHALLENGER, version)
     return version
 
 
 @task(name="promote", cache_policy=NO_CACHE)
 def promote_task(cfg: Config, version: str, run_id: str, compared_with: str | None, reason: str) -> None:
-    registry.promote(cfg, registry.client(cfg), version, actor=f"training-flow run {run_id}", reason=reason,
+    tracking.promote(cfg, tracking.client(cfg), version, actor=f"training-flow run {run_id}", reason=reason,
                      kind="gate", expected_champion=compared_with)
 
 
@@ -124,12 +129,12 @@ def version_tags(lineage: dict[str, str], labels: list[str], evaluation: Evaluat
 def training_flow(cfg: Config) -> dict[str, Any]:
     """Run the whole training path once and return a summary of what happened."""
     logger = get_run_logger()
-    mlflow_client = registry.client(cfg)
+    mlflow_client = tracking.client(cfg)
     layout = stages.Layout.of(cfg)
-    run = mlflow_client.create_run(registry.experiment_id(cfg, mlflow_client),
+    run = mlflow_client.create_run(tracking.experiment_id(cfg, mlflow_client),
                                    tags={"data_source": cfg.data.source, "model_name": cfg.model.name})
     run_id = run.info.run_id
-    registry.log_params(mlflow_client, run_id, cfg)
+    tracking.log_params(mlflow_client, run_id, cfg)
     status = "FAILED"
     try:
         snapshot, data_hash = ingest_task(cfg)
@@ -149,23 +154,23 @@ def training_flow(cfg: Config) -> dict[str, Any]:
         for name in ("class_distribution.png", "text_length.png"):
             mlflow_client.log_artifact(run_id, str(layout.plots / name), "eda")
         trained = train_task(cfg, prepared, run_id)
-        registry.log_metrics(mlflow_client, run_id, {"train_samples_per_second": trained.samples_per_second,
+        tracking.log_metrics(mlflow_client, run_id, {"train_samples_per_second": trained.samples_per_second,
                                                      "train_seconds": trained.train_seconds,
                                                      "best_epoch": trained.best_epoch,
                                                      "selected_val_macro_f1": trained.val_macro_f1,
                                                      "weight_average_kept": float(trained.averaged),
                                                      **trained.calibration})
         evaluation, paths = evaluate_task(cfg, prepared)
-        registry.log_metrics(mlflow_client, run_id, evaluation.metrics, prefix="test_")
+        tracking.log_metrics(mlflow_client, run_id, evaluation.metrics, prefix="test_")
         behaviour = behaviour_task(cfg, prepared)
-        registry.log_metrics(mlflow_client, run_id, {k: v for k, v in behaviour.to_dict().items()
+        tracking.log_metrics(mlflow_client, run_id, {k: v for k, v in behaviour.to_dict().items()
                                                      if isinstance(v, float)}, prefix="behaviour_")
 
         version, promoted, notes_extra = None, False, []
         for attempt in range(1, PROMOTION_ATTEMPTS + 1):
             champion_version, champion_metrics, notes = champion_task(cfg, prepared)
             verdict = gate.decide(evaluation.metrics, champion_metrics, cfg.gate, labels, behaviour, notes + notes_extra)
-            registry.write_json(layout.root / "gate.json", verdict.to_dict() | {"champion_version": champion_version,
+            tracking.write_json(layout.root / "gate.json", verdict.to_dict() | {"champion_version": champion_version,
                                                                                 "champion_metrics": champion_metrics})
             (layout.root / "gate.md").write_text(verdict.to_markdown())
             (layout.root / "comparison.md").write_text(evaluate.comparison(evaluation.metrics, champion_metrics, labels))
@@ -186,7 +191,7 @@ def training_flow(cfg: Config) -> dict[str, Any]:
                              f"{'v' + champion_version if champion_version else 'none'}")
                 promoted = True
                 break
-            except registry.StaleChampion as exc:
+            except tracking.StaleChampion as exc:
                 logger.warning("attempt %d: %s; scoring the new champion and gating again", attempt, exc)
                 notes_extra = [f"re-gated after: {exc}"]
         for path in [*paths.values(), layout.root / "gate.json", layout.root / "gate.md", layout.root / "comparison.md",
@@ -194,7 +199,7 @@ def training_flow(cfg: Config) -> dict[str, Any]:
                      layout.plots / "training_curve.csv"]:
             mlflow_client.log_artifact(run_id, str(path), "evaluation")
         if champion_metrics:
-            registry.log_metrics(mlflow_client, run_id, champion_metrics, prefix="champion_test_")
+            tracking.log_metrics(mlflow_client, run_id, champion_metrics, prefix="champion_test_")
         mlflow_client.set_tag(run_id, "gate", "passed" if verdict.passed else "failed")
         mlflow_client.set_tag(run_id, "model_version", version)
         for reason in verdict.reasons:
@@ -218,5 +223,5 @@ def training_flow(cfg: Config) -> dict[str, Any]:
         "champion_metrics": {k: round(v, 4) for k, v in (champion_metrics or {}).items()},
         "model": cfg.mlflow.registered_model,
         "version": version,
-        "aliases": [registry.CHALLENGER] + ([registry.CHAMPION] if promoted else []),
+        "aliases": [tracking.CHALLENGER] + ([tracking.CHAMPION] if promoted else []),
     }

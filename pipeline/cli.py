@@ -62,14 +62,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_restore_data(args: argparse.Namespace) -> int:
-    from pipeline import registry, stages
+    from pipeline.registry import tracking
+    from pipeline import stages
 
     cfg = _config(args)
     data_hash = args.hash
     if data_hash is None and args.version is None:
         raise PipelineError("give a model VERSION or --hash")
     if data_hash is None:
-        mlflow_client = registry.client(cfg)
+        mlflow_client = tracking.client(cfg)
         try:
             version = mlflow_client.get_model_version(cfg.mlflow.registered_model, str(args.version))
         except Exception as exc:
@@ -86,7 +87,7 @@ def cmd_restore_data(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from pipeline import stages
-    from pipeline.ingest import read_snapshot
+    from pipeline.data.ingest import read_snapshot
 
     cfg = _config(args)
     frame = read_snapshot(stages.Layout.of(cfg).snapshot)
@@ -99,7 +100,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from pipeline import stages
-    from pipeline.encode import PreparedData
+    from pipeline.data.encode import PreparedData
 
     cfg = _config(args)
     result = stages.train_stage(cfg, PreparedData.load(stages.Layout.of(cfg).prepared))
@@ -113,7 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pipeline import stages
-    from pipeline.encode import PreparedData
+    from pipeline.data.encode import PreparedData
 
     cfg = _config(args)
     evaluation, paths = stages.evaluate_stage(cfg, PreparedData.load(stages.Layout.of(cfg).prepared))
@@ -126,17 +127,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pipeline.predict import Predictor
+    from pipeline.model.predict import Predictor
 
     cfg = _config(args)
     if args.model and "://" not in args.model and ":/" not in args.model:
         model_dir = Path(args.model)  # a folder; Predictor says clearly if it holds no model
     else:
-        from pipeline import registry
+        from pipeline.registry import tracking
 
-        registry.client(cfg)
-        uri = args.model or f"models:/{cfg.mlflow.registered_model}@{registry.CHAMPION}"
-        model_dir = registry.download_model(uri)
+        tracking.client(cfg)
+        uri = args.model or f"models:/{cfg.mlflow.registered_model}@{tracking.CHAMPION}"
+        model_dir = tracking.download_model(uri)
     predictions = Predictor(model_dir, max_length=cfg.model.max_length).predict(args.texts)
     if args.json:
         print(json.dumps([vars(p) for p in predictions], indent=2))
@@ -154,10 +155,10 @@ def _actor() -> str:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from pipeline import registry
+    from pipeline.registry import tracking
 
     cfg = _config(args)
-    rows = registry.list_versions(cfg, registry.client(cfg))
+    rows = tracking.list_versions(cfg, tracking.client(cfg))
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -174,29 +175,29 @@ def _print_event(event: Any) -> None:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from pipeline import registry
+    from pipeline.registry import tracking
 
     cfg = _config(args)
-    _print_event(registry.promote(cfg, registry.client(cfg), str(args.version), actor=_actor(), reason=args.reason,
+    _print_event(tracking.promote(cfg, tracking.client(cfg), str(args.version), actor=_actor(), reason=args.reason,
                                   kind="manual", force=args.force))
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from pipeline import registry
+    from pipeline.registry import tracking
 
     cfg = _config(args)
-    _print_event(registry.rollback(cfg, registry.client(cfg), actor=_actor(), reason=args.reason))
+    _print_event(tracking.rollback(cfg, tracking.client(cfg), actor=_actor(), reason=args.reason))
     return 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from pipeline import registry
+    from pipeline.registry import tracking
 
     cfg = _config(args)
-    events = registry.history(cfg, registry.client(cfg))
+    events = tracking.history(cfg, tracking.client(cfg))
     if args.json:
         print(json.dumps([asdict(e) for e in events], indent=2))
     for event in [] if args.json else events:
@@ -205,7 +206,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from pipeline.serve import run as serve
+    from pipeline.serving.serve import run as serve
 
     serve(_config(args), args.host, args.port)
     return 0
@@ -213,7 +214,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     from flows.monitoring import monitoring_flow
-    from pipeline.drift import format_check
+    from pipeline.monitoring.drift import format_check
 
     for name in ("prefect.task_runs", "prefect.flow_runs"):
         logging.getLogger(name).addFilter(_NoTracebackForUserErrors())

@@ -79,7 +79,7 @@ class CheckSeverity(_Section):
 
 
 class ValidationConfig(_Section):
-    """Thresholds and severities of the Great Expectations data checks (pipeline/validate.py)."""
+    """Thresholds and severities of the Great Expectations data checks (pipeline/data/validate.py)."""
 
     min_text_chars: int = Field(2, ge=0)
     max_text_chars: int = Field(2000, ge=1)
@@ -109,7 +109,7 @@ class TrainConfig(_Section):
     layer_lr_decay: float = Field(1.0, gt=0, le=1)  # lr x decay^depth below the head (LLRD); 1 = one lr for all
     group_by_length: bool = True  # batches of similar length (less padding); false = plain random batches
     fused_optimizer: bool = True  # one fused AdamW kernel; false = torch's per-tensor (foreach) AdamW
-    fast_dropout: bool = True  # CPU only: dropout masks from 16-bit lanes of 64-bit draws (pipeline/fast_dropout.py)
+    fast_dropout: bool = True  # CPU only: dropout masks from 16-bit lanes of 64-bit draws (pipeline/training/fast_dropout.py)
     eval_every: int | None = Field(None, ge=1)  # evaluate (and checkpoint) every N optimizer steps; None = per epoch
     patience: int | None = Field(None, ge=1)  # stop after N evaluations without a better validation macro-F1
     # average the weights at every evaluation from this epoch on; the average is kept if it beats the best single
@@ -121,9 +121,9 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 42
     # seed of the new classifier head's initial weights (None = seed); runs that share it and differ in seed
-    # (batch order, dropout) stay close enough in weight space to be averaged into one model (pipeline/soup.py)
+    # (batch order, dropout) stay close enough in weight space to be averaged into one model (pipeline/training/soup.py)
     init_seed: int | None = None
-    # knowledge distillation (pipeline/distill.py): saved models with the same labels whose mean predictions on the
+    # knowledge distillation (pipeline/training/distill.py): saved models with the same labels whose mean predictions on the
     # train split the new model also learns from; [] = off
     teachers: list[str] = []
     distill_weight: float = Field(0.5, ge=0, le=1)  # share of the loss from the teachers (the rest: gold labels)

@@ -13,12 +13,18 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from pipeline import clean, encode, evaluate, ingest, train, validate, versioning
+from pipeline.data import clean
+from pipeline.data import encode
+from pipeline.evaluation import evaluate
+from pipeline.data import ingest
+from pipeline.training import train
+from pipeline.data import validate
+from pipeline.registry import versioning
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
-    from pipeline.behaviour import BehaviourReport
+    from pipeline.evaluation.behaviour import BehaviourReport
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +85,7 @@ def validate_stage(cfg: Config, frame: pd.DataFrame) -> tuple[list[str], validat
 def prepare_stage(cfg: Config, frame: pd.DataFrame, labels: list[str]) -> tuple[encode.PreparedData, pd.DataFrame]:
     """Clean and encode validated rows, save them with the label map; returns them and the cleaning table."""
     layout = Layout.of(cfg)
-    from pipeline.plots import write_data_plots
+    from pipeline.evaluation.plots import write_data_plots
 
     cleaned = clean.clean(frame, cfg.clean)
     prepared = encode.encode(cleaned.frame, labels)
@@ -93,7 +99,7 @@ def prepare_stage(cfg: Config, frame: pd.DataFrame, labels: list[str]) -> tuple[
 def train_stage(cfg: Config, prepared: encode.PreparedData,
                 on_evaluation: train.EpochCallback | None = None) -> train.TrainResult:
     """Fine-tune, save the model folder, and write the training curve (CSV for DVC, PNG for people)."""
-    from pipeline.plots import write_training_curve
+    from pipeline.evaluation.plots import write_training_curve
 
     layout = Layout.of(cfg)
     result = train.train(prepared, cfg.model, cfg.train, layout.model, on_evaluation,
@@ -108,7 +114,7 @@ def train_stage(cfg: Config, prepared: encode.PreparedData,
 
 def score_model(cfg: Config, model_dir: Path, prepared: encode.PreparedData) -> evaluate.Evaluation:
     """Score a model folder on the prepared test split (the same set for challenger and champion)."""
-    from pipeline.predict import Predictor
+    from pipeline.model.predict import Predictor
 
     predictor = Predictor(model_dir, cfg.train.device, cfg.train.precision, cfg.model.max_length)
     if predictor.labels != prepared.label_map.labels:
@@ -121,8 +127,8 @@ def score_model(cfg: Config, model_dir: Path, prepared: encode.PreparedData) -> 
 
 def behaviour_stage(cfg: Config, prepared: encode.PreparedData) -> "BehaviourReport":
     """Minimum-functionality and invariance tests of the trained model; written to artifacts/behaviour.json."""
-    from pipeline.behaviour import run_suite
-    from pipeline.predict import Predictor
+    from pipeline.evaluation.behaviour import run_suite
+    from pipeline.model.predict import Predictor
 
     layout = Layout.of(cfg)
     predictor = Predictor(layout.model, cfg.train.device, cfg.train.precision, cfg.model.max_length)

@@ -36,7 +36,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from pipeline.modeling import resolve_model_source
+    from pipeline.model.modeling import resolve_model_source
 
     out = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_source("embedded"))
@@ -106,7 +106,7 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
 
 def copy_sample(dst: Path) -> Path:
     """A writable copy of the shipped sample dataset (to corrupt in tests)."""
-    from pipeline.ingest import sample_data_dir
+    from pipeline.data.ingest import sample_data_dir
 
     dst.mkdir(parents=True, exist_ok=True)
     for split in ("train", "validation", "test"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import registry
+from pipeline.registry import tracking
 from tests.conftest import SHARED_DATA
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -36,7 +36,7 @@ def test_seven_label_csv_with_own_columns_and_no_splits(tiny_config, tmp_path: P
     test = pd.read_json(project / "artifacts" / "prepared" / "test.jsonl", lines=True)
     assert sorted(test["label"].value_counts().tolist()) == [2] * 7  # every label in test, equally
     assert summary["version"] == "1"
-    tags = registry.client(tiny_config()).get_model_version("emotion-classifier", "1").tags
+    tags = tracking.client(tiny_config()).get_model_version("emotion-classifier", "1").tags
     assert tags["labels"] == ",".join(SEVEN)
 
 
@@ -53,7 +53,7 @@ def goemotions_subset(dst: Path) -> Path:
 @pytest.mark.skipif(not (SHARED_DATA / "goemotions").exists(), reason="../shared/data/goemotions not present")
 def test_goemotions_multi_label_end_to_end(tiny_config, tmp_path: Path, project: Path) -> None:
     from flows.training import training_flow
-    from pipeline.predict import Predictor
+    from pipeline.model.predict import Predictor
 
     source = goemotions_subset(tmp_path / "goemotions")
     labels = (source / "labels.txt").read_text().split()

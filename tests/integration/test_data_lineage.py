@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import cli
-from pipeline.versioning import dvc_hash
+from pipeline.registry.versioning import dvc_hash
 from tests.conftest import PARAMS, copy_sample, tiny_overrides
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

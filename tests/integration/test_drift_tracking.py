@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import drift, registry
+from pipeline.monitoring import drift
+from pipeline.registry import tracking
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from tests.conftest import PARAMS
@@ -17,17 +18,17 @@ MODEL = "emotion-classifier"
 
 @pytest.fixture
 def cfg(tmp_path: Path):
-    return load_config(PARAMS, [f"project_dir={tmp_path}", f"mlflow.lock_file={tmp_path}/mlflow/registry.lock"], {})
+    return load_config(PARAMS, [f"project_dir={tmp_path}", f"mlflow.lock_file={tmp_path}/mlflow/tracking.lock"], {})
 
 
 def register_from_own_runs(cfg, model_dir: Path, count: int) -> list[str]:
     """``count`` real versions, each from its own training run (so each has a different run id)."""
-    client = registry.client(cfg)
+    client = tracking.client(cfg)
     versions = []
     for _ in range(count):
-        run_id = client.create_run(registry.experiment_id(cfg, client)).info.run_id
-        logged = registry.log_model(run_id, model_dir, ["joy", "fear"])
-        versions.append(registry.register(cfg, client, logged, run_id, {"gate": "passed", "data_hash": "h"}, "card"))
+        run_id = client.create_run(tracking.experiment_id(cfg, client)).info.run_id
+        logged = tracking.log_model(run_id, model_dir, ["joy", "fear"])
+        versions.append(tracking.register(cfg, client, logged, run_id, {"gate": "passed", "data_hash": "h"}, "card"))
     return versions
 
 
@@ -39,14 +40,14 @@ def verdict_on(champion: dict[str, str]) -> drift.DriftVerdict:
 
 
 def logged_run(cfg, run_id: str):
-    return registry.client(cfg).get_run(run_id)
+    return tracking.client(cfg).get_run(run_id)
 
 
 def test_drift_check_run_is_tagged_with_the_champion_versions_training_run(cfg, tiny_model_dir: Path,
                                                                            tmp_path: Path) -> None:
     register_from_own_runs(cfg, tiny_model_dir, 2)
-    client = registry.client(cfg)
-    registry.promote(cfg, client, "2", actor="test", reason="champion to monitor")
+    client = tracking.client(cfg)
+    tracking.promote(cfg, client, "2", actor="test", reason="champion to monitor")
     champion_run = client.get_model_version(MODEL, "2").run_id
     assert champion_run != client.get_model_version(MODEL, "1").run_id
 

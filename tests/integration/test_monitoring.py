@@ -18,9 +18,10 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from pipeline import drift, registry
+from pipeline.monitoring import drift
+from pipeline.registry import tracking
 from pipeline.config import load_config
-from pipeline.versioning import dvc_hash
+from pipeline.registry.versioning import dvc_hash
 from tests.conftest import BIN, PARAMS, SHARED_DATA, init_project, tiny_overrides
 
 EMOTION = SHARED_DATA / "emotion"
@@ -81,15 +82,15 @@ def monitored(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, pr
 
 
 def versions(cfg) -> dict[str, object]:
-    return {str(v.version): v for v in registry.client(cfg).search_model_versions(f"name='{MODEL}'")}
+    return {str(v.version): v for v in tracking.client(cfg).search_model_versions(f"name='{MODEL}'")}
 
 
 def champion(cfg) -> str:
-    return str(registry.version_by_alias(cfg, registry.client(cfg), "champion").version)
+    return str(tracking.version_by_alias(cfg, tracking.client(cfg), "champion").version)
 
 
 def monitoring_runs(cfg) -> list:
-    client = registry.client(cfg)
+    client = tracking.client(cfg)
     experiment = client.get_experiment_by_name(cfg.monitor.experiment)
     return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"]) if experiment else []
 
@@ -128,7 +129,7 @@ def test_in_distribution_batch_no_drift_no_retraining_reference_cached(monitored
     assert [r.data.tags["drift"] for r in logged] == ["false", "false"]
     assert logged[0].data.metrics["drift_score.sentence_embedding"] == pytest.approx(
         first["scores"]["sentence_embedding"], abs=1e-4)
-    client = registry.client(monitored.cfg)
+    client = tracking.client(monitored.cfg)
     assert {a.path for a in client.list_artifacts(logged[0].info.run_id, "drift")} == {
         "drift/drift_report.html", "drift/verdict.json"}
     assert list(versions(monitored.cfg)) == ["1"]
@@ -195,7 +196,7 @@ def test_reference_rebuilds_without_the_dvc_cache_and_prefers_a_logged_sample(mo
     logged, provenance = drift.reference_texts(cfg, champ)  # the training flow logged a sample on its run
     assert provenance == f"logged reference on run {champ.run_id}" and len(logged) == 600
 
-    client = registry.client(cfg)
+    client = tracking.client(cfg)
     artifacts = Path(client.get_run(champ.run_id).info.artifact_uri.removeprefix("file://"))
     shutil.rmtree(artifacts / "reference")  # as for a run from before references were logged
     rows, provenance = drift.reference_texts(cfg, champ)

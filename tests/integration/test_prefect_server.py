@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import registry
+from pipeline.registry import tracking
 from pipeline.config import load_config
 from tests.conftest import BIN, PARAMS, REPO, free_port, init_project, tiny_overrides
 
@@ -62,7 +62,7 @@ def prefect_server(tmp_path: Path):
     """`prefect server start` on a free loopback port with its own PREFECT_HOME; stopped after the test."""
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
-    # mlflow.set_tracking_uri (registry.client) exports MLFLOW_TRACKING_URI: keep earlier tests' stores out
+    # mlflow.set_tracking_uri (tracking.client) exports MLFLOW_TRACKING_URI: keep earlier tests' stores out
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
     env |= {"PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_ENABLED": "false", "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
@@ -79,7 +79,7 @@ def prefect_server(tmp_path: Path):
 
 def sample_batch(path: Path) -> Path:
     """The shipped sample's test texts, labelled, written like social media posts: a shifted batch."""
-    from pipeline.ingest import sample_data_dir
+    from pipeline.data.ingest import sample_data_dir
 
     rows = []
     for i, line in enumerate((sample_data_dir() / "test.txt").read_text().splitlines()):
@@ -159,7 +159,7 @@ def test_deployments_on_a_real_server(prefect_server, tmp_path: Path, tiny_model
             cfg = load_config(PARAMS, overrides, environ={})
             monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the flow reads the environment
             assert retrain_flow(str(PARAMS), overrides, trigger="manual")["version"] == "1"
-            assert str(registry.version_by_alias(cfg, registry.client(cfg), "champion").version) == "1"
+            assert str(tracking.version_by_alias(cfg, tracking.client(cfg), "champion").version) == "1"
 
             batch = sample_batch(tmp_path / "posts.txt")
             run_and_wait(client, "emotion-drift-check/daily", {"batch": str(batch)}, log, serving)
@@ -172,9 +172,9 @@ def test_deployments_on_a_real_server(prefect_server, tmp_path: Path, tiny_model
         code = stop(serving, signal.SIGINT)
     assert code == 0, log.read_text()[-3000:]
 
-    mlflow_client = registry.client(cfg)
+    mlflow_client = tracking.client(cfg)
     v2 = mlflow_client.get_model_version("emotion-classifier", "2")
     assert v2.tags["gate"] == "passed" and Path(v2.tags["data_source"]).is_relative_to(project / "artifacts" / "merged")
-    assert str(registry.version_by_alias(cfg, mlflow_client, "champion").version) == "2"  # passed: promoted
+    assert str(tracking.version_by_alias(cfg, mlflow_client, "champion").version) == "2"  # passed: promoted
     reports = list((project / "artifacts" / "monitoring").glob("*-posts/drift_report.html"))
     assert len(reports) == 1

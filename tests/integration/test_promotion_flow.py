@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import registry
+from pipeline.registry import tracking
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -30,7 +30,7 @@ def test_worse_challenger_is_refused_better_promoted_then_rolled_back(tiny_confi
     assert better["gate"]["passed"] and better["champion_before"] == weak["version"]
 
     cfg = tiny_config()
-    client = registry.client(cfg)
+    client = tracking.client(cfg)
     assert {k: str(v) for k, v in client.get_registered_model("emotion-classifier").aliases.items()} == {
         "champion": better["version"], "previous": weak["version"], "challenger": better["version"]}
     tags = client.get_model_version("emotion-classifier", untrained["version"]).tags
@@ -39,6 +39,6 @@ def test_worse_challenger_is_refused_better_promoted_then_rolled_back(tiny_confi
     card = client.get_model_version("emotion-classifier", better["version"]).description
     assert "### Intended use" in card and "### Limitations" in card and "PASSED" in card
 
-    registry.rollback(cfg, client, actor="test", reason="better model misbehaves in production")
+    tracking.rollback(cfg, client, actor="test", reason="better model misbehaves in production")
     assert str(client.get_model_version_by_alias("emotion-classifier", "champion").version) == weak["version"]
-    assert [e.kind for e in registry.history(cfg, client)] == ["gate", "gate", "rollback"]
+    assert [e.kind for e in tracking.history(cfg, client)] == ["gate", "gate", "rollback"]

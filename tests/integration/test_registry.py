@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cli, registry
+from pipeline import cli
+from pipeline.registry import tracking
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from tests.conftest import PARAMS, REPO
@@ -18,79 +19,79 @@ MODEL = "emotion-classifier"
 
 @pytest.fixture
 def cfg(tmp_path: Path):
-    return load_config(PARAMS, [f"project_dir={tmp_path}", f"mlflow.lock_file={tmp_path}/mlflow/registry.lock"], {})
+    return load_config(PARAMS, [f"project_dir={tmp_path}", f"mlflow.lock_file={tmp_path}/mlflow/tracking.lock"], {})
 
 
 def register_versions(cfg, model_dir: Path, gates: list[str]) -> list[str]:
     """Real logged and registered versions (no training needed to exercise the registry)."""
-    client = registry.client(cfg)
-    run = client.create_run(registry.experiment_id(cfg, client))
-    logged = registry.log_model(run.info.run_id, model_dir, ["joy", "fear"])
-    return [registry.register(cfg, client, logged, run.info.run_id, {"gate": gate, "data_hash": f"h{i}"}, "card")
+    client = tracking.client(cfg)
+    run = client.create_run(tracking.experiment_id(cfg, client))
+    logged = tracking.log_model(run.info.run_id, model_dir, ["joy", "fear"])
+    return [tracking.register(cfg, client, logged, run.info.run_id, {"gate": gate, "data_hash": f"h{i}"}, "card")
             for i, gate in enumerate(gates)]
 
 
 def aliases(cfg) -> dict[str, str]:
-    return {k: str(v) for k, v in registry.client(cfg).get_registered_model(MODEL).aliases.items()}
+    return {k: str(v) for k, v in tracking.client(cfg).get_registered_model(MODEL).aliases.items()}
 
 
 def test_promote_moves_champion_keeps_previous_and_records_who_why_when(cfg, tiny_model_dir: Path) -> None:
     register_versions(cfg, tiny_model_dir, ["passed", "passed"])
-    client = registry.client(cfg)
-    registry.promote(cfg, client, "1", actor="alice", reason="first release")
-    event = registry.promote(cfg, client, "2", actor="bob", reason="better on fear")
+    client = tracking.client(cfg)
+    tracking.promote(cfg, client, "1", actor="alice", reason="first release")
+    event = tracking.promote(cfg, client, "2", actor="bob", reason="better on fear")
 
     assert aliases(cfg) == {"champion": "2", "previous": "1"}
     assert event.previous == "1" and event.kind == "manual"
     tags = client.get_model_version(MODEL, "2").tags
     assert tags["promoted_by"] == "bob" and tags["promotion_reason"] == "better on fear" and tags["promoted_at"]
-    assert [(e.version, e.previous, e.actor) for e in registry.history(cfg, client)] == [("1", None, "alice"),
+    assert [(e.version, e.previous, e.actor) for e in tracking.history(cfg, client)] == [("1", None, "alice"),
                                                                                           ("2", "1", "bob")]
 
 
 def test_failed_gate_version_needs_force_and_unknown_version_is_refused(cfg, tiny_model_dir: Path) -> None:
     register_versions(cfg, tiny_model_dir, ["passed", "failed"])
-    client = registry.client(cfg)
-    registry.promote(cfg, client, "1", actor="a", reason="r")
+    client = tracking.client(cfg)
+    tracking.promote(cfg, client, "1", actor="a", reason="r")
     with pytest.raises(PipelineError, match="failed its gate"):
-        registry.promote(cfg, client, "2", actor="a", reason="r")
+        tracking.promote(cfg, client, "2", actor="a", reason="r")
     with pytest.raises(PipelineError, match="no version 9"):
-        registry.promote(cfg, client, "9", actor="a", reason="r")
+        tracking.promote(cfg, client, "9", actor="a", reason="r")
     assert aliases(cfg) == {"champion": "1"}
-    registry.promote(cfg, client, "2", actor="a", reason="hotfix", force=True)
+    tracking.promote(cfg, client, "2", actor="a", reason="hotfix", force=True)
     assert aliases(cfg) == {"champion": "2", "previous": "1"}
 
 
 def test_rollback_swaps_champion_and_previous(cfg, tiny_model_dir: Path) -> None:
     register_versions(cfg, tiny_model_dir, ["passed", "passed"])
-    client = registry.client(cfg)
-    registry.promote(cfg, client, "1", actor="a", reason="r")
+    client = tracking.client(cfg)
+    tracking.promote(cfg, client, "1", actor="a", reason="r")
     with pytest.raises(PipelineError, match="no previous champion"):
-        registry.rollback(cfg, client, actor="a", reason="r")
-    registry.promote(cfg, client, "2", actor="a", reason="r")
-    event = registry.rollback(cfg, client, actor="oncall", reason="v2 misreads sarcasm")
+        tracking.rollback(cfg, client, actor="a", reason="r")
+    tracking.promote(cfg, client, "2", actor="a", reason="r")
+    event = tracking.rollback(cfg, client, actor="oncall", reason="v2 misreads sarcasm")
     assert aliases(cfg) == {"champion": "1", "previous": "2"}
-    assert event.kind == "rollback" and registry.history(cfg, client)[-1].reason == "v2 misreads sarcasm"
+    assert event.kind == "rollback" and tracking.history(cfg, client)[-1].reason == "v2 misreads sarcasm"
 
 
 def test_stale_champion_is_refused_and_changes_nothing(cfg, tiny_model_dir: Path) -> None:
     register_versions(cfg, tiny_model_dir, ["passed", "passed", "passed"])
-    client = registry.client(cfg)
-    registry.promote(cfg, client, "1", actor="a", reason="r")
-    registry.promote(cfg, client, "2", actor="b", reason="r")  # another run won the race
-    with pytest.raises(registry.StaleChampion):
-        registry.promote(cfg, client, "3", actor="c", reason="r", kind="gate", expected_champion="1")
-    assert aliases(cfg) == {"champion": "2", "previous": "1"} and len(registry.history(cfg, client)) == 2
+    client = tracking.client(cfg)
+    tracking.promote(cfg, client, "1", actor="a", reason="r")
+    tracking.promote(cfg, client, "2", actor="b", reason="r")  # another run won the race
+    with pytest.raises(tracking.StaleChampion):
+        tracking.promote(cfg, client, "3", actor="c", reason="r", kind="gate", expected_champion="1")
+    assert aliases(cfg) == {"champion": "2", "previous": "1"} and len(tracking.history(cfg, client)) == 2
 
 
 PROMOTER = """
 import sys
-from pipeline import registry
+from pipeline.registry import tracking
 from pipeline.config import load_config
-cfg = load_config(sys.argv[1], [f"project_dir={sys.argv[2]}", f"mlflow.lock_file={sys.argv[2]}/mlflow/registry.lock"], {})
-client = registry.client(cfg)
+cfg = load_config(sys.argv[1], [f"project_dir={sys.argv[2]}", f"mlflow.lock_file={sys.argv[2]}/mlflow/tracking.lock"], {})
+client = tracking.client(cfg)
 for i in range(int(sys.argv[4])):
-    registry.promote(cfg, client, sys.argv[3] if i % 2 == 0 else "1", actor=f"worker-{sys.argv[3]}", reason=str(i))
+    tracking.promote(cfg, client, sys.argv[3] if i % 2 == 0 else "1", actor=f"worker-{sys.argv[3]}", reason=str(i))
 """
 
 
@@ -102,7 +103,7 @@ def test_concurrent_promotions_leave_consistent_aliases_and_history(cfg, tiny_mo
     for worker in workers:
         assert worker.wait(timeout=300) == 0, worker.stderr.read()[-2000:]
 
-    events = registry.history(cfg, registry.client(cfg))
+    events = tracking.history(cfg, tracking.client(cfg))
     assert len(events) == 2 * rounds  # no promotion lost
     for before, after in zip(events, events[1:]):  # each promotion saw the champion the one before it set
         assert after.previous == before.version
@@ -116,7 +117,7 @@ def test_cli_models_promote_rollback_history(cfg, tiny_model_dir: Path, capsys, 
     register_versions(cfg, tiny_model_dir, ["passed", "passed"])
     monkeypatch.setenv("EMOTION_ACTOR", "carol")
     common = ["--config", str(PARAMS), "--set", f"project_dir={cfg.project_dir}",
-              "--set", f"mlflow.lock_file={cfg.project_dir}/mlflow/registry.lock"]
+              "--set", f"mlflow.lock_file={cfg.project_dir}/mlflow/tracking.lock"]
     assert cli.main(["promote", "1", "--reason", "initial", *common]) == 0
     assert cli.main(["promote", "2", "--reason", "newer", *common]) == 0
     assert cli.main(["rollback", "--reason", "regression in prod", *common]) == 0

@@ -17,9 +17,10 @@ from tests.conftest import BIN, PARAMS, REPO, free_port, tiny_overrides
 TRAIN_SCRIPT = """
 import json, sys
 from pathlib import Path
-from pipeline import encode, ingest
+from pipeline.data import encode
+from pipeline.data import ingest
 from pipeline.config import DataConfig, ModelConfig, TrainConfig
-from pipeline.train import train
+from pipeline.training.train import train
 frame = ingest.normalize(ingest.read_source(DataConfig()))
 data = encode.encode(frame, ["sadness", "joy", "love", "anger", "fear", "surprise"])
 out = Path(sys.argv[2])
@@ -65,7 +66,7 @@ def test_prefect_retry_of_training_resumes(prefect_harness, tiny_config, tmp_pat
     from prefect import flow, task
 
     from pipeline import stages
-    from pipeline.ingest import read_source
+    from pipeline.data.ingest import read_source
 
     cfg = tiny_config("train.epochs=3", "train.eval_every=20")
     frame = read_source(cfg.data)

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline import registry
+from pipeline.registry import tracking
 from tests.conftest import BIN, PARAMS, free_port, init_project, tiny_overrides
 
 LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
@@ -41,7 +41,7 @@ class Server:
     def __init__(self, cfg: Any) -> None:
         import uvicorn
 
-        from pipeline.serve import create_app
+        from pipeline.serving.serve import create_app
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -77,8 +77,8 @@ def store(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, prefec
     cfg = serve_config(project, tiny_model_dir)
     training_flow(cfg)
     training_flow(serve_config(project, tiny_model_dir, "train.seed=7"))
-    client = registry.client(cfg)
-    registry.set_alias(cfg, client, registry.CHAMPION, "1")
+    client = tracking.client(cfg)
+    tracking.set_alias(cfg, client, tracking.CHAMPION, "1")
     return {"project": project, "cfg": cfg, "client": client}
 
 
@@ -246,7 +246,7 @@ def test_hot_reload_when_the_champion_moves(api: httpx.Client, store: dict[str, 
     worker.start()
     try:
         wait_for(lambda: len(seen) >= 3, "requests before the reload")
-        registry.set_alias(store["cfg"], store["client"], registry.CHAMPION, "2")
+        tracking.set_alias(store["cfg"], store["client"], tracking.CHAMPION, "2")
         wait_for(lambda: api.get("/health").json()["version"] == "2", "the new champion to be served")
         count = len(seen)
         wait_for(lambda: len(seen) >= count + 3, "requests after the reload")
@@ -261,7 +261,7 @@ def test_hot_reload_when_the_champion_moves(api: httpx.Client, store: dict[str, 
 
     # POST /reload answers at once with nothing to do, and after moving the alias back it swaps on request
     assert api.post("/reload").json() == {"changed": False, "version": "2", "last_error": None}
-    registry.set_alias(store["cfg"], store["client"], registry.CHAMPION, "1")
+    tracking.set_alias(store["cfg"], store["client"], tracking.CHAMPION, "1")
     reloaded = api.post("/reload").json()
     if reloaded["changed"] is False:  # the interval thread may have won the race; either way 1 is served
         assert reloaded["version"] == "1"

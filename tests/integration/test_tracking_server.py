@@ -61,10 +61,10 @@ def test_flow_registers_through_server_and_models_serve_answers_calibrated(
     from mlflow import MlflowClient
 
     from flows.training import training_flow
-    from pipeline import registry
-    from pipeline.calibration import load_temperature
-    from pipeline.inference import predict_logits, softmax
-    from pipeline.predict import Predictor
+    from pipeline.registry import tracking
+    from pipeline.model.calibration import load_temperature
+    from pipeline.model.inference import predict_logits, softmax
+    from pipeline.model.predict import Predictor
 
     summary = training_flow(tiny_config(f"mlflow.tracking_uri={tracking_server}", "train.learning_rate=1e-2"))
 
@@ -88,8 +88,8 @@ def test_flow_registers_through_server_and_models_serve_answers_calibrated(
     finally:
         stop(serve)
 
-    registry.client(tiny_config(f"mlflow.tracking_uri={tracking_server}"))
-    folder = registry.download_model("models:/emotion-classifier@champion", tmp_path / "champion")
+    tracking.client(tiny_config(f"mlflow.tracking_uri={tracking_server}"))
+    folder = tracking.download_model("models:/emotion-classifier@champion", tmp_path / "champion")
     temperature = load_temperature(folder)
     assert temperature != pytest.approx(1.0, abs=1e-3)  # a fitted temperature travels with the model
     predictor = Predictor(folder)

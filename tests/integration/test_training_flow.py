@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import registry
+from pipeline.registry import tracking
 from pipeline.errors import DataValidationError
-from pipeline.versioning import dvc_hash
+from pipeline.registry.versioning import dvc_hash
 from tests.conftest import BIN, PARAMS, copy_sample, tiny_overrides
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -21,12 +21,12 @@ LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
 
 
 def versions(cfg) -> list[str]:
-    client = registry.client(cfg)
+    client = tracking.client(cfg)
     return sorted(str(v.version) for v in client.search_model_versions(f"name='{MODEL}'"))
 
 
 def champion(cfg) -> str | None:
-    found = registry.version_by_alias(cfg, registry.client(cfg), "champion")
+    found = tracking.version_by_alias(cfg, tracking.client(cfg), "champion")
     return str(found.version) if found else None
 
 
@@ -39,7 +39,7 @@ def test_flow_trains_gates_registers_with_lineage(tiny_config, project: Path) ->
     assert summary["gate"]["passed"], summary["gate"]
     assert summary["version"] == "1" and summary["aliases"] == ["challenger", "champion"]
     assert summary["rows"] == {"train": 480, "validation": 120, "test": 120}
-    client = registry.client(cfg)
+    client = tracking.client(cfg)
     version = client.get_model_version_by_alias(MODEL, "champion")
     assert str(version.version) == "1"
     assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == "1"
@@ -86,8 +86,8 @@ def test_failing_gate_registers_challenger_and_keeps_champion(tiny_config) -> No
     cfg = tiny_config()
     assert versions(cfg) == ["1", "2"]
     assert champion(cfg) == "1"
-    assert str(registry.version_by_alias(cfg, registry.client(cfg), "challenger").version) == "2"
-    assert registry.client(cfg).get_model_version(MODEL, "2").tags["gate"] == "failed"
+    assert str(tracking.version_by_alias(cfg, tracking.client(cfg), "challenger").version) == "2"
+    assert tracking.client(cfg).get_model_version(MODEL, "2").tags["gate"] == "failed"
 
 
 def corrupt(folder: Path) -> Path:
@@ -117,7 +117,7 @@ def test_corrupted_data_stops_at_validation_and_registers_nothing(tiny_config, t
     cfg = tiny_config()
     assert versions(cfg) == ["1"] and champion(cfg) == "1"
     assert not (project / "artifacts" / "prepared" / "test.jsonl").read_text() == ""  # the good run's outputs kept
-    failed_runs = registry.client(cfg).search_runs([registry.experiment_id(cfg, registry.client(cfg))],
+    failed_runs = tracking.client(cfg).search_runs([tracking.experiment_id(cfg, tracking.client(cfg))],
                                                     "attributes.status = 'FAILED'")
     assert len(failed_runs) == 1 and failed_runs[0].data.tags["data_source"] == str(bad)
 

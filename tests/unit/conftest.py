@@ -33,7 +33,9 @@ def good_rows() -> list[tuple[str, str, str]]:
 @pytest.fixture(scope="session")
 def sample_prepared():
     """The shipped sample data, read, cleaned and encoded with the declared labels of params.yaml."""
-    from pipeline import clean, encode, ingest
+    from pipeline.data import clean
+    from pipeline.data import encode
+    from pipeline.data import ingest
     from pipeline.config import load_config
 
     cfg = load_config(PARAMS, [], environ={})
@@ -55,7 +57,7 @@ def tiny_train_cfgs(tiny_model_dir: Path):
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory, sample_prepared, tiny_train_cfgs):
     """One 3-step training run shared by the train / predict / CLI tests: (TrainResult, model folder)."""
-    from pipeline.train import train
+    from pipeline.training.train import train
 
     model_cfg, train_cfg = tiny_train_cfgs
     out = tmp_path_factory.mktemp("trained") / "model"

@@ -12,12 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import clean, ingest
-from pipeline.clean import CHANGE_COLUMNS
+from pipeline.data import clean
+from pipeline.data import ingest
+from pipeline.data.clean import CHANGE_COLUMNS
 from pipeline.config import Config, load_config
 from pipeline.errors import DataValidationError, PipelineError
 from pipeline.stages import validate_stage
-from pipeline.validate import ValidationReport
+from pipeline.data.validate import ValidationReport
 from tests.conftest import PARAMS
 from tests.unit.conftest import LABELS
 

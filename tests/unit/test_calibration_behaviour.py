@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import behaviour, calibration
-from pipeline.inference import softmax
+from pipeline.evaluation import behaviour
+from pipeline.model import calibration
+from pipeline.model.inference import softmax
 
 LABELS = list(behaviour.MFT_CASES)
 

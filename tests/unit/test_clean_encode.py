@@ -1,4 +1,4 @@
-"""pipeline.clean (normalization, de-duplication, change table) and pipeline.encode (label ids, prepared data)."""
+"""pipeline.data.clean (normalization, de-duplication, change table) and pipeline.data.encode (label ids, prepared data)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.clean import CHANGE_COLUMNS, clean, mask_mentions, mask_urls, normalize_text
+from pipeline.data.clean import CHANGE_COLUMNS, clean, mask_mentions, mask_urls, normalize_text
 from pipeline.config import CleanConfig
-from pipeline.encode import LABEL_MAP_FILE, LabelMap, PreparedData, encode, label_set
+from pipeline.data.encode import LABEL_MAP_FILE, LabelMap, PreparedData, encode, label_set
 from pipeline.errors import PipelineError
-from pipeline.ingest import SPLITS
+from pipeline.data.ingest import SPLITS
 from tests.unit.conftest import frame
 
 # --- clean ---------------------------------------------------------------------------------------------------
@@ -181,7 +181,7 @@ def test_null_text_counts_as_empty():
 def test_policy_is_logged(caplog: pytest.LogCaptureFixture):
     import logging
 
-    with caplog.at_level(logging.INFO, logger="pipeline.clean"):
+    with caplog.at_level(logging.INFO, logger="pipeline.data.clean"):
         clean(frame([("a b", "joy", "train")]), CleanConfig(conflicts="drop"))
     assert ("cleaning policy: unicode NFKC, whitespace collapsed, lowercase off, urls masked as <url>, mentions "
             "masked as @user, empty rows dropped, conflicting labels drop, duplicates dropped, "

@@ -1,4 +1,4 @@
-"""Knowledge distillation (pipeline/distill.py and train.teachers) with the tiny random BERT."""
+"""Knowledge distillation (pipeline/training/distill.py and train.teachers) with the tiny random BERT."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.distill import distillation_loss, teacher_probabilities
-from pipeline.encode import PreparedData
+from pipeline.training.distill import distillation_loss, teacher_probabilities
+from pipeline.data.encode import PreparedData
 from pipeline.errors import PipelineError
-from pipeline.inference import predict_logits, softmax
-from pipeline.modeling import load_classifier, load_tokenizer
-from pipeline.runtime import choose_runtime
-from pipeline.train import train, weights_digest
+from pipeline.model.inference import predict_logits, softmax
+from pipeline.model.modeling import load_classifier, load_tokenizer
+from pipeline.model.runtime import choose_runtime
+from pipeline.training.train import train, weights_digest
 from tests.unit.conftest import LABELS
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline import drift
+from pipeline.monitoring import drift
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from tests.conftest import PARAMS, REPO, SHARED_DATA
@@ -69,10 +69,10 @@ def multi_label_predictor(tiny_model_dir: Path, tmp_path_factory: pytest.TempPat
     mentions masked), as training saves a model folder."""
     import torch
 
-    from pipeline.clean import save_text_policy
+    from pipeline.data.clean import save_text_policy
     from pipeline.config import CleanConfig
-    from pipeline.modeling import load_classifier, load_tokenizer
-    from pipeline.predict import Predictor
+    from pipeline.model.modeling import load_classifier, load_tokenizer
+    from pipeline.model.predict import Predictor
 
     out = tmp_path_factory.mktemp("multi-label") / "model"
     torch.manual_seed(0)
@@ -149,7 +149,7 @@ def test_read_batch_folder_sampling_and_too_few_rows(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def emotion_reference(trained):
     """600 emotion validation texts scored by the tiny fine-tuned model."""
-    from pipeline.predict import Predictor
+    from pipeline.model.predict import Predictor
 
     if not EMOTION.is_dir():
         pytest.skip("needs ../shared/data/emotion")
@@ -218,7 +218,7 @@ def test_a_style_shift_drifts_in_the_features_it_changes(emotion_reference, tmp_
 
 def test_champion_data_from_a_csv_without_splits_gets_the_splits_training_gave_it(tmp_path: Path) -> None:
     """Rebuilt from data_source, an unsplit CSV is split as ingest split it: the hash matches, merging works."""
-    from pipeline.ingest import ingest
+    from pipeline.data.ingest import ingest
 
     csv = tmp_path / "labelled.csv"
     pd.DataFrame({"text": [f"text number {i} about {label}" for i, label in enumerate(LABELS * 20)],

@@ -1,4 +1,4 @@
-"""pipeline.evaluate (metrics vs sklearn, written artifacts) and pipeline.gate (floors and champion regression)."""
+"""pipeline.evaluation.evaluate (metrics vs sklearn, written artifacts) and pipeline.evaluation.gate (floors and champion regression)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score
 
 from pipeline.config import GateConfig
-from pipeline.evaluate import score, write_evaluation
-from pipeline.gate import decide
+from pipeline.evaluation.evaluate import score, write_evaluation
+from pipeline.evaluation.gate import decide
 
 LABELS = ["anger", "joy", "fear", "love"]  # 'love' never occurs in y_true or y_pred
 

@@ -1,4 +1,4 @@
-"""pipeline.fast_dropout: the same statistics and train/eval behaviour as torch.nn.Dropout, seeded."""
+"""pipeline.training.fast_dropout: the same statistics and train/eval behaviour as torch.nn.Dropout, seeded."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.fast_dropout import FastDropout, keep_mask, use_fast_dropout
+from pipeline.training.fast_dropout import FastDropout, keep_mask, use_fast_dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
@@ -78,7 +78,7 @@ class _Attention(torch.nn.Module):
 
 
 def test_training_attention_is_sdpa_math_with_the_cheaper_mask():
-    from pipeline.fast_dropout import _attention
+    from pipeline.training.fast_dropout import _attention
 
     q, k, v = (torch.randn(2, 4, 7, 16) for _ in range(3))
     mask = torch.ones(2, 1, 7, 7, dtype=torch.bool)
@@ -94,7 +94,7 @@ def test_training_attention_is_sdpa_math_with_the_cheaper_mask():
 def test_swapped_model_trains_and_evaluates_like_the_original(tiny_model_dir: Path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from pipeline.fast_dropout import ATTENTION
+    from pipeline.training.fast_dropout import ATTENTION
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     inputs = tokenizer(["i feel great", "so sad and alone today"], padding=True, return_tensors="pt")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.fast_inference import (BF16, FP32, INT8, FastClassifier, ParityData, build_classifier, load_parity_data,
+from pipeline.serving.fast_inference import (BF16, FP32, INT8, FastClassifier, ParityData, build_classifier, load_parity_data,
                                      parity_check)
 from tests.conftest import PARAMS
 
@@ -43,7 +43,7 @@ def sample_parity() -> ParityData:
 
 
 def test_fp32_matches_the_reference_predictor(model_dir: Path, fp32: FastClassifier) -> None:
-    from pipeline.predict import Predictor
+    from pipeline.model.predict import Predictor
 
     reference = Predictor(model_dir, device="cpu", precision="fp32", max_length=64).predict_proba(TEXTS)
     fast = fp32.predict_proba(TEXTS)
@@ -107,7 +107,7 @@ def test_parity_check_on_the_sample_test_split(fp32: FastClassifier, sample_pari
     assert 0.0 <= report.agreement <= 1.0
 
     # build_classifier uses the backend only when the same check passes; otherwise fp32, with the reason logged
-    with caplog.at_level(logging.WARNING, logger="pipeline.fast_inference"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.serving.fast_inference"):
         chosen, built_report = build_classifier(model_dir, backend, sample_parity, 0.003, max_length=64)
     assert built_report.passed == report.passed
     if report.passed:
@@ -123,7 +123,7 @@ def test_parity_check_refuses_a_model_that_answers_differently(fp32: FastClassif
     """A real (degenerate) model that always answers one label must fail parity against the trained one."""
     import torch
 
-    from pipeline.modeling import load_classifier, load_tokenizer
+    from pipeline.model.modeling import load_classifier, load_tokenizer
 
     report = parity_check(fp32, fp32, sample_parity, tolerance=0.0)
     assert report.passed and report.agreement == 1.0  # a model is at parity with itself, even at zero tolerance
@@ -157,7 +157,7 @@ def test_parity_cannot_run_without_matching_data(fp32: FastClassifier, model_dir
     report = parity_check(fp32, fp32.converted(INT8), alien, 0.003)
     assert not report.passed and "labels the model does not know (boredom)" in report.reason
 
-    with caplog.at_level(logging.WARNING, logger="pipeline.fast_inference"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.serving.fast_inference"):
         chosen, report = build_classifier(model_dir, BF16, None, 0.003, max_length=64, parity_error="file missing")
     assert chosen.backend == FP32 and not report.passed
     assert "no parity data (file missing)" in report.reason and "refusing backend torch-bf16" in caplog.text

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pipeline.behaviour import BehaviourReport
+from pipeline.evaluation.behaviour import BehaviourReport
 from pipeline.config import GateConfig
-from pipeline.gate import decide
+from pipeline.evaluation.gate import decide
 
 LABELS = ["joy", "fear"]
 

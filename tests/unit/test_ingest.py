@@ -1,4 +1,4 @@
-"""pipeline.ingest: every source format into one normalized, deterministic snapshot."""
+"""pipeline.data.ingest: every source format into one normalized, deterministic snapshot."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import ingest
+from pipeline.data import ingest
 from pipeline.config import DataConfig, load_config
 from pipeline.errors import PipelineError
-from pipeline.versioning import content_hash
+from pipeline.registry.versioning import content_hash
 from tests.conftest import PARAMS, SHARED_DATA
 
 EMOTION = SHARED_DATA / "emotion"

@@ -1,4 +1,4 @@
-"""pipeline.soup and train.init_seed with the tiny random BERT (a few steps per run)."""
+"""pipeline.training.soup and train.init_seed with the tiny random BERT (a few steps per run)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from pipeline.errors import PipelineError
-from pipeline.modeling import load_classifier
-from pipeline.soup import greedy_soup
-from pipeline.train import train
+from pipeline.model.modeling import load_classifier
+from pipeline.training.soup import greedy_soup
+from pipeline.training.train import train
 from tests.unit.conftest import LABELS
 
 

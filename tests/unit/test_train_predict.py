@@ -1,4 +1,4 @@
-"""pipeline.train and pipeline.predict with the tiny random BERT on the shipped sample data (a few steps only)."""
+"""pipeline.training.train and pipeline.model.predict with the tiny random BERT on the shipped sample data (a few steps only)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.inference import length_sorted_batches, softmax
-from pipeline.predict import Predictor, find_model_folder
-from pipeline.runtime import choose_runtime
-from pipeline.train import length_grouped_batches, train
+from pipeline.model.inference import length_sorted_batches, softmax
+from pipeline.model.predict import Predictor, find_model_folder
+from pipeline.model.runtime import choose_runtime
+from pipeline.training.train import length_grouped_batches, train
 from tests.unit.conftest import LABELS
 
 HISTORY_KEYS = {"epoch", "step", "train_loss", "val_loss", "val_accuracy", "val_macro_f1"}
@@ -62,7 +62,7 @@ def test_training_is_reproducible(trained, sample_prepared, tiny_train_cfgs, tmp
 def test_running_average_is_the_mean_of_snapshots():
     import torch
 
-    from pipeline.train import running_average
+    from pipeline.training.train import running_average
 
     snapshots = [{"w": torch.tensor([float(i), 2.0 * i]), "ids": torch.tensor([i])} for i in range(1, 5)]
     average = None
@@ -180,7 +180,7 @@ def test_find_model_folder(trained, tmp_path: Path):
 
 def test_score_model_rejects_label_mismatch(trained, sample_prepared, tmp_path: Path):
     from pipeline.config import load_config
-    from pipeline.encode import LabelMap, PreparedData
+    from pipeline.data.encode import LabelMap, PreparedData
     from pipeline.stages import score_model
     from tests.conftest import PARAMS
 
@@ -221,7 +221,7 @@ def test_choose_runtime_cpu_precisions():
 
 
 def test_model_folder_without_config_is_a_pipeline_error(tmp_path: Path):
-    from pipeline.modeling import resolve_model_source
+    from pipeline.model.modeling import resolve_model_source
 
     with pytest.raises(PipelineError, match="config.json"):
         resolve_model_source(str(tmp_path))
@@ -229,7 +229,7 @@ def test_model_folder_without_config_is_a_pipeline_error(tmp_path: Path):
 
 
 def test_unreachable_hub_model_is_a_pipeline_error():
-    from pipeline.modeling import load_tokenizer
+    from pipeline.model.modeling import load_tokenizer
 
     with pytest.raises(PipelineError, match="network"):
         load_tokenizer("nobody-xyz/no-such-model-123")
@@ -241,10 +241,10 @@ def test_predictor_applies_the_training_text_policy(tiny_model_dir, tmp_path) ->
     """A model trained on masked URLs/mentions sees served texts masked the same way."""
     import shutil
 
-    from pipeline.clean import save_text_policy
+    from pipeline.data.clean import save_text_policy
     from pipeline.config import CleanConfig
-    from pipeline.modeling import load_classifier
-    from pipeline.predict import Predictor
+    from pipeline.model.modeling import load_classifier
+    from pipeline.model.predict import Predictor
 
     folder = tmp_path / "model"
     load_classifier(str(tiny_model_dir), ["joy", "fear"]).save_pretrained(folder)
@@ -257,8 +257,8 @@ def test_predictor_applies_the_training_text_policy(tiny_model_dir, tmp_path) ->
 
 
 def test_layer_lr_decay_gives_lower_layers_smaller_steps(tiny_model_dir: Path, tiny_train_cfgs):
-    from pipeline.modeling import load_classifier
-    from pipeline.train import _optimizer, layer_depth
+    from pipeline.model.modeling import load_classifier
+    from pipeline.training.train import _optimizer, layer_depth
 
     model = load_classifier(str(tiny_model_dir), labels=LABELS)  # 2 layers: head 0, layer.1 -> 1, layer.0 -> 2
     assert layer_depth("bert.encoder.layer.1.output.dense.weight", 2) == 1
@@ -279,7 +279,7 @@ def test_layer_lr_decay_gives_lower_layers_smaller_steps(tiny_model_dir: Path, t
 def test_label_smoothing_matches_the_smoothed_targets():
     import torch
 
-    from pipeline.train import loss_fn
+    from pipeline.training.train import loss_fn
 
     logits = torch.tensor([[2.0, -1.0, 0.5], [0.1, 0.2, -3.0]])
     single = loss_fn(logits, torch.tensor([0, 2]), multi_label=False, smoothing=0.3)

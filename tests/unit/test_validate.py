@@ -1,4 +1,4 @@
-"""pipeline.validate: the Great Expectations suite, severities, the report, and DataValidationError on errors."""
+"""pipeline.data.validate: the Great Expectations suite, severities, the report, and DataValidationError on errors."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import ingest
+from pipeline.data import ingest
 from pipeline.config import CheckSeverity, DataConfig, ValidationConfig, load_config
 from pipeline.errors import DataValidationError, PipelineError
-from pipeline.validate import ValidationReport, validate
+from pipeline.data.validate import ValidationReport, validate
 from tests.conftest import PARAMS
 from tests.unit.conftest import LABELS, frame
 
@@ -101,7 +101,7 @@ def test_default_severities():
                      "min_labels": "error", "split_not_null": "error", "split_known": "error",
                      "splits_present": "error", "label_min_count": "error", "duplicates": "warning",
                      "leakage": "warning", "conflicts": "warning", "class_balance": "warning"}
-    from pipeline.validate import severities
+    from pipeline.data.validate import severities
 
     assert severities(ValidationConfig()) == report_levels
     assert severities(load_config(PARAMS, [], environ={}).checks) == report_levels  # params.yaml keeps the defaults

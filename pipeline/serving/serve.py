@@ -59,7 +59,7 @@ class LoadedModel:
 
     name: str
     version: str
-    classifier: Any  # pipeline.fast_inference.FastClassifier
+    classifier: Any  # pipeline.serving.fast_inference.FastClassifier
     requested_backend: str
     parity: Any  # ParityReport | None
     tags: dict[str, str]
@@ -103,7 +103,7 @@ class ModelStore:
     """The served model versions: the champion (swapped atomically on reload) and a few others on demand."""
 
     def __init__(self, cfg: Config) -> None:
-        from pipeline import registry
+        from pipeline.registry import tracking
 
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in server logs
         import torch
@@ -113,7 +113,7 @@ class ModelStore:
         torch.set_num_threads(cfg.serve.threads or max(1, (os.cpu_count() or 2) - 1))
         self.cfg = cfg
         self.name = cfg.mlflow.registered_model
-        self.client = registry.client(cfg)
+        self.client = tracking.client(cfg)
         self.champion: LoadedModel | None = None  # replaced by one assignment, never mutated
         self.last_check: float | None = None
         self.last_error: str | None = None
@@ -124,7 +124,7 @@ class ModelStore:
         self._parity_data, self._parity_error = self._read_parity_data()
 
     def _read_parity_data(self) -> tuple[Any, str | None]:
-        from pipeline.fast_inference import FP32, load_parity_data
+        from pipeline.serving.fast_inference import FP32, load_parity_data
 
         serve = self.cfg.serve
         if serve.backend == FP32:
@@ -152,14 +152,14 @@ class ModelStore:
 
         Callers hold ``_load_lock`` (see ``_cached_or_load``).
         """
-        from pipeline import registry
-        from pipeline.fast_inference import build_classifier
+        from pipeline.registry import tracking
+        from pipeline.serving.fast_inference import build_classifier
 
         serve = self.cfg.serve
         start = time.perf_counter()
         tmp = Path(tempfile.mkdtemp(prefix=f"emotion-serve-v{version}-"))
         try:
-            folder = registry.download_model(f"models:/{self.name}/{version}", tmp)
+            folder = tracking.download_model(f"models:/{self.name}/{version}", tmp)
             classifier, parity = build_classifier(folder, serve.backend, self._parity_data, serve.parity_tolerance,
                                                   self.cfg.model.max_length, serve.batch_size, self._parity_error)
         finally:
@@ -171,12 +171,12 @@ class ModelStore:
 
     def refresh(self) -> bool:
         """Serve the alias's current version; True if a new model was swapped in."""
-        from pipeline import registry
+        from pipeline.registry import tracking
 
         with self._reload_lock:
             self.last_check = time.time()
             try:
-                meta = registry.version_by_alias(self.cfg, self.client, self.cfg.serve.alias)
+                meta = tracking.version_by_alias(self.cfg, self.client, self.cfg.serve.alias)
                 if meta is None:
                     self.last_error = f"no version of {self.name} has the alias '{self.cfg.serve.alias}' yet"
                     return False
@@ -229,10 +229,10 @@ class ModelStore:
         return found
 
     def versions(self) -> list[dict[str, Any]]:
-        from pipeline import registry
+        from pipeline.registry import tracking
 
         try:
-            rows = registry.list_versions(self.cfg, self.client)
+            rows = tracking.list_versions(self.cfg, self.client)
         except PipelineError:
             return []
         with self._cache_lock:
@@ -241,10 +241,10 @@ class ModelStore:
 
     def aliases_of(self, version: str) -> list[str]:
         """The version's aliases; none when the registry cannot be read (the model's info is served anyway)."""
-        from pipeline import registry
+        from pipeline.registry import tracking
 
         try:
-            return registry.aliases_by_version(self.cfg, self.client).get(str(version), [])
+            return tracking.aliases_by_version(self.cfg, self.client).get(str(version), [])
         except Exception:  # PipelineError, or an unreachable tracking server
             return []
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import PipelineError
-from pipeline.ingest import SPLITS
+from pipeline.data.ingest import SPLITS
 
 log = logging.getLogger(__name__)
 

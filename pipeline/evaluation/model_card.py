@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.gate import GateVerdict
+from pipeline.evaluation.gate import GateVerdict
 
 MAX_CHARS = 4900  # the registry stores at most 5000 characters of description
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pipeline.behaviour import BehaviourReport
+from pipeline.evaluation.behaviour import BehaviourReport
 from pipeline.config import GateConfig
 
 EPSILON = 1e-9  # float-safe comparisons at the threshold

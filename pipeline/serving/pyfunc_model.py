@@ -12,7 +12,7 @@ import mlflow.pyfunc
 import pandas as pd
 from mlflow.models import set_model
 
-from pipeline.registry import HF_ARTIFACT
+from pipeline.registry.tracking import HF_ARTIFACT
 
 
 class EmotionClassifier(mlflow.pyfunc.PythonModel):
@@ -21,7 +21,7 @@ class EmotionClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         from pathlib import Path
 
-        from pipeline.predict import Predictor, find_model_folder
+        from pipeline.model.predict import Predictor, find_model_folder
 
         self.predictor = Predictor(find_model_folder(Path(context.artifacts[HF_ARTIFACT])))
 

@@ -2,7 +2,7 @@
 
 A lean loop rather than the HF Trainer: length-grouped batches with dynamic padding, bf16/fp16 autocast,
 AdamW with warmup and linear decay, gradient accumulation and clipping, optional class weights and teachers
-to distil from (pipeline/distill.py), evaluation on validation every epoch (or N steps) keeping the best model
+to distil from (pipeline/training/distill.py), evaluation on validation every epoch (or N steps) keeping the best model
 by macro-F1 with early stopping, resumable checkpoints, and data-parallel training under ``torchrun`` (DDP;
 only rank 0 logs and saves).
 Single-label models are then temperature-scaled; multi-label models get per-label thresholds.
@@ -30,14 +30,14 @@ from scipy.special import expit
 from sklearn.metrics import accuracy_score, f1_score
 from tqdm.auto import tqdm
 
-from pipeline.calibration import calibrate, calibrate_multi_label, tune_thresholds
+from pipeline.model.calibration import calibrate, calibrate_multi_label, tune_thresholds
 from pipeline.config import ModelConfig, TrainConfig
-from pipeline.distill import distillation_loss, teacher_probabilities
-from pipeline.encode import PreparedData
-from pipeline.fast_dropout import use_fast_dropout
-from pipeline.inference import predict_logits
-from pipeline.modeling import load_classifier, load_tokenizer, resolve_model_source
-from pipeline.runtime import Runtime, choose_runtime
+from pipeline.training.distill import distillation_loss, teacher_probabilities
+from pipeline.data.encode import PreparedData
+from pipeline.training.fast_dropout import use_fast_dropout
+from pipeline.model.inference import predict_logits
+from pipeline.model.modeling import load_classifier, load_tokenizer, resolve_model_source
+from pipeline.model.runtime import Runtime, choose_runtime
 
 log = logging.getLogger(__name__)
 

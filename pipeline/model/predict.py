@@ -27,10 +27,10 @@ class Predictor:
 
     def __init__(self, model_dir: Path, device: str = "auto", precision: str = "auto", max_length: int = 128,
                  batch_size: int = 64) -> None:
-        from pipeline.calibration import load_temperature, load_thresholds
-        from pipeline.clean import load_text_policy
-        from pipeline.modeling import load_classifier, load_tokenizer, model_labels
-        from pipeline.runtime import choose_runtime
+        from pipeline.model.calibration import load_temperature, load_thresholds
+        from pipeline.data.clean import load_text_policy
+        from pipeline.model.modeling import load_classifier, load_tokenizer, model_labels
+        from pipeline.model.runtime import choose_runtime
 
         if not (Path(model_dir) / "config.json").exists():
             raise PipelineError(f"no trained model in {model_dir} (config.json missing): train one with `emotion run`")
@@ -50,7 +50,7 @@ class Predictor:
         """The texts as the model saw its training data: the stored cleaning policy applied."""
         if self.text_policy is None:
             return list(texts)
-        from pipeline.clean import prepare_text
+        from pipeline.data.clean import prepare_text
 
         return [prepare_text(t, self.text_policy) for t in texts]
 
@@ -60,7 +60,7 @@ class Predictor:
     def scores(self, texts: list[str], embeddings: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities as served (sigmoids for multi-label, calibrated softmax otherwise) and, with
         ``embeddings``, mean-pooled sentence embeddings from the same forward pass (drift monitoring)."""
-        from pipeline.inference import predict_outputs, probabilities
+        from pipeline.model.inference import predict_outputs, probabilities
 
         for i, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
@@ -70,7 +70,7 @@ class Predictor:
         return probabilities(logits, self.multi_label, self.temperature), pooled
 
     def predict(self, texts: list[str]) -> list[Prediction]:
-        from pipeline.evaluate import multi_label_decisions
+        from pipeline.evaluation.evaluate import multi_label_decisions
 
         probs = self.predict_proba(texts)
         chosen = multi_label_decisions(probs, self.thresholds) if self.multi_label else None

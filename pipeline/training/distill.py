@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from pipeline.errors import PipelineError
-from pipeline.inference import predict_logits, probabilities
-from pipeline.modeling import load_classifier, load_tokenizer, model_labels
-from pipeline.runtime import Runtime
+from pipeline.model.inference import predict_logits, probabilities
+from pipeline.model.modeling import load_classifier, load_tokenizer, model_labels
+from pipeline.model.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, precision_recall_fscore_support
 
-from pipeline.calibration import expected_calibration_error
-from pipeline.plots import plot_confusion_matrix
+from pipeline.model.calibration import expected_calibration_error
+from pipeline.evaluation.plots import plot_confusion_matrix
 
 log = logging.getLogger(__name__)
 

@@ -49,7 +49,7 @@ class Snapshot:
 
 def sample_data_dir() -> Path:
     """The small original dataset shipped inside the package."""
-    return Path(str(files("pipeline") / "sample_data"))
+    return Path(str(files("pipeline.data") / "sample_data"))
 
 
 def _format_of(path: Path, declared: str) -> str:

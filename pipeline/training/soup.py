@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from pipeline.encode import PreparedData
+from pipeline.data.encode import PreparedData
 from pipeline.errors import PipelineError
-from pipeline.modeling import load_classifier, load_tokenizer
-from pipeline.runtime import choose_runtime
-from pipeline.train import running_average, save_model, validation_scores
+from pipeline.model.modeling import load_classifier, load_tokenizer
+from pipeline.model.runtime import choose_runtime
+from pipeline.training.train import running_average, save_model, validation_scores
 
 log = logging.getLogger(__name__)
 

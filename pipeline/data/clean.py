@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import CleanConfig
-from pipeline.ingest import SPLITS
+from pipeline.data.ingest import SPLITS
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.predict import Prediction
+from pipeline.model.predict import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class FastClassifier:
     def load(cls, model_dir: str | Path, backend: str = FP32, max_length: int = 128,
              batch_size: int = 64) -> "FastClassifier":
         """Load a Hugging Face model folder on CPU in fp32, then convert it to ``backend``."""
-        from pipeline.predict import Predictor
+        from pipeline.model.predict import Predictor
 
         _check_backend(backend)
         fp32 = cls(Predictor(Path(model_dir), device="cpu", precision="fp32", max_length=max_length,
@@ -121,7 +121,7 @@ class ParityReport:
 
 def load_parity_data(data_cfg: Any, base_dir: Path) -> ParityData:
     """The test split of ``data_cfg.source`` (read like ingest reads it), e.g. the emotion test split."""
-    from pipeline import ingest
+    from pipeline.data import ingest
 
     frame = ingest.normalize(ingest.read_source(data_cfg, base_dir))
     if "split" not in frame or "label" not in frame:

@@ -122,7 +122,7 @@ def calibrate_multi_label(logits: np.ndarray, targets: np.ndarray, model_dir: Pa
 
 def calibrate(logits: np.ndarray, labels: np.ndarray, model_dir: Path) -> dict[str, float]:
     """Fit on validation logits, save next to the model, and return before/after figures."""
-    from pipeline.inference import softmax
+    from pipeline.model.inference import softmax
 
     temperature = fit_temperature(logits, labels)
     stats = {

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.runtime import Runtime
+from pipeline.model.runtime import Runtime
 
 
 def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:

@@ -30,7 +30,7 @@ import pandas as pd
 
 from pipeline.config import ValidationConfig
 from pipeline.errors import DataValidationError
-from pipeline.ingest import SPLITS
+from pipeline.data.ingest import SPLITS
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from pipeline.errors import PipelineError
 if TYPE_CHECKING:
     from evidently.metrics.embeddings import ModelDriftMethod
 
-    from pipeline.predict import Predictor
+    from pipeline.model.predict import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def _read_headerless(path: Path, sep: str) -> pd.DataFrame:
 
 
 def _read_batch_file(path: Path, data_cfg: DataConfig) -> pd.DataFrame:
-    from pipeline.ingest import SUFFIX_FORMATS, read_table
+    from pipeline.data.ingest import SUFFIX_FORMATS, read_table
 
     cfg = data_cfg.model_copy(update={"format": "auto"}) if path.suffix.lower() in SUFFIX_FORMATS else data_cfg
     frame = read_table(path, cfg)
@@ -161,7 +161,7 @@ def _read_batch_file(path: Path, data_cfg: DataConfig) -> pd.DataFrame:
 def read_batch(path: str | Path, data_cfg: DataConfig, labels: list[str], mcfg: MonitorConfig,
                base_dir: Path = Path(".")) -> Batch:
     """Read a batch file, or every supported file in a folder, keep text (and label when known), sample it down."""
-    from pipeline.ingest import SUFFIX_FORMATS
+    from pipeline.data.ingest import SUFFIX_FORMATS
 
     location = Path(path).expanduser()
     location = location if location.is_absolute() else base_dir / location
@@ -222,14 +222,14 @@ class Champion:
 
 def load_champion(cfg: Config, dst: Path) -> Champion:
     """Find the champion version, download its model into ``dst``, and read its lineage."""
-    from pipeline import registry
+    from pipeline.registry import tracking
 
-    client = registry.client(cfg)
-    version = registry.version_by_alias(cfg, client, registry.CHAMPION)
+    client = tracking.client(cfg)
+    version = tracking.version_by_alias(cfg, client, tracking.CHAMPION)
     if version is None:
         raise PipelineError(f"no champion of '{cfg.mlflow.registered_model}' in {cfg.tracking_uri}: train and promote "
                             "one with `emotion run` before monitoring drift")
-    model_dir = registry.download_model(f"models:/{cfg.mlflow.registered_model}/{version.version}", dst)
+    model_dir = tracking.download_model(f"models:/{cfg.mlflow.registered_model}/{version.version}", dst)
     run = client.get_run(version.run_id) if version.run_id else None
     tags = {**(run.data.tags if run else {}), **(version.tags or {})}
     id2label = json.loads((model_dir / "config.json").read_text()).get("id2label") or {}
@@ -249,7 +249,7 @@ def _dvc_dir_hash(snapshot_file: Path) -> str:
 
 def snapshot_matches(frame: pd.DataFrame, data_hash: str) -> bool:
     """Whether ``frame`` written as a snapshot has exactly the recorded hash (DVC folder hash or md5: content hash)."""
-    from pipeline.ingest import write_snapshot
+    from pipeline.data.ingest import write_snapshot
 
     with tempfile.TemporaryDirectory(prefix="snapshot-check-") as tmp:
         path = write_snapshot(frame, Path(tmp) / "data")
@@ -260,7 +260,7 @@ def snapshot_matches(frame: pd.DataFrame, data_hash: str) -> bool:
 
 def _from_dvc_cache(project_dir: Path, data_hash: str) -> pd.DataFrame | None:
     """The snapshot stored under ``data_hash`` in the project's DVC cache, or None when it is not there."""
-    from pipeline.ingest import SNAPSHOT_NAME
+    from pipeline.data.ingest import SNAPSHOT_NAME
 
     if not data_hash.endswith(".dir") or not (project_dir / ".dvc").is_dir():
         return None
@@ -309,7 +309,7 @@ def champion_snapshot(cfg: Config, champion: Champion) -> tuple[pd.DataFrame, st
     Tried in order: the project's DVC cache under the champion's ``data_hash`` (the exact bytes), then its
     ``data_source`` read again, checked against ``data_hash`` (a mismatch is logged, the data still used).
     """
-    from pipeline.ingest import normalize, read_source
+    from pipeline.data.ingest import normalize, read_source
 
     project_dir = Path(cfg.project_dir).resolve()
     if champion.data_hash:
@@ -369,9 +369,9 @@ def log_reference(cfg: Config, mlflow_client: Any, run_id: str, frame: pd.DataFr
 def _logged_reference(cfg: Config, champion: Champion) -> pd.DataFrame | None:
     if not champion.run_id:
         return None
-    from pipeline import registry
+    from pipeline.registry import tracking
 
-    client = registry.client(cfg)
+    client = tracking.client(cfg)
     try:
         names = {a.path for a in client.list_artifacts(champion.run_id, REFERENCE_ARTIFACT_DIR)}
         if f"{REFERENCE_ARTIFACT_DIR}/{REFERENCE_FILE}" not in names:
@@ -641,7 +641,7 @@ def merge_labelled(base: pd.DataFrame, new_rows: pd.DataFrame, holdout_fraction:
     by a hash of the text (``holdout_fraction`` to validation and test, half each). Ingest then snapshots the
     folder and DVC versions it like any source.
     """
-    from pipeline.ingest import SPLITS
+    from pipeline.data.ingest import SPLITS
 
     labelled = new_rows[new_rows["label"].notna()][["text", "label"]].drop_duplicates("text")
     seen = set(base["text"].astype(str))
@@ -687,9 +687,9 @@ def log_drift_check(cfg: Config, verdict: DriftVerdict, out_dir: Path, run_name:
 
     The run is tagged with the champion's version and training run, so a check leads back to the model it judged.
     """
-    from pipeline import registry
+    from pipeline.registry import tracking
 
-    client = registry.client(cfg)
+    client = tracking.client(cfg)
     experiment_cfg = cfg.model_copy(update={"mlflow": cfg.mlflow.model_copy(update={"experiment": cfg.monitor.experiment})})
     tags = {
         "drift": str(verdict.drift).lower(),
@@ -700,15 +700,15 @@ def log_drift_check(cfg: Config, verdict: DriftVerdict, out_dir: Path, run_name:
         "batch_source": verdict.batch.get("source"),
         "reference_provenance": verdict.reference.get("provenance"),
     }
-    run = client.create_run(registry.experiment_id(experiment_cfg, client), run_name=run_name,
+    run = client.create_run(tracking.experiment_id(experiment_cfg, client), run_name=run_name,
                             tags={k: str(v)[:5000] for k, v in tags.items() if v is not None})
     run_id = run.info.run_id
-    registry.log_metrics(client, run_id, {
+    tracking.log_metrics(client, run_id, {
         **{f"drift_score.{f.name}": f.score for f in verdict.features},
         "drifted_share": verdict.drifted_share, "drift": float(verdict.drift),
         "batch_rows": verdict.batch.get("rows", 0), "reference_rows": verdict.reference.get("rows", 0),
     })
-    registry.log_param_values(client, run_id, registry.flatten(cfg.monitor.model_dump(), "monitor."))
+    tracking.log_param_values(client, run_id, tracking.flatten(cfg.monitor.model_dump(), "monitor."))
     for name in ("drift_report.html", "verdict.json"):
         if (out_dir / name).exists():
             client.log_artifact(run_id, str(out_dir / name), "drift")
@@ -722,7 +722,7 @@ _PREDICTORS: dict[tuple[str, str, str, int], Predictor] = {}
 
 def predictor_for(cfg: Config, model_dir: Path) -> Predictor:
     """A Predictor for the model folder, loaded once per process (the reference and the batch share it)."""
-    from pipeline.predict import Predictor
+    from pipeline.model.predict import Predictor
 
     key = (str(model_dir), cfg.train.device, cfg.train.precision, cfg.model.max_length)
     if key not in _PREDICTORS:
