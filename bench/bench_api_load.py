@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA, REPO, machine, read_texts, write_result  # noqa: E402
+from common import DEFAULT_DATA, REPO, machine, read_texts, write_result
 
 EMOTION = Path(sys.executable).parent / "emotion"
 
@@ -35,8 +35,13 @@ EMOTION = Path(sys.executable).parent / "emotion"
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--url", help="a running server; default: start `emotion serve` on a free port")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config overrides for the server this script starts (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides for the server this script starts (repeatable)",
+    )
     p.add_argument("--concurrency", type=int, default=32, help="concurrent clients")
     p.add_argument("--requests", type=int, default=5000, help="total requests (the budget)")
     p.add_argument("--duration", type=float, default=120.0, help="stop after this many seconds even if budget remains")
@@ -67,8 +72,15 @@ def free_port() -> int:
 
 def start_server(overrides: list[str], log_path: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    cmd = [str(EMOTION), "serve", "--port", str(port), "--set", "serve.access_log=false",
-           *[arg for item in overrides for arg in ("--set", item)]]
+    cmd = [
+        str(EMOTION),
+        "serve",
+        "--port",
+        str(port),
+        "--set",
+        "serve.access_log=false",
+        *[arg for item in overrides for arg in ("--set", item)],
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
     log = log_path.open("w")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -91,8 +103,9 @@ def wait_healthy(url: str, proc: subprocess.Popen | None, log_path: Path | None,
     raise SystemExit(f"{url} did not become healthy in {timeout:.0f}s")
 
 
-async def load(url: str, texts: list[str], concurrency: int, budget: int, duration: float,
-               per_request: int) -> dict[str, Any]:
+async def load(
+    url: str, texts: list[str], concurrency: int, budget: int, duration: float, per_request: int
+) -> dict[str, Any]:
     import httpx
 
     latencies: list[float] = []
@@ -134,11 +147,21 @@ async def load(url: str, texts: list[str], concurrency: int, budget: int, durati
 
     done = len(latencies) + len(errors)
     return {
-        "requests": done, "ok": len(latencies), "errors": len(errors), "error_samples": errors[:10],
-        "wall_seconds": round(wall, 2), "stopped_by": "budget" if done >= budget else "time limit",
-        "requests_per_second": round(done / wall, 1), "texts_per_second": round(len(latencies) * per_request / wall, 1),
-        "latency_ms": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "max": round(ms[-1], 2) if ms else None,
-                       "mean": round(statistics.fmean(ms), 2) if ms else None},
+        "requests": done,
+        "ok": len(latencies),
+        "errors": len(errors),
+        "error_samples": errors[:10],
+        "wall_seconds": round(wall, 2),
+        "stopped_by": "budget" if done >= budget else "time limit",
+        "requests_per_second": round(done / wall, 1),
+        "texts_per_second": round(len(latencies) * per_request / wall, 1),
+        "latency_ms": {
+            "p50": pct(0.50),
+            "p90": pct(0.90),
+            "p99": pct(0.99),
+            "max": round(ms[-1], 2) if ms else None,
+            "mean": round(statistics.fmean(ms), 2) if ms else None,
+        },
         "versions": versions,
     }
 
@@ -167,8 +190,10 @@ def main() -> int:
         client_cpu = cpu_seconds() - client_cpu
         if server_cpu is not None:
             server_cpu = cpu_seconds(proc.pid) - server_cpu
-        result["cpu_seconds"] = {"server": round(server_cpu, 2) if server_cpu is not None else None,
-                                 "load_generator": round(client_cpu, 2)}
+        result["cpu_seconds"] = {
+            "server": round(server_cpu, 2) if server_cpu is not None else None,
+            "load_generator": round(client_cpu, 2),
+        }
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGINT)
@@ -179,18 +204,31 @@ def main() -> int:
     info = machine()
     info["load_average_before"] = list(load_before)
     info["note"] = "server and load generator share the same cores (loopback)"
-    path = write_result("bench_api_load" + (f"-{args.tag}" if args.tag else ""), {
-        "url": url, "started_server": proc is not None, "server_overrides": args.set,
-        "concurrency": args.concurrency, "request_budget": args.requests, "duration_limit_seconds": args.duration,
-        "texts_per_request": args.texts_per_request, "warmup_requests": args.warmup,
-        "model": {k: model.get(k) for k in ("name", "version", "backend", "requested_backend", "parity", "metrics")},
-        "machine": info, "results": result,
-    })
+    path = write_result(
+        "bench_api_load" + (f"-{args.tag}" if args.tag else ""),
+        {
+            "url": url,
+            "started_server": proc is not None,
+            "server_overrides": args.set,
+            "concurrency": args.concurrency,
+            "request_budget": args.requests,
+            "duration_limit_seconds": args.duration,
+            "texts_per_request": args.texts_per_request,
+            "warmup_requests": args.warmup,
+            "model": {
+                k: model.get(k) for k in ("name", "version", "backend", "requested_backend", "parity", "metrics")
+            },
+            "machine": info,
+            "results": result,
+        },
+    )
     lat = result["latency_ms"]
-    print(f"{result['requests']} requests ({result['ok']} ok, {result['errors']} errors) in {result['wall_seconds']}s "
-          f"[{result['stopped_by']}]: {result['requests_per_second']} req/s, {result['texts_per_second']} texts/s; "
-          f"latency p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms, max {lat['max']} ms; "
-          f"CPU seconds {result['cpu_seconds']}")
+    print(
+        f"{result['requests']} requests ({result['ok']} ok, {result['errors']} errors) in {result['wall_seconds']}s "
+        f"[{result['stopped_by']}]: {result['requests_per_second']} req/s, {result['texts_per_second']} texts/s; "
+        f"latency p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms, max {lat['max']} ms; "
+        f"CPU seconds {result['cpu_seconds']}"
+    )
     print(f"wrote {path}")
     return 0 if result["errors"] == 0 else 1
 

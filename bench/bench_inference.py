@@ -17,11 +17,12 @@ import logging
 import os
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA, DEFAULT_MODEL, Timer, machine, read_texts, write_result  # noqa: E402
+from common import DEFAULT_DATA, DEFAULT_MODEL, Timer, machine, read_texts, write_result
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -77,7 +78,7 @@ def main() -> int:
     names = list(contenders)
     load_before = os.getloadavg()
     for r in range(args.rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             with Timer() as timer:
                 predicted = contenders[name](texts)
@@ -92,10 +93,12 @@ def main() -> int:
     rows: dict[str, dict[str, Any]] = {}
     for name in names:
         best, median = min(seconds[name]), statistics.median(seconds[name])
-        rows[name] = {"seconds": [round(s, 3) for s in seconds[name]],
-                      "texts_per_second_best": round(len(texts) / best, 1),
-                      "texts_per_second_median": round(len(texts) / median, 1),
-                      "accuracy": round(accuracy(predictions[name]), 4)}
+        rows[name] = {
+            "seconds": [round(s, 3) for s in seconds[name]],
+            "texts_per_second_best": round(len(texts) / best, 1),
+            "texts_per_second_median": round(len(texts) / median, 1),
+            "accuracy": round(accuracy(predictions[name]), 4),
+        }
         if name.startswith("ours") and fp32_acc is not None:
             diff = accuracy(predictions[name]) - fp32_acc
             rows[name]["accuracy_vs_fp32_points"] = round(diff * 100, 2)
@@ -105,22 +108,34 @@ def main() -> int:
         if name.startswith("ours"):
             rows[name]["speedup_best"] = {b: round(min(seconds[b]) / min(seconds[name]), 2) for b in baselines}
             rows[name]["speedup_median"] = {
-                b: round(statistics.median(seconds[b]) / statistics.median(seconds[name]), 2) for b in baselines}
+                b: round(statistics.median(seconds[b]) / statistics.median(seconds[name]), 2) for b in baselines
+            }
 
     info = machine()
     info["load_average_before"] = list(load_before)
-    path = write_result("bench_inference" + (f"-{args.tag}" if args.tag else ""), {
-        "model": str(args.model), "data": str(args.data), "texts": len(texts), "rounds": args.rounds,
-        "batch_size": args.batch_size, "max_length": args.max_length, "labels": labels, "machine": info,
-        "results": rows,
-        "note": "best = fastest of the interleaved rounds; speedup = baseline seconds / ours seconds on the same "
-                "texts in the same process. A shared, noisy 2-core machine: compare ratios, not absolutes.",
-    })
+    path = write_result(
+        "bench_inference" + (f"-{args.tag}" if args.tag else ""),
+        {
+            "model": str(args.model),
+            "data": str(args.data),
+            "texts": len(texts),
+            "rounds": args.rounds,
+            "batch_size": args.batch_size,
+            "max_length": args.max_length,
+            "labels": labels,
+            "machine": info,
+            "results": rows,
+            "note": "best = fastest of the interleaved rounds; speedup = baseline seconds / ours seconds on the same "
+            "texts in the same process. A shared, noisy 2-core machine: compare ratios, not absolutes.",
+        },
+    )
     print(f"\n{'contender':<36} {'best t/s':>9} {'median t/s':>11} {'accuracy':>9}  speedup (best) vs baselines")
     for name, row in rows.items():
         speed = "  ".join(f"{v:.1f}x" for v in row.get("speedup_best", {}).values())
-        print(f"{name:<36} {row['texts_per_second_best']:>9.1f} {row['texts_per_second_median']:>11.1f} "
-              f"{row['accuracy']:>9.4f}  {speed}")
+        print(
+            f"{name:<36} {row['texts_per_second_best']:>9.1f} {row['texts_per_second_median']:>11.1f} "
+            f"{row['accuracy']:>9.4f}  {speed}"
+        )
     print(f"\nwrote {path}")
     return 0
 

@@ -25,25 +25,48 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, machine, write_result  # noqa: E402
+from common import REPO, machine, write_result
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 DATA = REPO.parent / "shared" / "data"
 RECIPES = {  # chosen on validation only; see README "Benchmarks"
-    "emotion": dict(epochs=6, batch_size=32, learning_rate=1.5e-4, layer_lr_decay=0.85, warmup_fraction=0.06,
-                    weight_decay=0.01, class_weights="sqrt", patience=3, precision="bf16", average_from=3,
-                    distill_weight=0.5, distill_temperature=2.0),
-    "goemotions": dict(epochs=10, batch_size=64, learning_rate=1.5e-4, warmup_fraction=0.06, weight_decay=0.01,
-                       class_weights="sqrt", patience=3, precision="bf16", distill_weight=0.5, distill_temperature=1.0),
+    "emotion": dict(
+        epochs=6,
+        batch_size=32,
+        learning_rate=1.5e-4,
+        layer_lr_decay=0.85,
+        warmup_fraction=0.06,
+        weight_decay=0.01,
+        class_weights="sqrt",
+        patience=3,
+        precision="bf16",
+        average_from=3,
+        distill_weight=0.5,
+        distill_temperature=2.0,
+    ),
+    "goemotions": dict(
+        epochs=10,
+        batch_size=64,
+        learning_rate=1.5e-4,
+        warmup_fraction=0.06,
+        weight_decay=0.01,
+        class_weights="sqrt",
+        patience=3,
+        precision="bf16",
+        distill_weight=0.5,
+        distill_temperature=1.0,
+    ),
 }
 REFERENCES = {
-    "emotion": {"target": {"accuracy": 0.931, "macro_f1": 0.885},
-                "roberta-base (verified)": {"accuracy": 0.931, "macro_f1": 0.882},
-                "distilbert-base-uncased (verified)": {"accuracy": 0.927, "macro_f1": 0.8825},
-                "MiniLM fine-tuned (model card)": {"accuracy": 0.9135, "macro_f1": 0.8605},
-                "TF-IDF + linear SVM": {"accuracy": 0.8725, "macro_f1": 0.808}},
+    "emotion": {
+        "target": {"accuracy": 0.931, "macro_f1": 0.885},
+        "roberta-base (verified)": {"accuracy": 0.931, "macro_f1": 0.882},
+        "distilbert-base-uncased (verified)": {"accuracy": 0.927, "macro_f1": 0.8825},
+        "MiniLM fine-tuned (model card)": {"accuracy": 0.9135, "macro_f1": 0.8605},
+        "TF-IDF + linear SVM": {"accuracy": 0.8725, "macro_f1": 0.808},
+    },
     "goemotions": {"target": {"macro_f1": 0.50}, "BERT-base (Demszky et al. 2020)": {"macro_f1": 0.46}},
 }
 
@@ -52,14 +75,25 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", choices=sorted(RECIPES), default="emotion")
     p.add_argument("--seeds", default="42", help="comma-separated seeds: one run each, the best on validation is kept")
-    p.add_argument("--soup", action="store_true",
-                   help="runs share the first seed's head (train.init_seed) and are averaged greedily on validation "
-                        "(pipeline/training/soup.py) instead of keeping the best one")
-    p.add_argument("--distill", action="store_true",
-                   help="the seeds' runs are teachers of one more run (seed = last seed + 1) that also learns from "
-                        "their mean predictions (train.teachers); the best of all runs on validation is kept")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe setting (a train.* field), e.g. --set epochs=6")
+    p.add_argument(
+        "--soup",
+        action="store_true",
+        help="runs share the first seed's head (train.init_seed) and are averaged greedily on validation "
+        "(pipeline/training/soup.py) instead of keeping the best one",
+    )
+    p.add_argument(
+        "--distill",
+        action="store_true",
+        help="the seeds' runs are teachers of one more run (seed = last seed + 1) that also learns from "
+        "their mean predictions (train.teachers); the best of all runs on validation is kept",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe setting (a train.* field), e.g. --set epochs=6",
+    )
     args = p.parse_args()
     if args.soup and args.distill:
         p.error("--soup and --distill are two ways to combine the runs: choose one")
@@ -67,11 +101,10 @@ def main() -> int:
     for noisy in ("httpx", "great_expectations", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from pipeline.data import encode
-    from pipeline.data import ingest
     from pipeline.config import Config, DataConfig, ModelConfig, TrainConfig, parse_overrides
-    from pipeline.training.soup import greedy_soup
+    from pipeline.data import encode, ingest
     from pipeline.stages import score_model
+    from pipeline.training.soup import greedy_soup
     from pipeline.training.train import train
 
     data_cfg = DataConfig(source=str(DATA / args.dataset), multi_label=args.dataset == "goemotions")
@@ -92,37 +125,69 @@ def main() -> int:
             started = time.perf_counter()
             model_dir = Path(out) / f"seed{seed}"
             settings = recipe | {"seed": seed, "init_seed": init_seed, "teachers": teachers}
-            result = train(data, ModelConfig(name="embedded", max_length=128),
-                           TrainConfig(**settings, resume=False), model_dir)
+            result = train(
+                data, ModelConfig(name="embedded", max_length=128), TrainConfig(**settings, resume=False), model_dir
+            )
             runs.append((result, time.perf_counter() - started))
-            logging.info("seed %d%s: val macro-F1 %.4f in %.1f min", seed, " (student)" if teachers else "",
-                         result.val_macro_f1, runs[-1][1] / 60)
+            logging.info(
+                "seed %d%s: val macro-F1 %.4f in %.1f min",
+                seed,
+                " (student)" if teachers else "",
+                result.val_macro_f1,
+                runs[-1][1] / 60,
+            )
         result, _ = max(runs, key=lambda run: run[0].val_macro_f1)
         seconds = sum(run_seconds for _, run_seconds in runs)
         soup = greedy_soup([r.model_dir for r, _ in runs], data, Path(out) / "soup") if args.soup else None
         evaluation = score_model(Config(), soup.model_dir if soup else result.model_dir, data)
     metrics = {k: round(v, 4) for k, v in evaluation.metrics.items()}
-    path = write_result(f"bench_quality_{args.dataset}", {
-        "machine": machine(), "dataset": args.dataset, "rows": {s: len(f) for s, f in data.splits.items()},
-        "model": "all-MiniLM-L6-v2 (embedded)", "recipe": recipe, "training_seconds": round(seconds, 1),
-        "seeds": {r.model_dir.name: {"val_macro_f1": round(r.val_macro_f1, 4), "minutes": round(t / 60, 1)}
-                  for r, t in runs},
-        "kept_seed": result.model_dir.name,
-        "student": {"seed": runs[-1][0].model_dir.name, "teachers": [r.model_dir.name for r, _ in runs[:-1]]}
-        if args.distill else None,
-        "soup": {"ingredients": soup.ingredients, "val_macro_f1": round(soup.val_macro_f1, 4),
-                 "calibration": soup.calibration} if soup else None,
-        "train_samples_per_second": round(result.samples_per_second, 1), "best_epoch": result.best_epoch,
-        "stopped_early": result.stopped_early, "history": result.history,
-        "weight_average": {"evaluations": result.averaged_checkpoints, "val_macro_f1": result.averaged_val_macro_f1,
-                           "kept": result.averaged}, "calibration": result.calibration,
-        "test": metrics, "references": REFERENCES[args.dataset],
-        "met": all(metrics.get(k, 0) >= v for k, v in REFERENCES[args.dataset]["target"].items()),
-    })
-    chosen = f"average of {result.averaged_checkpoints} evaluations" if result.averaged else f"epoch {result.best_epoch}"
+    path = write_result(
+        f"bench_quality_{args.dataset}",
+        {
+            "machine": machine(),
+            "dataset": args.dataset,
+            "rows": {s: len(f) for s, f in data.splits.items()},
+            "model": "all-MiniLM-L6-v2 (embedded)",
+            "recipe": recipe,
+            "training_seconds": round(seconds, 1),
+            "seeds": {
+                r.model_dir.name: {"val_macro_f1": round(r.val_macro_f1, 4), "minutes": round(t / 60, 1)}
+                for r, t in runs
+            },
+            "kept_seed": result.model_dir.name,
+            "student": {"seed": runs[-1][0].model_dir.name, "teachers": [r.model_dir.name for r, _ in runs[:-1]]}
+            if args.distill
+            else None,
+            "soup": {
+                "ingredients": soup.ingredients,
+                "val_macro_f1": round(soup.val_macro_f1, 4),
+                "calibration": soup.calibration,
+            }
+            if soup
+            else None,
+            "train_samples_per_second": round(result.samples_per_second, 1),
+            "best_epoch": result.best_epoch,
+            "stopped_early": result.stopped_early,
+            "history": result.history,
+            "weight_average": {
+                "evaluations": result.averaged_checkpoints,
+                "val_macro_f1": result.averaged_val_macro_f1,
+                "kept": result.averaged,
+            },
+            "calibration": result.calibration,
+            "test": metrics,
+            "references": REFERENCES[args.dataset],
+            "met": all(metrics.get(k, 0) >= v for k, v in REFERENCES[args.dataset]["target"].items()),
+        },
+    )
+    chosen = (
+        f"average of {result.averaged_checkpoints} evaluations" if result.averaged else f"epoch {result.best_epoch}"
+    )
     chosen = f"soup of {'+'.join(soup.ingredients)}" if soup else f"{result.model_dir.name}, {chosen}"
-    print(f"{args.dataset}: test accuracy {metrics['accuracy']}, macro-F1 {metrics['macro_f1']} after "
-          f"{seconds / 60:.1f} min (kept: {chosen}) -> {path}")
+    print(
+        f"{args.dataset}: test accuracy {metrics['accuracy']}, macro-F1 {metrics['macro_f1']} after "
+        f"{seconds / 60:.1f} min (kept: {chosen}) -> {path}"
+    )
     return 0
 
 

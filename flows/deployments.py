@@ -20,14 +20,15 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from prefect import flow, get_run_logger
 
 from flows.monitoring import monitoring_flow
-from pipeline.config import Config, load_config_from_env
+from pipeline.config import load_config_from_env
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,13 @@ LOCAL_PORT = 4200
 def retrain_run_name() -> str:
     from prefect.runtime import flow_run
 
-    return f"retrain-{flow_run.parameters.get('trigger', 'schedule')}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    return f"retrain-{flow_run.parameters.get('trigger', 'schedule')}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
 
 
 @flow(name=TRAINING_FLOW, flow_run_name=retrain_run_name, log_prints=True)
-def retrain_flow(params: str | None = None, overrides: list[str] | None = None,
-                 trigger: str = "schedule") -> dict[str, Any]:
+def retrain_flow(
+    params: str | None = None, overrides: list[str] | None = None, trigger: str = "schedule"
+) -> dict[str, Any]:
     """Retrain on the configured data through the usual gate (the deployment entry point of the training flow).
 
     ``trigger`` says who asked: ``schedule`` (the cron; skipped when ``monitor.trigger`` is ``off``), ``drift``
@@ -77,22 +79,28 @@ def build_deployments(params: str | Path | None = None, overrides: list[str] | N
     training_cron = mcfg.training_cron if mcfg.trigger != "off" else None
     drift_cron = mcfg.drift_cron if mcfg.batch_source else None
     if mcfg.drift_cron and not mcfg.batch_source:
-        log.warning("monitor.batch_source is not set: the drift check is served without its schedule; run it on "
-                    "demand with a batch parameter, or set monitor.batch_source to the folder new texts land in")
+        log.warning(
+            "monitor.batch_source is not set: the drift check is served without its schedule; run it on "
+            "demand with a batch parameter, or set monitor.batch_source to the folder new texts land in"
+        )
     common = {"entrypoint_type": EntrypointType.MODULE_PATH, "concurrency_limit": 1}
     training = retrain_flow.to_deployment(
         TRAINING_DEPLOYMENT,
         schedules=[Cron(training_cron, timezone=mcfg.timezone)] if training_cron else None,
         parameters={"params": params_path, "overrides": overrides, "trigger": "schedule"},
         description="Retrain the emotion classifier on data.source; the gate decides promotion.",
-        tags=["emotion", "training"], **common)
+        tags=["emotion", "training"],
+        **common,
+    )
     drift = monitoring_flow.to_deployment(
         DRIFT_DEPLOYMENT,
         schedules=[Cron(drift_cron, timezone=mcfg.timezone)] if drift_cron else None,
         parameters={"params": params_path, "overrides": overrides},
         description="Check monitor.batch_source (or the batch parameter) for drift against the champion's "
-                    f"reference; on drift: monitor.trigger={mcfg.trigger}.",
-        tags=["emotion", "monitoring"], **common)
+        f"reference; on drift: monitor.trigger={mcfg.trigger}.",
+        tags=["emotion", "monitoring"],
+        **common,
+    )
     return [training, drift]
 
 
@@ -122,15 +130,29 @@ def prefect_api(port: int = LOCAL_PORT, startup_timeout: float = 120.0) -> Itera
     if not _healthy(url):
         log.info("starting a local Prefect server on %s:%d (stopped when this command ends)", LOCAL_HOST, port)
         prefect_bin = Path(sys.executable).with_name("prefect")
-        command = [str(prefect_bin) if prefect_bin.exists() else "prefect", "server", "start",
-                   "--host", LOCAL_HOST, "--port", str(port)]
-        process = subprocess.Popen(command, env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        command = [
+            str(prefect_bin) if prefect_bin.exists() else "prefect",
+            "server",
+            "start",
+            "--host",
+            LOCAL_HOST,
+            "--port",
+            str(port),
+        ]
+        process = subprocess.Popen(
+            command,
+            env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + startup_timeout
         while not _healthy(url):
             if process.poll() is not None:
-                raise PipelineError(f"`prefect server start` exited with code {process.returncode}: is port {port} "
-                                    "taken? Set PREFECT_API_URL to a running server or pick another --port")
+                raise PipelineError(
+                    f"`prefect server start` exited with code {process.returncode}: is port {port} "
+                    "taken? Set PREFECT_API_URL to a running server or pick another --port"
+                )
             if time.monotonic() > deadline:
                 process.terminate()
                 raise PipelineError(f"the Prefect server did not answer on {url} within {startup_timeout:.0f}s")

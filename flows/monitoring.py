@@ -12,16 +12,16 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from pipeline.monitoring import drift
 from pipeline.config import Config, load_config_from_env
 from pipeline.errors import PipelineError
+from pipeline.monitoring import drift
 
 RETRY_DELAYS = [2, 10, 30]  # seconds: tracking server or artifact store hiccups
 ARTIFACT_KEY = "drift-check"
@@ -39,7 +39,7 @@ def transient_only(task: Any, task_run: Any, state: Any) -> bool:
 
 
 def _stamp() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
 
 
 def _batch_name(batch: str | None) -> str:
@@ -54,8 +54,14 @@ def drift_run_name() -> str:
     return f"drift-check-{_batch_name(flow_run.parameters.get('batch'))}-{_stamp()}"
 
 
-@task(name="load-champion", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=RETRY_DELAYS,
-      retry_jitter_factor=0.5, retry_condition_fn=transient_only)
+@task(
+    name="load-champion",
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_jitter_factor=0.5,
+    retry_condition_fn=transient_only,
+)
 def champion_task(cfg: Config, workdir: str) -> drift.Champion:
     return drift.load_champion(cfg, Path(workdir))
 
@@ -69,8 +75,14 @@ def _reference_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     return drift.reference_key(parameters["cfg"], parameters["champion"])
 
 
-@task(name="build-reference", cache_key_fn=_reference_cache_key, cache_expiration=timedelta(days=30),
-      retries=2, retry_delay_seconds=RETRY_DELAYS[:2], retry_condition_fn=transient_only)
+@task(
+    name="build-reference",
+    cache_key_fn=_reference_cache_key,
+    cache_expiration=timedelta(days=30),
+    retries=2,
+    retry_delay_seconds=RETRY_DELAYS[:2],
+    retry_condition_fn=transient_only,
+)
 def reference_task(cfg: Config, champion: drift.Champion) -> drift.Reference:
     """The champion's reference data scored by the champion; cached per champion run, data and settings."""
     return drift.build_reference(cfg, champion, drift.predictor_for(cfg, champion.model_dir))
@@ -82,13 +94,20 @@ def score_batch_task(cfg: Config, champion: drift.Champion, batch: drift.Batch) 
 
 
 @task(name="drift-report", cache_policy=NO_CACHE)
-def report_task(cfg: Config, reference: drift.Reference, scored: Any, batch: drift.Batch, champion: drift.Champion,
-                out_dir: str) -> drift.DriftVerdict:
+def report_task(
+    cfg: Config, reference: drift.Reference, scored: Any, batch: drift.Batch, champion: drift.Champion, out_dir: str
+) -> drift.DriftVerdict:
     return drift.detect_drift(reference, scored, cfg.monitor, Path(out_dir), batch.describe(), champion.describe())
 
 
-@task(name="log-to-mlflow", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=RETRY_DELAYS,
-      retry_jitter_factor=0.5, retry_condition_fn=transient_only)
+@task(
+    name="log-to-mlflow",
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_jitter_factor=0.5,
+    retry_condition_fn=transient_only,
+)
 def log_task(cfg: Config, verdict: drift.DriftVerdict, out_dir: str, run_name: str) -> str:
     return drift.log_drift_check(cfg, verdict, Path(out_dir), run_name)
 
@@ -96,18 +115,30 @@ def log_task(cfg: Config, verdict: drift.DriftVerdict, out_dir: str, run_name: s
 @task(name="merge-new-data", cache_policy=NO_CACHE)
 def merge_task(cfg: Config, champion: drift.Champion, batch: drift.Batch, folder: str) -> drift.MergeResult:
     base, provenance = drift.champion_snapshot(cfg, champion)
-    get_run_logger().info("merging into champion v%s's data (%d rows, from %s)", champion.version, len(base), provenance)
+    get_run_logger().info(
+        "merging into champion v%s's data (%d rows, from %s)", champion.version, len(base), provenance
+    )
     return drift.merge_labelled(base, batch.frame, cfg.monitor.holdout_fraction, Path(folder))
 
 
 def _publish(verdict: drift.DriftVerdict, mlflow_run_id: str, retraining: dict[str, Any]) -> None:
     from prefect.artifacts import create_markdown_artifact
 
-    lines = [verdict.to_markdown(), "", f"MLflow run: `{mlflow_run_id}` (report under artifact path `drift/`)", "",
-             "## Retraining", "", f"```json\n{json.dumps(retraining, indent=2, default=str)}\n```"]
-    create_markdown_artifact("\n".join(lines), key=ARTIFACT_KEY,
-                             description=f"drift {'DETECTED' if verdict.drift else 'not detected'}: "
-                                         f"{', '.join(verdict.drifted_features) or 'no feature drifted'}")
+    lines = [
+        verdict.to_markdown(),
+        "",
+        f"MLflow run: `{mlflow_run_id}` (report under artifact path `drift/`)",
+        "",
+        "## Retraining",
+        "",
+        f"```json\n{json.dumps(retraining, indent=2, default=str)}\n```",
+    ]
+    create_markdown_artifact(
+        "\n".join(lines),
+        key=ARTIFACT_KEY,
+        description=f"drift {'DETECTED' if verdict.drift else 'not detected'}: "
+        f"{', '.join(verdict.drifted_features) or 'no feature drifted'}",
+    )
 
 
 def _override_items(data: dict[str, Any]) -> list[str]:
@@ -115,8 +146,9 @@ def _override_items(data: dict[str, Any]) -> list[str]:
     return [f"data.{key}={json.dumps(value)}" for key, value in data.items()]
 
 
-def _retrain(cfg: Config, champion: drift.Champion, batch: drift.Batch, name: str, stamp: str,
-             overrides: list[str]) -> dict[str, Any]:
+def _retrain(
+    cfg: Config, champion: drift.Champion, batch: drift.Batch, name: str, stamp: str, overrides: list[str]
+) -> dict[str, Any]:
     """Start the gated training flow on the champion's data plus the batch's labelled rows (if any)."""
     logger = get_run_logger()
     result: dict[str, Any] = {"triggered": True}
@@ -131,26 +163,41 @@ def _retrain(cfg: Config, champion: drift.Champion, batch: drift.Batch, name: st
         else:
             logger.info("every labelled row of the batch is already in the data: retraining on data.source as is")
     else:
-        logger.info("the batch has no labels in the champion's label set: retraining on data.source (%s) as is",
-                    cfg.data.source)
+        logger.info(
+            "the batch has no labels in the champion's label set: retraining on data.source (%s) as is", cfg.data.source
+        )
     result["data_source"] = train_cfg.data.source
     if cfg.monitor.retrain_deployment:
         from prefect.deployments import run_deployment
 
         parameters = {"overrides": list(overrides) + _override_items(data_update), "trigger": "drift"}
-        run = run_deployment(cfg.monitor.retrain_deployment, parameters=parameters, timeout=0,
-                             flow_run_name=f"retrain-on-drift-{name}-{stamp}")
+        run = run_deployment(
+            cfg.monitor.retrain_deployment,
+            parameters=parameters,
+            timeout=0,
+            flow_run_name=f"retrain-on-drift-{name}-{stamp}",
+        )
         logger.info("drift: started deployment %s, flow run %s", cfg.monitor.retrain_deployment, run.id)
         return result | {"mode": "deployment", "deployment": cfg.monitor.retrain_deployment, "flow_run_id": str(run.id)}
     from flows.training import training_flow
 
     logger.info("drift: retraining on %s (subflow; the gate decides promotion)", train_cfg.data.source)
     summary = training_flow.with_options(flow_run_name=f"retrain-on-drift-{name}-{stamp}")(train_cfg)
-    logger.info("retraining registered version %s: gate %s, aliases %s", summary["version"],
-                "passed" if summary["gate"]["passed"] else "FAILED", summary["aliases"])
-    return result | {"mode": "subflow", "run_id": summary["run_id"], "version": summary["version"],
-                     "gate_passed": summary["gate"]["passed"], "aliases": summary["aliases"],
-                     "champion_before": summary["champion_before"], "data_hash": summary["data_hash"]}
+    logger.info(
+        "retraining registered version %s: gate %s, aliases %s",
+        summary["version"],
+        "passed" if summary["gate"]["passed"] else "FAILED",
+        summary["aliases"],
+    )
+    return result | {
+        "mode": "subflow",
+        "run_id": summary["run_id"],
+        "version": summary["version"],
+        "gate_passed": summary["gate"]["passed"],
+        "aliases": summary["aliases"],
+        "champion_before": summary["champion_before"],
+        "data_hash": summary["data_hash"],
+    }
 
 
 def _retraining_decision(drifted: bool, trigger: str) -> dict[str, Any]:
@@ -160,14 +207,17 @@ def _retraining_decision(drifted: bool, trigger: str) -> dict[str, Any]:
     if trigger == "on_drift":
         return {"triggered": True, "reason": "drift detected (monitor.trigger=on_drift)"}
     if trigger == "schedule_only":
-        return {"triggered": False, "reason": "drift detected; monitor.trigger=schedule_only: retraining waits for "
-                                              "the training schedule"}
+        return {
+            "triggered": False,
+            "reason": "drift detected; monitor.trigger=schedule_only: retraining waits for the training schedule",
+        }
     return {"triggered": False, "reason": "drift detected; monitor.trigger=off: no retraining"}
 
 
 @flow(name="emotion-drift-check", flow_run_name=drift_run_name, log_prints=True)
-def monitoring_flow(batch: str | None = None, params: str | None = None, overrides: list[str] | None = None,
-                    cfg: Config | None = None) -> dict[str, Any]:
+def monitoring_flow(
+    batch: str | None = None, params: str | None = None, overrides: list[str] | None = None, cfg: Config | None = None
+) -> dict[str, Any]:
     """Check one batch of new texts for drift against the champion's reference; returns the verdict.
 
     ``batch`` is a file or folder in any supported data format (default ``monitor.batch_source``). The config is

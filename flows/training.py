@@ -17,19 +17,17 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.caching import validation_cache_key
-from pipeline.monitoring import drift
-from pipeline.evaluation import evaluate
-from pipeline.evaluation import gate
-from pipeline.evaluation import model_card
-from pipeline.registry import tracking
 from pipeline import stages
-from pipeline.evaluation.behaviour import BehaviourReport
 from pipeline.config import Config
 from pipeline.data.encode import PreparedData
 from pipeline.errors import PipelineError
+from pipeline.evaluation import evaluate, gate, model_card
+from pipeline.evaluation.behaviour import BehaviourReport
 from pipeline.evaluation.evaluate import Evaluation
-from pipeline.training.train import TrainResult
+from pipeline.monitoring import drift
+from pipeline.registry import tracking
 from pipeline.registry.versioning import git_commit
+from pipeline.training.train import TrainResult
 
 PROMOTION_ATTEMPTS = 3  # re-score and re-gate when another run moved the champion meanwhile
 
@@ -55,8 +53,9 @@ def train_task(cfg: Config, prepared: PreparedData, run_id: str) -> TrainResult:
     mlflow_client = tracking.client(cfg)
 
     def log_epoch(row: dict[str, float]) -> None:
-        tracking.log_metrics(mlflow_client, run_id, {k: v for k, v in row.items() if k not in ("epoch", "step")},
-                             step=int(row["epoch"]))
+        tracking.log_metrics(
+            mlflow_client, run_id, {k: v for k, v in row.items() if k not in ("epoch", "step")}, step=int(row["epoch"])
+        )
 
     return stages.train_stage(cfg, prepared, log_epoch)  # a retry resumes from the last checkpoint
 
@@ -100,14 +99,28 @@ def register_task(cfg: Config, run_id: str, labels: list[str], tags: dict[str, s
 
 @task(name="promote", cache_policy=NO_CACHE)
 def promote_task(cfg: Config, version: str, run_id: str, compared_with: str | None, reason: str) -> None:
-    tracking.promote(cfg, tracking.client(cfg), version, actor=f"training-flow run {run_id}", reason=reason,
-                     kind="gate", expected_champion=compared_with)
+    tracking.promote(
+        cfg,
+        tracking.client(cfg),
+        version,
+        actor=f"training-flow run {run_id}",
+        reason=reason,
+        kind="gate",
+        expected_champion=compared_with,
+    )
 
 
-def version_tags(lineage: dict[str, str], labels: list[str], evaluation: Evaluation, verdict: gate.GateVerdict,
-                 champion_version: str | None, champion_metrics: dict[str, float] | None,
-                 calibration: dict[str, float]) -> dict[str, str]:
+def version_tags(
+    lineage: dict[str, str],
+    labels: list[str],
+    evaluation: Evaluation,
+    verdict: gate.GateVerdict,
+    champion_version: str | None,
+    champion_metrics: dict[str, float] | None,
+    calibration: dict[str, float],
+) -> dict[str, str]:
     """Lineage, gate result, and both score sets (challenger and champion on the same test set)."""
+
     def scores(metrics: dict[str, float] | None) -> str:
         return json.dumps({k: round(v, 4) for k, v in (metrics or {}).items()})
 
@@ -131,15 +144,20 @@ def training_flow(cfg: Config) -> dict[str, Any]:
     logger = get_run_logger()
     mlflow_client = tracking.client(cfg)
     layout = stages.Layout.of(cfg)
-    run = mlflow_client.create_run(tracking.experiment_id(cfg, mlflow_client),
-                                   tags={"data_source": cfg.data.source, "model_name": cfg.model.name})
+    run = mlflow_client.create_run(
+        tracking.experiment_id(cfg, mlflow_client), tags={"data_source": cfg.data.source, "model_name": cfg.model.name}
+    )
     run_id = run.info.run_id
     tracking.log_params(mlflow_client, run_id, cfg)
     status = "FAILED"
     try:
         snapshot, data_hash = ingest_task(cfg)
-        lineage = {"data_hash": data_hash, "data_source": cfg.data.source,
-                   "git_commit": git_commit(Path(cfg.project_dir).resolve()), "run_id": run_id}
+        lineage = {
+            "data_hash": data_hash,
+            "data_source": cfg.data.source,
+            "git_commit": git_commit(Path(cfg.project_dir).resolve()),
+            "run_id": run_id,
+        }
         for key, value in lineage.items():
             mlflow_client.set_tag(run_id, key, value)
         try:
@@ -154,28 +172,45 @@ def training_flow(cfg: Config) -> dict[str, Any]:
         for name in ("class_distribution.png", "text_length.png"):
             mlflow_client.log_artifact(run_id, str(layout.plots / name), "eda")
         trained = train_task(cfg, prepared, run_id)
-        tracking.log_metrics(mlflow_client, run_id, {"train_samples_per_second": trained.samples_per_second,
-                                                     "train_seconds": trained.train_seconds,
-                                                     "best_epoch": trained.best_epoch,
-                                                     "selected_val_macro_f1": trained.val_macro_f1,
-                                                     "weight_average_kept": float(trained.averaged),
-                                                     **trained.calibration})
+        tracking.log_metrics(
+            mlflow_client,
+            run_id,
+            {
+                "train_samples_per_second": trained.samples_per_second,
+                "train_seconds": trained.train_seconds,
+                "best_epoch": trained.best_epoch,
+                "selected_val_macro_f1": trained.val_macro_f1,
+                "weight_average_kept": float(trained.averaged),
+                **trained.calibration,
+            },
+        )
         evaluation, paths = evaluate_task(cfg, prepared)
         tracking.log_metrics(mlflow_client, run_id, evaluation.metrics, prefix="test_")
         behaviour = behaviour_task(cfg, prepared)
-        tracking.log_metrics(mlflow_client, run_id, {k: v for k, v in behaviour.to_dict().items()
-                                                     if isinstance(v, float)}, prefix="behaviour_")
+        tracking.log_metrics(
+            mlflow_client,
+            run_id,
+            {k: v for k, v in behaviour.to_dict().items() if isinstance(v, float)},
+            prefix="behaviour_",
+        )
 
         version, promoted, notes_extra = None, False, []
         for attempt in range(1, PROMOTION_ATTEMPTS + 1):
             champion_version, champion_metrics, notes = champion_task(cfg, prepared)
-            verdict = gate.decide(evaluation.metrics, champion_metrics, cfg.gate, labels, behaviour, notes + notes_extra)
-            tracking.write_json(layout.root / "gate.json", verdict.to_dict() | {"champion_version": champion_version,
-                                                                                "champion_metrics": champion_metrics})
+            verdict = gate.decide(
+                evaluation.metrics, champion_metrics, cfg.gate, labels, behaviour, notes + notes_extra
+            )
+            tracking.write_json(
+                layout.root / "gate.json",
+                verdict.to_dict() | {"champion_version": champion_version, "champion_metrics": champion_metrics},
+            )
             (layout.root / "gate.md").write_text(verdict.to_markdown())
-            (layout.root / "comparison.md").write_text(evaluate.comparison(evaluation.metrics, champion_metrics, labels))
-            tags = version_tags(lineage, labels, evaluation, verdict, champion_version, champion_metrics,
-                                trained.calibration)
+            (layout.root / "comparison.md").write_text(
+                evaluate.comparison(evaluation.metrics, champion_metrics, labels)
+            )
+            tags = version_tags(
+                lineage, labels, evaluation, verdict, champion_version, champion_metrics, trained.calibration
+            )
             card = model_card.build(labels, lineage, evaluation.metrics, verdict, trained.calibration, champion_version)
             if version is None:
                 version = register_task(cfg, run_id, labels, tags, card)
@@ -186,17 +221,28 @@ def training_flow(cfg: Config) -> dict[str, Any]:
             if not verdict.passed:
                 break
             try:
-                promote_task(cfg, version, run_id, champion_version,
-                             f"passed the gate ({len(verdict.checks)} checks) against champion "
-                             f"{'v' + champion_version if champion_version else 'none'}")
+                promote_task(
+                    cfg,
+                    version,
+                    run_id,
+                    champion_version,
+                    f"passed the gate ({len(verdict.checks)} checks) against champion "
+                    f"{'v' + champion_version if champion_version else 'none'}",
+                )
                 promoted = True
                 break
             except tracking.StaleChampion as exc:
                 logger.warning("attempt %d: %s; scoring the new champion and gating again", attempt, exc)
                 notes_extra = [f"re-gated after: {exc}"]
-        for path in [*paths.values(), layout.root / "gate.json", layout.root / "gate.md", layout.root / "comparison.md",
-                     layout.root / "behaviour.json", layout.plots / "training_curve.png",
-                     layout.plots / "training_curve.csv"]:
+        for path in [
+            *paths.values(),
+            layout.root / "gate.json",
+            layout.root / "gate.md",
+            layout.root / "comparison.md",
+            layout.root / "behaviour.json",
+            layout.plots / "training_curve.png",
+            layout.plots / "training_curve.csv",
+        ]:
             mlflow_client.log_artifact(run_id, str(path), "evaluation")
         if champion_metrics:
             tracking.log_metrics(mlflow_client, run_id, champion_metrics, prefix="champion_test_")
@@ -213,9 +259,15 @@ def training_flow(cfg: Config) -> dict[str, Any]:
         "data_hash": data_hash,
         "rows": snapshot.split_counts(),
         "cleaning": changes.reset_index().to_dict(orient="records"),
-        "training": {"steps": trained.steps, "best_epoch": trained.best_epoch, "seconds": round(trained.train_seconds, 1),
-                     "samples_per_second": round(trained.samples_per_second, 1), "device": trained.device,
-                     "precision": trained.precision, "temperature": round(trained.calibration["temperature"], 4)},
+        "training": {
+            "steps": trained.steps,
+            "best_epoch": trained.best_epoch,
+            "seconds": round(trained.train_seconds, 1),
+            "samples_per_second": round(trained.samples_per_second, 1),
+            "device": trained.device,
+            "precision": trained.precision,
+            "temperature": round(trained.calibration["temperature"], 4),
+        },
         "metrics": {k: round(v, 4) for k, v in evaluation.metrics.items()},
         "behaviour": behaviour.to_dict(),
         "gate": verdict.to_dict() | {"reasons": verdict.reasons},

@@ -62,8 +62,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_restore_data(args: argparse.Namespace) -> int:
-    from pipeline.registry import tracking
     from pipeline import stages
+    from pipeline.registry import tracking
 
     cfg = _config(args)
     data_hash = args.hash
@@ -74,12 +74,16 @@ def cmd_restore_data(args: argparse.Namespace) -> int:
         try:
             version = mlflow_client.get_model_version(cfg.mlflow.registered_model, str(args.version))
         except Exception as exc:
-            raise PipelineError(f"{cfg.mlflow.registered_model} has no version {args.version}: see `emotion models`") from exc
+            raise PipelineError(
+                f"{cfg.mlflow.registered_model} has no version {args.version}: see `emotion models`"
+            ) from exc
         data_hash = version.tags.get("data_hash")
         if not data_hash:
             raise PipelineError(f"version {args.version} records no data_hash tag")
-        print(f"version {args.version}: data {version.tags.get('data_source')} hash {data_hash}, "
-              f"code {version.tags.get('git_commit')}")
+        print(
+            f"version {args.version}: data {version.tags.get('data_source')} hash {data_hash}, "
+            f"code {version.tags.get('git_commit')}"
+        )
     path = stages.restore_stage(cfg, data_hash)
     print(f"restored {path} (data.dvc -> {data_hash}); `git checkout <code commit> -- .` restores the code too")
     return 0
@@ -94,7 +98,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     labels, report = stages.validate_stage(cfg, frame)
     print(report.summary())
     prepared, changes = stages.prepare_stage(cfg, frame, labels)
-    print(f"prepared {', '.join(f'{k}={len(v)}' for k, v in prepared.splits.items())} rows; cleaning:\n{changes.to_string()}")
+    print(
+        f"prepared {', '.join(f'{k}={len(v)}' for k, v in prepared.splits.items())} rows; cleaning:\n{changes.to_string()}"
+    )
     return 0
 
 
@@ -105,10 +111,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)
     result = stages.train_stage(cfg, PreparedData.load(stages.Layout.of(cfg).prepared))
     where = f"rank {result.rank}/{result.world_size}: " if result.world_size > 1 else ""
-    print(f"{where}trained {result.steps} steps in {result.train_seconds:.1f}s ({result.samples_per_second:.1f} samples/s, "
-          f"{result.device}, {result.precision}); best epoch {result.best_epoch}; weights {result.weights_digest}"
-          + (f"; resumed from step {result.resumed_from_step}" if result.resumed_from_step else "")
-          + (f"; saved to {result.model_dir}" if result.rank == 0 else ""))
+    print(
+        f"{where}trained {result.steps} steps in {result.train_seconds:.1f}s ({result.samples_per_second:.1f} samples/s, "
+        f"{result.device}, {result.precision}); best epoch {result.best_epoch}; weights {result.weights_digest}"
+        + (f"; resumed from step {result.resumed_from_step}" if result.resumed_from_step else "")
+        + (f"; saved to {result.model_dir}" if result.rank == 0 else "")
+    )
     return 0
 
 
@@ -119,8 +127,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = _config(args)
     evaluation, paths = stages.evaluate_stage(cfg, PreparedData.load(stages.Layout.of(cfg).prepared))
     print(evaluation.report)
-    print(f"accuracy {evaluation.metrics['accuracy']:.4f}  macro-F1 {evaluation.metrics['macro_f1']:.4f}  "
-          f"-> {paths['metrics']}")
+    print(
+        f"accuracy {evaluation.metrics['accuracy']:.4f}  macro-F1 {evaluation.metrics['macro_f1']:.4f}  "
+        f"-> {paths['metrics']}"
+    )
     return 0
 
 
@@ -162,24 +172,39 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'version':>7}  {'aliases':<28} {'gate':<7} {'accuracy':>8} {'macro_f1':>8}  {'created (UTC)':<25} data_hash")
+    print(
+        f"{'version':>7}  {'aliases':<28} {'gate':<7} {'accuracy':>8} {'macro_f1':>8}  {'created (UTC)':<25} data_hash"
+    )
     for r in rows:
-        print(f"{r['version']:>7}  {','.join(r['aliases']) or '-':<28} {r['gate'] or '-':<7} {r['accuracy'] or '-':>8} "
-              f"{r['macro_f1'] or '-':>8}  {r['created']:<25} {r['data_hash'] or '-'}")
+        print(
+            f"{r['version']:>7}  {','.join(r['aliases']) or '-':<28} {r['gate'] or '-':<7} {r['accuracy'] or '-':>8} "
+            f"{r['macro_f1'] or '-':>8}  {r['created']:<25} {r['data_hash'] or '-'}"
+        )
     return 0
 
 
 def _print_event(event: Any) -> None:
-    print(f"{event.kind}: champion -> version {event.version} (previous: {event.previous or 'none'}) "
-          f"by {event.actor} at {event.at}: {event.reason}")
+    print(
+        f"{event.kind}: champion -> version {event.version} (previous: {event.previous or 'none'}) "
+        f"by {event.actor} at {event.at}: {event.reason}"
+    )
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
     from pipeline.registry import tracking
 
     cfg = _config(args)
-    _print_event(tracking.promote(cfg, tracking.client(cfg), str(args.version), actor=_actor(), reason=args.reason,
-                                  kind="manual", force=args.force))
+    _print_event(
+        tracking.promote(
+            cfg,
+            tracking.client(cfg),
+            str(args.version),
+            actor=_actor(),
+            reason=args.reason,
+            kind="manual",
+            force=args.force,
+        )
+    )
     return 0
 
 
@@ -259,7 +284,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"mlflow    run {summary['run_id']}",
     ]
     if not summary["gate"]["passed"]:
-        lines.append(f"          champion unchanged ({'version ' + summary['champion_before'] if summary['champion_before'] else 'none yet'})")
+        lines.append(
+            f"          champion unchanged ({'version ' + summary['champion_before'] if summary['champion_before'] else 'none yet'})"
+        )
     return "\n".join(lines)
 
 
@@ -304,8 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     monitor = add("monitor", cmd_monitor, "check a batch of new texts for drift against the champion (Prefect flow)")
     monitor.add_argument("path", help="a file or folder of texts in any supported format; labels optional")
     monitor.add_argument("--json", action="store_true", help="print the verdict as JSON (top-level boolean 'drift')")
-    schedule = add("schedule", cmd_schedule, "serve the weekly retraining and daily drift-check deployments until stopped")
-    schedule.add_argument("--port", type=int, default=4200, help="local Prefect server port when PREFECT_API_URL is unset")
+    schedule = add(
+        "schedule", cmd_schedule, "serve the weekly retraining and daily drift-check deployments until stopped"
+    )
+    schedule.add_argument(
+        "--port", type=int, default=4200, help="local Prefect server port when PREFECT_API_URL is unset"
+    )
     return parser
 
 
@@ -313,8 +344,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     for noisy in ("httpx", "great_expectations"):  # API chatter and import-time registrations
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

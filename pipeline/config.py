@@ -36,12 +36,16 @@ class DataConfig(_Section):
     labels: list[str] | None = None  # declared label set, in id order; None = infer from train
     multi_label: bool = False  # labels are lists (GoEmotions, or a column of separated labels)
     label_separator: str = ","  # between labels in a multi-label CSV/TSV cell
-    split_ratios: list[float] = Field([0.8, 0.1, 0.1], min_length=3, max_length=3)  # train/val/test, for unsplit sources
+    split_ratios: list[float] = Field(
+        [0.8, 0.1, 0.1], min_length=3, max_length=3
+    )  # train/val/test, for unsplit sources
     split_seed: int = 42
     hf_config: str | None = None  # dataset config name for hf: sources
     snapshot_dir: str = "data"  # normalized snapshot tracked by DVC (data.dvc)
     dvc_track: bool = True  # `dvc add` the snapshot after ingest
-    dvc_remote: str | None = "dvc-remote"  # folder or URL (s3://..., gs://..., ssh://...) to push snapshots to; null = none
+    dvc_remote: str | None = (
+        "dvc-remote"  # folder or URL (s3://..., gs://..., ssh://...) to push snapshots to; null = none
+    )
 
 
 class CleanConfig(_Section):
@@ -109,7 +113,9 @@ class TrainConfig(_Section):
     layer_lr_decay: float = Field(1.0, gt=0, le=1)  # lr x decay^depth below the head (LLRD); 1 = one lr for all
     group_by_length: bool = True  # batches of similar length (less padding); false = plain random batches
     fused_optimizer: bool = True  # one fused AdamW kernel; false = torch's per-tensor (foreach) AdamW
-    fast_dropout: bool = True  # CPU only: dropout masks from 16-bit lanes of 64-bit draws (pipeline/training/fast_dropout.py)
+    fast_dropout: bool = (
+        True  # CPU only: dropout masks from 16-bit lanes of 64-bit draws (pipeline/training/fast_dropout.py)
+    )
     eval_every: int | None = Field(None, ge=1)  # evaluate (and checkpoint) every N optimizer steps; None = per epoch
     patience: int | None = Field(None, ge=1)  # stop after N evaluations without a better validation macro-F1
     # average the weights at every evaluation from this epoch on; the average is kept if it beats the best single
@@ -230,7 +236,7 @@ class Config(_Section):
         uri = self.mlflow.tracking_uri
         prefix = "sqlite:///"
         if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-            return prefix + str(self.path(uri[len(prefix):]))
+            return prefix + str(self.path(uri[len(prefix) :]))
         return uri
 
 
@@ -242,12 +248,13 @@ _Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def _yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_Loader)
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -308,9 +315,7 @@ def load_config(
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise PipelineError(f"invalid configuration: {problems}") from exc
 
 

@@ -13,15 +13,12 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from pipeline.data import clean
-from pipeline.data import encode
-from pipeline.evaluation import evaluate
-from pipeline.data import ingest
-from pipeline.training import train
-from pipeline.data import validate
-from pipeline.registry import versioning
 from pipeline.config import Config
+from pipeline.data import clean, encode, ingest, validate
 from pipeline.errors import PipelineError
+from pipeline.evaluation import evaluate
+from pipeline.registry import versioning
+from pipeline.training import train
 
 if TYPE_CHECKING:
     from pipeline.evaluation.behaviour import BehaviourReport
@@ -41,10 +38,11 @@ class Layout:
     root: Path
 
     @classmethod
-    def of(cls, cfg: Config) -> "Layout":
+    def of(cls, cfg: Config) -> Layout:
         root = cfg.artifacts
-        return cls(cfg.path(cfg.data.snapshot_dir), root / "reports", root / "prepared", root / "model",
-                   root / "plots", root)
+        return cls(
+            cfg.path(cfg.data.snapshot_dir), root / "reports", root / "prepared", root / "model", root / "plots", root
+        )
 
 
 def ingest_stage(cfg: Config) -> tuple[ingest.Snapshot, str]:
@@ -96,14 +94,16 @@ def prepare_stage(cfg: Config, frame: pd.DataFrame, labels: list[str]) -> tuple[
     return prepared, cleaned.changes
 
 
-def train_stage(cfg: Config, prepared: encode.PreparedData,
-                on_evaluation: train.EpochCallback | None = None) -> train.TrainResult:
+def train_stage(
+    cfg: Config, prepared: encode.PreparedData, on_evaluation: train.EpochCallback | None = None
+) -> train.TrainResult:
     """Fine-tune, save the model folder, and write the training curve (CSV for DVC, PNG for people)."""
     from pipeline.evaluation.plots import write_training_curve
 
     layout = Layout.of(cfg)
-    result = train.train(prepared, cfg.model, cfg.train, layout.model, on_evaluation,
-                         checkpoint_dir=cfg.path(cfg.train.checkpoint_dir))
+    result = train.train(
+        prepared, cfg.model, cfg.train, layout.model, on_evaluation, checkpoint_dir=cfg.path(cfg.train.checkpoint_dir)
+    )
     if result.rank == 0:  # under torchrun the other ranks only train
         clean.save_text_policy(layout.model, cfg.clean)
         write_training_curve(result.history, layout.plots)
@@ -125,15 +125,16 @@ def score_model(cfg: Config, model_dir: Path, prepared: encode.PreparedData) -> 
     return evaluate.score(prepared.targets("test"), probs, prepared.label_map.labels, predictor.thresholds)
 
 
-def behaviour_stage(cfg: Config, prepared: encode.PreparedData) -> "BehaviourReport":
+def behaviour_stage(cfg: Config, prepared: encode.PreparedData) -> BehaviourReport:
     """Minimum-functionality and invariance tests of the trained model; written to artifacts/behaviour.json."""
     from pipeline.evaluation.behaviour import run_suite
     from pipeline.model.predict import Predictor
 
     layout = Layout.of(cfg)
     predictor = Predictor(layout.model, cfg.train.device, cfg.train.precision, cfg.model.max_length)
-    report = run_suite(predictor.predict_proba, prepared.label_map.labels, prepared.texts("test"),
-                       cfg.gate.invariance_tolerance)
+    report = run_suite(
+        predictor.predict_proba, prepared.label_map.labels, prepared.texts("test"), cfg.gate.invariance_tolerance
+    )
     (layout.root / "behaviour.json").write_text(json.dumps(report.to_dict(), indent=2))
     return report
 

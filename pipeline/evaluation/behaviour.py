@@ -105,8 +105,9 @@ def invariance_pairs(test_texts: list[str], max_texts: int = 100) -> list[tuple[
     return pairs
 
 
-def run_suite(predict_proba: Callable[[list[str]], np.ndarray], labels: list[str], test_texts: list[str],
-              tolerance: float) -> BehaviourReport:
+def run_suite(
+    predict_proba: Callable[[list[str]], np.ndarray], labels: list[str], test_texts: list[str], tolerance: float
+) -> BehaviourReport:
     """Score a model's behaviour; ``predict_proba`` maps texts to calibrated probabilities (rows sum to 1)."""
     mft = [(text, label) for label in labels for text in MFT_CASES.get(label, [])]
     pairs = invariance_pairs(test_texts)
@@ -116,12 +117,14 @@ def run_suite(predict_proba: Callable[[list[str]], np.ndarray], labels: list[str
 
     mft_probs = probs[: len(mft)]
     hits = [labels[int(row.argmax())] == label for row, (_, label) in zip(mft_probs, mft)]
-    failures += [{"test": "minimum functionality", "text": text, "expected": label,
-                  "predicted": labels[int(row.argmax())]}
-                 for (text, label), row, hit in zip(mft, mft_probs, hits) if not hit][:10]
+    failures += [
+        {"test": "minimum functionality", "text": text, "expected": label, "predicted": labels[int(row.argmax())]}
+        for (text, label), row, hit in zip(mft, mft_probs, hits)
+        if not hit
+    ][:10]
 
-    originals = probs[len(mft): len(mft) + len(pairs)]
-    perturbed = probs[len(mft) + len(pairs):]
+    originals = probs[len(mft) : len(mft) + len(pairs)]
+    perturbed = probs[len(mft) + len(pairs) :]
     held, shifts = [], []
     for (kind, a, b), pa, pb in zip(pairs, originals, perturbed):
         top = int(pa.argmax())
@@ -130,8 +133,16 @@ def run_suite(predict_proba: Callable[[list[str]], np.ndarray], labels: list[str
         held.append(ok)
         shifts.append(shift)
         if not ok and len(failures) < 20:
-            failures.append({"test": f"invariance ({kind})", "text": a, "perturbed": b, "predicted": labels[top],
-                             "perturbed_predicted": labels[int(pb.argmax())], "shift": round(shift, 3)})
+            failures.append(
+                {
+                    "test": f"invariance ({kind})",
+                    "text": a,
+                    "perturbed": b,
+                    "predicted": labels[top],
+                    "perturbed_predicted": labels[int(pb.argmax())],
+                    "shift": round(shift, 3),
+                }
+            )
     return BehaviourReport(
         mft_accuracy=float(np.mean(hits)) if hits else None,
         invariance_rate=float(np.mean(held)) if held else 1.0,

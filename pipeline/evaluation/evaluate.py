@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, precision_recall_fscore_support
 
-from pipeline.model.calibration import expected_calibration_error
 from pipeline.evaluation.plots import plot_confusion_matrix
+from pipeline.model.calibration import expected_calibration_error
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,12 @@ class Evaluation:
         """(actual, predicted) label pairs behind the confusion matrix, for `dvc plots`."""
         if not self.multi_label:
             return [(self.labels[a], self.labels[p]) for a, p in zip(self.y_true, self.y_pred)]
-        return [(self.labels[a], self.labels[p]) for t, q in zip(self.y_true, self.y_pred)
-                for a in np.flatnonzero(t) for p in np.flatnonzero(q)]
+        return [
+            (self.labels[a], self.labels[p])
+            for t, q in zip(self.y_true, self.y_pred)
+            for a in np.flatnonzero(t)
+            for p in np.flatnonzero(q)
+        ]
 
 
 def multi_label_decisions(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -73,8 +77,10 @@ def score(y_true: np.ndarray, probs: np.ndarray, labels: list[str], thresholds: 
         p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=ids, average=average, zero_division=0)
         metrics |= {f"{average}_precision": float(p), f"{average}_recall": float(r), f"{average}_f1": float(f)}
     p, r, f, support = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
-    per_class = {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(support[i])}
-                 for i, name in enumerate(labels)}
+    per_class = {
+        name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(support[i])}
+        for i, name in enumerate(labels)
+    }
     metrics |= {f"f1_{name}": values["f1"] for name, values in per_class.items()}
     report = classification_report(y_true, y_pred, labels=ids, target_names=labels, digits=4, zero_division=0)
     return Evaluation(metrics, per_class, report, confusion, labels, y_true, y_pred)
@@ -84,21 +90,32 @@ def write_evaluation(evaluation: Evaluation, out_dir: Path, plots_dir: Path) -> 
     """metrics.json, the text report, the confusion matrix as PNG and as DVC-plot CSV."""
     out_dir.mkdir(parents=True, exist_ok=True)
     plots_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"metrics": out_dir / METRICS_FILE, "per_class": out_dir / PER_CLASS_FILE, "report": out_dir / REPORT_FILE,
-             "confusion_png": plots_dir / CONFUSION_PNG, "confusion_csv": plots_dir / CONFUSION_CSV}
+    paths = {
+        "metrics": out_dir / METRICS_FILE,
+        "per_class": out_dir / PER_CLASS_FILE,
+        "report": out_dir / REPORT_FILE,
+        "confusion_png": plots_dir / CONFUSION_PNG,
+        "confusion_csv": plots_dir / CONFUSION_CSV,
+    }
     paths["metrics"].write_text(json.dumps(evaluation.metrics, indent=2))
     paths["per_class"].write_text(json.dumps(evaluation.per_class, indent=2))
     paths["report"].write_text(evaluation.report)
     pd.DataFrame(evaluation.pairs(), columns=["actual", "predicted"]).to_csv(paths["confusion_csv"], index=False)
     plot_confusion_matrix(evaluation.confusion, evaluation.labels, paths["confusion_png"])
-    log.info("test metrics: accuracy %.4f, macro-F1 %.4f\n%s", evaluation.metrics["accuracy"],
-             evaluation.metrics["macro_f1"], evaluation.report)
+    log.info(
+        "test metrics: accuracy %.4f, macro-F1 %.4f\n%s",
+        evaluation.metrics["accuracy"],
+        evaluation.metrics["macro_f1"],
+        evaluation.report,
+    )
     return paths
 
 
 def comparison(candidate: dict[str, float], champion: dict[str, float] | None, labels: list[str]) -> str:
     """Markdown table of challenger vs champion on the same test set."""
-    keys = ["accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall", "ece"] + [f"f1_{l}" for l in labels]
+    keys = ["accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall", "ece"] + [
+        f"f1_{l}" for l in labels
+    ]
     lines = ["| metric | challenger | champion | change |", "|---|---|---|---|"]
     for key in keys:
         mine, theirs = candidate.get(key), (champion or {}).get(key)

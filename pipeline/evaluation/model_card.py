@@ -20,8 +20,14 @@ LIMITATIONS = (
 )
 
 
-def build(labels: list[str], lineage: dict[str, str], metrics: dict[str, float], verdict: GateVerdict,
-          calibration: dict[str, Any], champion_version: str | None) -> str:
+def build(
+    labels: list[str],
+    lineage: dict[str, str],
+    metrics: dict[str, float],
+    verdict: GateVerdict,
+    calibration: dict[str, Any],
+    champion_version: str | None,
+) -> str:
     """Markdown: what the model does, its data and code version, scores, gate verdict, intended use, limits."""
     per_class = ", ".join(f"{label} {metrics.get(f'f1_{label}', float('nan')):.3f}" for label in labels)
     failed = [c.describe() for c in verdict.failed]

@@ -45,8 +45,12 @@ def plot_training_curve(history: pd.DataFrame, path: Path) -> None:
     if not history.empty:
         left.plot(history["epoch"], history["train_loss"], marker="o", label="train loss")
         left.plot(history["epoch"], history["val_loss"], marker="o", label="validation loss")
-        right.plot(history["epoch"], history["val_macro_f1"], marker="o", color="tab:green", label="validation macro-F1")
-        right.plot(history["epoch"], history["val_accuracy"], marker="o", color="tab:purple", label="validation accuracy")
+        right.plot(
+            history["epoch"], history["val_macro_f1"], marker="o", color="tab:green", label="validation macro-F1"
+        )
+        right.plot(
+            history["epoch"], history["val_accuracy"], marker="o", color="tab:purple", label="validation accuracy"
+        )
         left.legend()
         right.legend()
     left.set_xlabel("epoch")
@@ -63,7 +67,10 @@ def write_training_curve(history: list[dict[str, float]], plots_dir: Path) -> di
     """The per-epoch history as CSV (for `dvc plots`) and PNG."""
     plots_dir.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(history, columns=["epoch", "step", "train_loss", "val_loss", "val_accuracy", "val_macro_f1"])
-    paths = {"training_curve_csv": plots_dir / "training_curve.csv", "training_curve_png": plots_dir / "training_curve.png"}
+    paths = {
+        "training_curve_csv": plots_dir / "training_curve.csv",
+        "training_curve_png": plots_dir / "training_curve.png",
+    }
     frame.to_csv(paths["training_curve_csv"], index=False)
     plot_training_curve(frame, paths["training_curve_png"])
     return paths

@@ -33,8 +33,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
     if len(labels) == 0:
         return 1.0
-    found = minimize_scalar(lambda log_t: nll(logits, labels, float(np.exp(log_t))), bounds=(np.log(0.05), np.log(20.0)),
-                            method="bounded")
+    found = minimize_scalar(
+        lambda log_t: nll(logits, labels, float(np.exp(log_t))), bounds=(np.log(0.05), np.log(20.0)), method="bounded"
+    )
     return float(np.exp(found.x))
 
 
@@ -115,8 +116,17 @@ def calibrate_multi_label(logits: np.ndarray, targets: np.ndarray, model_dir: Pa
         "val_macro_f1_tuned": float(f1_score(targets, probs >= thresholds, average="macro", zero_division=0)),
     }
     path = Path(model_dir) / CALIBRATION_FILE
-    path.write_text(json.dumps({"method": "per-label thresholds", "temperature": 1.0,
-                                "thresholds": [float(t) for t in thresholds], **stats}, indent=2))
+    path.write_text(
+        json.dumps(
+            {
+                "method": "per-label thresholds",
+                "temperature": 1.0,
+                "thresholds": [float(t) for t in thresholds],
+                **stats,
+            },
+            indent=2,
+        )
+    )
     return {"temperature": 1.0, **stats}
 
 

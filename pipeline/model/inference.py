@@ -13,7 +13,7 @@ from pipeline.model.runtime import Runtime
 def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length, so padding is minimal."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def _mean_pooled(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -23,8 +23,15 @@ def _mean_pooled(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Te
 
 
 @torch.inference_mode()
-def predict_outputs(model: Any, tokenizer: Any, texts: list[str], runtime: Runtime, max_length: int = 128,
-                    batch_size: int = 64, embeddings: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def predict_outputs(
+    model: Any,
+    tokenizer: Any,
+    texts: list[str],
+    runtime: Runtime,
+    max_length: int = 128,
+    batch_size: int = 64,
+    embeddings: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Raw logits for each text, in input order, and (with ``embeddings``) their mean-pooled sentence embeddings
     from the same forward pass; drift monitoring needs both, prediction only the logits."""
     logits = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
@@ -43,8 +50,9 @@ def predict_outputs(model: Any, tokenizer: Any, texts: list[str], runtime: Runti
     return logits, pooled
 
 
-def predict_logits(model: Any, tokenizer: Any, texts: list[str], runtime: Runtime,
-                   max_length: int = 128, batch_size: int = 64) -> np.ndarray:
+def predict_logits(
+    model: Any, tokenizer: Any, texts: list[str], runtime: Runtime, max_length: int = 128, batch_size: int = 64
+) -> np.ndarray:
     """Raw logits for each text, in input order."""
     return predict_outputs(model, tokenizer, texts, runtime, max_length, batch_size)[0]
 

@@ -32,9 +32,13 @@ def _load(loader: Any, source: str, **kwargs: Any) -> Any:
     try:
         return loader.from_pretrained(source, **kwargs)
     except OSError as exc:
-        hint = "" if Path(source).exists() else (
-            " It is not a local folder, so it must come from the Hugging Face hub, which needs a network; "
-            "offline, use model.name=embedded or a local model folder."
+        hint = (
+            ""
+            if Path(source).exists()
+            else (
+                " It is not a local folder, so it must come from the Hugging Face hub, which needs a network; "
+                "offline, use model.name=embedded or a local model folder."
+            )
         )
         raise PipelineError(f"cannot load model '{source}': {str(exc).splitlines()[0]}.{hint}") from exc
 

@@ -25,10 +25,16 @@ class Prediction:
 class Predictor:
     """A loaded classifier; batches by length and uses bf16 autocast where the hardware is fast at it."""
 
-    def __init__(self, model_dir: Path, device: str = "auto", precision: str = "auto", max_length: int = 128,
-                 batch_size: int = 64) -> None:
-        from pipeline.model.calibration import load_temperature, load_thresholds
+    def __init__(
+        self,
+        model_dir: Path,
+        device: str = "auto",
+        precision: str = "auto",
+        max_length: int = 128,
+        batch_size: int = 64,
+    ) -> None:
         from pipeline.data.clean import load_text_policy
+        from pipeline.model.calibration import load_temperature, load_thresholds
         from pipeline.model.modeling import load_classifier, load_tokenizer, model_labels
         from pipeline.model.runtime import choose_runtime
 
@@ -65,8 +71,9 @@ class Predictor:
         for i, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
                 raise PipelineError(f"text #{i + 1} is empty: give some words to classify")
-        logits, pooled = predict_outputs(self.model, self.tokenizer, self.prepare(texts), self.runtime,
-                                         self.max_length, self.batch_size, embeddings)
+        logits, pooled = predict_outputs(
+            self.model, self.tokenizer, self.prepare(texts), self.runtime, self.max_length, self.batch_size, embeddings
+        )
         return probabilities(logits, self.multi_label, self.temperature), pooled
 
     def predict(self, texts: list[str]) -> list[Prediction]:
@@ -75,10 +82,15 @@ class Predictor:
         probs = self.predict_proba(texts)
         chosen = multi_label_decisions(probs, self.thresholds) if self.multi_label else None
         return [
-            Prediction(text, self.labels[int(row.argmax())], float(row.max()),
-                       {label: float(p) for label, p in zip(self.labels, row)},
-                       [self.labels[j] for j in np.flatnonzero(chosen[i])] if chosen is not None
-                       else [self.labels[int(row.argmax())]])
+            Prediction(
+                text,
+                self.labels[int(row.argmax())],
+                float(row.max()),
+                {label: float(p) for label, p in zip(self.labels, row)},
+                [self.labels[j] for j in np.flatnonzero(chosen[i])]
+                if chosen is not None
+                else [self.labels[int(row.argmax())]],
+            )
             for i, (text, row) in enumerate(zip(texts, probs))
         ]
 

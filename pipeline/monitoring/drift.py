@@ -48,8 +48,17 @@ REFERENCE_FILE = "reference.parquet"
 REFERENCE_FORMAT = 1  # bump when the reference columns change (part of the monitoring cache key)
 EMBEDDING_NAME = "sentence_embedding"
 EMBEDDING_PREFIX = "emb_"
-DESCRIPTORS = ("length", "word_count", "mean_word_length", "non_letter_share", "uppercase_share",
-               "punctuation_share", "digit_share", "non_ascii_share", "links_mentions")
+DESCRIPTORS = (
+    "length",
+    "word_count",
+    "mean_word_length",
+    "non_letter_share",
+    "uppercase_share",
+    "punctuation_share",
+    "digit_share",
+    "non_ascii_share",
+    "links_mentions",
+)
 PREDICTION_NUMERIC = ("confidence",)
 PREDICTION_CATEGORICAL = ("predicted_label",)
 EMBEDDING_PLOT_ROWS = 300  # rows per side in the report's t-SNE plot of the embeddings (its cost grows with rows)
@@ -57,6 +66,7 @@ _LINKS = re.compile(r"https?://\S+|www\.\S+|(?<![\w/])@\w+|(?<![\w/])/?[ur]/\w+"
 
 
 # --------------------------------------------------------------------------------------------- descriptors
+
 
 def describe_text(text: str) -> dict[str, float]:
     """The descriptors of one text (shares are over its non-space characters)."""
@@ -83,6 +93,7 @@ def text_descriptors(texts: list[str]) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------------------------- scoring
+
 
 def score_texts(predictor: Predictor, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities and mean-pooled last-hidden-state embeddings, one forward pass per batch.
@@ -116,6 +127,7 @@ def embedding_columns(frame: pd.DataFrame) -> list[str]:
 
 # --------------------------------------------------------------------------------------------- batches
 
+
 @dataclass
 class Batch:
     """New texts to check: ``frame`` has ``text`` and ``label`` (None where unknown or not in the label set)."""
@@ -131,14 +143,27 @@ class Batch:
         return self.frame[self.frame["label"].notna()]
 
     def describe(self) -> dict[str, Any]:
-        return {"source": self.source, "rows": len(self.frame), "rows_read": self.total_rows,
-                "labelled_rows": len(self.labelled), "dropped_blank": self.dropped_blank}
+        return {
+            "source": self.source,
+            "rows": len(self.frame),
+            "rows_read": self.total_rows,
+            "labelled_rows": len(self.labelled),
+            "dropped_blank": self.dropped_blank,
+        }
 
 
 def _read_headerless(path: Path, sep: str) -> pd.DataFrame:
     """A CSV/TSV without a header row (e.g. GoEmotions' ``text<TAB>label ids<TAB>id``): the longest column is the text."""
-    raw = pd.read_csv(path, sep=sep, header=None, dtype=str, keep_default_na=False, na_values=[""],
-                      encoding="utf-8-sig", quoting=3 if sep == "\t" else 0)
+    raw = pd.read_csv(
+        path,
+        sep=sep,
+        header=None,
+        dtype=str,
+        keep_default_na=False,
+        na_values=[""],
+        encoding="utf-8-sig",
+        quoting=3 if sep == "\t" else 0,
+    )
     lengths = {c: raw[c].fillna("").str.len().mean() for c in raw.columns}
     text_col = max(lengths, key=lengths.get)
     return pd.DataFrame({"text": raw[text_col]})
@@ -153,13 +178,15 @@ def _read_batch_file(path: Path, data_cfg: DataConfig) -> pd.DataFrame:
         log.info("%s has no '%s' column: reading it as a file without a header row", path, data_cfg.text_column)
         frame = _read_headerless(path, "," if path.suffix.lower() == ".csv" else "\t")
     if "text" not in frame:
-        raise PipelineError(f"{path} has no text column '{data_cfg.text_column}' (columns: {list(frame.columns)}); "
-                            "set data.text_column")
+        raise PipelineError(
+            f"{path} has no text column '{data_cfg.text_column}' (columns: {list(frame.columns)}); set data.text_column"
+        )
     return frame
 
 
-def read_batch(path: str | Path, data_cfg: DataConfig, labels: list[str], mcfg: MonitorConfig,
-               base_dir: Path = Path(".")) -> Batch:
+def read_batch(
+    path: str | Path, data_cfg: DataConfig, labels: list[str], mcfg: MonitorConfig, base_dir: Path = Path(".")
+) -> Batch:
     """Read a batch file, or every supported file in a folder, keep text (and label when known), sample it down."""
     from pipeline.data.ingest import SUFFIX_FORMATS
 
@@ -168,8 +195,11 @@ def read_batch(path: str | Path, data_cfg: DataConfig, labels: list[str], mcfg: 
     if not location.exists():
         raise PipelineError(f"batch {location} does not exist")
     if location.is_dir():
-        files = sorted(p for p in location.iterdir() if p.is_file() and p.suffix.lower() in SUFFIX_FORMATS
-                       and not p.name.startswith("."))
+        files = sorted(
+            p
+            for p in location.iterdir()
+            if p.is_file() and p.suffix.lower() in SUFFIX_FORMATS and not p.name.startswith(".")
+        )
         if not files:
             raise PipelineError(f"{location} holds no data files (suffixes {sorted(SUFFIX_FORMATS)})")
     else:
@@ -187,20 +217,32 @@ def read_batch(path: str | Path, data_cfg: DataConfig, labels: list[str], mcfg: 
     other = sorted({v for v in raw_labels.dropna() if v not in known})
     frame["label"] = raw_labels.map(lambda v: v if v in known else None)
     if other:
-        log.warning("%d label value(s) in %s are not in the champion's label set (e.g. %s): those rows count as "
-                    "unlabelled", len(other), location, ", ".join(repr(v) for v in other[:5]))
+        log.warning(
+            "%d label value(s) in %s are not in the champion's label set (e.g. %s): those rows count as unlabelled",
+            len(other),
+            location,
+            ", ".join(repr(v) for v in other[:5]),
+        )
     if len(frame) > mcfg.batch_max_rows:
         log.info("sampling %d of %d rows from %s (monitor.batch_max_rows)", mcfg.batch_max_rows, len(frame), location)
         frame = frame.sample(mcfg.batch_max_rows, random_state=mcfg.seed).reset_index(drop=True)
     if len(frame) < mcfg.min_batch_rows:
-        raise PipelineError(f"batch {location} has {len(frame)} non-blank texts: at least {mcfg.min_batch_rows} are "
-                            "needed to test for drift (monitor.min_batch_rows)")
-    log.info("batch %s: %d texts (%d labelled, %d blank dropped)", location, len(frame),
-             int(frame["label"].notna().sum()), int(blank.sum()))
+        raise PipelineError(
+            f"batch {location} has {len(frame)} non-blank texts: at least {mcfg.min_batch_rows} are "
+            "needed to test for drift (monitor.min_batch_rows)"
+        )
+    log.info(
+        "batch %s: %d texts (%d labelled, %d blank dropped)",
+        location,
+        len(frame),
+        int(frame["label"].notna().sum()),
+        int(blank.sum()),
+    )
     return Batch(frame, str(location), total, int(blank.sum()), other)
 
 
 # --------------------------------------------------------------------------------------------- the champion and its data
+
 
 @dataclass(frozen=True)
 class Champion:
@@ -216,8 +258,13 @@ class Champion:
     labels: list[str]  # the model's labels, in class-id order
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "run_id": self.run_id, "data_hash": self.data_hash,
-                "data_source": self.data_source}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "run_id": self.run_id,
+            "data_hash": self.data_hash,
+            "data_source": self.data_source,
+        }
 
 
 def load_champion(cfg: Config, dst: Path) -> Champion:
@@ -227,17 +274,32 @@ def load_champion(cfg: Config, dst: Path) -> Champion:
     client = tracking.client(cfg)
     version = tracking.version_by_alias(cfg, client, tracking.CHAMPION)
     if version is None:
-        raise PipelineError(f"no champion of '{cfg.mlflow.registered_model}' in {cfg.tracking_uri}: train and promote "
-                            "one with `emotion run` before monitoring drift")
+        raise PipelineError(
+            f"no champion of '{cfg.mlflow.registered_model}' in {cfg.tracking_uri}: train and promote "
+            "one with `emotion run` before monitoring drift"
+        )
     model_dir = tracking.download_model(f"models:/{cfg.mlflow.registered_model}/{version.version}", dst)
     run = client.get_run(version.run_id) if version.run_id else None
     tags = {**(run.data.tags if run else {}), **(version.tags or {})}
     id2label = json.loads((model_dir / "config.json").read_text()).get("id2label") or {}
     labels = [id2label[k] for k in sorted(id2label, key=int)]
-    log.info("champion: %s version %s (run %s, data %s)", cfg.mlflow.registered_model, version.version,
-             version.run_id, tags.get("data_hash"))
-    return Champion(cfg.mlflow.registered_model, str(version.version), str(version.run_id or ""), model_dir,
-                    tags.get("data_hash"), tags.get("data_source"), dict(run.data.params) if run else {}, labels)
+    log.info(
+        "champion: %s version %s (run %s, data %s)",
+        cfg.mlflow.registered_model,
+        version.version,
+        version.run_id,
+        tags.get("data_hash"),
+    )
+    return Champion(
+        cfg.mlflow.registered_model,
+        str(version.version),
+        str(version.run_id or ""),
+        model_dir,
+        tags.get("data_hash"),
+        tags.get("data_source"),
+        dict(run.data.params) if run else {},
+        labels,
+    )
 
 
 def _dvc_dir_hash(snapshot_file: Path) -> str:
@@ -293,7 +355,9 @@ def _data_config_from_params(cfg: Config, params: dict[str, str], source: str) -
         raw = params.get(f"data.{key}")
         if raw is not None and key != "source":
             try:
-                values[key] = yaml.safe_load(raw) if key in ("labels", "dvc_track") else (None if raw == "None" else raw)
+                values[key] = (
+                    yaml.safe_load(raw) if key in ("labels", "dvc_track") else (None if raw == "None" else raw)
+                )
             except yaml.YAMLError:
                 pass
     values["source"] = source
@@ -317,18 +381,27 @@ def champion_snapshot(cfg: Config, champion: Champion) -> tuple[pd.DataFrame, st
         if frame is not None:
             return frame, f"DVC cache {champion.data_hash}"
     if not champion.data_source:
-        raise PipelineError(f"champion v{champion.version} records no data_source or data_hash: cannot rebuild its "
-                            "reference data; retrain it with `emotion run`")
+        raise PipelineError(
+            f"champion v{champion.version} records no data_source or data_hash: cannot rebuild its "
+            "reference data; retrain it with `emotion run`"
+        )
     data_cfg = _data_config_from_params(cfg, champion.params, champion.data_source)
     try:
         frame = normalize(read_source(data_cfg, project_dir), data_cfg)  # as ingest did: unsplit sources get splits
     except PipelineError as exc:
-        raise PipelineError(f"cannot rebuild champion v{champion.version}'s data: {exc}. Restore its snapshot "
-                            f"{champion.data_hash} with `dvc pull`, or retrain with `emotion run`") from exc
+        raise PipelineError(
+            f"cannot rebuild champion v{champion.version}'s data: {exc}. Restore its snapshot "
+            f"{champion.data_hash} with `dvc pull`, or retrain with `emotion run`"
+        ) from exc
     provenance = f"data_source {champion.data_source}"
     if champion.data_hash and not snapshot_matches(frame, champion.data_hash):
-        log.warning("champion v%s was trained on snapshot %s, but %s reads differently now: the reference is built "
-                    "from its current content", champion.version, champion.data_hash, champion.data_source)
+        log.warning(
+            "champion v%s was trained on snapshot %s, but %s reads differently now: the reference is built "
+            "from its current content",
+            champion.version,
+            champion.data_hash,
+            champion.data_source,
+        )
         provenance += f" (changed since snapshot {champion.data_hash})"
     return frame, provenance
 
@@ -338,16 +411,19 @@ def sample_reference(frame: pd.DataFrame, mcfg: MonitorConfig) -> pd.DataFrame:
     if "split" in frame and mcfg.reference_splits:
         part = frame[frame["split"].isin(mcfg.reference_splits)]
         if part.empty:
-            raise PipelineError(f"the champion's data has no rows in splits {mcfg.reference_splits} "
-                                f"(it has {sorted(frame['split'].dropna().unique())}): set monitor.reference_splits")
+            raise PipelineError(
+                f"the champion's data has no rows in splits {mcfg.reference_splits} "
+                f"(it has {sorted(frame['split'].dropna().unique())}): set monitor.reference_splits"
+            )
     else:
         part = frame
     part = part[part["text"].map(lambda t: isinstance(t, str) and bool(t.strip()))]
     if len(part) > mcfg.reference_size:
         part = part.sample(mcfg.reference_size, random_state=mcfg.seed)
     if len(part) < 50:
-        log.warning("the reference has only %d rows: drift scores will be noisy (add monitor.reference_splits)",
-                    len(part))
+        log.warning(
+            "the reference has only %d rows: drift scores will be noisy (add monitor.reference_splits)", len(part)
+        )
     columns = [c for c in ("text", "label", "split") if c in part]
     return part[columns].reset_index(drop=True)
 
@@ -413,13 +489,23 @@ def build_reference(cfg: Config, champion: Champion, predictor: Predictor) -> Re
 
 def reference_key(cfg: Config, champion: Champion) -> str:
     """What the scored reference depends on: the champion's run and data, the reference settings, the code."""
-    parts = [champion.run_id, champion.version, champion.data_hash, champion.data_source, REFERENCE_FORMAT,
-             cfg.monitor.reference_splits, cfg.monitor.reference_size, cfg.monitor.seed, cfg.model.max_length,
-             hashlib.md5(Path(__file__).read_bytes()).hexdigest()]
+    parts = [
+        champion.run_id,
+        champion.version,
+        champion.data_hash,
+        champion.data_source,
+        REFERENCE_FORMAT,
+        cfg.monitor.reference_splits,
+        cfg.monitor.reference_size,
+        cfg.monitor.seed,
+        cfg.model.max_length,
+        hashlib.md5(Path(__file__).read_bytes()).hexdigest(),
+    ]
     return "reference-" + hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:32]
 
 
 # --------------------------------------------------------------------------------------------- the verdict
+
 
 @dataclass
 class FeatureDrift:
@@ -460,7 +546,7 @@ class DriftVerdict:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DriftVerdict":
+    def from_dict(cls, data: dict[str, Any]) -> DriftVerdict:
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         fields["features"] = [FeatureDrift(**f) for f in data["features"]]
         return cls(**fields)
@@ -475,8 +561,11 @@ class DriftVerdict:
             f"reference {self.reference.get('rows')} rows  ({self.reference.get('provenance')})",
             f"champion  {self.champion.get('name')} version {self.champion.get('version')}",
             "features  " + "  ".join(f"{'*' if f.drifted else ' '}{f.name}={f.score:.3f}" for f in self.features[:4]),
-            *["          " + "  ".join(f"{'*' if f.drifted else ' '}{f.name}={f.score:.3f}"
-                                     for f in self.features[i:i + 4]) for i in range(4, len(self.features), 4)],
+            *[
+                "          "
+                + "  ".join(f"{'*' if f.drifted else ' '}{f.name}={f.score:.3f}" for f in self.features[i : i + 4])
+                for i in range(4, len(self.features), 4)
+            ],
             "          (* drifted; scores: distance for numeric and label columns, ROC AUC for the embedding)",
         ]
         if self.report_path:
@@ -484,22 +573,27 @@ class DriftVerdict:
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
-        rows = "\n".join(f"| {f.name} | {f.kind} | {f.method} | {f.score:.4f} | {f.threshold:g} | "
-                         f"{'**drift**' if f.drifted else 'ok'} |" for f in self.features)
-        return "\n".join([
-            f"# Drift check: {'DRIFT DETECTED' if self.drift else 'no drift'}",
-            "",
-            *[f"- {reason}" for reason in self.reasons],
-            f"- batch: `{self.batch.get('source')}`, {self.batch.get('rows')} texts "
-            f"({self.batch.get('labelled_rows', 0)} labelled)",
-            f"- reference: {self.reference.get('rows')} rows ({self.reference.get('provenance')})",
-            f"- champion: {self.champion.get('name')} v{self.champion.get('version')}",
-            f"- report: `{self.report_path}`" if self.report_path else "",
-            "",
-            "| feature | kind | method | score | threshold | result |",
-            "|---|---|---|---|---|---|",
-            rows,
-        ])
+        rows = "\n".join(
+            f"| {f.name} | {f.kind} | {f.method} | {f.score:.4f} | {f.threshold:g} | "
+            f"{'**drift**' if f.drifted else 'ok'} |"
+            for f in self.features
+        )
+        return "\n".join(
+            [
+                f"# Drift check: {'DRIFT DETECTED' if self.drift else 'no drift'}",
+                "",
+                *[f"- {reason}" for reason in self.reasons],
+                f"- batch: `{self.batch.get('source')}`, {self.batch.get('rows')} texts "
+                f"({self.batch.get('labelled_rows', 0)} labelled)",
+                f"- reference: {self.reference.get('rows')} rows ({self.reference.get('provenance')})",
+                f"- champion: {self.champion.get('name')} v{self.champion.get('version')}",
+                f"- report: `{self.report_path}`" if self.report_path else "",
+                "",
+                "| feature | kind | method | score | threshold | result |",
+                "|---|---|---|---|---|---|",
+                rows,
+            ]
+        )
 
 
 def _column_results(run_dict: dict[str, Any]) -> tuple[dict[str, tuple[str, float, float, bool]], bool | None]:
@@ -508,8 +602,12 @@ def _column_results(run_dict: dict[str, Any]) -> tuple[dict[str, tuple[str, floa
     for metric in run_dict.get("metrics", []):
         config = metric.get("config", {})
         if config.get("type", "").endswith(":ValueDrift"):
-            scores[metric["id"]] = (config["column"], config.get("method"), float(metric["value"]),
-                                    config.get("threshold"))
+            scores[metric["id"]] = (
+                config["column"],
+                config.get("method"),
+                float(metric["value"]),
+                config.get("threshold"),
+            )
     results: dict[str, tuple[str, float, float, bool]] = {}
     dataset_drift = None
     for test in run_dict.get("tests", []):
@@ -523,8 +621,9 @@ def _column_results(run_dict: dict[str, Any]) -> tuple[dict[str, tuple[str, floa
     return results, dataset_drift
 
 
-def _embedding_drift(run_dict: dict[str, Any], method: ModelDriftMethod, current: pd.DataFrame,
-                     reference: pd.DataFrame) -> tuple[float, bool]:
+def _embedding_drift(
+    run_dict: dict[str, Any], method: ModelDriftMethod, current: pd.DataFrame, reference: pd.DataFrame
+) -> tuple[float, bool]:
     """The domain classifier's ROC AUC and drift decision, computed once: read from the report when it ran the
     classifier for its plot, else by calling Evidently's method directly (the verdict never needs the plot)."""
     for metric in run_dict.get("metrics", []):
@@ -539,8 +638,14 @@ def _label_shares(frame: pd.DataFrame) -> dict[str, float]:
     return {str(k): round(float(v), 4) for k, v in frame["predicted_label"].value_counts(normalize=True).items()}
 
 
-def detect_drift(reference: Reference, current: pd.DataFrame, mcfg: MonitorConfig, out_dir: Path,
-                 batch: dict[str, Any] | None = None, champion: dict[str, Any] | None = None) -> DriftVerdict:
+def detect_drift(
+    reference: Reference,
+    current: pd.DataFrame,
+    mcfg: MonitorConfig,
+    out_dir: Path,
+    batch: dict[str, Any] | None = None,
+    champion: dict[str, Any] | None = None,
+) -> DriftVerdict:
     """Run the Evidently report on reference vs current, write ``drift_report.html`` and ``verdict.json``."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import EmbeddingsDrift
@@ -554,12 +659,20 @@ def detect_drift(reference: Reference, current: pd.DataFrame, mcfg: MonitorConfi
     numeric = [*DESCRIPTORS, *PREDICTION_NUMERIC]
     categorical = list(PREDICTION_CATEGORICAL)
     columns = numeric + categorical
-    definition = DataDefinition(numerical_columns=numeric + emb_cols, categorical_columns=categorical,
-                                embeddings={EMBEDDING_NAME: emb_cols})
+    definition = DataDefinition(
+        numerical_columns=numeric + emb_cols, categorical_columns=categorical, embeddings={EMBEDDING_NAME: emb_cols}
+    )
     method = ModelDriftMethod(threshold=mcfg.embedding_threshold)
-    metrics: list[Any] = [DataDriftPreset(columns=columns, num_method=mcfg.num_method, num_threshold=mcfg.num_threshold,
-                                          cat_method=mcfg.cat_method, cat_threshold=mcfg.cat_threshold,
-                                          drift_share=mcfg.drift_share)]
+    metrics: list[Any] = [
+        DataDriftPreset(
+            columns=columns,
+            num_method=mcfg.num_method,
+            num_threshold=mcfg.num_threshold,
+            cat_method=mcfg.cat_method,
+            cat_threshold=mcfg.cat_threshold,
+            drift_share=mcfg.drift_share,
+        )
+    ]
     if mcfg.embedding_plot:
         metrics.append(EmbeddingsDrift(embeddings_name=EMBEDDING_NAME, drift_method=method))
     report = Report(metrics, include_tests=True)
@@ -572,8 +685,10 @@ def detect_drift(reference: Reference, current: pd.DataFrame, mcfg: MonitorConfi
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # numpy warns on constant reference columns; the test copes
         try:
-            run = report.run(Dataset.from_pandas(current.reset_index(drop=True), data_definition=definition),
-                             Dataset.from_pandas(ref.reset_index(drop=True), data_definition=definition))
+            run = report.run(
+                Dataset.from_pandas(current.reset_index(drop=True), data_definition=definition),
+                Dataset.from_pandas(ref.reset_index(drop=True), data_definition=definition),
+            )
         finally:
             embeddings_drift.SAMPLE_CONSTANT = plot_rows
     run_dict = run.dict()
@@ -584,8 +699,11 @@ def detect_drift(reference: Reference, current: pd.DataFrame, mcfg: MonitorConfi
 
     auc, emb_drifted = _embedding_drift(run_dict, method, current[emb_cols], ref[emb_cols])
     features = [FeatureDrift(c, "descriptor" if c in DESCRIPTORS else "prediction", *per_column[c]) for c in columns]
-    features.append(FeatureDrift(EMBEDDING_NAME, "embedding", "domain classifier ROC AUC", auc,
-                                 mcfg.embedding_threshold, emb_drifted))
+    features.append(
+        FeatureDrift(
+            EMBEDDING_NAME, "embedding", "domain classifier ROC AUC", auc, mcfg.embedding_threshold, emb_drifted
+        )
+    )
     share = sum(f.drifted for f in features[:-1]) / len(columns)
     share_drift = dataset_drift if dataset_drift is not None else share >= mcfg.drift_share
     reasons = [
@@ -596,9 +714,14 @@ def detect_drift(reference: Reference, current: pd.DataFrame, mcfg: MonitorConfi
         f"(drift above {mcfg.embedding_threshold})",
     ]
     verdict = DriftVerdict(
-        drift=bool(share_drift or emb_drifted), reasons=reasons, features=features, drifted_share=round(share, 4),
-        drift_share_threshold=mcfg.drift_share, batch=batch or {"rows": len(current)},
-        reference=reference.describe(), champion=champion or {},
+        drift=bool(share_drift or emb_drifted),
+        reasons=reasons,
+        features=features,
+        drifted_share=round(share, 4),
+        drift_share_threshold=mcfg.drift_share,
+        batch=batch or {"rows": len(current)},
+        reference=reference.describe(),
+        champion=champion or {},
         label_shares={"reference": _label_shares(ref), "current": _label_shares(current)},
     )
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -612,6 +735,7 @@ def detect_drift(reference: Reference, current: pd.DataFrame, mcfg: MonitorConfi
 
 # --------------------------------------------------------------------------------------------- retraining data
 
+
 @dataclass
 class MergeResult:
     folder: Path
@@ -620,8 +744,12 @@ class MergeResult:
     base_rows: int
 
     def describe(self) -> dict[str, Any]:
-        return {"folder": str(self.folder), "added": self.added, "skipped_duplicates": self.skipped_duplicates,
-                "base_rows": self.base_rows}
+        return {
+            "folder": str(self.folder),
+            "added": self.added,
+            "skipped_duplicates": self.skipped_duplicates,
+            "base_rows": self.base_rows,
+        }
 
 
 def _holdout_split(text: str, holdout_fraction: float) -> str:
@@ -653,18 +781,31 @@ def merge_labelled(base: pd.DataFrame, new_rows: pd.DataFrame, holdout_fraction:
         part = merged[merged["split"] == split][["text", "label"]]
         part.to_json(out_dir / f"{split}.jsonl", orient="records", lines=True, force_ascii=False)
     added = {s: int((fresh["split"] == s).sum()) for s in SPLITS}
-    log.info("merged %d new labelled rows %s into %d base rows -> %s (%d already known, skipped)",
-             len(fresh), added, len(base), out_dir, len(labelled) - len(fresh))
+    log.info(
+        "merged %d new labelled rows %s into %d base rows -> %s (%d already known, skipped)",
+        len(fresh),
+        added,
+        len(base),
+        out_dir,
+        len(labelled) - len(fresh),
+    )
     return MergeResult(out_dir, added, len(labelled) - len(fresh), len(base))
 
 
 def retrain_overrides(folder: Path, labels: list[str]) -> dict[str, Any]:
     """The data settings that train on a merged folder (its columns are text / label, split by file)."""
-    return {"source": str(folder), "format": "auto", "text_column": "text", "label_column": "label",
-            "split_column": "split", "labels": list(labels)}
+    return {
+        "source": str(folder),
+        "format": "auto",
+        "text_column": "text",
+        "label_column": "label",
+        "split_column": "split",
+        "labels": list(labels),
+    }
 
 
 # --------------------------------------------------------------------------------------------- tracking
+
 
 def _champion_run_id(cfg: Config, mlflow_client: Any, champion: dict[str, Any]) -> str | None:
     """The training run of the champion version the verdict names, as its registry model version records it."""
@@ -677,9 +818,11 @@ def _champion_run_id(cfg: Config, mlflow_client: Any, champion: dict[str, Any]) 
     try:
         return mlflow_client.get_model_version(name, str(version)).run_id
     except MlflowException as exc:
-        raise PipelineError(f"the drift verdict names {name} version {version}, which the registry at "
-                            f"{cfg.tracking_uri} does not have: check mlflow.registered_model and the "
-                            "tracking URI") from exc
+        raise PipelineError(
+            f"the drift verdict names {name} version {version}, which the registry at "
+            f"{cfg.tracking_uri} does not have: check mlflow.registered_model and the "
+            "tracking URI"
+        ) from exc
 
 
 def log_drift_check(cfg: Config, verdict: DriftVerdict, out_dir: Path, run_name: str | None = None) -> str:
@@ -690,7 +833,9 @@ def log_drift_check(cfg: Config, verdict: DriftVerdict, out_dir: Path, run_name:
     from pipeline.registry import tracking
 
     client = tracking.client(cfg)
-    experiment_cfg = cfg.model_copy(update={"mlflow": cfg.mlflow.model_copy(update={"experiment": cfg.monitor.experiment})})
+    experiment_cfg = cfg.model_copy(
+        update={"mlflow": cfg.mlflow.model_copy(update={"experiment": cfg.monitor.experiment})}
+    )
     tags = {
         "drift": str(verdict.drift).lower(),
         "drifted_features": ",".join(verdict.drifted_features),
@@ -700,14 +845,23 @@ def log_drift_check(cfg: Config, verdict: DriftVerdict, out_dir: Path, run_name:
         "batch_source": verdict.batch.get("source"),
         "reference_provenance": verdict.reference.get("provenance"),
     }
-    run = client.create_run(tracking.experiment_id(experiment_cfg, client), run_name=run_name,
-                            tags={k: str(v)[:5000] for k, v in tags.items() if v is not None})
+    run = client.create_run(
+        tracking.experiment_id(experiment_cfg, client),
+        run_name=run_name,
+        tags={k: str(v)[:5000] for k, v in tags.items() if v is not None},
+    )
     run_id = run.info.run_id
-    tracking.log_metrics(client, run_id, {
-        **{f"drift_score.{f.name}": f.score for f in verdict.features},
-        "drifted_share": verdict.drifted_share, "drift": float(verdict.drift),
-        "batch_rows": verdict.batch.get("rows", 0), "reference_rows": verdict.reference.get("rows", 0),
-    })
+    tracking.log_metrics(
+        client,
+        run_id,
+        {
+            **{f"drift_score.{f.name}": f.score for f in verdict.features},
+            "drifted_share": verdict.drifted_share,
+            "drift": float(verdict.drift),
+            "batch_rows": verdict.batch.get("rows", 0),
+            "reference_rows": verdict.reference.get("rows", 0),
+        },
+    )
     tracking.log_param_values(client, run_id, tracking.flatten(cfg.monitor.model_dump(), "monitor."))
     for name in ("drift_report.html", "verdict.json"):
         if (out_dir / name).exists():
@@ -744,11 +898,15 @@ def format_check(result: dict[str, Any]) -> str:
         else:
             merged = retraining.get("merged")
             if merged:
-                lines.append(f"retrain   merged {sum(merged['added'].values())} new labelled rows {merged['added']} "
-                             f"-> {merged['folder']}")
-            lines.append(f"retrain   version {retraining.get('version')} on {retraining.get('data_source')}: gate "
-                         f"{'PASSED' if retraining.get('gate_passed') else 'FAILED'}, aliases "
-                         f"{', '.join(retraining.get('aliases') or [])}")
+                lines.append(
+                    f"retrain   merged {sum(merged['added'].values())} new labelled rows {merged['added']} "
+                    f"-> {merged['folder']}"
+                )
+            lines.append(
+                f"retrain   version {retraining.get('version')} on {retraining.get('data_source')}: gate "
+                f"{'PASSED' if retraining.get('gate_passed') else 'FAILED'}, aliases "
+                f"{', '.join(retraining.get('aliases') or [])}"
+            )
     else:
         lines.append(f"retrain   no: {retraining.get('reason', 'not triggered')}")
     return "\n".join(lines)

@@ -8,7 +8,7 @@ import os
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ def client(cfg: Config) -> Any:
 
     uri = cfg.tracking_uri
     if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     exported = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
     before = {name: os.environ.get(name) for name in exported}
     mlflow.set_tracking_uri(uri)  # for the fluent API (log_model); both calls also export environment variables,
@@ -79,10 +79,12 @@ def log_param_values(mlflow_client: Any, run_id: str, values: dict[str, Any]) ->
     mlflow_client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in values.items()])
 
 
-def log_metrics(mlflow_client: Any, run_id: str, metrics: dict[str, float], step: int | None = None,
-                prefix: str = "") -> None:
-    from mlflow.entities import Metric
+def log_metrics(
+    mlflow_client: Any, run_id: str, metrics: dict[str, float], step: int | None = None, prefix: str = ""
+) -> None:
     import time
+
+    from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
     batch = [Metric(prefix + k, float(v), now, step or 0) for k, v in metrics.items() if isinstance(v, (int, float))]
@@ -91,13 +93,15 @@ def log_metrics(mlflow_client: Any, run_id: str, metrics: dict[str, float], step
 
 def log_model(run_id: str, model_dir: Path, labels: list[str]) -> tuple[str, str]:
     """Log the model folder as a pyfunc model on the run; returns its model URI and logged-model id."""
-    import mlflow
     import pandas as pd
     from mlflow.models import infer_signature
 
+    import mlflow
+
     example_in = pd.DataFrame({"text": ["i feel wonderful today"]})
-    example_out = pd.DataFrame([{"label": labels[0], "labels": labels[0], "score": 1.0,
-                                 **{f"prob_{l}": 0.0 for l in labels}}])
+    example_out = pd.DataFrame(
+        [{"label": labels[0], "labels": labels[0], "score": 1.0, **{f"prob_{l}": 0.0 for l in labels}}]
+    )
     requirements = [f"{name}=={dist_version(name)}" for name in MODEL_REQUIREMENTS]
     with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(type hint|input example).*", category=UserWarning)
@@ -112,8 +116,9 @@ def log_model(run_id: str, model_dir: Path, labels: list[str]) -> tuple[str, str
     return info.model_uri, info.model_id
 
 
-def register(cfg: Config, mlflow_client: Any, logged: tuple[str, str], run_id: str, tags: dict[str, str],
-             description: str) -> str:
+def register(
+    cfg: Config, mlflow_client: Any, logged: tuple[str, str], run_id: str, tags: dict[str, str], description: str
+) -> str:
     """Create a registered model version with its lineage tags in one call; returns the version."""
     name = cfg.mlflow.registered_model
     try:
@@ -121,8 +126,9 @@ def register(cfg: Config, mlflow_client: Any, logged: tuple[str, str], run_id: s
     except Exception:  # RestException(RESOURCE_DOES_NOT_EXIST)
         mlflow_client.create_registered_model(name, description="Emotion classifier fine-tuned by emotion-pipeline.")
     model_uri, model_id = logged  # a tracking server needs the logged model's id with its URI
-    version = mlflow_client.create_model_version(name, model_uri, run_id=run_id, tags=tags, description=description,
-                                                 model_id=model_id)
+    version = mlflow_client.create_model_version(
+        name, model_uri, run_id=run_id, tags=tags, description=description, model_id=model_id
+    )
     log.info("registered %s version %s", name, version.version)
     return str(version.version)
 
@@ -183,20 +189,33 @@ def _move_champion(cfg: Config, mlflow_client: Any, version: str, kind: str, act
     """champion -> version, the old champion -> previous, tags and history; the caller holds the lock."""
     name = cfg.mlflow.registered_model
     previous = _champion(cfg, mlflow_client)
-    event = Promotion(version, previous, kind, actor, reason, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    event = Promotion(version, previous, kind, actor, reason, datetime.now(UTC).isoformat(timespec="seconds"))
     if previous and previous != version:
         set_alias(cfg, mlflow_client, PREVIOUS, previous)
     set_alias(cfg, mlflow_client, CHAMPION, version)
-    for key, value in (("promoted_at", event.at), ("promoted_by", actor), ("promotion_reason", reason[:4000]),
-                       ("promotion_kind", kind)):
+    for key, value in (
+        ("promoted_at", event.at),
+        ("promoted_by", actor),
+        ("promotion_reason", reason[:4000]),
+        ("promotion_kind", kind),
+    ):
         mlflow_client.set_model_version_tag(name, version, key, value)
     count = len(history(cfg, mlflow_client))
     mlflow_client.set_registered_model_tag(name, f"{HISTORY_PREFIX}{count + 1:06d}", json.dumps(asdict(event)))
     return event
 
 
-def promote(cfg: Config, mlflow_client: Any, version: str, *, actor: str, reason: str, kind: str = "manual",
-            expected_champion: str | None | bool = False, force: bool = False) -> Promotion:
+def promote(
+    cfg: Config,
+    mlflow_client: Any,
+    version: str,
+    *,
+    actor: str,
+    reason: str,
+    kind: str = "manual",
+    expected_champion: str | bool | None = False,
+    force: bool = False,
+) -> Promotion:
     """Make ``version`` the champion; the only writer of the champion alias.
 
     ``expected_champion`` (when not False) is the champion the gate compared against: if another run moved
@@ -215,7 +234,9 @@ def promote(cfg: Config, mlflow_client: Any, version: str, *, actor: str, reason
         if expected_champion is not False and current != expected_champion:
             raise StaleChampion(f"the champion moved from {expected_champion} to {current} during this run")
         event = _move_champion(cfg, mlflow_client, version, kind, actor, reason)
-    log.info("promoted %s version %s to champion (previous: %s) by %s: %s", name, version, event.previous, actor, reason)
+    log.info(
+        "promoted %s version %s to champion (previous: %s) by %s: %s", name, version, event.previous, actor, reason
+    )
     return event
 
 
@@ -249,19 +270,27 @@ def list_versions(cfg: Config, mlflow_client: Any) -> list[dict[str, Any]]:
     by_version = aliases_by_version(cfg, mlflow_client)
     rows = []
     for v in mlflow_client.search_model_versions(f"name='{name}'"):
-        created = datetime.fromtimestamp(v.creation_timestamp / 1000, timezone.utc).isoformat(timespec="seconds")
-        rows.append({"version": str(v.version), "aliases": by_version.get(str(v.version), []),
-                     "created": created, "gate": v.tags.get("gate", ""), "accuracy": v.tags.get("accuracy", ""),
-                     "macro_f1": v.tags.get("macro_f1", ""), "data_hash": v.tags.get("data_hash", ""),
-                     "run_id": v.run_id})
+        created = datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).isoformat(timespec="seconds")
+        rows.append(
+            {
+                "version": str(v.version),
+                "aliases": by_version.get(str(v.version), []),
+                "created": created,
+                "gate": v.tags.get("gate", ""),
+                "accuracy": v.tags.get("accuracy", ""),
+                "macro_f1": v.tags.get("macro_f1", ""),
+                "data_hash": v.tags.get("data_hash", ""),
+                "run_id": v.run_id,
+            }
+        )
     return sorted(rows, key=lambda r: int(r["version"]), reverse=True)
 
 
 def download_model(model_uri: str, dst: Path | None = None) -> Path:
     """Download a registered or logged model and return its Hugging Face folder."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
+    import mlflow
     from pipeline.model.predict import find_model_folder
 
     target = dst or Path(tempfile.mkdtemp(prefix="emotion-model-"))

@@ -108,8 +108,11 @@ def content_hash(path: Path) -> str:
 
 def git_commit(project_dir: Path) -> str:
     """The checked-out commit (with '-dirty' for uncommitted changes), or 'unknown' outside git."""
+
     def run(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=project_dir, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=project_dir, capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     try:
         commit = run("rev-parse", "HEAD")

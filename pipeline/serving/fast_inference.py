@@ -45,17 +45,20 @@ class FastClassifier:
         self.backend = backend
 
     @classmethod
-    def load(cls, model_dir: str | Path, backend: str = FP32, max_length: int = 128,
-             batch_size: int = 64) -> "FastClassifier":
+    def load(
+        cls, model_dir: str | Path, backend: str = FP32, max_length: int = 128, batch_size: int = 64
+    ) -> FastClassifier:
         """Load a Hugging Face model folder on CPU in fp32, then convert it to ``backend``."""
         from pipeline.model.predict import Predictor
 
         _check_backend(backend)
-        fp32 = cls(Predictor(Path(model_dir), device="cpu", precision="fp32", max_length=max_length,
-                             batch_size=batch_size), FP32)
+        fp32 = cls(
+            Predictor(Path(model_dir), device="cpu", precision="fp32", max_length=max_length, batch_size=batch_size),
+            FP32,
+        )
         return fp32 if backend == FP32 else fp32.converted(backend)
 
-    def converted(self, backend: str) -> "FastClassifier":
+    def converted(self, backend: str) -> FastClassifier:
         """A copy of this fp32 classifier running ``backend`` (this one is left unchanged)."""
         import torch
 
@@ -70,8 +73,11 @@ class FastClassifier:
                 from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
                 # per-output-channel int8 weights: same speed as per-tensor, and closer to fp32 accuracy
-                linears = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
-                           if isinstance(module, torch.nn.Linear)}
+                linears = {
+                    name: per_channel_dynamic_qconfig
+                    for name, module in model.named_modules()
+                    if isinstance(module, torch.nn.Linear)
+                }
                 model = quantize_dynamic(model, linears, dtype=torch.qint8)
         predictor = copy.copy(self.predictor)  # shares the tokenizer, cleaning policy and calibration
         predictor.model = model.eval()
@@ -133,35 +139,65 @@ def load_parity_data(data_cfg: Any, base_dir: Path) -> ParityData:
     return ParityData(test["text"].tolist(), test["label"].tolist(), data_cfg.source)
 
 
-def parity_check(reference: FastClassifier, candidate: FastClassifier, data: ParityData,
-                 tolerance: float) -> ParityReport:
+def parity_check(
+    reference: FastClassifier, candidate: FastClassifier, data: ParityData, tolerance: float
+) -> ParityReport:
     """Compare the candidate's accuracy with the reference's on the same labelled texts."""
     start = time.perf_counter()
     unknown = sorted(set(data.labels) - set(reference.labels))
     if unknown:
-        return ParityReport(candidate.backend, False,
-                            f"parity data {data.source!r} has labels the model does not know "
-                            f"({', '.join(unknown[:5])}): "
-                            "cannot check parity", tolerance=tolerance, n=len(data.texts), source=data.source)
+        return ParityReport(
+            candidate.backend,
+            False,
+            f"parity data {data.source!r} has labels the model does not know "
+            f"({', '.join(unknown[:5])}): "
+            "cannot check parity",
+            tolerance=tolerance,
+            n=len(data.texts),
+            source=data.source,
+        )
     if candidate.labels != reference.labels:
-        return ParityReport(candidate.backend, False, "candidate and reference have different label sets",
-                            tolerance=tolerance, source=data.source)
+        return ParityReport(
+            candidate.backend,
+            False,
+            "candidate and reference have different label sets",
+            tolerance=tolerance,
+            source=data.source,
+        )
     gold = np.array([reference.labels.index(label) for label in data.labels])
     ref = reference.predict_proba(data.texts).argmax(axis=1)
     cand = candidate.predict_proba(data.texts).argmax(axis=1)
     ref_acc, cand_acc = float((ref == gold).mean()), float((cand == gold).mean())
     diff = cand_acc - ref_acc
     passed = abs(diff) <= tolerance + 1e-9
-    reason = (f"{candidate.backend} accuracy {cand_acc:.4f} vs {reference.backend} {ref_acc:.4f} on {len(gold)} test "
-              f"texts of {data.source!r}: difference {diff * 100:+.2f} points, "
-              f"{'within' if passed else 'outside'} the tolerance of {tolerance * 100:.2f} points")
-    return ParityReport(candidate.backend, passed, reason, ref_acc, cand_acc, float((ref == cand).mean()), tolerance,
-                        len(gold), data.source, round(time.perf_counter() - start, 3))
+    reason = (
+        f"{candidate.backend} accuracy {cand_acc:.4f} vs {reference.backend} {ref_acc:.4f} on {len(gold)} test "
+        f"texts of {data.source!r}: difference {diff * 100:+.2f} points, "
+        f"{'within' if passed else 'outside'} the tolerance of {tolerance * 100:.2f} points"
+    )
+    return ParityReport(
+        candidate.backend,
+        passed,
+        reason,
+        ref_acc,
+        cand_acc,
+        float((ref == cand).mean()),
+        tolerance,
+        len(gold),
+        data.source,
+        round(time.perf_counter() - start, 3),
+    )
 
 
-def build_classifier(model_dir: str | Path, backend: str, parity_data: ParityData | None, tolerance: float,
-                     max_length: int = 128, batch_size: int = 64,
-                     parity_error: str | None = None) -> tuple[FastClassifier, ParityReport | None]:
+def build_classifier(
+    model_dir: str | Path,
+    backend: str,
+    parity_data: ParityData | None,
+    tolerance: float,
+    max_length: int = 128,
+    batch_size: int = 64,
+    parity_error: str | None = None,
+) -> tuple[FastClassifier, ParityReport | None]:
     """Load ``model_dir`` for ``backend``; a non-fp32 backend is used only if it passes the parity check.
 
     Returns the classifier to use and the parity report (None for fp32). When the check fails or cannot run,
@@ -173,8 +209,12 @@ def build_classifier(model_dir: str | Path, backend: str, parity_data: ParityDat
         return reference, None
     candidate = reference.converted(backend)
     if parity_data is None:
-        report = ParityReport(backend, False, f"no parity data ({parity_error or 'none configured'}): "
-                                              f"{backend} cannot be checked", tolerance=tolerance)
+        report = ParityReport(
+            backend,
+            False,
+            f"no parity data ({parity_error or 'none configured'}): {backend} cannot be checked",
+            tolerance=tolerance,
+        )
     else:
         report = parity_check(reference, candidate, parity_data, tolerance)
     if report.passed:

@@ -32,11 +32,17 @@ class EmotionClassifier(mlflow.pyfunc.PythonModel):
         else:
             texts = [str(t) for t in model_input]
         predictions = self.predictor.predict(texts)
-        return pd.DataFrame([
-            {"label": p.label, "labels": ",".join(p.labels), "score": p.score,
-             **{f"prob_{k}": v for k, v in p.probabilities.items()}}
-            for p in predictions
-        ])
+        return pd.DataFrame(
+            [
+                {
+                    "label": p.label,
+                    "labels": ",".join(p.labels),
+                    "score": p.score,
+                    **{f"prob_{k}": v for k, v in p.probabilities.items()},
+                }
+                for p in predictions
+            ]
+        )
 
 
 set_model(EmotionClassifier())

@@ -131,8 +131,9 @@ class ModelStore:
             return None, None
         source = serve.parity_source or self.cfg.data.source
         try:
-            data = load_parity_data(self.cfg.data.model_copy(update={"source": source}),
-                                    Path(self.cfg.project_dir).resolve())
+            data = load_parity_data(
+                self.cfg.data.model_copy(update={"source": source}), Path(self.cfg.project_dir).resolve()
+            )
         except PipelineError as exc:
             log.warning("no parity data, so %s cannot be checked and fp32 will be served: %s", serve.backend, exc)
             return None, str(exc)
@@ -160,14 +161,22 @@ class ModelStore:
         tmp = Path(tempfile.mkdtemp(prefix=f"emotion-serve-v{version}-"))
         try:
             folder = tracking.download_model(f"models:/{self.name}/{version}", tmp)
-            classifier, parity = build_classifier(folder, serve.backend, self._parity_data, serve.parity_tolerance,
-                                                  self.cfg.model.max_length, serve.batch_size, self._parity_error)
+            classifier, parity = build_classifier(
+                folder,
+                serve.backend,
+                self._parity_data,
+                serve.parity_tolerance,
+                self.cfg.model.max_length,
+                serve.batch_size,
+                self._parity_error,
+            )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         seconds = time.perf_counter() - start
         log.info("loaded %s version %s (%s) in %.1fs", self.name, version, classifier.backend, seconds)
-        return LoadedModel(self.name, version, classifier, serve.backend, parity, dict(meta.tags), meta.run_id,
-                           time.time(), seconds)
+        return LoadedModel(
+            self.name, version, classifier, serve.backend, parity, dict(meta.tags), meta.run_id, time.time(), seconds
+        )
 
     def refresh(self) -> bool:
         """Serve the alias's current version; True if a new model was swapped in."""
@@ -192,8 +201,9 @@ class ModelStore:
                 if current is not None:
                     self._remember(current)
                 self.last_error = None
-                log.info("now serving %s version %s (was %s)", self.name, version,
-                         current.version if current else "none")
+                log.info(
+                    "now serving %s version %s (was %s)", self.name, version, current.version if current else "none"
+                )
                 return True
             except Exception as exc:  # keep serving the old model; say why in /health
                 self.last_error = f"reload failed: {exc}"
@@ -316,7 +326,7 @@ class Batcher:
             return
         start = 0
         for j in group:
-            j.future.set_result(predictions[start:start + len(j.texts)])
+            j.future.set_result(predictions[start : start + len(j.texts)])
             start += len(j.texts)
 
 
@@ -351,13 +361,19 @@ def create_app(cfg: Config, store: ModelStore | None = None, *, start_refresh: b
     class PredictRequest(BaseModel):
         """Give either ``text`` or ``texts``."""
 
-        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-            {"text": "i feel wonderful today"},
-            {"texts": ["i feel wonderful today", "my hands are shaking before the exam"], "version": "1"},
-        ]})
+        model_config = ConfigDict(
+            extra="forbid",
+            json_schema_extra={
+                "examples": [
+                    {"text": "i feel wonderful today"},
+                    {"texts": ["i feel wonderful today", "my hands are shaking before the exam"], "version": "1"},
+                ]
+            },
+        )
         text: StrictStr | None = Field(None, description=f"one text, 1 to {serve.max_chars} characters")
-        texts: list[StrictStr] | None = Field(None, description=f"1 to {serve.max_texts} texts of 1 to "
-                                                                f"{serve.max_chars} characters each")
+        texts: list[StrictStr] | None = Field(
+            None, description=f"1 to {serve.max_texts} texts of 1 to {serve.max_chars} characters each"
+        )
         version: StrictStr | StrictInt | None = Field(None, description="a registry version; default: the champion")
 
         @model_validator(mode="after")
@@ -407,6 +423,7 @@ def create_app(cfg: Config, store: ModelStore | None = None, *, start_refresh: b
         stop = threading.Event()
         refresher = None
         if start_refresh and serve.refresh_seconds > 0:
+
             def loop() -> None:
                 while not stop.wait(serve.refresh_seconds):
                     models.refresh()
@@ -426,7 +443,7 @@ def create_app(cfg: Config, store: ModelStore | None = None, *, start_refresh: b
         version="1",
         summary="Emotion classification from the MLflow registry champion",
         description=f"Serves `models:/{cfg.mlflow.registered_model}@{serve.alias}`; picks up a new champion without "
-                    f"a restart. Limits: {serve.max_texts} texts per request, {serve.max_chars} characters per text.",
+        f"a restart. Limits: {serve.max_texts} texts per request, {serve.max_chars} characters per text.",
         lifespan=lifespan,
     )
 
@@ -437,19 +454,27 @@ def create_app(cfg: Config, store: ModelStore | None = None, *, start_refresh: b
     async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > max_body:
-            return JSONResponse(status_code=413, content={
-                "detail": f"request body too large: {length} bytes > {max_body} "
-                          f"({serve.max_texts} texts of {serve.max_chars} characters at most)"})
+            return JSONResponse(
+                status_code=413,
+                content={
+                    "detail": f"request body too large: {length} bytes > {max_body} "
+                    f"({serve.max_texts} texts of {serve.max_chars} characters at most)"
+                },
+            )
         return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        return JSONResponse(status_code=422, content={
-            "detail": _readable(errors),
-            "errors": [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg")), "type": e.get("type")}
-                       for e in errors],
-        })
+        return JSONResponse(
+            status_code=422,
+            content={
+                "detail": _readable(errors),
+                "errors": [
+                    {"loc": list(e.get("loc", ())), "msg": str(e.get("msg")), "type": e.get("type")} for e in errors
+                ],
+            },
+        )
 
     @app.exception_handler(ModelNotFound)
     async def not_found(request: Request, exc: ModelNotFound) -> JSONResponse:
@@ -474,15 +499,17 @@ def create_app(cfg: Config, store: ModelStore | None = None, *, start_refresh: b
             "model": store_.name,
             "version": champion.version if champion else None,
             "backend": champion.backend if champion else None,
-            "last_check": (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(store_.last_check))
-                           if store_.last_check else None),
+            "last_check": (
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(store_.last_check)) if store_.last_check else None
+            ),
             "last_error": store_.last_error,
         }
         return JSONResponse(status_code=200 if champion else 503, content=body)
 
     @app.get("/model", summary="the served model: version, labels, data hash, metrics, backend and parity check")
-    async def model_info(version: str | None = Query(None, description="a registry version; default: the champion")
-                         ) -> dict[str, Any]:
+    async def model_info(
+        version: str | None = Query(None, description="a registry version; default: the champion"),
+    ) -> dict[str, Any]:
         loaded = await asyncio.to_thread(models().get, version)
         aliases = await asyncio.to_thread(models().aliases_of, loaded.version)
         return loaded.info(aliases)
@@ -500,9 +527,17 @@ def create_app(cfg: Config, store: ModelStore | None = None, *, start_refresh: b
         champion = store_.champion
         return {"changed": changed, "version": champion.version if champion else None, "last_error": store_.last_error}
 
-    @app.post("/predict", response_model=PredictResponse, summary="classify one text or a batch",
-              responses={413: {"description": "body too large"}, 422: {"description": "bad request, with the reason"},
-                         404: {"description": "unknown model version"}, 503: {"description": "no model loaded yet"}})
+    @app.post(
+        "/predict",
+        response_model=PredictResponse,
+        summary="classify one text or a batch",
+        responses={
+            413: {"description": "body too large"},
+            422: {"description": "bad request, with the reason"},
+            404: {"description": "unknown model version"},
+            503: {"description": "no model loaded yet"},
+        },
+    )
     async def predict(request: PredictRequest) -> dict[str, Any]:
         version = None if request.version is None else str(request.version)
         store_ = models()
@@ -515,9 +550,12 @@ def create_app(cfg: Config, store: ModelStore | None = None, *, start_refresh: b
             "version": loaded.version,
             "backend": loaded.backend,
             "predictions": [
-                {"label": p.label, "score": p.score,
-                 "probabilities": {k: round(v, 6) for k, v in p.probabilities.items()},
-                 "labels": list(p.labels)}
+                {
+                    "label": p.label,
+                    "score": p.score,
+                    "probabilities": {k: round(v, 6) for k, v in p.probabilities.items()},
+                    "labels": list(p.labels),
+                }
                 for p in predictions
             ],
         }
@@ -531,8 +569,13 @@ def run(cfg: Config, host: str | None = None, port: int | None = None) -> None:
 
     host = host or cfg.serve.host
     port = port or cfg.serve.port
-    log.info("serving %s@%s on http://%s:%d (demo page at /, API docs at /docs)", cfg.mlflow.registered_model,
-             cfg.serve.alias, host, port)
+    log.info(
+        "serving %s@%s on http://%s:%d (demo page at /, API docs at /docs)",
+        cfg.mlflow.registered_model,
+        cfg.serve.alias,
+        host,
+        port,
+    )
     try:
         uvicorn.run(create_app(cfg), host=host, port=port, access_log=cfg.serve.access_log, log_level="info")
     except KeyboardInterrupt:  # uvicorn shuts down gracefully, then re-raises the Ctrl-C it captured

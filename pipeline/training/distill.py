@@ -22,8 +22,15 @@ from pipeline.model.runtime import Runtime
 log = logging.getLogger(__name__)
 
 
-def teacher_probabilities(teachers: list[str], labels: list[str], texts: list[str], runtime: Runtime,
-                          max_length: int, multi_label: bool, temperature: float) -> np.ndarray:
+def teacher_probabilities(
+    teachers: list[str],
+    labels: list[str],
+    texts: list[str],
+    runtime: Runtime,
+    max_length: int,
+    multi_label: bool,
+    temperature: float,
+) -> np.ndarray:
     """The teachers' mean probabilities on ``texts`` at ``temperature`` (softmax, or per-label sigmoids).
 
     Every teacher must be a saved classifier over exactly ``labels`` in the same order, or its votes would land
@@ -43,8 +50,9 @@ def teacher_probabilities(teachers: list[str], labels: list[str], texts: list[st
     return total / len(teachers)
 
 
-def distillation_loss(logits: torch.Tensor, soft_targets: torch.Tensor, multi_label: bool,
-                      temperature: float) -> torch.Tensor:
+def distillation_loss(
+    logits: torch.Tensor, soft_targets: torch.Tensor, multi_label: bool, temperature: float
+) -> torch.Tensor:
     """Cross-entropy against the teachers' soft targets at ``temperature``, scaled by T² so its gradients keep
     the size of the hard-label loss whatever T is (Hinton et al. 2015)."""
     scaled = logits.float() / temperature
@@ -52,4 +60,4 @@ def distillation_loss(logits: torch.Tensor, soft_targets: torch.Tensor, multi_la
         loss = torch.nn.functional.binary_cross_entropy_with_logits(scaled, soft_targets)
     else:
         loss = -(soft_targets * torch.log_softmax(scaled, dim=-1)).sum(dim=-1).mean()
-    return loss * temperature ** 2
+    return loss * temperature**2

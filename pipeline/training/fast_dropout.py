@@ -50,25 +50,41 @@ class FastDropout(torch.nn.Dropout):
 ATTENTION = "sdpa_fast_dropout"
 
 
-def _attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-               attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
-               **kwargs: Any) -> tuple[torch.Tensor, None]:
+def _attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
     """SDPA, except in training with dropout: the same math with the cheaper mask on the attention probabilities.
 
     torch's SDPA falls back to its math path whenever ``dropout_p > 0`` anyway; only the mask differs.
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    plain = (not module.training or dropout == 0.0 or getattr(module, "is_causal", False)
-             or getattr(module, "num_key_value_groups", 1) > 1 or kwargs.get("position_bias") is not None)
+    plain = (
+        not module.training
+        or dropout == 0.0
+        or getattr(module, "is_causal", False)
+        or getattr(module, "num_key_value_groups", 1) > 1
+        or kwargs.get("position_bias") is not None
+    )
     if plain:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     scale = query.size(-1) ** -0.5 if scaling is None else scaling
     scores = torch.matmul(query, key.transpose(-2, -1)) * scale
     if attention_mask is not None:  # the sdpa mask: boolean, True = attend (or an additive float bias)
-        scores = (scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
-                  if attention_mask.dtype is torch.bool else scores + attention_mask)
+        scores = (
+            scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+            if attention_mask.dtype is torch.bool
+            else scores + attention_mask
+        )
     probs = scores.softmax(dim=-1)
     probs = probs * scaled_keep_mask(probs, dropout)
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
@@ -99,4 +115,3 @@ def use_fast_dropout(model: torch.nn.Module) -> int:
         _register_attention()
         model.set_attn_implementation(ATTENTION)
     return swapped
-

@@ -39,8 +39,14 @@ def _mean(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return average
 
 
-def greedy_soup(run_dirs: list[Path], data: PreparedData, output_dir: Path, max_length: int = 128,
-                device: str = "auto", precision: str = "auto") -> Soup:
+def greedy_soup(
+    run_dirs: list[Path],
+    data: PreparedData,
+    output_dir: Path,
+    max_length: int = 128,
+    device: str = "auto",
+    precision: str = "auto",
+) -> Soup:
     """Average the runs in ``run_dirs`` (model folders) that help on validation; save the soup to ``output_dir``."""
     if not run_dirs:
         raise PipelineError("a soup needs at least one trained model folder")
@@ -54,15 +60,23 @@ def greedy_soup(run_dirs: list[Path], data: PreparedData, output_dir: Path, max_
         if {k: v.shape for k, v in state.items()} != reference:
             raise PipelineError(f"{run} is not the same architecture as {run_dirs[0]}: it cannot join the soup")
         model.load_state_dict(state)
-        states[run.name], scores[run.name] = state, validation_scores(model, tokenizer, data, runtime,
-                                                                      max_length)["val_macro_f1"]
+        states[run.name], scores[run.name] = (
+            state,
+            validation_scores(model, tokenizer, data, runtime, max_length)["val_macro_f1"],
+        )
     ranked = sorted(scores, key=scores.__getitem__, reverse=True)
     kept, best = ranked[:1], scores[ranked[0]]
     for name in ranked[1:]:
         model.load_state_dict(_mean([states[k] for k in kept + [name]]))
         f1 = validation_scores(model, tokenizer, data, runtime, max_length)["val_macro_f1"]
-        log.info("soup %s + %s: val macro-F1 %.4f (best so far %.4f) -> %s", "+".join(kept), name, f1, best,
-                 "kept" if f1 >= best else "left out")
+        log.info(
+            "soup %s + %s: val macro-F1 %.4f (best so far %.4f) -> %s",
+            "+".join(kept),
+            name,
+            f1,
+            best,
+            "kept" if f1 >= best else "left out",
+        )
         if f1 >= best:
             kept, best = kept + [name], f1
     model.load_state_dict(_mean([states[k] for k in kept]))

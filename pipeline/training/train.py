@@ -30,14 +30,14 @@ from scipy.special import expit
 from sklearn.metrics import accuracy_score, f1_score
 from tqdm.auto import tqdm
 
-from pipeline.model.calibration import calibrate, calibrate_multi_label, tune_thresholds
 from pipeline.config import ModelConfig, TrainConfig
-from pipeline.training.distill import distillation_loss, teacher_probabilities
 from pipeline.data.encode import PreparedData
-from pipeline.training.fast_dropout import use_fast_dropout
+from pipeline.model.calibration import calibrate, calibrate_multi_label, tune_thresholds
 from pipeline.model.inference import predict_logits
 from pipeline.model.modeling import load_classifier, load_tokenizer, resolve_model_source
 from pipeline.model.runtime import Runtime, choose_runtime
+from pipeline.training.distill import distillation_loss, teacher_probabilities
+from pipeline.training.fast_dropout import use_fast_dropout
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class Distributed:
         return self.rank == 0
 
     @classmethod
-    def setup(cls, device: torch.device) -> "Distributed":
+    def setup(cls, device: torch.device) -> Distributed:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world == 1:
             return cls()
@@ -98,8 +98,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random,
-                           group: bool = True) -> list[list[int]]:
+def length_grouped_batches(
+    lengths: list[int], batch_size: int, rng: random.Random, group: bool = True
+) -> list[list[int]]:
     """Random batches of similar-length texts: shuffle, sort within large chunks, shuffle batch order.
 
     With ``group=False`` plain random batches (the usual DataLoader shuffle), for comparison.
@@ -109,19 +110,21 @@ def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Rand
     chunk = batch_size * 50 if group else len(order) + 1
     batches = []
     for start in range(0, len(order), chunk):
-        part = order[start:start + chunk]
+        part = order[start : start + chunk]
         if group:
             part = sorted(part, key=lengths.__getitem__, reverse=True)
-        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
     rng.shuffle(batches)
     return batches
 
 
 def epoch_batches(lengths: list[int], cfg: TrainConfig, epoch: int, dist: Distributed) -> list[list[int]]:
     """The epoch's batches for this rank; the same on every run, so a resumed epoch replays exactly."""
-    batches = length_grouped_batches(lengths, cfg.batch_size, random.Random(cfg.seed * 1000 + epoch), cfg.group_by_length)
+    batches = length_grouped_batches(
+        lengths, cfg.batch_size, random.Random(cfg.seed * 1000 + epoch), cfg.group_by_length
+    )
     usable = len(batches) - len(batches) % dist.world_size if dist.world_size > 1 else len(batches)
-    return batches[dist.rank:usable:dist.world_size]
+    return batches[dist.rank : usable : dist.world_size]
 
 
 def class_weights(targets: np.ndarray, n_labels: int, mode: str) -> torch.Tensor | None:
@@ -133,8 +136,13 @@ def class_weights(targets: np.ndarray, n_labels: int, mode: str) -> torch.Tensor
     return torch.tensor(weights / weights.mean(), dtype=torch.float32)
 
 
-def loss_fn(logits: torch.Tensor, targets: torch.Tensor, multi_label: bool,
-            weights: torch.Tensor | None = None, smoothing: float = 0.0) -> torch.Tensor:
+def loss_fn(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    multi_label: bool,
+    weights: torch.Tensor | None = None,
+    smoothing: float = 0.0,
+) -> torch.Tensor:
     """Cross-entropy for one label per text, binary cross-entropy per label for multi-label data.
 
     ``smoothing`` moves each target ``smoothing / 2`` towards the other side (multi-label) or spreads it over the
@@ -163,17 +171,23 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
             decays = not (param.ndim < 2 or "norm" in name.lower())
             depth = layer_depth(name, n_layers) if cfg.layer_lr_decay < 1 else 0
             grouped.setdefault((decays, depth), []).append(param)
-    groups = [{"params": params, "weight_decay": cfg.weight_decay if decays else 0.0,
-               "lr": cfg.learning_rate * cfg.layer_lr_decay ** depth}
-              for (decays, depth), params in sorted(grouped.items())]
+    groups = [
+        {
+            "params": params,
+            "weight_decay": cfg.weight_decay if decays else 0.0,
+            "lr": cfg.learning_rate * cfg.layer_lr_decay**depth,
+        }
+        for (decays, depth), params in sorted(grouped.items())
+    ]
     # the fused kernel (CPU and CUDA) updates every tensor in one pass; foreach on CPU is a per-tensor loop
     if cfg.fused_optimizer:
         return torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=True)
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, foreach=True)
 
 
-def validation_scores(model: Any, tokenizer: Any, data: PreparedData, runtime: Runtime,
-                      max_length: int) -> dict[str, float]:
+def validation_scores(
+    model: Any, tokenizer: Any, data: PreparedData, runtime: Runtime, max_length: int
+) -> dict[str, float]:
     """Validation loss, accuracy and macro-F1, judged as served (multi-label: with thresholds tuned on it)."""
     logits = predict_logits(model, tokenizer, data.texts("validation"), runtime, max_length)
     y_true = data.targets("validation")
@@ -192,8 +206,9 @@ def validation_scores(model: Any, tokenizer: Any, data: PreparedData, runtime: R
     }
 
 
-def save_model(model: Any, tokenizer: Any, data: PreparedData, runtime: Runtime, max_length: int,
-               output_dir: Path) -> dict[str, float]:
+def save_model(
+    model: Any, tokenizer: Any, data: PreparedData, runtime: Runtime, max_length: int, output_dir: Path
+) -> dict[str, float]:
     """Save a folder `transformers.pipeline` loads, calibrated on validation (temperature, or per-label
     thresholds for multi-label); returns the calibration figures."""
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -204,8 +219,13 @@ def save_model(model: Any, tokenizer: Any, data: PreparedData, runtime: Runtime,
     return calibrate_fn(val_logits, data.targets("validation"), output_dir)
 
 
-def fingerprint(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, world_size: int,
-                soft_targets: torch.Tensor | None = None) -> str:
+def fingerprint(
+    data: PreparedData,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    world_size: int,
+    soft_targets: torch.Tensor | None = None,
+) -> str:
     """What a checkpoint belongs to: the data, the model, every setting that changes the trajectory, and the
     teachers' soft targets (a teacher retrained in the same folder must not be resumed into)."""
     digest = hashlib.sha256()
@@ -219,8 +239,9 @@ def fingerprint(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, wo
     return digest.hexdigest()[:16]
 
 
-def running_average(average: dict[str, torch.Tensor] | None, state: dict[str, torch.Tensor],
-                    count: int) -> dict[str, torch.Tensor]:
+def running_average(
+    average: dict[str, torch.Tensor] | None, state: dict[str, torch.Tensor], count: int
+) -> dict[str, torch.Tensor]:
     """The mean of ``count`` earlier weight snapshots updated with ``state`` (integer buffers are copied)."""
     if average is None:
         return {k: v.detach().clone() for k, v in state.items()}
@@ -256,8 +277,14 @@ def _load_checkpoint(path: Path, expected: str) -> dict[str, Any] | None:
     return state
 
 
-def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_dir: Path,
-          on_evaluation: EpochCallback | None = None, checkpoint_dir: Path | None = None) -> TrainResult:
+def train(
+    data: PreparedData,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    output_dir: Path,
+    on_evaluation: EpochCallback | None = None,
+    checkpoint_dir: Path | None = None,
+) -> TrainResult:
     """Fine-tune ``model_cfg.name`` on the train split, select on validation, save to ``output_dir``.
 
     With ``checkpoint_dir`` the state is saved at every evaluation and a restarted call resumes from it.
@@ -275,8 +302,15 @@ def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_d
     if cfg.fast_dropout and runtime.device.type == "cpu":
         use_fast_dropout(model)  # torch's per-element CPU dropout RNG was ~1/5 of a bf16 step here
     if dist.is_main:
-        log.info("fine-tuning %s (%d labels, %s) on %s x%d with %s autocast", source, len(labels),
-                 "multi-label" if multi else "single-label", runtime.device, dist.world_size, runtime.precision)
+        log.info(
+            "fine-tuning %s (%d labels, %s) on %s x%d with %s autocast",
+            source,
+            len(labels),
+            "multi-label" if multi else "single-label",
+            runtime.device,
+            dist.world_size,
+            runtime.precision,
+        )
 
     encoded = tokenizer(data.texts("train"), truncation=True, max_length=model_cfg.max_length)["input_ids"]
     train_targets = data.targets("train")
@@ -285,8 +319,11 @@ def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_d
     weights = weights.to(runtime.device) if weights is not None else None
     soft = None
     if cfg.teachers:
-        soft = torch.from_numpy(teacher_probabilities(cfg.teachers, labels, data.texts("train"), runtime,
-                                                      model_cfg.max_length, multi, cfg.distill_temperature))
+        soft = torch.from_numpy(
+            teacher_probabilities(
+                cfg.teachers, labels, data.texts("train"), runtime, model_cfg.max_length, multi, cfg.distill_temperature
+            )
+        )
     lengths = [len(ids) for ids in encoded]
     micro_per_epoch = len(epoch_batches(lengths, cfg, 1, dist))
     steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accumulation)
@@ -303,10 +340,13 @@ def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_d
     if dist.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        wrapped = DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
+        wrapped = DistributedDataParallel(
+            model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None
+        )
 
-    result = TrainResult(output_dir, device=str(runtime.device), precision=runtime.precision,
-                         world_size=dist.world_size, rank=dist.rank)
+    result = TrainResult(
+        output_dir, device=str(runtime.device), precision=runtime.precision, world_size=dist.world_size, rank=dist.rank
+    )
     best_f1, best_state, stale = -1.0, None, 0
     average, averaged = None, 0  # running mean of the weights at evaluations from epoch cfg.average_from on
     step, epoch, skip = 0, 1, 0  # skip: micro-batches of `epoch` already done (when resuming)
@@ -347,22 +387,37 @@ def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_d
         if dist.is_main:
             log.info("epoch %d step %d: %s", epoch, step, {k: round(v, 4) for k, v in row.items()})
             if checkpoint:  # before the callback: a failing tracker must not cost this progress
-                _save_checkpoint(checkpoint, {
-                    "fingerprint": print_id, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                    "torch_rng": torch.get_rng_state(), "step": step,
-                    # where to continue: the next micro-batch of this epoch, or the start of the next one
-                    "epoch": epoch + 1 if micro_done >= n_micro else epoch,
-                    "micro_done": 0 if micro_done >= n_micro else micro_done,
-                    "running": (0.0, 0) if micro_done >= n_micro else (running, seen),
-                    "best_f1": best_f1, "best_state": best_state, "stale": stale, "history": result.history,
-                    "best_epoch": result.best_epoch, "average": average, "averaged": averaged})
+                _save_checkpoint(
+                    checkpoint,
+                    {
+                        "fingerprint": print_id,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "torch_rng": torch.get_rng_state(),
+                        "step": step,
+                        # where to continue: the next micro-batch of this epoch, or the start of the next one
+                        "epoch": epoch + 1 if micro_done >= n_micro else epoch,
+                        "micro_done": 0 if micro_done >= n_micro else micro_done,
+                        "running": (0.0, 0) if micro_done >= n_micro else (running, seen),
+                        "best_f1": best_f1,
+                        "best_state": best_state,
+                        "stale": stale,
+                        "history": result.history,
+                        "best_epoch": result.best_epoch,
+                        "average": average,
+                        "averaged": averaged,
+                    },
+                )
             if on_evaluation:
                 on_evaluation(row)
         return cfg.patience is not None and stale >= cfg.patience
 
     samples, tokens, started = 0, 0, time.perf_counter()
-    progress = tqdm(total=total_steps, initial=step, desc="train", unit="step", mininterval=1.0, disable=not dist.is_main)
+    progress = tqdm(
+        total=total_steps, initial=step, desc="train", unit="step", mininterval=1.0, disable=not dist.is_main
+    )
     stop = False
     while epoch <= cfg.epochs and step < total_steps and not stop:
         wrapped.train()
@@ -401,8 +456,9 @@ def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_d
                 stop = True
                 break
         skip = 0
-        if not stop and not (cfg.eval_every and step % cfg.eval_every == 0 and result.history
-                             and result.history[-1]["step"] == step):
+        if not stop and not (
+            cfg.eval_every and step % cfg.eval_every == 0 and result.history and result.history[-1]["step"] == step
+        ):
             stop = evaluate_now(len(batches), len(batches), running, seen) or stop
         epoch += 1
     progress.close()
@@ -415,11 +471,18 @@ def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_d
     if averaged >= 2:  # the weight average competes with the best single evaluation, on validation only
         model.load_state_dict(average)
         result.averaged_checkpoints = averaged
-        result.averaged_val_macro_f1 = validation_scores(model, tokenizer, data, runtime, model_cfg.max_length)["val_macro_f1"]
+        result.averaged_val_macro_f1 = validation_scores(model, tokenizer, data, runtime, model_cfg.max_length)[
+            "val_macro_f1"
+        ]
         result.averaged = result.averaged_val_macro_f1 > best_f1
         if dist.is_main:
-            log.info("average of %d evaluations: val macro-F1 %.4f vs best single %.4f -> keeping the %s",
-                     averaged, result.averaged_val_macro_f1, best_f1, "average" if result.averaged else "best single")
+            log.info(
+                "average of %d evaluations: val macro-F1 %.4f vs best single %.4f -> keeping the %s",
+                averaged,
+                result.averaged_val_macro_f1,
+                best_f1,
+                "average" if result.averaged else "best single",
+            )
     if not result.averaged and best_state is not None:
         model.load_state_dict(best_state)
     result.val_macro_f1 = result.averaged_val_macro_f1 if result.averaged else best_f1
@@ -428,6 +491,11 @@ def train(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, output_d
         result.calibration = save_model(model, tokenizer, data, runtime, model_cfg.max_length, output_dir)
         if checkpoint and checkpoint.exists():
             checkpoint.unlink()  # finished: the next run starts fresh
-        log.info("saved model (best epoch %d, val macro-F1 %.4f; calibration %s) to %s", result.best_epoch, best_f1,
-                 {k: round(v, 4) for k, v in result.calibration.items()}, output_dir)
+        log.info(
+            "saved model (best epoch %d, val macro-F1 %.4f; calibration %s) to %s",
+            result.best_epoch,
+            best_f1,
+            {k: round(v, 4) for k, v in result.calibration.items()},
+            output_dir,
+        )
     return result

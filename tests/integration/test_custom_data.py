@@ -14,22 +14,58 @@ from tests.conftest import SHARED_DATA
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 SEVEN = ["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"]
-WORDS = {"anger": "furious", "disgust": "revolting", "fear": "terrified", "joy": "delighted", "neutral": "ordinary",
-         "sadness": "heartbroken", "surprise": "astonished"}
-THINGS = ["meeting", "bus ride", "dinner", "phone call", "weather", "exam", "trip", "movie", "game", "letter",
-          "garden", "shop", "concert", "visit", "email", "party", "lesson", "walk", "market", "news"]
+WORDS = {
+    "anger": "furious",
+    "disgust": "revolting",
+    "fear": "terrified",
+    "joy": "delighted",
+    "neutral": "ordinary",
+    "sadness": "heartbroken",
+    "surprise": "astonished",
+}
+THINGS = [
+    "meeting",
+    "bus ride",
+    "dinner",
+    "phone call",
+    "weather",
+    "exam",
+    "trip",
+    "movie",
+    "game",
+    "letter",
+    "garden",
+    "shop",
+    "concert",
+    "visit",
+    "email",
+    "party",
+    "lesson",
+    "walk",
+    "market",
+    "news",
+]
 
 
 def test_seven_label_csv_with_own_columns_and_no_splits(tiny_config, tmp_path: Path, project: Path) -> None:
     from flows.training import training_flow
 
-    rows = [{"review_text": f"the {thing} left me {WORDS[label]} today", "feeling": label, "id": i}
-            for i, (label, thing) in enumerate((l, t) for l in SEVEN for t in THINGS)]
+    rows = [
+        {"review_text": f"the {thing} left me {WORDS[label]} today", "feeling": label, "id": i}
+        for i, (label, thing) in enumerate((l, t) for l in SEVEN for t in THINGS)
+    ]
     pd.DataFrame(rows).to_csv(tmp_path / "reviews.csv", index=False)
 
-    summary = training_flow(tiny_config(f"data.source={tmp_path / 'reviews.csv'}", "data.text_column=review_text",
-                                        "data.label_column=feeling", "data.labels=null", "train.learning_rate=1e-2",
-                                        "train.epochs=4"))
+    summary = training_flow(
+        tiny_config(
+            f"data.source={tmp_path / 'reviews.csv'}",
+            "data.text_column=review_text",
+            "data.label_column=feeling",
+            "data.labels=null",
+            "train.learning_rate=1e-2",
+            "train.epochs=4",
+        )
+    )
     assert summary["rows"] == {"train": 112, "validation": 14, "test": 14}  # stratified 80/10/10 of 140
     label_map = json.loads((project / "artifacts" / "prepared" / "label_map.json").read_text())
     assert label_map == {"labels": SEVEN, "multi_label": False}
@@ -57,12 +93,22 @@ def test_goemotions_multi_label_end_to_end(tiny_config, tmp_path: Path, project:
 
     source = goemotions_subset(tmp_path / "goemotions")
     labels = (source / "labels.txt").read_text().split()
-    summary = training_flow(tiny_config(f"data.source={source}", "data.multi_label=true", f"data.labels={labels}",
-                                        "checks.severity.label_min_count=off", "checks.severity.class_balance=off",
-                                        "train.learning_rate=1e-2", "train.epochs=2"))
+    summary = training_flow(
+        tiny_config(
+            f"data.source={source}",
+            "data.multi_label=true",
+            f"data.labels={labels}",
+            "checks.severity.label_min_count=off",
+            "checks.severity.class_balance=off",
+            "train.learning_rate=1e-2",
+            "train.epochs=2",
+        )
+    )
 
     assert summary["rows"] == {"train": 600, "validation": 120, "test": 120}
-    assert {"micro_f1", "macro_f1", "weighted_f1", "f1_neutral"} <= set(summary["metrics"]) and "ece" not in summary["metrics"]
+    assert {"micro_f1", "macro_f1", "weighted_f1", "f1_neutral"} <= set(summary["metrics"]) and "ece" not in summary[
+        "metrics"
+    ]
     assert summary["version"] == "1"
     model_dir = project / "artifacts" / "model"
     saved = json.loads((model_dir / "calibration.json").read_text())

@@ -14,8 +14,9 @@ from tests.conftest import PARAMS, copy_sample, tiny_overrides
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
-def test_restore_data_of_a_registered_version_byte_for_byte(project: Path, tiny_model_dir: Path, tmp_path: Path,
-                                                             tiny_config, capsys) -> None:
+def test_restore_data_of_a_registered_version_byte_for_byte(
+    project: Path, tiny_model_dir: Path, tmp_path: Path, tiny_config, capsys
+) -> None:
     from flows.training import training_flow
 
     first = training_flow(tiny_config("train.max_steps=2"))

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.monitoring import drift
-from pipeline.registry import tracking
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
+from pipeline.monitoring import drift
+from pipeline.registry import tracking
 from tests.conftest import PARAMS
 
 MODEL = "emotion-classifier"
@@ -33,18 +33,29 @@ def register_from_own_runs(cfg, model_dir: Path, count: int) -> list[str]:
 
 
 def verdict_on(champion: dict[str, str]) -> drift.DriftVerdict:
-    features = [drift.FeatureDrift("length", "descriptor", "wasserstein", 0.5, 0.2, True),
-                drift.FeatureDrift("sentence_embedding", "embedding", "domain classifier ROC AUC", 0.51, 0.6, False)]
-    return drift.DriftVerdict(True, ["because"], features, 1.0, 0.3, {"source": "b.txt", "rows": 40},
-                              {"rows": 600, "provenance": "test"}, champion)
+    features = [
+        drift.FeatureDrift("length", "descriptor", "wasserstein", 0.5, 0.2, True),
+        drift.FeatureDrift("sentence_embedding", "embedding", "domain classifier ROC AUC", 0.51, 0.6, False),
+    ]
+    return drift.DriftVerdict(
+        True,
+        ["because"],
+        features,
+        1.0,
+        0.3,
+        {"source": "b.txt", "rows": 40},
+        {"rows": 600, "provenance": "test"},
+        champion,
+    )
 
 
 def logged_run(cfg, run_id: str):
     return tracking.client(cfg).get_run(run_id)
 
 
-def test_drift_check_run_is_tagged_with_the_champion_versions_training_run(cfg, tiny_model_dir: Path,
-                                                                           tmp_path: Path) -> None:
+def test_drift_check_run_is_tagged_with_the_champion_versions_training_run(
+    cfg, tiny_model_dir: Path, tmp_path: Path
+) -> None:
     register_from_own_runs(cfg, tiny_model_dir, 2)
     client = tracking.client(cfg)
     tracking.promote(cfg, client, "2", actor="test", reason="champion to monitor")
@@ -60,8 +71,14 @@ def test_drift_check_run_is_tagged_with_the_champion_versions_training_run(cfg, 
     assert run.data.tags["champion_run_id"] == champion_run and run.data.tags["champion_version"] == "2"
     assert run.data.tags["drift"] == "true" and run.data.tags["drifted_features"] == "length"
     assert run.info.experiment_id == client.get_experiment_by_name(cfg.monitor.experiment).experiment_id
-    assert run.data.metrics == {"drift_score.length": 0.5, "drift_score.sentence_embedding": 0.51,
-                                "drifted_share": 1.0, "drift": 1.0, "batch_rows": 40.0, "reference_rows": 600.0}
+    assert run.data.metrics == {
+        "drift_score.length": 0.5,
+        "drift_score.sentence_embedding": 0.51,
+        "drifted_share": 1.0,
+        "drift": 1.0,
+        "batch_rows": 40.0,
+        "reference_rows": 600.0,
+    }
     assert run.data.params["monitor.trigger"] == cfg.monitor.trigger
     assert set(run.data.params) == {f"monitor.{key}" for key in cfg.monitor.model_dump()}
     assert {a.path for a in client.list_artifacts(run.info.run_id, "drift")} == {"drift/verdict.json"}

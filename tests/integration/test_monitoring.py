@@ -8,9 +8,9 @@ unlabelled) and shouted emotion texts with links and emoji (shifted, labelled).
 from __future__ import annotations
 
 import json
-import shutil
 import os
 import random
+import shutil
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,15 +18,16 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
+from pipeline.config import load_config
 from pipeline.monitoring import drift
 from pipeline.registry import tracking
-from pipeline.config import load_config
 from pipeline.registry.versioning import dvc_hash
 from tests.conftest import BIN, PARAMS, SHARED_DATA, init_project, tiny_overrides
 
 EMOTION = SHARED_DATA / "emotion"
 GOEMOTIONS = SHARED_DATA / "goemotions"
 MODEL = "emotion-classifier"
+
 
 @pytest.fixture(autouse=True)
 def no_leaked_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,8 +37,10 @@ def no_leaked_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
 
 pytestmark = [
     pytest.mark.usefixtures("prefect_harness"),
-    pytest.mark.skipif(not (EMOTION.is_dir() and GOEMOTIONS.is_dir()),
-                       reason="needs ../shared/data/emotion and ../shared/data/goemotions"),
+    pytest.mark.skipif(
+        not (EMOTION.is_dir() and GOEMOTIONS.is_dir()),
+        reason="needs ../shared/data/emotion and ../shared/data/goemotions",
+    ),
 ]
 
 
@@ -102,8 +105,12 @@ def test_in_distribution_batch_no_drift_no_retraining_reference_cached(monitored
 
     from flows.monitoring import monitoring_flow
 
-    states = [monitoring_flow(batch=str(monitored.in_distribution), params=str(PARAMS),
-                              overrides=monitored.overrides, return_state=True) for _ in range(2)]
+    states = [
+        monitoring_flow(
+            batch=str(monitored.in_distribution), params=str(PARAMS), overrides=monitored.overrides, return_state=True
+        )
+        for _ in range(2)
+    ]
     first, second = (state.result() for state in states)
 
     assert first["drift"] is False and first["drifted_features"] == [], first["reasons"]
@@ -118,8 +125,9 @@ def test_in_distribution_batch_no_drift_no_retraining_reference_cached(monitored
     assert json.loads((html.parent / "verdict.json").read_text())["drift"] is False
 
     with get_client(sync_client=True) as client:  # the second check reused the scored reference
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
-            id=FlowRunFilterId(any_=[states[1].state_details.flow_run_id])))
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[states[1].state_details.flow_run_id]))
+        )
     reference_runs = [r for r in runs if r.name.startswith("build-reference")]
     assert [r.state.name for r in reference_runs] == ["Cached"]
     artifact = Artifact.get("drift-check")
@@ -128,10 +136,13 @@ def test_in_distribution_batch_no_drift_no_retraining_reference_cached(monitored
     logged = monitoring_runs(monitored.cfg)
     assert [r.data.tags["drift"] for r in logged] == ["false", "false"]
     assert logged[0].data.metrics["drift_score.sentence_embedding"] == pytest.approx(
-        first["scores"]["sentence_embedding"], abs=1e-4)
+        first["scores"]["sentence_embedding"], abs=1e-4
+    )
     client = tracking.client(monitored.cfg)
     assert {a.path for a in client.list_artifacts(logged[0].info.run_id, "drift")} == {
-        "drift/drift_report.html", "drift/verdict.json"}
+        "drift/drift_report.html",
+        "drift/verdict.json",
+    }
     assert list(versions(monitored.cfg)) == ["1"]
 
 
@@ -161,8 +172,11 @@ def test_drift_triggers_gated_retraining_on_merged_data(monitored) -> None:
     from flows.monitoring import monitoring_flow
 
     v1 = versions(monitored.cfg)["1"]
-    result = monitoring_flow(batch=str(monitored.shifted), params=str(PARAMS),
-                             overrides=[*monitored.overrides, "gate.min_macro_f1=1.0", "train.epochs=1"])
+    result = monitoring_flow(
+        batch=str(monitored.shifted),
+        params=str(PARAMS),
+        overrides=[*monitored.overrides, "gate.min_macro_f1=1.0", "train.epochs=1"],
+    )
 
     assert result["drift"] is True
     assert {"uppercase_share", "links_mentions", "non_ascii_share"} <= set(result["drifted_features"])
@@ -214,8 +228,10 @@ def test_reference_rebuilds_without_the_dvc_cache_and_prefers_a_logged_sample(mo
 
     snapshot = pd.read_json(monitored.project / "data" / "snapshot.jsonl", lines=True, dtype=False)
     assert drift.snapshot_matches(snapshot, dvc_hash(monitored.project / "data.dvc"))
-    assert drift.log_reference(cfg, client, champ.run_id, drift.champion_snapshot(cfg, champ)[0]) == \
-        "reference/reference.parquet"
+    assert (
+        drift.log_reference(cfg, client, champ.run_id, drift.champion_snapshot(cfg, champ)[0])
+        == "reference/reference.parquet"
+    )
     relogged, provenance = drift.reference_texts(cfg, champ)
     assert provenance == f"logged reference on run {champ.run_id}"
     assert relogged["text"].tolist() == rows["text"].tolist()

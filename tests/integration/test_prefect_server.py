@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.registry import tracking
 from pipeline.config import load_config
+from pipeline.registry import tracking
 from tests.conftest import BIN, PARAMS, REPO, free_port, init_project, tiny_overrides
 
 WAIT_SECONDS = 600  # upper bound for a server start or a flow run on a busy 2-core machine (a hang guard only)
@@ -40,8 +40,9 @@ def wait_for(what: str, check, process: subprocess.Popen | None = None, log: Pat
         if found:
             return found
         if process is not None and process.poll() is not None:
-            pytest.fail(f"{what}: the process exited with {process.returncode}\n"
-                        f"{log.read_text()[-3000:] if log else ''}")
+            pytest.fail(
+                f"{what}: the process exited with {process.returncode}\n{log.read_text()[-3000:] if log else ''}"
+            )
         time.sleep(1.0)
     pytest.fail(f"gave up waiting for {what}\n{log.read_text()[-3000:] if log else ''}")
 
@@ -64,12 +65,21 @@ def prefect_server(tmp_path: Path):
     api_url = f"http://127.0.0.1:{port}/api"
     # mlflow.set_tracking_uri (tracking.client) exports MLFLOW_TRACKING_URI: keep earlier tests' stores out
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
-    env |= {"PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_UI_ENABLED": "false", "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    env |= {
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+    }
     log = tmp_path / "server.log"
     with log.open("w") as out:
-        server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                  env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_for("the Prefect server", lambda: healthy(api_url), server, log)
         yield api_url, env | {"PREFECT_API_URL": api_url}
@@ -99,15 +109,19 @@ def run_and_wait(client, deployment: str, parameters: dict, log: Path, serve_pro
     from prefect.deployments import run_deployment
 
     flow_run = run_deployment(deployment, parameters=parameters, timeout=0)
-    final = wait_for(f"{deployment} run {flow_run.id}",
-                     lambda: (lambda r: r if r.state and r.state.is_final() else None)(client.read_flow_run(flow_run.id)),
-                     serve_process, log)
+    final = wait_for(
+        f"{deployment} run {flow_run.id}",
+        lambda: (lambda r: r if r.state and r.state.is_final() else None)(client.read_flow_run(flow_run.id)),
+        serve_process,
+        log,
+    )
     assert final.state.is_completed(), f"{deployment}: {final.state}\n{log.read_text()[-4000:]}"
     return final
 
 
-def test_deployments_on_a_real_server(prefect_server, tmp_path: Path, tiny_model_dir: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_deployments_on_a_real_server(
+    prefect_server, tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -117,9 +131,13 @@ def test_deployments_on_a_real_server(prefect_server, tmp_path: Path, tiny_model
 
     # 1. prefect.yaml onto a process work pool
     prefect_yaml = (REPO / "prefect.yaml").read_bytes()
-    for command in (["work-pool", "create", "emotion-process", "--type", "process"], ["--no-prompt", "deploy", "--all"]):
-        done = subprocess.run([str(BIN / "prefect"), *command], cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=WAIT_SECONDS)
+    for command in (
+        ["work-pool", "create", "emotion-process", "--type", "process"],
+        ["--no-prompt", "deploy", "--all"],
+    ):
+        done = subprocess.run(
+            [str(BIN / "prefect"), *command], cwd=REPO, env=env, capture_output=True, text=True, timeout=WAIT_SECONDS
+        )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (REPO / "prefect.yaml").read_bytes() == prefect_yaml
     with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
@@ -133,22 +151,42 @@ def test_deployments_on_a_real_server(prefect_server, tmp_path: Path, tiny_model
 
     # 2. `emotion schedule` serves them in a project of its own
     project = init_project(tmp_path / "project")
-    overrides = tiny_overrides(project, tiny_model_dir, "monitor.embedding_plot=false", "monitor.min_batch_rows=30",
-                               "monitor.reference_splits=[train, validation]", "gate.max_regression=1.0",
-                               "gate.max_class_regression=1.0", "train.epochs=1",
-                               f"monitor.batch_source={tmp_path / 'incoming'}")
+    overrides = tiny_overrides(
+        project,
+        tiny_model_dir,
+        "monitor.embedding_plot=false",
+        "monitor.min_batch_rows=30",
+        "monitor.reference_splits=[train, validation]",
+        "gate.max_regression=1.0",
+        "gate.max_class_regression=1.0",
+        "train.epochs=1",
+        f"monitor.batch_source={tmp_path / 'incoming'}",
+    )
     args = [str(BIN / "emotion"), "schedule", "--config", str(PARAMS)]
     for item in overrides:
         args += ["--set", item]
     log = tmp_path / "schedule.log"
     with log.open("w") as out:
-        serving = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True, preexec_fn=default_sigint)
+        serving = subprocess.Popen(
+            args,
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=default_sigint,
+        )
     try:
         with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
-            served = wait_for("the served deployments", lambda: all(
-                client.read_deployment_by_name(name).parameters.get("overrides") == overrides
-                for name in ("emotion-retrain/weekly", "emotion-drift-check/daily")), serving, log)
+            served = wait_for(
+                "the served deployments",
+                lambda: all(
+                    client.read_deployment_by_name(name).parameters.get("overrides") == overrides
+                    for name in ("emotion-retrain/weekly", "emotion-drift-check/daily")
+                ),
+                serving,
+                log,
+            )
             assert served
             daily = client.read_deployment_by_name("emotion-drift-check/daily")
             assert [s.schedule.cron for s in daily.schedules] == ["0 6 * * *"]  # from params.yaml
@@ -163,8 +201,9 @@ def test_deployments_on_a_real_server(prefect_server, tmp_path: Path, tiny_model
 
             batch = sample_batch(tmp_path / "posts.txt")
             run_and_wait(client, "emotion-drift-check/daily", {"batch": str(batch)}, log, serving)
-            retrains = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                name=FlowRunFilterName(like_="retrain-on-drift-posts")))
+            retrains = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_="retrain-on-drift-posts"))
+            )
             assert len(retrains) == 1 and retrains[0].state.is_completed()
             artifacts = client.read_artifacts()
             assert any(a.key == "drift-check" and "DRIFT DETECTED" in str(a.data) for a in artifacts)

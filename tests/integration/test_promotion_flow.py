@@ -32,7 +32,10 @@ def test_worse_challenger_is_refused_better_promoted_then_rolled_back(tiny_confi
     cfg = tiny_config()
     client = tracking.client(cfg)
     assert {k: str(v) for k, v in client.get_registered_model("emotion-classifier").aliases.items()} == {
-        "champion": better["version"], "previous": weak["version"], "challenger": better["version"]}
+        "champion": better["version"],
+        "previous": weak["version"],
+        "challenger": better["version"],
+    }
     tags = client.get_model_version("emotion-classifier", untrained["version"]).tags
     assert tags["gate"] == "failed" and tags["compared_with_champion"] == weak["version"]
     assert '"macro_f1"' in tags["scores.champion"] and '"macro_f1"' in tags["scores.challenger"]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from pipeline import cli
-from pipeline.registry import tracking
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
+from pipeline.registry import tracking
 from tests.conftest import PARAMS, REPO
 
 MODEL = "emotion-classifier"
@@ -27,8 +27,10 @@ def register_versions(cfg, model_dir: Path, gates: list[str]) -> list[str]:
     client = tracking.client(cfg)
     run = client.create_run(tracking.experiment_id(cfg, client))
     logged = tracking.log_model(run.info.run_id, model_dir, ["joy", "fear"])
-    return [tracking.register(cfg, client, logged, run.info.run_id, {"gate": gate, "data_hash": f"h{i}"}, "card")
-            for i, gate in enumerate(gates)]
+    return [
+        tracking.register(cfg, client, logged, run.info.run_id, {"gate": gate, "data_hash": f"h{i}"}, "card")
+        for i, gate in enumerate(gates)
+    ]
 
 
 def aliases(cfg) -> dict[str, str]:
@@ -45,8 +47,10 @@ def test_promote_moves_champion_keeps_previous_and_records_who_why_when(cfg, tin
     assert event.previous == "1" and event.kind == "manual"
     tags = client.get_model_version(MODEL, "2").tags
     assert tags["promoted_by"] == "bob" and tags["promotion_reason"] == "better on fear" and tags["promoted_at"]
-    assert [(e.version, e.previous, e.actor) for e in tracking.history(cfg, client)] == [("1", None, "alice"),
-                                                                                          ("2", "1", "bob")]
+    assert [(e.version, e.previous, e.actor) for e in tracking.history(cfg, client)] == [
+        ("1", None, "alice"),
+        ("2", "1", "bob"),
+    ]
 
 
 def test_failed_gate_version_needs_force_and_unknown_version_is_refused(cfg, tiny_model_dir: Path) -> None:
@@ -98,8 +102,15 @@ for i in range(int(sys.argv[4])):
 def test_concurrent_promotions_leave_consistent_aliases_and_history(cfg, tiny_model_dir: Path) -> None:
     register_versions(cfg, tiny_model_dir, ["passed", "passed", "passed"])
     rounds = 8
-    workers = [subprocess.Popen([sys.executable, "-c", PROMOTER, str(PARAMS), cfg.project_dir, version, str(rounds)],
-                                cwd=REPO, stderr=subprocess.PIPE, text=True) for version in ("2", "3")]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", PROMOTER, str(PARAMS), cfg.project_dir, version, str(rounds)],
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for version in ("2", "3")
+    ]
     for worker in workers:
         assert worker.wait(timeout=300) == 0, worker.stderr.read()[-2000:]
 
@@ -116,8 +127,14 @@ def test_concurrent_promotions_leave_consistent_aliases_and_history(cfg, tiny_mo
 def test_cli_models_promote_rollback_history(cfg, tiny_model_dir: Path, capsys, monkeypatch) -> None:
     register_versions(cfg, tiny_model_dir, ["passed", "passed"])
     monkeypatch.setenv("EMOTION_ACTOR", "carol")
-    common = ["--config", str(PARAMS), "--set", f"project_dir={cfg.project_dir}",
-              "--set", f"mlflow.lock_file={cfg.project_dir}/mlflow/tracking.lock"]
+    common = [
+        "--config",
+        str(PARAMS),
+        "--set",
+        f"project_dir={cfg.project_dir}",
+        "--set",
+        f"mlflow.lock_file={cfg.project_dir}/mlflow/tracking.lock",
+    ]
     assert cli.main(["promote", "1", "--reason", "initial", *common]) == 0
     assert cli.main(["promote", "2", "--reason", "newer", *common]) == 0
     assert cli.main(["rollback", "--reason", "regression in prod", *common]) == 0

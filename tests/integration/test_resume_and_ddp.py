@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import BIN, PARAMS, REPO, free_port, tiny_overrides
 
 TRAIN_SCRIPT = """
@@ -33,9 +31,14 @@ result = train(data, ModelConfig(name=sys.argv[1], max_length=64),
 
 
 def run_training(model_dir: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, str(model_dir), str(out)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=os.environ | {"OMP_NUM_THREADS": "1"})
+    return subprocess.Popen(
+        [sys.executable, "-c", TRAIN_SCRIPT, str(model_dir), str(out)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+    )
 
 
 def test_killed_training_resumes_to_the_same_model(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -100,9 +103,23 @@ def test_two_process_ddp_ranks_agree_and_only_rank0_saves(project: Path, tiny_mo
     for command in (["ingest"], ["prepare"]):
         subprocess.run([str(BIN / "emotion"), *command, *args], cwd=project, env=env, check=True, capture_output=True)
 
-    done = subprocess.run([str(BIN / "torchrun"), "--nproc_per_node=2", "--master_addr=127.0.0.1",
-                           f"--master_port={free_port()}", "-m", "pipeline.cli", "train", *args],
-                          cwd=project, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [
+            str(BIN / "torchrun"),
+            "--nproc_per_node=2",
+            "--master_addr=127.0.0.1",
+            f"--master_port={free_port()}",
+            "-m",
+            "pipeline.cli",
+            "train",
+            *args,
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     lines = {line.split(":")[0]: line for line in done.stdout.splitlines() if line.startswith("rank ")}
     assert set(lines) == {"rank 0/2", "rank 1/2"}

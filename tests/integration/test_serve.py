@@ -45,11 +45,12 @@ class Server:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(create_app(cfg), host="127.0.0.1", port=self.port,
-                                                    log_level="warning", access_log=False))
+        self.server = uvicorn.Server(
+            uvicorn.Config(create_app(cfg), host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         self.thread.start()
         wait_for(lambda: self.server.started or not self.thread.is_alive(), "the server to start")
         assert self.server.started, "uvicorn did not start"
@@ -63,9 +64,18 @@ class Server:
 def serve_config(project: Path, tiny_model_dir: Path, *extra: str) -> Any:
     from pipeline.config import load_config
 
-    return load_config(PARAMS, tiny_overrides(project, tiny_model_dir, f"serve.max_texts={MAX_TEXTS}",
-                                              f"serve.max_chars={MAX_CHARS}", "serve.refresh_seconds=0.5", *extra),
-                       environ={})
+    return load_config(
+        PARAMS,
+        tiny_overrides(
+            project,
+            tiny_model_dir,
+            f"serve.max_texts={MAX_TEXTS}",
+            f"serve.max_chars={MAX_CHARS}",
+            "serve.refresh_seconds=0.5",
+            *extra,
+        ),
+        environ={},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -190,16 +200,27 @@ def test_malformed_body_unknown_version_and_huge_body(api: httpx.Client) -> None
     assert api.get("/health").json()["status"] == "ok"
 
 
-@pytest.mark.skipif(CHROMIUM is None,
-                    reason="chromium is not installed (apt-get install chromium); .ci/run installs it")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (apt-get install chromium); .ci/run installs it"
+)
 def test_demo_page_in_headless_chromium(api: httpx.Client, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     shot = tmp_path / "demo.png"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         try:
             page = browser.new_page(viewport={"width": 900, "height": 760})
             page.goto(str(api.base_url), wait_until="networkidle")
@@ -211,8 +232,10 @@ def test_demo_page_in_headless_chromium(api: httpx.Client, tmp_path: Path) -> No
             page.wait_for_selector("svg#chart rect.bar", timeout=60_000)
             bars = page.locator("svg#chart rect.bar")
             assert bars.count() == 6
-            shown = {bars.nth(i).get_attribute("data-label"): float(bars.nth(i).get_attribute("data-probability"))
-                     for i in range(6)}
+            shown = {
+                bars.nth(i).get_attribute("data-label"): float(bars.nth(i).get_attribute("data-probability"))
+                for i in range(6)
+            }
             assert sorted(shown) == sorted(LABELS) and sum(shown.values()) == pytest.approx(1.0, abs=1e-3)
             assert page.text_content("#label") == max(shown, key=shown.get)
             assert "version 2" in page.inner_text("#meta")
@@ -256,7 +279,7 @@ def test_hot_reload_when_the_champion_moves(api: httpx.Client, store: dict[str, 
     assert {status for status, _ in seen} == {200}
     versions = [version for _, version in seen]
     assert set(versions) <= {"1", "2"} and versions[0] == "1" and versions[-1] == "2"
-    assert versions.index("2") > 0 and "1" not in versions[versions.index("2"):]  # no flapping back
+    assert versions.index("2") > 0 and "1" not in versions[versions.index("2") :]  # no flapping back
     assert api.get("/model").json()["version"] == "2"
 
     # POST /reload answers at once with nothing to do, and after moving the alias back it swaps on request
@@ -282,16 +305,24 @@ def test_service_without_a_champion_says_so(tmp_path: Path, tiny_model_dir: Path
 def test_emotion_serve_command(store: dict[str, Any], tiny_model_dir: Path, tmp_path: Path) -> None:
     """`emotion serve` (what `make serve` runs) binds 127.0.0.1, answers, and stops cleanly on Ctrl-C."""
     port = free_port()
-    sets = [f"--set={item}" for item in tiny_overrides(store["project"], tiny_model_dir, "serve.backend=int8",
-                                                       "serve.access_log=false")]
+    sets = [
+        f"--set={item}"
+        for item in tiny_overrides(store["project"], tiny_model_dir, "serve.backend=int8", "serve.access_log=false")
+    ]
     # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI, which would point the server at another test's store
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"PYTHONUNBUFFERED": "1"}
     log_path = tmp_path / "serve.log"
     with log_path.open("w") as log:
-        proc = subprocess.Popen([str(BIN / "emotion"), "serve", "--port", str(port), *sets], env=env,
-                                stdout=log, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [str(BIN / "emotion"), "serve", "--port", str(port), *sets],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+
             def up() -> bool:
                 assert proc.poll() is None, log_path.read_text()
                 try:

@@ -49,22 +49,36 @@ def env() -> dict[str, str]:
 @pytest.fixture
 def tracking_server(tmp_path: Path, env: dict[str, str]):
     port = free_port()
-    proc = start([str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-                  "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1",
-                  "--port", str(port)], tmp_path / "server.log", f"http://127.0.0.1:{port}/health", env)
+    proc = start(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/server.db",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        tmp_path / "server.log",
+        f"http://127.0.0.1:{port}/health",
+        env,
+    )
     yield f"http://127.0.0.1:{port}"
     stop(proc)
 
 
 def test_flow_registers_through_server_and_models_serve_answers_calibrated(
-        tracking_server: str, tiny_config, tmp_path: Path, env: dict[str, str]) -> None:
-    from mlflow import MlflowClient
-
+    tracking_server: str, tiny_config, tmp_path: Path, env: dict[str, str]
+) -> None:
     from flows.training import training_flow
-    from pipeline.registry import tracking
+    from mlflow import MlflowClient
     from pipeline.model.calibration import load_temperature
     from pipeline.model.inference import predict_logits, softmax
     from pipeline.model.predict import Predictor
+    from pipeline.registry import tracking
 
     summary = training_flow(tiny_config(f"mlflow.tracking_uri={tracking_server}", "train.learning_rate=1e-2"))
 
@@ -75,14 +89,30 @@ def test_flow_registers_through_server_and_models_serve_answers_calibrated(
     assert not (Path(tiny_config().project_dir) / "mlflow" / "mlflow.db").exists()  # nothing tracked locally
 
     port = free_port()
-    serve = start([str(BIN / "mlflow"), "models", "serve", "-m", "models:/emotion-classifier@champion",
-                   "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-                  tmp_path / "serve.log", f"http://127.0.0.1:{port}/ping", env | {"MLFLOW_TRACKING_URI": tracking_server, "MLFLOW_REGISTRY_URI": tracking_server})
+    serve = start(
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            "models:/emotion-classifier@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        tmp_path / "serve.log",
+        f"http://127.0.0.1:{port}/ping",
+        env | {"MLFLOW_TRACKING_URI": tracking_server, "MLFLOW_REGISTRY_URI": tracking_server},
+    )
     try:
         texts = ["i feel wonderful today", "the dark alley scares me"]
         body = json.dumps({"dataframe_records": [{"text": t} for t in texts]}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body,
-                                         {"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             served = json.loads(response.read())["predictions"]
     finally:

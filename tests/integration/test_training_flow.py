@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.registry import tracking
 from pipeline.errors import DataValidationError
+from pipeline.registry import tracking
 from pipeline.registry.versioning import dvc_hash
 from tests.conftest import BIN, PARAMS, copy_sample, tiny_overrides
 
@@ -54,14 +54,19 @@ def test_flow_trains_gates_registers_with_lineage(tiny_config, project: Path) ->
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_macro_f1")] == [1, 2]
     assert run.data.metrics["test_accuracy"] == pytest.approx(summary["metrics"]["accuracy"], abs=1e-4)
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
-    assert {"evaluation/confusion_matrix.png", "evaluation/classification_report.txt",
-            "evaluation/metrics.json", "evaluation/training_curve.png"} <= logged
+    assert {
+        "evaluation/confusion_matrix.png",
+        "evaluation/classification_report.txt",
+        "evaluation/metrics.json",
+        "evaluation/training_curve.png",
+    } <= logged
     assert "reports/validation_report.md" in {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
 
     import mlflow.pyfunc
 
     served = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(
-        pd.DataFrame({"text": ["i feel wonderful today", "this makes me furious"]}))
+        pd.DataFrame({"text": ["i feel wonderful today", "this makes me furious"]})
+    )
     assert list(served["label"].isin(LABELS)) == [True, True]
     assert served[[f"prob_{label}" for label in LABELS]].sum(axis=1).round(4).tolist() == [1.0, 1.0]
 
@@ -117,8 +122,9 @@ def test_corrupted_data_stops_at_validation_and_registers_nothing(tiny_config, t
     cfg = tiny_config()
     assert versions(cfg) == ["1"] and champion(cfg) == "1"
     assert not (project / "artifacts" / "prepared" / "test.jsonl").read_text() == ""  # the good run's outputs kept
-    failed_runs = tracking.client(cfg).search_runs([tracking.experiment_id(cfg, tracking.client(cfg))],
-                                                    "attributes.status = 'FAILED'")
+    failed_runs = tracking.client(cfg).search_runs(
+        [tracking.experiment_id(cfg, tracking.client(cfg))], "attributes.status = 'FAILED'"
+    )
     assert len(failed_runs) == 1 and failed_runs[0].data.tags["data_source"] == str(bad)
 
 

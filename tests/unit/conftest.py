@@ -33,10 +33,8 @@ def good_rows() -> list[tuple[str, str, str]]:
 @pytest.fixture(scope="session")
 def sample_prepared():
     """The shipped sample data, read, cleaned and encoded with the declared labels of params.yaml."""
-    from pipeline.data import clean
-    from pipeline.data import encode
-    from pipeline.data import ingest
     from pipeline.config import load_config
+    from pipeline.data import clean, encode, ingest
 
     cfg = load_config(PARAMS, [], environ={})
     raw = ingest.normalize(ingest.read_source(cfg.data.model_copy(update={"source": "sample"})))
@@ -49,8 +47,18 @@ def tiny_train_cfgs(tiny_model_dir: Path):
     """(ModelConfig, TrainConfig) for a 3-step fine-tune of the tiny BERT on CPU."""
     from pipeline.config import load_config
 
-    cfg = load_config(PARAMS, [f"model.name={tiny_model_dir}", "model.max_length=64", "train.max_steps=3",
-                               "train.batch_size=16", "train.device=cpu", "train.seed=7"], environ={})
+    cfg = load_config(
+        PARAMS,
+        [
+            f"model.name={tiny_model_dir}",
+            "model.max_length=64",
+            "train.max_steps=3",
+            "train.batch_size=16",
+            "train.device=cpu",
+            "train.seed=7",
+        ],
+        environ={},
+    )
     return cfg.model, cfg.train
 
 

@@ -12,13 +12,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.data import clean
-from pipeline.data import ingest
-from pipeline.data.clean import CHANGE_COLUMNS
 from pipeline.config import Config, load_config
+from pipeline.data import clean, ingest
+from pipeline.data.clean import CHANGE_COLUMNS
+from pipeline.data.validate import ValidationReport
 from pipeline.errors import DataValidationError, PipelineError
 from pipeline.stages import validate_stage
-from pipeline.data.validate import ValidationReport
 from tests.conftest import PARAMS
 from tests.unit.conftest import LABELS
 
@@ -28,8 +27,12 @@ BASE_IN = {split: n * len(LABELS) for split, n in PER_LABEL.items()}
 
 def base_rows(labels: list[str] = LABELS) -> list[tuple]:
     """A clean dataset: unique texts, every label in every split."""
-    return [(f"{split} text {i} about {label}", label, split)
-            for split, n in PER_LABEL.items() for label in labels for i in range(n)]
+    return [
+        (f"{split} text {i} about {label}", label, split)
+        for split, n in PER_LABEL.items()
+        for label in labels
+        for i in range(n)
+    ]
 
 
 def write_csv(path: Path, rows: list[tuple], columns=("text", "label", "split"), sep: str = ",") -> Path:
@@ -47,8 +50,9 @@ def write_dair_ai(folder: Path, rows: list[tuple], sep: str = ";") -> Path:
 
 
 def config(tmp_path: Path, source: Path, *extra: str) -> Config:
-    return load_config(PARAMS, [f"project_dir={tmp_path}", f"data.source={source}", "data.dvc_track=false", *extra],
-                       environ={})
+    return load_config(
+        PARAMS, [f"project_dir={tmp_path}", f"data.source={source}", "data.dvc_track=false", *extra], environ={}
+    )
 
 
 def snapshot(cfg: Config) -> pd.DataFrame:
@@ -154,13 +158,19 @@ def test_blank_texts(tmp_path: Path):
 
 def test_blank_texts_cleaned_when_downgraded_to_warnings(tmp_path: Path):
     rows = base_rows() + [("", "joy", "train"), ("   ", "fear", "validation"), (" \t ", "joy", "test")]
-    cfg = config(tmp_path, write_csv(tmp_path / "data.csv", rows),
-                 "checks.severity.text_not_null=warning", "checks.severity.text_not_blank=warning")
+    cfg = config(
+        tmp_path,
+        write_csv(tmp_path / "data.csv", rows),
+        "checks.severity.text_not_null=warning",
+        "checks.severity.text_not_blank=warning",
+    )
     report, result = accepted(cfg)
     assert warnings_of(report) == {"text not null": 1, "text not blank": 2}
-    assert result.changes.to_dict("index") == table({"train": 1, "validation": 1, "test": 1},
-                                                    normalized={"validation": 1, "test": 1},
-                                                    dropped_empty={"train": 1, "validation": 1, "test": 1})
+    assert result.changes.to_dict("index") == table(
+        {"train": 1, "validation": 1, "test": 1},
+        normalized={"validation": 1, "test": 1},
+        dropped_empty={"train": 1, "validation": 1, "test": 1},
+    )
 
 
 def test_nan_labels(tmp_path: Path):
@@ -238,12 +248,16 @@ def test_extreme_text_length_warns_or_is_refused(tmp_path: Path):
 
 
 def test_duplicates(tmp_path: Path):
-    rows = base_rows() + [("train text 0 about joy", "joy", "train"), ("  train text 0 about joy ", "joy", "train"),
-                          ("validation text 0 about joy", "joy", "validation")]
+    rows = base_rows() + [
+        ("train text 0 about joy", "joy", "train"),
+        ("  train text 0 about joy ", "joy", "train"),
+        ("validation text 0 about joy", "joy", "validation"),
+    ]
     report, result = accepted(config(tmp_path, write_csv(tmp_path / "data.csv", rows)))
     assert warnings_of(report) == {"no duplicate texts in a split": 3}
-    assert result.changes.to_dict("index") == table({"train": 2, "validation": 1}, normalized={"train": 1},
-                                                    dropped_duplicates={"train": 2, "validation": 1})
+    assert result.changes.to_dict("index") == table(
+        {"train": 2, "validation": 1}, normalized={"train": 1}, dropped_duplicates={"train": 2, "validation": 1}
+    )
 
 
 def test_duplicates_kept_when_configured(tmp_path: Path):
@@ -253,12 +267,16 @@ def test_duplicates_kept_when_configured(tmp_path: Path):
 
 
 def test_leakage_between_splits(tmp_path: Path):
-    rows = base_rows() + [("train text 0 about joy", "joy", "validation"), ("train text 1 about fear", "fear", "test"),
-                          ("TRAIN text 2 about fear", "fear", "test")]  # differs in case: not the same text
+    rows = base_rows() + [
+        ("train text 0 about joy", "joy", "validation"),
+        ("train text 1 about fear", "fear", "test"),
+        ("TRAIN text 2 about fear", "fear", "test"),
+    ]  # differs in case: not the same text
     report, result = accepted(config(tmp_path, write_csv(tmp_path / "data.csv", rows)))
     assert warnings_of(report) == {"no train text in validation/test": 2}
-    assert result.changes.to_dict("index") == table({"validation": 1, "test": 2},
-                                                    dropped_leakage={"validation": 1, "test": 1})
+    assert result.changes.to_dict("index") == table(
+        {"validation": 1, "test": 2}, dropped_leakage={"validation": 1, "test": 1}
+    )
     assert "train text 0 about joy" not in result.frame.loc[result.frame["split"] != "train", "text"].tolist()
 
 
@@ -269,13 +287,16 @@ def test_leakage_refused_when_configured_as_error(tmp_path: Path):
 
 
 def test_conflicting_labels(tmp_path: Path):
-    rows = base_rows() + [("train text 0 about joy", "anger", "train"),  # a tie with joy: both dropped
-                          ("train text 1 about joy", "anger", "train"),  # anger wins 2:1 over joy ...
-                          ("train text 1 about joy", "anger", "train")]  # ... and its copy is a duplicate
+    rows = base_rows() + [
+        ("train text 0 about joy", "anger", "train"),  # a tie with joy: both dropped
+        ("train text 1 about joy", "anger", "train"),  # anger wins 2:1 over joy ...
+        ("train text 1 about joy", "anger", "train"),
+    ]  # ... and its copy is a duplicate
     report, result = accepted(config(tmp_path, write_csv(tmp_path / "data.csv", rows)))
     assert warnings_of(report) == {"no duplicate texts in a split": 3, "no conflicting labels": 5}
-    assert result.changes.to_dict("index") == table({"train": 3}, dropped_conflicts={"train": 3},
-                                                    dropped_duplicates={"train": 1})
+    assert result.changes.to_dict("index") == table(
+        {"train": 3}, dropped_conflicts={"train": 3}, dropped_duplicates={"train": 1}
+    )
     train = result.frame[result.frame["split"] == "train"]
     assert train.loc[train["text"] == "train text 1 about joy", "label"].tolist() == ["anger"]
     assert "train text 0 about joy" not in train["text"].tolist()
@@ -295,12 +316,17 @@ def test_class_imbalance(tmp_path: Path):
 
 
 def test_urls_and_mentions_masked(tmp_path: Path):
-    rows = base_rows() + [("loving this https://t.co/x1 @sam", "joy", "train"), ("@sam thanks", "joy", "test"),
-                          ("read www.example.com now", "fear", "validation")]
+    rows = base_rows() + [
+        ("loving this https://t.co/x1 @sam", "joy", "train"),
+        ("@sam thanks", "joy", "test"),
+        ("read www.example.com now", "fear", "validation"),
+    ]
     _, result = accepted(config(tmp_path, write_csv(tmp_path / "data.csv", rows)))
-    assert result.changes.to_dict("index") == table({"train": 1, "validation": 1, "test": 1},
-                                                    urls_masked={"train": 1, "validation": 1},
-                                                    mentions_masked={"train": 1, "test": 1})
+    assert result.changes.to_dict("index") == table(
+        {"train": 1, "validation": 1, "test": 1},
+        urls_masked={"train": 1, "validation": 1},
+        mentions_masked={"train": 1, "test": 1},
+    )
     texts = set(result.frame["text"])
     assert {"loving this <url> @user", "@user thanks", "read <url> now"} <= texts
 
@@ -340,10 +366,13 @@ def test_multi_label_empty_label_list(tmp_path: Path):
 
 
 def test_multi_label_conflicts_compare_label_sets(tmp_path: Path):
-    rows = multi_rows() + [("train text 0 about sadness", "joy,sadness", "train"),  # same set, other order
-                           ("train text 1 about sadness", "sadness,fear", "train")]  # another set: a tie
+    rows = multi_rows() + [
+        ("train text 0 about sadness", "joy,sadness", "train"),  # same set, other order
+        ("train text 1 about sadness", "sadness,fear", "train"),
+    ]  # another set: a tie
     cfg = config(tmp_path, write_csv(tmp_path / "data.csv", rows), "data.multi_label=true")
     report, result = accepted(cfg)
     assert warnings_of(report) == {"no duplicate texts in a split": 2, "no conflicting labels": 2}
-    assert result.changes.to_dict("index") == table({"train": 2}, dropped_conflicts={"train": 2},
-                                                    dropped_duplicates={"train": 1})
+    assert result.changes.to_dict("index") == table(
+        {"train": 2}, dropped_conflicts={"train": 2}, dropped_duplicates={"train": 1}
+    )

@@ -44,21 +44,25 @@ def test_ece_is_zero_when_confidence_matches_accuracy_and_large_when_not() -> No
 
 def keyword_model(cues: dict[str, list[str]], labels: list[str]):
     """A transparent stand-in classifier: probability mass on the label whose cue words appear."""
+
     def predict_proba(texts: list[str]) -> np.ndarray:
         out = np.full((len(texts), len(labels)), 0.02)
         for i, text in enumerate(texts):
             hits = [j for j, label in enumerate(labels) if any(w in text.lower() for w in cues.get(label, []))]
             out[i, hits[0] if hits else 0] = 1.0
         return out / out.sum(axis=1, keepdims=True)
+
     return predict_proba
 
 
-CUES = {"sadness": ["cried", "hopeless", "lonely", "heartbroken", "miss", "sank"],
-        "joy": ["happy", "wonderful", "thrilled", "joyful", "best day"],
-        "love": ["adore", "love", "affection", "romantic", "cherished"],
-        "anger": ["furious", "angry", "outraged", "irritated", "livid"],
-        "fear": ["terrified", "dread", "scared", "panic", "frightened"],
-        "surprise": ["amazed", "astonished", "believe my eyes", "surprised", "astounded"]}
+CUES = {
+    "sadness": ["cried", "hopeless", "lonely", "heartbroken", "miss", "sank"],
+    "joy": ["happy", "wonderful", "thrilled", "joyful", "best day"],
+    "love": ["adore", "love", "affection", "romantic", "cherished"],
+    "anger": ["furious", "angry", "outraged", "irritated", "livid"],
+    "fear": ["terrified", "dread", "scared", "panic", "frightened"],
+    "surprise": ["amazed", "astonished", "believe my eyes", "surprised", "astounded"],
+}
 
 
 def test_suite_scores_a_model_that_knows_the_cues() -> None:

@@ -8,23 +8,26 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.data.clean import CHANGE_COLUMNS, clean, mask_mentions, mask_urls, normalize_text
 from pipeline.config import CleanConfig
+from pipeline.data.clean import CHANGE_COLUMNS, clean, mask_mentions, mask_urls, normalize_text
 from pipeline.data.encode import LABEL_MAP_FILE, LabelMap, PreparedData, encode, label_set
-from pipeline.errors import PipelineError
 from pipeline.data.ingest import SPLITS
+from pipeline.errors import PipelineError
 from tests.unit.conftest import frame
 
 # --- clean ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("ｆｕｌｌｗｉｄｔｈ", "fullwidth"),          # NFKC folds compatibility forms
-    ("ﬁne ①", "fine 1"),
-    ("  a \t b\n\nc  ", "a b c"),               # whitespace collapsed and trimmed
-    ("caf\u0065\u0301", "caf\u00e9"),           # combining accent composed
-    ("already clean", "already clean"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("ｆｕｌｌｗｉｄｔｈ", "fullwidth"),  # NFKC folds compatibility forms
+        ("ﬁne ①", "fine 1"),
+        ("  a \t b\n\nc  ", "a b c"),  # whitespace collapsed and trimmed
+        ("caf\u0065\u0301", "caf\u00e9"),  # combining accent composed
+        ("already clean", "already clean"),
+    ],
+)
 def test_normalize_text_nfkc_and_whitespace(raw: str, expected: str):
     assert normalize_text(raw, CleanConfig()) == expected
 
@@ -36,8 +39,15 @@ def test_normalize_text_forms_and_lowercase():
 
 
 def test_clean_counts_normalized_rows_per_split():
-    df = frame([("ｆｕｌｌ", "joy", "train"), ("fine", "joy", "train"), ("a  b", "fear", "train"),
-                ("x\ty", "joy", "validation"), ("ok", "joy", "test")])
+    df = frame(
+        [
+            ("ｆｕｌｌ", "joy", "train"),
+            ("fine", "joy", "train"),
+            ("a  b", "fear", "train"),
+            ("x\ty", "joy", "validation"),
+            ("ok", "joy", "test"),
+        ]
+    )
     result = clean(df, CleanConfig())
     assert result.frame["text"].tolist() == ["full", "fine", "a b", "x y", "ok"]
     changes = result.changes
@@ -49,14 +59,16 @@ def test_clean_counts_normalized_rows_per_split():
 
 
 def test_clean_drops_duplicates_within_a_split_only():
-    df = frame([
-        ("i am happy", "joy", "train"),
-        ("i  am   happy", "joy", "train"),       # duplicate once normalized
-        ("i am sad", "sadness", "validation"),
-        ("i am sad", "sadness", "validation"),   # duplicate in validation
-        ("i am sad", "sadness", "test"),         # same text in another held-out split: kept
-        ("i am glad", "joy", "train"),
-    ])
+    df = frame(
+        [
+            ("i am happy", "joy", "train"),
+            ("i  am   happy", "joy", "train"),  # duplicate once normalized
+            ("i am sad", "sadness", "validation"),
+            ("i am sad", "sadness", "validation"),  # duplicate in validation
+            ("i am sad", "sadness", "test"),  # same text in another held-out split: kept
+            ("i am glad", "joy", "train"),
+        ]
+    )
     result = clean(df, CleanConfig())
     assert result.frame.to_dict("records") == [
         {"text": "i am happy", "label": "joy", "split": "train"},
@@ -65,29 +77,69 @@ def test_clean_drops_duplicates_within_a_split_only():
         {"text": "i am glad", "label": "joy", "split": "train"},
     ]
     assert result.changes.loc["train"].to_dict() == {
-        "rows_in": 3, "normalized": 1, "urls_masked": 0, "mentions_masked": 0, "dropped_empty": 0,
-        "dropped_conflicts": 0, "dropped_duplicates": 1, "dropped_leakage": 0, "rows_out": 2}
+        "rows_in": 3,
+        "normalized": 1,
+        "urls_masked": 0,
+        "mentions_masked": 0,
+        "dropped_empty": 0,
+        "dropped_conflicts": 0,
+        "dropped_duplicates": 1,
+        "dropped_leakage": 0,
+        "rows_out": 2,
+    }
     assert result.changes.loc["validation", "dropped_duplicates"] == 1
     assert result.changes.loc["test", "dropped_duplicates"] == 0
 
 
 def test_changes_table_columns_and_split_order():
     result = clean(frame([("b", "joy", "test"), ("a", "joy", "train"), ("c", "joy", "validation")]), CleanConfig())
-    assert result.changes.columns.tolist() == list(CHANGE_COLUMNS) == [
-        "rows_in", "normalized", "urls_masked", "mentions_masked", "dropped_empty", "dropped_conflicts",
-        "dropped_duplicates", "dropped_leakage", "rows_out"]
+    assert (
+        result.changes.columns.tolist()
+        == list(CHANGE_COLUMNS)
+        == [
+            "rows_in",
+            "normalized",
+            "urls_masked",
+            "mentions_masked",
+            "dropped_empty",
+            "dropped_conflicts",
+            "dropped_duplicates",
+            "dropped_leakage",
+            "rows_out",
+        ]
+    )
     assert result.changes.index.tolist() == ["train", "validation", "test"]
 
 
-@pytest.mark.parametrize("rule, kept, dropped", [
-    ("majority", [("same words", "joy"), ("same words", "joy"), ("tie words", None)], 3),
-    ("drop", [], 5),
-    ("keep", [("same words", "joy"), ("same words", "joy"), ("same words", "anger"), ("tie words", "joy"),
-              ("tie words", "fear")], 0),
-])
+@pytest.mark.parametrize(
+    "rule, kept, dropped",
+    [
+        ("majority", [("same words", "joy"), ("same words", "joy"), ("tie words", None)], 3),
+        ("drop", [], 5),
+        (
+            "keep",
+            [
+                ("same words", "joy"),
+                ("same words", "joy"),
+                ("same words", "anger"),
+                ("tie words", "joy"),
+                ("tie words", "fear"),
+            ],
+            0,
+        ),
+    ],
+)
 def test_conflicting_labels_policy(rule, kept, dropped):
-    df = frame([("same words", "joy", "train"), ("same words", "joy", "train"), ("same  words", "anger", "train"),
-                ("tie words", "joy", "train"), ("tie words", "fear", "train"), ("same words", "fear", "validation")])
+    df = frame(
+        [
+            ("same words", "joy", "train"),
+            ("same words", "joy", "train"),
+            ("same  words", "anger", "train"),
+            ("tie words", "joy", "train"),
+            ("tie words", "fear", "train"),
+            ("same words", "fear", "validation"),
+        ]
+    )
     result = clean(df, CleanConfig(conflicts=rule, drop_duplicates=False, drop_leakage=False))
     train = result.frame[result.frame["split"] == "train"]
     assert list(zip(train["text"], train["label"])) == [k for k in kept if k[1] is not None]
@@ -96,19 +148,38 @@ def test_conflicting_labels_policy(rule, kept, dropped):
 
 
 def test_conflicts_then_duplicates_then_leakage_each_row_counted_once():
-    df = frame([("x words", "joy", "train"), ("x words", "joy", "train"), ("x words", "anger", "train"),
-                ("x words", "joy", "test"), ("x words", "joy", "test"), ("y words", "fear", "test")])
+    df = frame(
+        [
+            ("x words", "joy", "train"),
+            ("x words", "joy", "train"),
+            ("x words", "anger", "train"),
+            ("x words", "joy", "test"),
+            ("x words", "joy", "test"),
+            ("y words", "fear", "test"),
+        ]
+    )
     result = clean(df, CleanConfig())
     assert result.changes[["dropped_conflicts", "dropped_duplicates", "dropped_leakage", "rows_out"]].to_dict(
-        "index") == {"train": {"dropped_conflicts": 1, "dropped_duplicates": 1, "dropped_leakage": 0, "rows_out": 1},
-                     "test": {"dropped_conflicts": 0, "dropped_duplicates": 1, "dropped_leakage": 1, "rows_out": 1}}
-    assert result.frame.to_dict("records") == [{"text": "x words", "label": "joy", "split": "train"},
-                                               {"text": "y words", "label": "fear", "split": "test"}]
+        "index"
+    ) == {
+        "train": {"dropped_conflicts": 1, "dropped_duplicates": 1, "dropped_leakage": 0, "rows_out": 1},
+        "test": {"dropped_conflicts": 0, "dropped_duplicates": 1, "dropped_leakage": 1, "rows_out": 1},
+    }
+    assert result.frame.to_dict("records") == [
+        {"text": "x words", "label": "joy", "split": "train"},
+        {"text": "y words", "label": "fear", "split": "test"},
+    ]
 
 
 def test_leakage_dropped_from_held_out_splits_or_kept():
-    df = frame([("seen in training", "joy", "train"), ("seen in training", "joy", "validation"),
-                ("Seen  in training", "joy", "test"), ("fresh", "joy", "test")])
+    df = frame(
+        [
+            ("seen in training", "joy", "train"),
+            ("seen in training", "joy", "validation"),
+            ("Seen  in training", "joy", "test"),
+            ("fresh", "joy", "test"),
+        ]
+    )
     dropped = clean(df, CleanConfig())
     assert dropped.frame["split"].tolist() == ["train", "test", "test"]
     assert dropped.changes["dropped_leakage"].to_dict() == {"train": 0, "validation": 1, "test": 0}  # case differs
@@ -118,37 +189,50 @@ def test_leakage_dropped_from_held_out_splits_or_kept():
     assert len(kept.frame) == 4 and kept.changes["dropped_leakage"].sum() == 0
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("look at https://example.com/a?b=1.", "look at <url>."),
-    ("www.example.org is down", "<url> is down"),
-    ("see (http://x.io/p) now", "see (<url>) now"),
-    ("no link here: http is a protocol", "no link here: http is a protocol"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("look at https://example.com/a?b=1.", "look at <url>."),
+        ("www.example.org is down", "<url> is down"),
+        ("see (http://x.io/p) now", "see (<url>) now"),
+        ("no link here: http is a protocol", "no link here: http is a protocol"),
+    ],
+)
 def test_urls_masked(raw, expected):
     assert mask_urls(raw, CleanConfig()) == expected
     assert mask_urls(raw, CleanConfig(mask_urls=False)) == raw
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("@bob you made my day", "@user you made my day"),
-    ("thanks @Ann_92 and @joe!", "thanks @user and @user!"),
-    ("mail me at ann@example.com", "mail me at ann@example.com"),   # not a mention
-    ("@user already masked", "@user already masked"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("@bob you made my day", "@user you made my day"),
+        ("thanks @Ann_92 and @joe!", "thanks @user and @user!"),
+        ("mail me at ann@example.com", "mail me at ann@example.com"),  # not a mention
+        ("@user already masked", "@user already masked"),
+    ],
+)
 def test_mentions_masked(raw, expected):
     assert mask_mentions(raw, CleanConfig()) == expected
     assert mask_mentions(raw, CleanConfig(mask_mentions=False)) == raw
 
 
 def test_clean_counts_masking_per_split():
-    df = frame([("@amy look http://a.b/c", "joy", "train"), ("@user hi", "joy", "train"),
-                ("visit www.site.com", "fear", "validation"), ("plain", "joy", "test")])
+    df = frame(
+        [
+            ("@amy look http://a.b/c", "joy", "train"),
+            ("@user hi", "joy", "train"),
+            ("visit www.site.com", "fear", "validation"),
+            ("plain", "joy", "test"),
+        ]
+    )
     result = clean(df, CleanConfig())
     assert result.frame["text"].tolist() == ["@user look <url>", "@user hi", "visit <url>", "plain"]
     assert result.changes[["urls_masked", "mentions_masked", "normalized"]].to_dict("index") == {
         "train": {"urls_masked": 1, "mentions_masked": 1, "normalized": 0},
         "validation": {"urls_masked": 1, "mentions_masked": 0, "normalized": 0},
-        "test": {"urls_masked": 0, "mentions_masked": 0, "normalized": 0}}
+        "test": {"urls_masked": 0, "mentions_masked": 0, "normalized": 0},
+    }
     kept = clean(df, CleanConfig(mask_urls=False, mask_mentions=False, url_token="[URL]"))
     assert kept.frame["text"].tolist() == df["text"].tolist()
 
@@ -160,13 +244,21 @@ def test_masks_can_merge_texts_into_duplicates():
 
 
 def test_multi_label_rows_compare_label_sets():
-    df = frame([("both", ["joy", "love"], "train"), ("both", ["love", "joy"], "train"),   # same set: duplicate
-                ("both", ["joy"], "train"),                                             # minority set: conflict
-                ("none", [], "train"), ("both", ["joy", "love"], "test")])               # leaked
+    df = frame(
+        [
+            ("both", ["joy", "love"], "train"),
+            ("both", ["love", "joy"], "train"),  # same set: duplicate
+            ("both", ["joy"], "train"),  # minority set: conflict
+            ("none", [], "train"),
+            ("both", ["joy", "love"], "test"),
+        ]
+    )  # leaked
     before = df.copy(deep=True)
     result = clean(df, CleanConfig())
-    assert result.frame.to_dict("records") == [{"text": "both", "label": ["joy", "love"], "split": "train"},
-                                               {"text": "none", "label": [], "split": "train"}]
+    assert result.frame.to_dict("records") == [
+        {"text": "both", "label": ["joy", "love"], "split": "train"},
+        {"text": "none", "label": [], "split": "train"},
+    ]
     assert result.changes.loc["train", ["dropped_conflicts", "dropped_duplicates"]].tolist() == [1, 1]
     assert result.changes.loc["test", "dropped_leakage"] == 1
     pd.testing.assert_frame_equal(df, before)
@@ -183,9 +275,11 @@ def test_policy_is_logged(caplog: pytest.LogCaptureFixture):
 
     with caplog.at_level(logging.INFO, logger="pipeline.data.clean"):
         clean(frame([("a b", "joy", "train")]), CleanConfig(conflicts="drop"))
-    assert ("cleaning policy: unicode NFKC, whitespace collapsed, lowercase off, urls masked as <url>, mentions "
-            "masked as @user, empty rows dropped, conflicting labels drop, duplicates dropped, "
-            "leakage dropped from validation/test") in caplog.text
+    assert (
+        "cleaning policy: unicode NFKC, whitespace collapsed, lowercase off, urls masked as <url>, mentions "
+        "masked as @user, empty rows dropped, conflicting labels drop, duplicates dropped, "
+        "leakage dropped from validation/test"
+    ) in caplog.text
     assert "dropped_leakage" in caplog.text
 
 
@@ -226,8 +320,15 @@ def test_clean_does_not_modify_its_input():
 
 
 def sample_frame() -> pd.DataFrame:
-    return frame([("a", "joy", "train"), ("b", "anger", "train"), ("c", "joy", "validation"),
-                  ("d", "love", "validation"), ("e", "anger", "test")])
+    return frame(
+        [
+            ("a", "joy", "train"),
+            ("b", "anger", "train"),
+            ("c", "joy", "validation"),
+            ("d", "love", "validation"),
+            ("e", "anger", "test"),
+        ]
+    )
 
 
 def test_declared_label_order_gives_ids():
@@ -269,17 +370,29 @@ def test_label_map_save_load(tmp_path: Path):
 
 
 def test_prepared_data_round_trip(tmp_path: Path):
-    df = frame([("null", "joy", "train"), ("123", "anger", "train"), ("café 😀 \"quoted\"", "joy", "train"),
-                ("true", "anger", "validation"), ("NaN", "joy", "test"), ("1e5", "anger", "test")])
+    df = frame(
+        [
+            ("null", "joy", "train"),
+            ("123", "anger", "train"),
+            ('café 😀 "quoted"', "joy", "train"),
+            ("true", "anger", "validation"),
+            ("NaN", "joy", "test"),
+            ("1e5", "anger", "test"),
+        ]
+    )
     prepared = encode(df, ["joy", "anger"])
     prepared.save(tmp_path / "prepared")
     assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == [
-        LABEL_MAP_FILE, "test.jsonl", "train.jsonl", "validation.jsonl"]
+        LABEL_MAP_FILE,
+        "test.jsonl",
+        "train.jsonl",
+        "validation.jsonl",
+    ]
     loaded = PreparedData.load(tmp_path / "prepared")
     assert loaded.label_map == prepared.label_map
     for split in SPLITS:
         pd.testing.assert_frame_equal(loaded.splits[split], prepared.splits[split])
-    assert loaded.texts("train") == ["null", "123", "café 😀 \"quoted\""]
+    assert loaded.texts("train") == ["null", "123", 'café 😀 "quoted"']
 
 
 def test_prepared_data_load_missing_is_a_pipeline_error(tmp_path: Path):

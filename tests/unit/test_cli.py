@@ -37,8 +37,9 @@ def error_lines(stderr: str) -> list[str]:
 # --- subprocess: the installed entry point ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [[str(BIN / "emotion")], [sys.executable, "-m", "pipeline.cli"]],
-                         ids=["entry-point", "python-m"])
+@pytest.mark.parametrize(
+    "command", [[str(BIN / "emotion")], [sys.executable, "-m", "pipeline.cli"]], ids=["entry-point", "python-m"]
+)
 def test_help_exits_zero_quickly(command: list[str], tmp_path: Path):
     started = time.monotonic()
     proc = subprocess.run([*command, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
@@ -50,16 +51,27 @@ def test_help_exits_zero_quickly(command: list[str], tmp_path: Path):
 
 
 def test_importing_the_cli_loads_no_heavy_library(tmp_path: Path):
-    code = ("import sys, pipeline.cli; heavy = ('torch', 'transformers', 'mlflow', 'great_expectations', 'prefect', "
-            "'dvc', 'pandas'); print([m for m in heavy if m in sys.modules])")
+    code = (
+        "import sys, pipeline.cli; heavy = ('torch', 'transformers', 'mlflow', 'great_expectations', 'prefect', "
+        "'dvc', 'pandas'); print([m for m in heavy if m in sys.modules])"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
 
 
 def test_predict_with_missing_model_dir_is_a_one_line_error(tmp_path: Path):
-    proc = run_cli("predict", "--config", str(PARAMS), "--set", f"project_dir={tmp_path}",
-                   "--model", "/nonexistent/dir", "i feel fine", cwd=tmp_path)
+    proc = run_cli(
+        "predict",
+        "--config",
+        str(PARAMS),
+        "--set",
+        f"project_dir={tmp_path}",
+        "--model",
+        "/nonexistent/dir",
+        "i feel fine",
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     lines = error_lines(proc.stderr)
@@ -103,8 +115,19 @@ def test_predict_with_folder_that_is_not_a_model(tmp_path: Path, capsys: pytest.
 
 def test_predict_json_with_a_model_folder(trained, tmp_path: Path, capsys: pytest.CaptureFixture):
     model_dir = trained[1]
-    code = cli.main(["predict", *base_args(tmp_path), "--set", "model.max_length=64", "--model", str(model_dir),
-                     "--json", "i feel great", "i am scared"])
+    code = cli.main(
+        [
+            "predict",
+            *base_args(tmp_path),
+            "--set",
+            "model.max_length=64",
+            "--model",
+            str(model_dir),
+            "--json",
+            "i feel great",
+            "i am scared",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     preds = json.loads(out)
@@ -131,11 +154,14 @@ def test_predict_empty_text_is_an_error(trained, tmp_path: Path, capsys: pytest.
     assert_clean_error(err, "text #2 is empty")
 
 
-@pytest.mark.parametrize("override, needle", [
-    ("foo", "dotted.key=value"),
-    ("train.bogus=1", "train.bogus"),
-    ("train.epochs=zero", "train.epochs"),
-])
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("foo", "dotted.key=value"),
+        ("train.bogus=1", "train.bogus"),
+        ("train.epochs=zero", "train.epochs"),
+    ],
+)
 def test_bad_set_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture, override: str, needle: str):
     code = cli.main(["prepare", *base_args(tmp_path), "--set", override])
     _, err = capsys.readouterr()
@@ -193,8 +219,9 @@ def test_prepare_on_invalid_snapshot_exits_3(project: Path, tmp_path: Path, caps
     assert not (project / "artifacts" / "prepared").exists()
 
 
-def test_train_with_a_missing_teacher_is_an_error(project: Path, tmp_path: Path, tiny_model_dir: Path,
-                                                 capsys: pytest.CaptureFixture):
+def test_train_with_a_missing_teacher_is_an_error(
+    project: Path, tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture
+):
     args = [*base_args(project), "--set", "data.dvc_track=false", "--set", f"model.name={tiny_model_dir}"]
     assert cli.main(["ingest", *args]) == 0 and cli.main(["prepare", *args]) == 0
     capsys.readouterr()

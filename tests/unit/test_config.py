@@ -67,13 +67,17 @@ def test_invalid_yaml_file_is_a_pipeline_error(tmp_path: Path):
 
 
 def test_set_overrides_parse_values_as_yaml(params_file: Path):
-    cfg = load_config(params_file, [
-        "train.max_steps=50",
-        "train.learning_rate=0.125",
-        "data.labels=null",
-        "model.max_length=64",
-        "clean.lowercase=true",
-    ], environ={})
+    cfg = load_config(
+        params_file,
+        [
+            "train.max_steps=50",
+            "train.learning_rate=0.125",
+            "data.labels=null",
+            "model.max_length=64",
+            "clean.lowercase=true",
+        ],
+        environ={},
+    )
     assert cfg.train.max_steps == 50 and isinstance(cfg.train.max_steps, int)
     assert cfg.train.learning_rate == 0.125 and isinstance(cfg.train.learning_rate, float)
     assert cfg.data.labels is None
@@ -144,8 +148,9 @@ def test_env_tracking_uri_wins_over_file(params_file: Path):
 
 
 def test_set_wins_over_env_tracking_uri(params_file: Path):
-    cfg = load_config(params_file, ["mlflow.tracking_uri=http://cli:6000"],
-                      environ={"MLFLOW_TRACKING_URI": "http://env:5000"})
+    cfg = load_config(
+        params_file, ["mlflow.tracking_uri=http://cli:6000"], environ={"MLFLOW_TRACKING_URI": "http://env:5000"}
+    )
     assert cfg.mlflow.tracking_uri == "http://cli:6000"
 
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.training.distill import distillation_loss, teacher_probabilities
 from pipeline.data.encode import PreparedData
 from pipeline.errors import PipelineError
 from pipeline.model.inference import predict_logits, softmax
 from pipeline.model.modeling import load_classifier, load_tokenizer
 from pipeline.model.runtime import choose_runtime
+from pipeline.training.distill import distillation_loss, teacher_probabilities
 from pipeline.training.train import train, weights_digest
 from tests.unit.conftest import LABELS
 
@@ -26,8 +26,12 @@ def teachers(tmp_path_factory: pytest.TempPathFactory, sample_prepared, tiny_tra
     model_cfg, train_cfg = tiny_train_cfgs
     root = tmp_path_factory.mktemp("teachers")
     for seed in (11, 12):
-        train(sample_prepared, model_cfg, train_cfg.model_copy(update={"seed": seed, "max_steps": 4,
-                                                                         "learning_rate": 1e-3}), root / f"t{seed}")
+        train(
+            sample_prepared,
+            model_cfg,
+            train_cfg.model_copy(update={"seed": seed, "max_steps": 4, "learning_rate": 1e-3}),
+            root / f"t{seed}",
+        )
     return [str(root / "t11"), str(root / "t12")]
 
 
@@ -65,8 +69,7 @@ def test_teacher_probabilities_are_the_mean_of_each_teachers_tempered_softmax(te
     assert not np.allclose(each[0], each[1])  # two different teachers, really averaged
 
 
-def test_teachers_must_exist_and_share_the_label_order(teachers, sample_prepared, tiny_model_dir: Path,
-                                                        tmp_path: Path):
+def test_teachers_must_exist_and_share_the_label_order(teachers, sample_prepared, tiny_model_dir: Path, tmp_path: Path):
     runtime = choose_runtime("cpu", "fp32")
     texts = sample_prepared.texts("train")[:4]
     with pytest.raises(PipelineError, match="no saved model in '.*missing'"):
@@ -85,8 +88,9 @@ def _with_labels_rotated(data: PreparedData) -> PreparedData:
     return PreparedData(splits, data.label_map)
 
 
-def test_distill_weight_decides_what_the_student_learns_from(teachers, sample_prepared, tiny_train_cfgs,
-                                                               tmp_path: Path):
+def test_distill_weight_decides_what_the_student_learns_from(
+    teachers, sample_prepared, tiny_train_cfgs, tmp_path: Path
+):
     model_cfg, train_cfg = tiny_train_cfgs
     base = train_cfg.model_copy(update={"max_steps": 3, "learning_rate": 1e-3, "average_from": None})
 
@@ -104,8 +108,9 @@ def test_distill_weight_decides_what_the_student_learns_from(teachers, sample_pr
     assert weights_digest(student) == blended  # the student is saved as a plain model folder
 
 
-def test_a_checkpoint_is_not_resumed_with_other_teachers_in_the_same_folder(teachers, sample_prepared,
-                                                                            tiny_train_cfgs, tmp_path: Path):
+def test_a_checkpoint_is_not_resumed_with_other_teachers_in_the_same_folder(
+    teachers, sample_prepared, tiny_train_cfgs, tmp_path: Path
+):
     model_cfg, train_cfg = tiny_train_cfgs
     folder = tmp_path / "teacher"
     shutil.copytree(teachers[0], folder)

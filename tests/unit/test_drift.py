@@ -15,16 +15,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline.monitoring import drift
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
+from pipeline.monitoring import drift
 from tests.conftest import PARAMS, REPO, SHARED_DATA
 from tests.unit.conftest import LABELS
 
 EMOTION = SHARED_DATA / "emotion"
 GOEMOTIONS = SHARED_DATA / "goemotions"
-needs_shared = pytest.mark.skipif(not (EMOTION.is_dir() and GOEMOTIONS.is_dir()),
-                                  reason="needs ../shared/data/emotion and ../shared/data/goemotions")
+needs_shared = pytest.mark.skipif(
+    not (EMOTION.is_dir() and GOEMOTIONS.is_dir()), reason="needs ../shared/data/emotion and ../shared/data/goemotions"
+)
 
 
 def monitor_cfg(*extra: str):
@@ -42,6 +43,7 @@ def emotion_lines(name: str) -> list[tuple[str, str]]:
 
 # --------------------------------------------------------------------------------------------- descriptors
 
+
 def test_descriptors_measure_what_they_say() -> None:
     d = drift.describe_text("ABcd, e1!")
     assert d["length"] == 9 and d["word_count"] == 2 and d["mean_word_length"] == 4.0  # 8 non-space chars
@@ -52,7 +54,8 @@ def test_descriptors_measure_what_they_say() -> None:
 
     plain = drift.describe_text("i feel fine today")
     assert {k: v for k, v in plain.items() if k.endswith("share")} == dict.fromkeys(
-        ["non_letter_share", "uppercase_share", "punctuation_share", "digit_share", "non_ascii_share"], 0.0)
+        ["non_letter_share", "uppercase_share", "punctuation_share", "digit_share", "non_ascii_share"], 0.0
+    )
     assert drift.describe_text("café 😀")["non_ascii_share"] == pytest.approx(2 / 5)
     links = "see https://x.co/a and www.y.com, ping @bob or u/someone in r/emotions; mail a@b.c"
     assert drift.describe_text(links)["links_mentions"] == 5
@@ -63,14 +66,15 @@ def test_descriptors_measure_what_they_say() -> None:
 
 # --------------------------------------------------------------------------------------------- scoring
 
+
 @pytest.fixture(scope="module")
 def multi_label_predictor(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """The tiny BERT with a fresh 3-label multi-label head, saved with the default text policy (URLs and
     mentions masked), as training saves a model folder."""
     import torch
 
-    from pipeline.data.clean import save_text_policy
     from pipeline.config import CleanConfig
+    from pipeline.data.clean import save_text_policy
     from pipeline.model.modeling import load_classifier, load_tokenizer
     from pipeline.model.predict import Predictor
 
@@ -90,8 +94,9 @@ def test_drift_scores_a_multi_label_model_as_serving_predicts(multi_label_predic
     np.testing.assert_allclose(probs, predictor.predict_proba(texts), atol=1e-6)  # what serving answers
     assert not np.allclose(probs.sum(axis=1), 1.0)  # independent sigmoids, not a softmax over the labels
     # the stored policy applies before scoring: a raw URL or mention scores exactly as its masked form
-    masked_probs, masked_embeddings = drift.score_texts(predictor, ["so angry at <url> right now",
-                                                                    "@user i am scared of the dark", "what a day"])
+    masked_probs, masked_embeddings = drift.score_texts(
+        predictor, ["so angry at <url> right now", "@user i am scared of the dark", "what a day"]
+    )
     np.testing.assert_allclose(probs, masked_probs, atol=1e-6)
     np.testing.assert_allclose(embeddings, masked_embeddings, atol=1e-5)
     assert embeddings.shape == (3, predictor.model.config.hidden_size)
@@ -107,10 +112,11 @@ def test_drift_scores_a_multi_label_model_as_serving_predicts(multi_label_predic
 
 # --------------------------------------------------------------------------------------------- batches
 
+
 def test_read_batch_headerless_tsv_and_labels_outside_the_set(tmp_path: Path) -> None:
     cfg = monitor_cfg("monitor.min_batch_rows=5")
     tsv = tmp_path / "comments.tsv"
-    tsv.write_text("".join(f"Comment number {i}, quite a long one \"quoted\"\t{i % 27},3\tid{i}\n" for i in range(12)))
+    tsv.write_text("".join(f'Comment number {i}, quite a long one "quoted"\t{i % 27},3\tid{i}\n' for i in range(12)))
     batch = drift.read_batch(tsv, cfg.data, LABELS, cfg.monitor)
     assert len(batch.frame) == 12 and batch.frame["text"].str.startswith("Comment number").all()
     assert batch.frame["label"].isna().all() and len(batch.labelled) == 0
@@ -127,8 +133,9 @@ def test_read_batch_folder_sampling_and_too_few_rows(tmp_path: Path) -> None:
     folder = tmp_path / "incoming"
     folder.mkdir()
     pd.DataFrame({"text": [f"first file text {i}" for i in range(30)]}).to_csv(folder / "monday.csv", index=False)
-    pd.DataFrame({"text": [f"second file text {i}" for i in range(30)],
-                  "label": ["joy"] * 30}).to_json(folder / "tuesday.jsonl", orient="records", lines=True)
+    pd.DataFrame({"text": [f"second file text {i}" for i in range(30)], "label": ["joy"] * 30}).to_json(
+        folder / "tuesday.jsonl", orient="records", lines=True
+    )
     (folder / "notes.md").write_text("not data")
     cfg = monitor_cfg("monitor.batch_max_rows=40", "monitor.min_batch_rows=10")
 
@@ -145,6 +152,7 @@ def test_read_batch_folder_sampling_and_too_few_rows(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------- the verdict on real data
+
 
 @pytest.fixture(scope="module")
 def emotion_reference(trained):
@@ -169,10 +177,16 @@ def test_in_distribution_batch_has_no_drift(emotion_reference, tmp_path: Path) -
     assert not verdict.drift, verdict.summary()
     assert verdict.drifted_features == [] and verdict.drifted_share == 0
     assert verdict.feature("sentence_embedding").score < 0.6
-    assert {f.name for f in verdict.features} == {*drift.DESCRIPTORS, "confidence", "predicted_label",
-                                                 "sentence_embedding"}
+    assert {f.name for f in verdict.features} == {
+        *drift.DESCRIPTORS,
+        "confidence",
+        "predicted_label",
+        "sentence_embedding",
+    }
     saved = json.loads((tmp_path / "verdict.json").read_text())
-    assert saved["drift"] is False and saved["scores"]["length"] == pytest.approx(verdict.feature("length").score, abs=1e-4)
+    assert saved["drift"] is False and saved["scores"]["length"] == pytest.approx(
+        verdict.feature("length").score, abs=1e-4
+    )
     assert (tmp_path / "drift_report.html").stat().st_size > 100_000
 
 
@@ -190,15 +204,18 @@ def test_goemotions_batch_drifts(emotion_reference, tmp_path: Path) -> None:
     assert verdict.feature("sentence_embedding").drifted and verdict.feature("sentence_embedding").score > 0.8
     # with the plot on, the report's domain classifier gives the score: the same as running it alone
     emb = drift.embedding_columns(reference.frame)
-    alone, _, _ = ModelDriftMethod(threshold=cfg.monitor.embedding_threshold)(current[emb].copy(),
-                                                                             reference.frame[emb].copy())
+    alone, _, _ = ModelDriftMethod(threshold=cfg.monitor.embedding_threshold)(
+        current[emb].copy(), reference.frame[emb].copy()
+    )
     assert verdict.feature("sentence_embedding").score == pytest.approx(alone)
     assert {"length", "uppercase_share", "punctuation_share", "non_letter_share"} <= set(verdict.drifted_features)
     assert verdict.drifted_share >= 0.5 and verdict.batch["rows"] == 500 and verdict.batch["labelled_rows"] == 0
     html = (tmp_path / "drift_report.html").read_text()
     assert "Drift in embeddings" in html and "uppercase_share" in html
-    assert drift.DriftVerdict.from_dict(json.loads((tmp_path / "verdict.json").read_text())).drifted_features == \
-        verdict.drifted_features
+    assert (
+        drift.DriftVerdict.from_dict(json.loads((tmp_path / "verdict.json").read_text())).drifted_features
+        == verdict.drifted_features
+    )
 
 
 @needs_shared
@@ -216,13 +233,15 @@ def test_a_style_shift_drifts_in_the_features_it_changes(emotion_reference, tmp_
 
 # --------------------------------------------------------------------------------------------- the champion's data
 
+
 def test_champion_data_from_a_csv_without_splits_gets_the_splits_training_gave_it(tmp_path: Path) -> None:
     """Rebuilt from data_source, an unsplit CSV is split as ingest split it: the hash matches, merging works."""
     from pipeline.data.ingest import ingest
 
     csv = tmp_path / "labelled.csv"
-    pd.DataFrame({"text": [f"text number {i} about {label}" for i, label in enumerate(LABELS * 20)],
-                  "label": LABELS * 20}).to_csv(csv, index=False)
+    pd.DataFrame(
+        {"text": [f"text number {i} about {label}" for i, label in enumerate(LABELS * 20)], "label": LABELS * 20}
+    ).to_csv(csv, index=False)
     cfg = monitor_cfg(f"project_dir={tmp_path}", f"data.source={csv}")
     trained_on = ingest(cfg.data, tmp_path / "data")  # the snapshot training hashed
     data_hash = "md5:" + hashlib.md5(trained_on.path.read_bytes()).hexdigest()
@@ -242,11 +261,17 @@ def test_champion_data_from_a_csv_without_splits_gets_the_splits_training_gave_i
 
 # --------------------------------------------------------------------------------------------- merging
 
+
 def test_merge_labelled_adds_only_new_labelled_texts_with_stable_splits(tmp_path: Path) -> None:
-    base = pd.DataFrame({"text": ["old a", "old b", "old c"], "label": ["joy", "fear", "joy"],
-                         "split": ["train", "validation", "test"]})
-    new = pd.DataFrame({"text": ["old a", *[f"new text {i}" for i in range(200)], "no label", "new text 1"],
-                        "label": ["joy", *["anger"] * 200, None, "anger"]})
+    base = pd.DataFrame(
+        {"text": ["old a", "old b", "old c"], "label": ["joy", "fear", "joy"], "split": ["train", "validation", "test"]}
+    )
+    new = pd.DataFrame(
+        {
+            "text": ["old a", *[f"new text {i}" for i in range(200)], "no label", "new text 1"],
+            "label": ["joy", *["anger"] * 200, None, "anger"],
+        }
+    )
     result = drift.merge_labelled(base, new, 0.2, tmp_path / "merged")
 
     assert result.skipped_duplicates == 1 and sum(result.added.values()) == 200 and result.base_rows == 3
@@ -265,25 +290,45 @@ def test_merge_labelled_adds_only_new_labelled_texts_with_stable_splits(tmp_path
 
 # --------------------------------------------------------------------------------------------- verdict, config, schedules
 
+
 def _verdict(drifted: bool) -> drift.DriftVerdict:
-    features = [drift.FeatureDrift("length", "descriptor", "wasserstein", 0.5 if drifted else 0.01, 0.2, drifted),
-                drift.FeatureDrift("sentence_embedding", "embedding", "domain classifier ROC AUC", 0.51, 0.6, False)]
-    return drift.DriftVerdict(drifted, ["because"], features, 1.0 if drifted else 0.0, 0.3, {"source": "b.txt", "rows": 40},
-                              {"rows": 600, "provenance": "test"}, {"name": "m", "version": "3"})
+    features = [
+        drift.FeatureDrift("length", "descriptor", "wasserstein", 0.5 if drifted else 0.01, 0.2, drifted),
+        drift.FeatureDrift("sentence_embedding", "embedding", "domain classifier ROC AUC", 0.51, 0.6, False),
+    ]
+    return drift.DriftVerdict(
+        drifted,
+        ["because"],
+        features,
+        1.0 if drifted else 0.0,
+        0.3,
+        {"source": "b.txt", "rows": 40},
+        {"rows": 600, "provenance": "test"},
+        {"name": "m", "version": "3"},
+    )
 
 
 def test_verdict_round_trip_and_printed_summary() -> None:
-    result = _verdict(True).to_dict() | {"mlflow_run_id": "abc",
-                                         "retraining": {"triggered": True, "mode": "subflow", "version": "4",
-                                                        "gate_passed": False, "aliases": ["challenger"],
-                                                        "data_source": "merged/x",
-                                                        "merged": {"added": {"train": 3}, "folder": "merged/x"}}}
+    result = _verdict(True).to_dict() | {
+        "mlflow_run_id": "abc",
+        "retraining": {
+            "triggered": True,
+            "mode": "subflow",
+            "version": "4",
+            "gate_passed": False,
+            "aliases": ["challenger"],
+            "data_source": "merged/x",
+            "merged": {"added": {"train": 3}, "folder": "merged/x"},
+        },
+    }
     assert result["drift"] is True and result["drifted_features"] == ["length"] and result["scores"]["length"] == 0.5
     assert drift.DriftVerdict.from_dict(json.loads(json.dumps(result))).to_dict() == _verdict(True).to_dict()
     text = drift.format_check(result)
     assert "drift     DETECTED" in text and "*length=0.500" in text and " sentence_embedding=0.510" in text
     assert "version 4 on merged/x: gate FAILED" in text and "merged 3 new labelled rows" in text
-    assert "retrain   no: no drift" in drift.format_check(_verdict(False).to_dict() | {"retraining": {"reason": "no drift"}})
+    assert "retrain   no: no drift" in drift.format_check(
+        _verdict(False).to_dict() | {"retraining": {"reason": "no drift"}}
+    )
     assert "| length | descriptor | wasserstein | 0.5000 | 0.2 | **drift** |" in _verdict(True).to_markdown()
 
 
@@ -316,8 +361,9 @@ def test_prefect_yaml_declares_the_deployments_that_serve_builds() -> None:
         assert [s.schedule.cron for s in served[name].schedules] == [deployment["schedules"][0]["cron"]]
         assert served[name].parameters["overrides"] == ["train.epochs=1", "monitor.batch_source=incoming"]
     # trigger off: no scheduled retraining; no batch_source: the drift check runs on demand only
-    assert [len(d.schedules or []) for d in build_deployments(PARAMS, ["monitor.trigger=off",
-                                                                       "monitor.batch_source=in"])] == [0, 1]
+    assert [
+        len(d.schedules or []) for d in build_deployments(PARAMS, ["monitor.trigger=off", "monitor.batch_source=in"])
+    ] == [0, 1]
     assert [len(d.schedules or []) for d in build_deployments(PARAMS, [])] == [1, 0]
 
 

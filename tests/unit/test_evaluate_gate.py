@@ -110,11 +110,14 @@ def test_gate_floors_are_inclusive():
     assert decide(m(0.6, 0.5), None, CFG).passed
 
 
-@pytest.mark.parametrize("candidate, failing", [
-    (m(0.59, 0.7), {"accuracy"}),
-    (m(0.8, 0.49), {"macro_f1"}),
-    (m(0.1, 0.1), {"accuracy", "macro_f1"}),
-])
+@pytest.mark.parametrize(
+    "candidate, failing",
+    [
+        (m(0.59, 0.7), {"accuracy"}),
+        (m(0.8, 0.49), {"macro_f1"}),
+        (m(0.1, 0.1), {"accuracy", "macro_f1"}),
+    ],
+)
 def test_gate_fails_on_each_floor(candidate, failing):
     verdict = decide(candidate, None, CFG)
     assert not verdict.passed

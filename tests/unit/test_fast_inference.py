@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.serving.fast_inference import (BF16, FP32, INT8, FastClassifier, ParityData, build_classifier, load_parity_data,
-                                     parity_check)
+from pipeline.serving.fast_inference import (
+    BF16,
+    FP32,
+    INT8,
+    FastClassifier,
+    ParityData,
+    build_classifier,
+    load_parity_data,
+    parity_check,
+)
 from tests.conftest import PARAMS
 
 TEXTS = [
@@ -93,8 +101,9 @@ def test_parity_data_is_the_test_split(sample_parity: ParityData) -> None:
 
 
 @pytest.mark.parametrize("backend", [BF16, INT8])
-def test_parity_check_on_the_sample_test_split(fp32: FastClassifier, sample_parity: ParityData, backend: str,
-                                               model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_parity_check_on_the_sample_test_split(
+    fp32: FastClassifier, sample_parity: ParityData, backend: str, model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     candidate = fp32.converted(backend)
     report = parity_check(fp32, candidate, sample_parity, tolerance=0.003)
     gold = np.array([fp32.labels.index(label) for label in sample_parity.labels])
@@ -117,9 +126,9 @@ def test_parity_check_on_the_sample_test_split(fp32: FastClassifier, sample_pari
         assert f"refusing backend {backend}" in caplog.text
 
 
-def test_parity_check_refuses_a_model_that_answers_differently(fp32: FastClassifier, model_dir: Path,
-                                                               sample_parity: ParityData, tmp_path: Path,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_parity_check_refuses_a_model_that_answers_differently(
+    fp32: FastClassifier, model_dir: Path, sample_parity: ParityData, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A real (degenerate) model that always answers one label must fail parity against the trained one."""
     import torch
 
@@ -128,8 +137,11 @@ def test_parity_check_refuses_a_model_that_answers_differently(fp32: FastClassif
     report = parity_check(fp32, fp32, sample_parity, tolerance=0.0)
     assert report.passed and report.agreement == 1.0  # a model is at parity with itself, even at zero tolerance
     # the sample test split is balanced; keep all of one label and half of the others, so label shares differ
-    keep = [i for i, label in enumerate(sample_parity.labels)
-            if label == "joy" or sample_parity.labels[:i].count(label) % 2 == 0]
+    keep = [
+        i
+        for i, label in enumerate(sample_parity.labels)
+        if label == "joy" or sample_parity.labels[:i].count(label) % 2 == 0
+    ]
     data = ParityData([sample_parity.texts[i] for i in keep], [sample_parity.labels[i] for i in keep], "sample subset")
     ref_acc = parity_check(fp32, fp32, data, tolerance=0.0).reference_accuracy
     share = {label: data.labels.count(label) / len(data.labels) for label in fp32.labels}
@@ -151,8 +163,9 @@ def test_parity_check_refuses_a_model_that_answers_differently(fp32: FastClassif
     assert "outside the tolerance of 0.30 points" in refused.reason
 
 
-def test_parity_cannot_run_without_matching_data(fp32: FastClassifier, model_dir: Path,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_parity_cannot_run_without_matching_data(
+    fp32: FastClassifier, model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     alien = ParityData(["i am bored", "so bored"], ["boredom", "boredom"], "alien.csv")
     report = parity_check(fp32, fp32.converted(INT8), alien, 0.003)
     assert not report.passed and "labels the model does not know (boredom)" in report.reason

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.evaluation.behaviour import BehaviourReport
 from pipeline.config import GateConfig
+from pipeline.evaluation.behaviour import BehaviourReport
 from pipeline.evaluation.gate import decide
 
 LABELS = ["joy", "fear"]
@@ -22,9 +22,17 @@ def test_everything_fine_passes_with_every_check_listed() -> None:
     verdict = decide(metrics(), metrics(), GateConfig(), LABELS, good)
     assert verdict.passed
     assert [c.name for c in verdict.checks] == [
-        "accuracy", "macro_f1", "f1[joy]", "f1[fear]", "expected calibration error",
-        "behaviour: minimum functionality", "behaviour: invariance",
-        "macro_f1 vs champion", "f1[joy] vs champion", "f1[fear] vs champion"]
+        "accuracy",
+        "macro_f1",
+        "f1[joy]",
+        "f1[fear]",
+        "expected calibration error",
+        "behaviour: minimum functionality",
+        "behaviour: invariance",
+        "macro_f1 vs champion",
+        "f1[joy] vs champion",
+        "f1[fear] vs champion",
+    ]
 
 
 def test_one_collapsed_class_fails_its_floor() -> None:
@@ -33,8 +41,9 @@ def test_one_collapsed_class_fails_its_floor() -> None:
 
 
 def test_per_class_regression_is_caught_even_when_macro_f1_holds() -> None:
-    verdict = decide(metrics(joy=0.99, fear=0.75), metrics(joy=0.85, fear=0.95), GateConfig(max_class_regression=0.1),
-                     LABELS)
+    verdict = decide(
+        metrics(joy=0.99, fear=0.75), metrics(joy=0.85, fear=0.95), GateConfig(max_class_regression=0.1), LABELS
+    )
     assert failed(verdict) == {"f1[fear] vs champion"}
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.data import ingest
 from pipeline.config import DataConfig, load_config
+from pipeline.data import ingest
 from pipeline.errors import PipelineError
 from pipeline.registry.versioning import content_hash
 from tests.conftest import PARAMS, SHARED_DATA
@@ -54,8 +54,7 @@ def test_dev_is_validation(tmp_path: Path):
 def test_text_label_is_after_the_last_semicolon(tmp_path: Path):
     path = write(tmp_path / "train.txt", "a; b ;c; joy \nno separator here\n")
     raw = ingest.read_table(path, DataConfig())
-    assert raw.to_dict("records") == [{"text": "a; b ;c", "label": "joy"},
-                                      {"text": "no separator here", "label": None}]
+    assert raw.to_dict("records") == [{"text": "a; b ;c", "label": "joy"}, {"text": "no separator here", "label": None}]
 
 
 def test_shared_emotion_dataset_row_counts():
@@ -100,8 +99,10 @@ def test_other_files_in_the_directory_are_ignored(tmp_path: Path):
 
 
 def test_csv_single_file_with_custom_columns(tmp_path: Path):
-    path = write(tmp_path / "all.csv",
-                 'sentence,emotion,part,extra\n"hello, world",joy,train,1\nso sad,sadness,VAL,2\nboo,fear, test ,3\n')
+    path = write(
+        tmp_path / "all.csv",
+        'sentence,emotion,part,extra\n"hello, world",joy,train,1\nso sad,sadness,VAL,2\nboo,fear, test ,3\n',
+    )
     cfg = DataConfig(source=str(path), text_column="sentence", label_column="emotion", split_column="part")
     snap = ingest.normalize(ingest.read_source(cfg))
     assert snap.columns.tolist() == ["text", "label", "split"]
@@ -123,8 +124,11 @@ def test_tsv_directory_with_custom_columns(tmp_path: Path):
 
 
 def test_jsonl_single_file(tmp_path: Path):
-    rows = [{"t": "héllo 😀", "l": "joy", "s": "train"}, {"t": "42", "l": "anger", "s": "test"},
-            {"t": "x", "l": "fear", "s": "dev"}]
+    rows = [
+        {"t": "héllo 😀", "l": "joy", "s": "train"},
+        {"t": "42", "l": "anger", "s": "test"},
+        {"t": "x", "l": "fear", "s": "dev"},
+    ]
     path = write(tmp_path / "data.jsonl", "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
     cfg = DataConfig(source=str(path), text_column="t", label_column="l", split_column="s")
     snap = ingest.normalize(ingest.read_source(cfg))
@@ -138,19 +142,23 @@ def test_jsonl_single_file(tmp_path: Path):
 
 def test_parquet_single_file(tmp_path: Path):
     path = tmp_path / "data.parquet"
-    pd.DataFrame({"review": ["a", "b", "c"], "y": ["joy", "love", "fear"],
-                  "fold": ["train", "validation", "test"]}).to_parquet(path)
+    pd.DataFrame(
+        {"review": ["a", "b", "c"], "y": ["joy", "love", "fear"], "fold": ["train", "validation", "test"]}
+    ).to_parquet(path)
     cfg = DataConfig(source=str(path), text_column="review", label_column="y", split_column="fold")
     snap = ingest.normalize(ingest.read_source(cfg))
-    assert snap.to_dict("records") == [{"text": "a", "label": "joy", "split": "train"},
-                                       {"text": "b", "label": "love", "split": "validation"},
-                                       {"text": "c", "label": "fear", "split": "test"}]
+    assert snap.to_dict("records") == [
+        {"text": "a", "label": "joy", "split": "train"},
+        {"text": "b", "label": "love", "split": "validation"},
+        {"text": "c", "label": "fear", "split": "test"},
+    ]
 
 
 def test_declared_format_overrides_suffix(tmp_path: Path):
     path = write(tmp_path / "data.dat", "text,label,split\nhi,joy,train\n")
     assert ingest.read_source(DataConfig(source=str(path), format="csv")).to_dict("records") == [
-        {"text": "hi", "label": "joy", "split": "train"}]
+        {"text": "hi", "label": "joy", "split": "train"}
+    ]
 
 
 def test_unknown_suffix_needs_a_declared_format(tmp_path: Path):
@@ -172,12 +180,15 @@ def test_hf_source_fails_fast_offline():
     assert "hub" in message.lower() or "network" in message.lower()
 
 
-@pytest.mark.parametrize("name, payload", [
-    ("train.txt", "caf\xe9;joy\n"),
-    ("data.csv", "text,label\ncaf\xe9,joy\n"),
-    ("data.tsv", "text\tlabel\ncaf\xe9\tjoy\n"),
-    ("data.jsonl", '{"text": "caf\xe9", "label": "joy"}\n'),
-])
+@pytest.mark.parametrize(
+    "name, payload",
+    [
+        ("train.txt", "caf\xe9;joy\n"),
+        ("data.csv", "text,label\ncaf\xe9,joy\n"),
+        ("data.tsv", "text\tlabel\ncaf\xe9\tjoy\n"),
+        ("data.jsonl", '{"text": "caf\xe9", "label": "joy"}\n'),
+    ],
+)
 def test_non_utf8_bytes_are_a_pipeline_error_naming_utf8(tmp_path: Path, name: str, payload: str):
     path = tmp_path / name
     path.write_bytes(payload.encode("latin-1"))
@@ -229,8 +240,14 @@ def test_csv_texts_that_look_like_na_stay_text(tmp_path: Path):
 
 
 def test_normalize_canonical_splits_order_and_strings():
-    raw = pd.DataFrame({"text": ["t1", 7, "t3", "t4"], "label": ["joy", "fear", None, "joy"],
-                        "split": ["TEST", " dev ", "train", "holdout"], "other": [1, 2, 3, 4]})
+    raw = pd.DataFrame(
+        {
+            "text": ["t1", 7, "t3", "t4"],
+            "label": ["joy", "fear", None, "joy"],
+            "split": ["TEST", " dev ", "train", "holdout"],
+            "other": [1, 2, 3, 4],
+        }
+    )
     out = ingest.normalize(raw)
     assert out.columns.tolist() == ["text", "label", "split"]
     assert out["split"].tolist() == ["train", "validation", "test", "holdout"]  # unknown names kept, last

@@ -73,8 +73,9 @@ def test_running_average_is_the_mean_of_snapshots():
     assert snapshots[0]["w"].tolist() == [1.0, 2.0]  # the first snapshot was copied, not aliased
 
 
-def test_weight_average_competes_with_the_best_evaluation_on_validation(sample_prepared, tiny_train_cfgs,
-                                                                         tmp_path: Path):
+def test_weight_average_competes_with_the_best_evaluation_on_validation(
+    sample_prepared, tiny_train_cfgs, tmp_path: Path
+):
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -97,8 +98,17 @@ def test_max_steps_zero_saves_an_untrained_model(sample_prepared, tiny_model_dir
     from pipeline.stages import Layout, train_stage
     from tests.conftest import PARAMS
 
-    cfg = load_config(PARAMS, [f"project_dir={tmp_path}", f"model.name={tiny_model_dir}", "train.max_steps=0",
-                               "train.device=cpu", "model.max_length=64"], environ={})
+    cfg = load_config(
+        PARAMS,
+        [
+            f"project_dir={tmp_path}",
+            f"model.name={tiny_model_dir}",
+            "train.max_steps=0",
+            "train.device=cpu",
+            "model.max_length=64",
+        ],
+        environ={},
+    )
     result = train_stage(cfg, sample_prepared)
     assert result.steps == 0 and result.history == [] and result.best_epoch == 0
     layout = Layout.of(cfg)
@@ -235,14 +245,12 @@ def test_unreachable_hub_model_is_a_pipeline_error():
         load_tokenizer("nobody-xyz/no-such-model-123")
 
 
-
-
 def test_predictor_applies_the_training_text_policy(tiny_model_dir, tmp_path) -> None:
     """A model trained on masked URLs/mentions sees served texts masked the same way."""
     import shutil
 
-    from pipeline.data.clean import save_text_policy
     from pipeline.config import CleanConfig
+    from pipeline.data.clean import save_text_policy
     from pipeline.model.modeling import load_classifier
     from pipeline.model.predict import Predictor
 
@@ -290,4 +298,5 @@ def test_label_smoothing_matches_the_smoothed_targets():
     expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, hot * 0.8 + 0.1)
     assert multi.item() == pytest.approx(expected.item(), rel=1e-6)
     assert loss_fn(logits, hot, multi_label=True).item() == pytest.approx(  # default 0: plain BCE
-        torch.nn.functional.binary_cross_entropy_with_logits(logits, hot).item())
+        torch.nn.functional.binary_cross_entropy_with_logits(logits, hot).item()
+    )

@@ -9,21 +9,34 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.data import ingest
 from pipeline.config import CheckSeverity, DataConfig, ValidationConfig, load_config
-from pipeline.errors import DataValidationError, PipelineError
+from pipeline.data import ingest
 from pipeline.data.validate import ValidationReport, validate
+from pipeline.errors import DataValidationError, PipelineError
 from tests.conftest import PARAMS
 from tests.unit.conftest import LABELS, frame
 
 PER_LABEL = 10  # train rows per label: the default checks.min_train_count
 
 CHECK_NAMES = [
-    "column 'text' present", "column 'label' present", "column 'split' present", "dataset not empty",
-    "text not null", "text not blank", "text length within bounds", "label not null", "label in declared set",
-    "at least two labels", "split not null", "split names known", "every split present",
-    "every label in train with min count", "class balance", "no duplicate texts in a split",
-    "no train text in validation/test", "no conflicting labels",
+    "column 'text' present",
+    "column 'label' present",
+    "column 'split' present",
+    "dataset not empty",
+    "text not null",
+    "text not blank",
+    "text length within bounds",
+    "label not null",
+    "label in declared set",
+    "at least two labels",
+    "split not null",
+    "split names known",
+    "every split present",
+    "every label in train with min count",
+    "class balance",
+    "no duplicate texts in a split",
+    "no train text in validation/test",
+    "no conflicting labels",
 ]
 
 
@@ -39,8 +52,9 @@ def good_rows() -> list[tuple]:
 ROWS = len(good_rows())
 
 
-def run(df: pd.DataFrame, tmp_path: Path, settings: ValidationConfig | None = None,
-        labels: list[str] = LABELS) -> ValidationReport:
+def run(
+    df: pd.DataFrame, tmp_path: Path, settings: ValidationConfig | None = None, labels: list[str] = LABELS
+) -> ValidationReport:
     with pytest.raises(DataValidationError) as info:
         validate(df, labels, tmp_path / "reports", settings)
     report = info.value.report
@@ -61,20 +75,40 @@ def without(predicate: Callable[[tuple], bool]) -> pd.DataFrame:
 # (case id, frame factory, {expected failed check name: unexpected count}, offending texts in examples)
 ERROR_CASES = [
     ("missing label column", lambda: frame(good_rows()).drop(columns="label"), {"column 'label' present": 0}, []),
-    ("blank texts", lambda: with_rows([("", "joy", "train"), (" \t ", "fear", "test")]), {"text not blank": 2},
-     ["", " \t "]),
+    (
+        "blank texts",
+        lambda: with_rows([("", "joy", "train"), (" \t ", "fear", "test")]),
+        {"text not blank": 2},
+        ["", " \t "],
+    ),
     ("null text", lambda: with_rows([(None, "joy", "validation")]), {"text not null": 1}, [None]),
     ("null label", lambda: with_rows([("who knows", None, "train")]), {"label not null": 1}, ["who knows"]),
-    ("unknown label", lambda: with_rows([("i am furious", "rage", "train")]), {"label in declared set": 1},
-     ["i am furious"]),
+    (
+        "unknown label",
+        lambda: with_rows([("i am furious", "rage", "train")]),
+        {"label in declared set": 1},
+        ["i am furious"],
+    ),
     ("missing test split", lambda: without(lambda r: r[2] == "test"), {"every split present": 1}, []),
-    ("unknown split name", lambda: with_rows([("held out text", "joy", "holdout")]), {"split names known": 1},
-     ["held out text"]),
+    (
+        "unknown split name",
+        lambda: with_rows([("held out text", "joy", "holdout")]),
+        {"split names known": 1},
+        ["held out text"],
+    ),
     ("null split", lambda: with_rows([("orphan row", "joy", None)]), {"split not null": 1}, ["orphan row"]),
-    ("label rare in train", lambda: without(lambda r: r[1] == "love" and r[2] == "train" and r[0][-14] in "01234"),
-     {"every label in train with min count": 1}, []),
-    ("label absent from train", lambda: without(lambda r: r[1] == "fear" and r[2] == "train"),
-     {"every label in train with min count": 1}, []),
+    (
+        "label rare in train",
+        lambda: without(lambda r: r[1] == "love" and r[2] == "train" and r[0][-14] in "01234"),
+        {"every label in train with min count": 1},
+        [],
+    ),
+    (
+        "label absent from train",
+        lambda: without(lambda r: r[1] == "fear" and r[2] == "train"),
+        {"every label in train with min count": 1},
+        [],
+    ),
     ("empty dataset", lambda: frame([]), {"dataset not empty": 0, "every split present": 3}, []),
 ]
 
@@ -91,16 +125,33 @@ def test_clean_frame_passes_and_writes_reports(tmp_path: Path):
     saved = json.loads((tmp_path / "reports" / "validation.json").read_text())
     assert saved["passed"] is True and saved["errors"] == 0 and saved["warnings"] == 0
     assert len(saved["checks"]) == len(CHECK_NAMES)
-    assert saved["settings"] == {"min_text_chars": 2, "max_text_chars": 2000, "min_train_count": 10,
-                                 "max_imbalance_ratio": 20.0}
+    assert saved["settings"] == {
+        "min_text_chars": 2,
+        "max_text_chars": 2000,
+        "min_train_count": 10,
+        "max_imbalance_ratio": 20.0,
+    }
 
 
 def test_default_severities():
-    report_levels = {"columns": "error", "not_empty": "error", "text_not_null": "error", "text_not_blank": "error",
-                     "text_length": "warning", "label_not_null": "error", "label_in_set": "error",
-                     "min_labels": "error", "split_not_null": "error", "split_known": "error",
-                     "splits_present": "error", "label_min_count": "error", "duplicates": "warning",
-                     "leakage": "warning", "conflicts": "warning", "class_balance": "warning"}
+    report_levels = {
+        "columns": "error",
+        "not_empty": "error",
+        "text_not_null": "error",
+        "text_not_blank": "error",
+        "text_length": "warning",
+        "label_not_null": "error",
+        "label_in_set": "error",
+        "min_labels": "error",
+        "split_not_null": "error",
+        "split_known": "error",
+        "splits_present": "error",
+        "label_min_count": "error",
+        "duplicates": "warning",
+        "leakage": "warning",
+        "conflicts": "warning",
+        "class_balance": "warning",
+    }
     from pipeline.data.validate import severities
 
     assert severities(ValidationConfig()) == report_levels
@@ -136,19 +187,29 @@ def test_failure_details_match_the_check(tmp_path: Path):
     df = frame([r for r in good_rows() if r[2] != "test"] + [("x is here", "rage", "train")])
     report = run(df, tmp_path)
     details = {c.name: c.detail for c in report.failed}
-    assert details == {"label in declared set": 'unexpected values: "rage"', "every split present": "missing split(s): test"}
+    assert details == {
+        "label in declared set": 'unexpected values: "rage"',
+        "every split present": "missing split(s): test",
+    }
     assert [c.name for c in report.checks] == CHECK_NAMES  # report order is suite order
 
 
 def test_label_counts_detail_and_examples(tmp_path: Path):
-    df = without(lambda r: (r[1] == "fear" and r[2] == "train") or (r[1] == "love" and r[2] == "train"
-                                                                     and r[0][-14] in "0123456"))
+    df = without(
+        lambda r: (
+            (r[1] == "fear" and r[2] == "train") or (r[1] == "love" and r[2] == "train" and r[0][-14] in "0123456")
+        )
+    )
     check = run(df, tmp_path).check("every label in train with min count")
     assert (check.unexpected_count, check.unit) == (2, "labels")
     assert check.detail == "fewer than 10 train rows: love (3), fear (0)"
     assert check.examples == [{"label": "love", "train_count": 3}, {"label": "fear", "train_count": 0}]
-    off = validate(df, LABELS, tmp_path / "r3", ValidationConfig(severity=CheckSeverity(label_min_count="warning",
-                                                                                        class_balance="off")))
+    off = validate(
+        df,
+        LABELS,
+        tmp_path / "r3",
+        ValidationConfig(severity=CheckSeverity(label_min_count="warning", class_balance="off")),
+    )
     assert [c.name for c in off.warnings] == ["every label in train with min count"]
     assert "class balance" not in [c.name for c in off.checks]
 
@@ -157,23 +218,39 @@ def test_single_class_is_refused(tmp_path: Path):
     df = frame([(f"happy sentence {i}", "joy", s) for i, s in enumerate(["train"] * 10 + ["validation", "test"])])
     report = run(df, tmp_path, labels=["joy"])
     assert [(c.name, c.unit, c.detail) for c in report.failed] == [
-        ("at least two labels", "labels", "1 label(s): joy; a classifier needs two or more")]
+        ("at least two labels", "labels", "1 label(s): joy; a classifier needs two or more")
+    ]
 
 
 # --- warnings: reported, the run goes on ---------------------------------------------------------------------
 
 DUP = "a joy sentence number 0 for training"
 WARNING_CASES = [
-    ("duplicates", lambda: with_rows([(DUP, "joy", "train"), (f"  {DUP} ", "joy", "train")]),
-     {"no duplicate texts in a split": 2}),
-    ("leakage", lambda: with_rows([(DUP, "joy", "test"), (DUP, "joy", "validation")]),
-     {"no train text in validation/test": 2}),
-    ("conflicting labels", lambda: with_rows([(DUP, "anger", "train")]),
-     {"no duplicate texts in a split": 1, "no conflicting labels": 2}),
-    ("text too short and too long", lambda: with_rows([("k", "joy", "train"), ("x" * 2001, "fear", "test")]),
-     {"text length within bounds": 2}),
-    ("class imbalance", lambda: with_rows([(f"so much joy {i}", "joy", "train") for i in range(200)]),
-     {"class balance": 5}),
+    (
+        "duplicates",
+        lambda: with_rows([(DUP, "joy", "train"), (f"  {DUP} ", "joy", "train")]),
+        {"no duplicate texts in a split": 2},
+    ),
+    (
+        "leakage",
+        lambda: with_rows([(DUP, "joy", "test"), (DUP, "joy", "validation")]),
+        {"no train text in validation/test": 2},
+    ),
+    (
+        "conflicting labels",
+        lambda: with_rows([(DUP, "anger", "train")]),
+        {"no duplicate texts in a split": 1, "no conflicting labels": 2},
+    ),
+    (
+        "text too short and too long",
+        lambda: with_rows([("k", "joy", "train"), ("x" * 2001, "fear", "test")]),
+        {"text length within bounds": 2},
+    ),
+    (
+        "class imbalance",
+        lambda: with_rows([(f"so much joy {i}", "joy", "train") for i in range(200)]),
+        {"class balance": 5},
+    ),
 ]
 
 
@@ -202,12 +279,15 @@ def test_warning_details(tmp_path: Path):
     assert leak.detail == "rows whose text is also in train: test 1"
     assert leak.examples == [{"text": DUP, "label": "joy", "split": "test", "row": ROWS}]
     length = validate(with_rows([("x" * 5000, "fear", "test")]), LABELS, tmp_path / "c").check(
-        "text length within bounds")
+        "text length within bounds"
+    )
     assert length.detail == "1 text(s) outside 2..2000 characters (shortest 5000, longest 5000)"
-    balance = validate(with_rows([(f"so much joy {i}", "joy", "train") for i in range(200)]), LABELS,
-                       tmp_path / "d").check("class balance")
-    assert balance.detail == ("rarest label 'sadness' has 10 train rows, most common 'joy' 210 "
-                              "(ratio 1:21.0, allowed 1:20)")
+    balance = validate(
+        with_rows([(f"so much joy {i}", "joy", "train") for i in range(200)]), LABELS, tmp_path / "d"
+    ).check("class balance")
+    assert balance.detail == (
+        "rarest label 'sadness' has 10 train rows, most common 'joy' 210 (ratio 1:21.0, allowed 1:20)"
+    )
 
 
 def test_severity_is_configurable(tmp_path: Path):
@@ -217,8 +297,12 @@ def test_severity_is_configurable(tmp_path: Path):
     assert [(c.name, c.unexpected_count) for c in report.failed] == [("no train text in validation/test", 1)]
     off = validate(df, LABELS, tmp_path / "off", ValidationConfig(severity=CheckSeverity(leakage="off")))
     assert "no train text in validation/test" not in [c.name for c in off.checks] and off.warnings == []
-    blank_warns = validate(with_rows([("   ", "joy", "train")]), LABELS, tmp_path / "blank",
-                           ValidationConfig(severity=CheckSeverity(text_not_blank="warning")))
+    blank_warns = validate(
+        with_rows([("   ", "joy", "train")]),
+        LABELS,
+        tmp_path / "blank",
+        ValidationConfig(severity=CheckSeverity(text_not_blank="warning")),
+    )
     assert [(c.name, c.unexpected_count) for c in blank_warns.warnings] == [("text not blank", 1)]
 
 
@@ -233,8 +317,10 @@ def test_fixed_errors_cannot_be_downgraded():
 def test_failures_and_warnings_together(tmp_path: Path):
     report = run(with_rows([("i am furious", "rage", "train"), (DUP, "joy", "test")]), tmp_path)
     summary = report.summary()
-    assert summary.startswith(f"1 of {len(CHECK_NAMES)} data checks failed on {ROWS + 2} rows:\n"
-                              "  x label in declared set (1 rows): unexpected values: \"rage\"")
+    assert summary.startswith(
+        f"1 of {len(CHECK_NAMES)} data checks failed on {ROWS + 2} rows:\n"
+        '  x label in declared set (1 rows): unexpected values: "rage"'
+    )
     assert "  and 1 warning(s):\n  ! no train text in validation/test (1 rows)" in summary
 
 
@@ -252,11 +338,19 @@ def test_multi_label_frame_passes(tmp_path: Path):
     assert report.passed and report.warnings == []
 
 
-@pytest.mark.parametrize("case, extra, expected", [
-    ("unknown label inside a list", [("mixed feelings", ["joy", "rage", "fury"], "train")], {"label in declared set": 1}),
-    ("empty label list", [("no feelings at all", [], "validation")], {"label not null": 1}),
-    ("missing label", [("no label here", None, "test")], {"label not null": 1}),
-], ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "case, extra, expected",
+    [
+        (
+            "unknown label inside a list",
+            [("mixed feelings", ["joy", "rage", "fury"], "train")],
+            {"label in declared set": 1},
+        ),
+        ("empty label list", [("no feelings at all", [], "validation")], {"label not null": 1}),
+        ("missing label", [("no label here", None, "test")], {"label not null": 1}),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
 def test_multi_label_bad_labels(tmp_path: Path, case, extra, expected):
     report = run(frame(multi_rows() + extra), tmp_path)
     assert {c.name: c.unexpected_count for c in report.failed} == expected
@@ -267,12 +361,16 @@ def test_multi_label_bad_labels(tmp_path: Path, case, extra, expected):
 def test_multi_label_counts_each_label_and_compares_sets(tmp_path: Path):
     rows = [(t, l, s) for t, l, s in multi_rows() if not (l == ["love"] and s == "train")]
     rows += [(f"love and joy {i}", ["joy", "love"], "train") for i in range(PER_LABEL)]
-    rows += [("love and joy 0", ["love", "joy"], "train"),  # same set in another order: a duplicate, no conflict
-             ("love and joy 1", ["love"], "train")]  # another set: a conflict
+    rows += [
+        ("love and joy 0", ["love", "joy"], "train"),  # same set in another order: a duplicate, no conflict
+        ("love and joy 1", ["love"], "train"),
+    ]  # another set: a conflict
     report = validate(frame(rows), LABELS, tmp_path / "r")
     assert report.passed
-    assert {c.name: c.unexpected_count for c in report.warnings} == {"no duplicate texts in a split": 2,
-                                                                     "no conflicting labels": 2}
+    assert {c.name: c.unexpected_count for c in report.warnings} == {
+        "no duplicate texts in a split": 2,
+        "no conflicting labels": 2,
+    }
 
 
 # --- report details ------------------------------------------------------------------------------------------
