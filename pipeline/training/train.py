@@ -16,11 +16,12 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from scipy.special import expit
 from sklearn.metrics import accuracy_score, f1_score
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from pipeline.config import ModelConfig, TrainConfig
 from pipeline.data.encode import PreparedData
@@ -259,22 +260,383 @@ def weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Atomic write: a kill mid-save leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+@dataclass
+class _Run:
+    """What the set-up built: fixed for the whole run."""
+
+    data: PreparedData
+    model_cfg: ModelConfig
+    cfg: TrainConfig
+    runtime: Runtime
+    dist: Distributed
+    tokenizer: Any
+    model: torch.nn.Module
+    wrapped: torch.nn.Module  # the model, or its DDP wrapper in a torchrun job
+    encoded: list[list[int]]  # token ids of the train texts, unpadded
+    lengths: list[int]
+    targets: torch.Tensor
+    class_weights: torch.Tensor | None
+    soft_targets: torch.Tensor | None  # the teachers' mean probabilities on the train texts (distillation)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    total_steps: int
+
+    def validation_scores(self) -> dict[str, float]:
+        return validation_scores(self.model, self.tokenizer, self.data, self.runtime, self.model_cfg.max_length)
 
 
-def _load_checkpoint(path: Path, expected: str) -> dict[str, Any] | None:
-    if not path.exists():
+@dataclass
+class _LoopState:
+    """Where the loop stands and what it has kept; a checkpoint stores exactly these fields (same names)."""
+
+    step: int = 0
+    epoch: int = 1
+    micro_done: int = 0  # micro-batches of ``epoch`` done so far
+    running: tuple[float, int] = (0.0, 0)  # the epoch's summed loss x samples and sample count so far
+    best_f1: float = -1.0
+    best_state: dict[str, torch.Tensor] | None = None
+    best_epoch: int = 0
+    stale: int = 0  # evaluations since the best one (early stopping)
+    average: dict[str, torch.Tensor] | None = None  # running mean of the weights from epoch cfg.average_from on
+    averaged: int = 0  # evaluations in ``average``
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per evaluation
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # not asdict(): it deep-copies every tensor
+
+
+@dataclass
+class _Clock:
+    """Throughput counters: samples and padded tokens over training time with validation taken out."""
+
+    started: float = field(default_factory=time.perf_counter)
+    samples: int = 0
+    tokens: int = 0
+    eval_seconds: float = 0.0
+
+    def busy_seconds(self) -> float:
+        return max(time.perf_counter() - self.started - self.eval_seconds, 1e-9)
+
+
+@dataclass(frozen=True)
+class _Checkpoint:
+    """A run's resumable state on disk, recognised by the fingerprint of its data and settings.
+
+    Only tensors, numbers, strings and lists/dicts/tuples of them, so it loads with ``weights_only=True``
+    (no pickled code runs): the RNG state is torch's byte tensor, optimizer/scheduler/scaler state dicts hold
+    tensors and plain numbers (checked for fused and foreach AdamW, bf16 and fp32).
+    """
+
+    path: Path
+    fingerprint: str
+
+    def save(self, run: _Run, state: _LoopState, epoch_done: bool) -> None:
+        """Atomic write: a kill mid-save leaves the previous checkpoint intact."""
+        saved = {
+            "fingerprint": self.fingerprint,
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        } | state.as_dict()
+        if epoch_done:  # continue at the start of the next epoch
+            saved |= {"epoch": state.epoch + 1, "micro_done": 0, "running": (0.0, 0)}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(saved, tmp)
+        os.replace(tmp, self.path)
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state if it belongs to this run; None (start fresh) otherwise."""
+        if not self.path.exists():
+            return None
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            log.warning("ignoring checkpoint %s: it holds more than tensors and plain values (%s)", self.path, error)
+            return None
+        if saved.get("fingerprint") != self.fingerprint:
+            log.warning("ignoring checkpoint %s: it belongs to other data or settings", self.path)
+            return None
+        return saved
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _load_model(
+    model_cfg: ModelConfig, cfg: TrainConfig, data: PreparedData, runtime: Runtime, dist: Distributed
+) -> tuple[Any, torch.nn.Module]:
+    """Tokenizer and classifier with a fresh head drawn from ``init_seed``; dropout and batch order then follow
+    ``seed``."""
+    source = resolve_model_source(model_cfg.name)
+    labels, multi = data.label_map.labels, data.label_map.multi_label
+    tokenizer = load_tokenizer(source)
+    model = load_classifier(source, labels, multi).to(runtime.device)
+    if cfg.init_seed is not None and cfg.init_seed != cfg.seed:
+        seed_everything(cfg.seed)
+    if cfg.fast_dropout and runtime.device.type == "cpu":
+        use_fast_dropout(model)  # torch's per-element CPU dropout RNG was ~1/5 of a bf16 step here
+    if dist.is_main:
+        log.info(
+            "fine-tuning %s (%d labels, %s) on %s x%d with %s autocast",
+            source,
+            len(labels),
+            "multi-label" if multi else "single-label",
+            runtime.device,
+            dist.world_size,
+            runtime.precision,
+        )
+    return tokenizer, model
+
+
+def _soft_targets(
+    data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig, runtime: Runtime
+) -> torch.Tensor | None:
+    if not cfg.teachers:
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("fingerprint") != expected:
-        log.warning("ignoring checkpoint %s: it belongs to other data or settings", path)
-        return None
+    labels, multi = data.label_map.labels, data.label_map.multi_label
+    texts = data.texts("train")
+    return torch.from_numpy(
+        teacher_probabilities(
+            cfg.teachers, labels, texts, runtime, model_cfg.max_length, multi, cfg.distill_temperature
+        )
+    )
+
+
+def _set_up(data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig) -> _Run:
+    """Everything the loop needs, built in the order that fixes the random state of a seeded run."""
+    seed_everything(cfg.seed if cfg.init_seed is None else cfg.init_seed)
+    runtime = choose_runtime(cfg.device, cfg.precision)
+    dist = Distributed.setup(runtime.device)
+    tokenizer, model = _load_model(model_cfg, cfg, data, runtime, dist)
+    encoded = tokenizer(data.texts("train"), truncation=True, max_length=model_cfg.max_length)["input_ids"]
+    train_targets = data.targets("train")
+    weights = class_weights(train_targets, len(data.label_map.labels), cfg.class_weights)
+    soft = _soft_targets(data, model_cfg, cfg, runtime)
+    lengths = [len(ids) for ids in encoded]
+    steps_per_epoch = math.ceil(len(epoch_batches(lengths, cfg, 1, dist)) / cfg.grad_accumulation)
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+
+    optimizer = _optimizer(model, cfg)
+    from transformers import get_linear_schedule_with_warmup
+
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_fraction * total_steps), max(total_steps, 1))
+    wrapped = model
+    if dist.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(
+            model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None
+        )
+    return _Run(
+        data=data,
+        model_cfg=model_cfg,
+        cfg=cfg,
+        runtime=runtime,
+        dist=dist,
+        tokenizer=tokenizer,
+        model=model,
+        wrapped=wrapped,
+        encoded=encoded,
+        lengths=lengths,
+        targets=torch.from_numpy(train_targets),
+        class_weights=weights.to(runtime.device) if weights is not None else None,
+        soft_targets=soft,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=torch.amp.GradScaler("cuda", enabled=runtime.dtype is torch.float16),
+        total_steps=total_steps,
+    )
+
+
+def _resume(run: _Run, checkpoint: _Checkpoint | None) -> _LoopState:
+    """The loop state to start from: the checkpoint's (restoring model, optimizer and RNG too), or a fresh one."""
+    saved = checkpoint.load() if checkpoint else None
+    if not saved:
+        return _LoopState()
+    run.model.load_state_dict(saved["model"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    run.scaler.load_state_dict(saved["scaler"])
+    torch.set_rng_state(saved["torch_rng"])
+    state = _LoopState(**{f.name: saved[f.name] for f in fields(_LoopState)})
+    if run.dist.is_main:
+        log.info("resuming from checkpoint at step %d (epoch %d)", state.step, state.epoch)
     return state
+
+
+def _micro_batch_loss(run: _Run, batch: list[int]) -> tuple[torch.Tensor, int]:
+    """The training loss on one micro-batch (gold labels, blended with the teachers' when distilling) and its
+    padded token count."""
+    cfg, device = run.cfg, run.runtime.device
+    multi = run.data.label_map.multi_label
+    inputs = run.tokenizer.pad({"input_ids": [run.encoded[i] for i in batch]}, return_tensors="pt").to(device)
+    with run.runtime.autocast():
+        logits = run.wrapped(**inputs).logits
+    loss = loss_fn(logits, run.targets[batch].to(device), multi, run.class_weights, cfg.label_smoothing)
+    if run.soft_targets is not None:
+        taught = distillation_loss(logits, run.soft_targets[batch].to(device), multi, cfg.distill_temperature)
+        loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * taught
+    return loss, inputs["input_ids"].numel()
+
+
+def _optimizer_step(run: _Run, state: _LoopState, clock: _Clock, micro_batches: list[list[int]]) -> None:
+    """Forward and backward over ``micro_batches`` (gradient accumulation), then one clipped AdamW step."""
+    for batch in micro_batches:
+        loss, tokens = _micro_batch_loss(run, batch)
+        run.scaler.scale(loss / run.cfg.grad_accumulation).backward()
+        loss_sum, seen = state.running
+        state.running = (loss_sum + loss.item() * len(batch), seen + len(batch))
+        state.micro_done += 1
+        clock.samples += len(batch) * run.dist.world_size
+        clock.tokens += tokens * run.dist.world_size
+    run.scaler.unscale_(run.optimizer)
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.max_grad_norm)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+    state.step += 1
+
+
+def _keep(run: _Run, state: _LoopState, row: dict[str, float]) -> None:
+    """Record an evaluation: the best weights so far, the early-stopping count and the weight average."""
+    state.history.append(row)
+    if row["val_macro_f1"] > state.best_f1:
+        state.best_f1, state.best_epoch, state.stale = row["val_macro_f1"], state.epoch, 0
+        state.best_state = copy.deepcopy(run.model.state_dict())
+    else:
+        state.stale += 1
+    if run.cfg.average_from is not None and state.epoch >= run.cfg.average_from:
+        state.average = running_average(state.average, run.model.state_dict(), state.averaged)
+        state.averaged += 1
+
+
+@dataclass(frozen=True)
+class _Evaluation:
+    """Evaluate-and-checkpoint, with what it needs besides the run and its state."""
+
+    checkpoint: _Checkpoint | None
+    on_evaluation: EpochCallback | None
+
+    def __call__(self, run: _Run, state: _LoopState, clock: _Clock, epoch_done: bool) -> bool:
+        """Validate, keep the best, checkpoint, report; True when early stopping says stop.
+
+        ``epoch_done``: the checkpoint continues at the next epoch rather than after ``state.micro_done``.
+        """
+        started = time.perf_counter()
+        loss_sum, seen = state.running
+        row = {"epoch": state.epoch, "step": state.step, "train_loss": loss_sum / max(seen, 1)}
+        row |= run.validation_scores()
+        clock.eval_seconds += time.perf_counter() - started
+        run.wrapped.train()  # validation switched dropout off; the rest of the epoch trains again
+        _keep(run, state, row)
+        if run.dist.is_main:
+            log.info("epoch %d step %d: %s", state.epoch, state.step, {k: round(v, 4) for k, v in row.items()})
+            if self.checkpoint:  # before the callback: a failing tracker must not cost this progress
+                self.checkpoint.save(run, state, epoch_done)
+            if self.on_evaluation:
+                self.on_evaluation(row)
+        return run.cfg.patience is not None and state.stale >= run.cfg.patience
+
+
+def _progress_bar(run: _Run, initial: int) -> Any:
+    """A step bar with loss and samples/s on rank 0, only on a terminal: a log file gets no line per redraw."""
+    import sys
+
+    return tqdm(
+        total=run.total_steps,
+        initial=initial,
+        desc="train",
+        unit="step",
+        mininterval=0.5,
+        disable=not (run.dist.is_main and sys.stderr.isatty()),
+    )
+
+
+def _train_epoch(run: _Run, state: _LoopState, clock: _Clock, evaluate: _Evaluation, progress: Any) -> bool:
+    """The rest of ``state.epoch``: optimizer steps, evaluations every ``eval_every`` steps and at the end;
+    True when early stopping says stop."""
+    cfg = run.cfg
+    run.wrapped.train()
+    batches = epoch_batches(run.lengths, cfg, state.epoch, run.dist)
+    # a resumed epoch continues after a step, so micro_done is a multiple of grad_accumulation
+    for start in range(state.micro_done, len(batches), cfg.grad_accumulation):
+        _optimizer_step(run, state, clock, batches[start : start + cfg.grad_accumulation])
+        loss_sum, seen = state.running
+        progress.set_postfix(
+            {"loss": f"{loss_sum / seen:.4f}", "samples/s": f"{clock.samples / clock.busy_seconds():.1f}"},
+            refresh=False,
+        )
+        progress.update(1)
+        if state.step >= run.total_steps:
+            break
+        due = cfg.eval_every and state.step % cfg.eval_every == 0
+        if due and evaluate(run, state, clock, epoch_done=state.micro_done >= len(batches)):
+            return True
+    just_evaluated = (
+        cfg.eval_every
+        and state.step % cfg.eval_every == 0
+        and state.history
+        and state.history[-1]["step"] == state.step
+    )
+    return False if just_evaluated else evaluate(run, state, clock, epoch_done=True)
+
+
+def _train_epochs(run: _Run, state: _LoopState, clock: _Clock, evaluate: _Evaluation) -> bool:
+    """Epochs until ``epochs`` or ``max_steps`` or early stopping; True when early stopping ended training."""
+    progress = _progress_bar(run, state.step)
+    stop = False
+    while state.epoch <= run.cfg.epochs and state.step < run.total_steps and not stop:
+        stop = _train_epoch(run, state, clock, evaluate, progress)
+        state.epoch, state.micro_done, state.running = state.epoch + 1, 0, (0.0, 0)
+    progress.close()
+    return stop
+
+
+def _select(run: _Run, state: _LoopState, result: TrainResult) -> None:
+    """Load the weights to save: the weight average if it beats the best single evaluation on validation, else
+    the best evaluation (the last weights when there was none)."""
+    result.val_macro_f1 = state.best_f1
+    if state.average is not None and state.averaged >= 2:
+        run.model.load_state_dict(state.average)
+        averaged_f1 = run.validation_scores()["val_macro_f1"]
+        result.averaged_checkpoints, result.averaged_val_macro_f1 = state.averaged, averaged_f1
+        result.averaged = averaged_f1 > state.best_f1
+        if run.dist.is_main:
+            log.info(
+                "average of %d evaluations: val macro-F1 %.4f vs best single %.4f -> keeping the %s",
+                state.averaged,
+                averaged_f1,
+                state.best_f1,
+                "average" if result.averaged else "best single",
+            )
+        if result.averaged:
+            result.val_macro_f1 = averaged_f1
+    if not result.averaged and state.best_state is not None:
+        run.model.load_state_dict(state.best_state)
+    result.weights_digest = weights_digest(run.model)
+
+
+def _save_selected(run: _Run, state: _LoopState, result: TrainResult, checkpoint: _Checkpoint | None) -> None:
+    """Save and calibrate the selected model (rank 0); a finished run clears its checkpoint to start fresh next time."""
+    result.calibration = save_model(
+        run.model, run.tokenizer, run.data, run.runtime, run.model_cfg.max_length, result.model_dir
+    )
+    if checkpoint:
+        checkpoint.remove()
+    log.info(
+        "saved model (best epoch %d, val macro-F1 %.4f; calibration %s) to %s",
+        state.best_epoch,
+        state.best_f1,
+        {k: round(v, 4) for k, v in result.calibration.items()},
+        result.model_dir,
+    )
 
 
 def train(
@@ -289,213 +651,33 @@ def train(
 
     With ``checkpoint_dir`` the state is saved at every evaluation and a restarted call resumes from it.
     """
-    seed_everything(cfg.seed if cfg.init_seed is None else cfg.init_seed)
-    runtime = choose_runtime(cfg.device, cfg.precision)
-    dist = Distributed.setup(runtime.device)
-    source = resolve_model_source(model_cfg.name)
-    labels = data.label_map.labels
-    multi = data.label_map.multi_label
-    tokenizer = load_tokenizer(source)
-    model = load_classifier(source, labels, multi).to(runtime.device)
-    if cfg.init_seed is not None and cfg.init_seed != cfg.seed:
-        seed_everything(cfg.seed)  # the head came from init_seed; dropout and batch order follow seed
-    if cfg.fast_dropout and runtime.device.type == "cpu":
-        use_fast_dropout(model)  # torch's per-element CPU dropout RNG was ~1/5 of a bf16 step here
-    if dist.is_main:
-        log.info(
-            "fine-tuning %s (%d labels, %s) on %s x%d with %s autocast",
-            source,
-            len(labels),
-            "multi-label" if multi else "single-label",
-            runtime.device,
-            dist.world_size,
-            runtime.precision,
-        )
-
-    encoded = tokenizer(data.texts("train"), truncation=True, max_length=model_cfg.max_length)["input_ids"]
-    train_targets = data.targets("train")
-    targets = torch.from_numpy(train_targets)
-    weights = class_weights(train_targets, len(labels), cfg.class_weights)
-    weights = weights.to(runtime.device) if weights is not None else None
-    soft = None
-    if cfg.teachers:
-        soft = torch.from_numpy(
-            teacher_probabilities(
-                cfg.teachers, labels, data.texts("train"), runtime, model_cfg.max_length, multi, cfg.distill_temperature
-            )
-        )
-    lengths = [len(ids) for ids in encoded]
-    micro_per_epoch = len(epoch_batches(lengths, cfg, 1, dist))
-    steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accumulation)
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
-
-    optimizer = _optimizer(model, cfg)
-    from transformers import get_linear_schedule_with_warmup
-
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_fraction * total_steps), max(total_steps, 1))
-    scaler = torch.amp.GradScaler("cuda", enabled=runtime.dtype is torch.float16)
-    wrapped = model
-    if dist.world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        wrapped = DistributedDataParallel(
-            model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None
-        )
-
+    run = _set_up(data, model_cfg, cfg)
+    checkpoint = None
+    if checkpoint_dir and cfg.resume:
+        print_id = fingerprint(data, model_cfg, cfg, run.dist.world_size, run.soft_targets)
+        checkpoint = _Checkpoint(checkpoint_dir / CHECKPOINT_FILE, print_id)
+    state = _resume(run, checkpoint)
+    resumed_from_step, clock = state.step, _Clock()
+    stopped = _train_epochs(run, state, clock, _Evaluation(checkpoint, on_evaluation))
+    train_seconds = time.perf_counter() - clock.started
+    busy = max(train_seconds - clock.eval_seconds, 1e-9)
     result = TrainResult(
-        output_dir, device=str(runtime.device), precision=runtime.precision, world_size=dist.world_size, rank=dist.rank
+        output_dir,
+        history=state.history,
+        best_epoch=state.best_epoch,
+        steps=state.step,
+        train_seconds=train_seconds,
+        samples_per_second=clock.samples / busy if clock.samples else 0.0,
+        device=str(run.runtime.device),
+        precision=run.runtime.precision,
+        resumed_from_step=resumed_from_step,
+        world_size=run.dist.world_size,
+        rank=run.dist.rank,
+        stopped_early=stopped and state.step < run.total_steps,
+        eval_seconds=clock.eval_seconds,
+        tokens_per_second=clock.tokens / busy if clock.tokens else 0.0,
     )
-    best_f1, best_state, stale = -1.0, None, 0
-    average, averaged = None, 0  # running mean of the weights at evaluations from epoch cfg.average_from on
-    step, epoch, skip = 0, 1, 0  # skip: micro-batches of `epoch` already done (when resuming)
-    resumed_running = (0.0, 0)  # the epoch's loss sum and sample count up to the checkpoint
-    checkpoint = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir and cfg.resume else None
-    print_id = fingerprint(data, model_cfg, cfg, dist.world_size, soft) if checkpoint else ""
-    state = _load_checkpoint(checkpoint, print_id) if checkpoint else None
-    if state:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
-        step, epoch, skip = state["step"], state["epoch"], state["micro_done"]
-        resumed_running = state["running"]
-        best_f1, best_state, stale = state["best_f1"], state["best_state"], state["stale"]
-        average, averaged = state["average"], state["averaged"]
-        result.history, result.best_epoch, result.resumed_from_step = state["history"], state["best_epoch"], step
-        if dist.is_main:
-            log.info("resuming from checkpoint at step %d (epoch %d)", step, epoch)
-
-    def evaluate_now(micro_done: int, n_micro: int, running: float, seen: int) -> bool:
-        """Validate, keep the best, checkpoint; True when early stopping says stop."""
-        nonlocal best_f1, best_state, stale, average, averaged
-        eval_started = time.perf_counter()
-        row = {"epoch": epoch, "step": step, "train_loss": running / max(seen, 1)}
-        row |= validation_scores(model, tokenizer, data, runtime, model_cfg.max_length)
-        result.eval_seconds += time.perf_counter() - eval_started
-        wrapped.train()  # validation switched dropout off; the rest of the epoch trains again
-        result.history.append(row)
-        if row["val_macro_f1"] > best_f1:
-            best_f1, result.best_epoch, stale = row["val_macro_f1"], epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-        if cfg.average_from is not None and epoch >= cfg.average_from:
-            average, averaged = running_average(average, model.state_dict(), averaged), averaged + 1
-        if dist.is_main:
-            log.info("epoch %d step %d: %s", epoch, step, {k: round(v, 4) for k, v in row.items()})
-            if checkpoint:  # before the callback: a failing tracker must not cost this progress
-                _save_checkpoint(
-                    checkpoint,
-                    {
-                        "fingerprint": print_id,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "torch_rng": torch.get_rng_state(),
-                        "step": step,
-                        # where to continue: the next micro-batch of this epoch, or the start of the next one
-                        "epoch": epoch + 1 if micro_done >= n_micro else epoch,
-                        "micro_done": 0 if micro_done >= n_micro else micro_done,
-                        "running": (0.0, 0) if micro_done >= n_micro else (running, seen),
-                        "best_f1": best_f1,
-                        "best_state": best_state,
-                        "stale": stale,
-                        "history": result.history,
-                        "best_epoch": result.best_epoch,
-                        "average": average,
-                        "averaged": averaged,
-                    },
-                )
-            if on_evaluation:
-                on_evaluation(row)
-        return cfg.patience is not None and stale >= cfg.patience
-
-    samples, tokens, started = 0, 0, time.perf_counter()
-    progress = tqdm(
-        total=total_steps, initial=step, desc="train", unit="step", mininterval=1.0, disable=not dist.is_main
-    )
-    stop = False
-    while epoch <= cfg.epochs and step < total_steps and not stop:
-        wrapped.train()
-        batches = epoch_batches(lengths, cfg, epoch, dist)
-        running, seen = resumed_running if skip else (0.0, 0)
-        for micro, batch in enumerate(batches):
-            if micro < skip:
-                continue
-            inputs = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(runtime.device)
-            with runtime.autocast():
-                logits = wrapped(**inputs).logits
-            loss = loss_fn(logits, targets[batch].to(runtime.device), multi, weights, cfg.label_smoothing)
-            if soft is not None:
-                taught = distillation_loss(logits, soft[batch].to(runtime.device), multi, cfg.distill_temperature)
-                loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * taught
-            scaler.scale(loss / cfg.grad_accumulation).backward()
-            running += loss.item() * len(batch)
-            seen += len(batch)
-            samples += len(batch) * dist.world_size
-            tokens += inputs["input_ids"].numel() * dist.world_size
-            if (micro + 1) % cfg.grad_accumulation and micro + 1 != len(batches):
-                continue
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            step += 1
-            progress.update(1)
-            busy = time.perf_counter() - started - result.eval_seconds
-            progress.set_postfix(loss=f"{running / seen:.4f}", samples_s=f"{samples / busy:.1f}")
-            if step >= total_steps:
-                break
-            if cfg.eval_every and step % cfg.eval_every == 0 and evaluate_now(micro + 1, len(batches), running, seen):
-                stop = True
-                break
-        skip = 0
-        if not stop and not (
-            cfg.eval_every and step % cfg.eval_every == 0 and result.history and result.history[-1]["step"] == step
-        ):
-            stop = evaluate_now(len(batches), len(batches), running, seen) or stop
-        epoch += 1
-    progress.close()
-    result.stopped_early = stop and step < total_steps
-    result.steps = step
-    result.train_seconds = time.perf_counter() - started
-    busy = max(result.train_seconds - result.eval_seconds, 1e-9)
-    result.samples_per_second = samples / busy if samples else 0.0
-    result.tokens_per_second = tokens / busy if tokens else 0.0
-    if averaged >= 2:  # the weight average competes with the best single evaluation, on validation only
-        model.load_state_dict(average)
-        result.averaged_checkpoints = averaged
-        result.averaged_val_macro_f1 = validation_scores(model, tokenizer, data, runtime, model_cfg.max_length)[
-            "val_macro_f1"
-        ]
-        result.averaged = result.averaged_val_macro_f1 > best_f1
-        if dist.is_main:
-            log.info(
-                "average of %d evaluations: val macro-F1 %.4f vs best single %.4f -> keeping the %s",
-                averaged,
-                result.averaged_val_macro_f1,
-                best_f1,
-                "average" if result.averaged else "best single",
-            )
-    if not result.averaged and best_state is not None:
-        model.load_state_dict(best_state)
-    result.val_macro_f1 = result.averaged_val_macro_f1 if result.averaged else best_f1
-    result.weights_digest = weights_digest(model)
-    if dist.is_main:
-        result.calibration = save_model(model, tokenizer, data, runtime, model_cfg.max_length, output_dir)
-        if checkpoint and checkpoint.exists():
-            checkpoint.unlink()  # finished: the next run starts fresh
-        log.info(
-            "saved model (best epoch %d, val macro-F1 %.4f; calibration %s) to %s",
-            result.best_epoch,
-            best_f1,
-            {k: round(v, 4) for k, v in result.calibration.items()},
-            output_dir,
-        )
+    _select(run, state, result)
+    if run.dist.is_main:
+        _save_selected(run, state, result, checkpoint)
     return result
