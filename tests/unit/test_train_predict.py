@@ -1,9 +1,11 @@
-"""pipeline.training.train and pipeline.model.predict with the tiny random BERT on the shipped sample data (a few steps only)."""
+"""pipeline.training.train and pipeline.model.predict: the tiny random BERT on the shipped sample data, few steps."""
 
 from __future__ import annotations
 
+import io
 import json
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +132,67 @@ def test_epoch_callback_sees_each_history_row(sample_prepared, tiny_train_cfgs, 
     cfg = train_cfg.model_copy(update={"max_steps": 2, "batch_size": 256, "epochs": 2})  # 2 steps/epoch -> 1 epoch
     result = train(sample_prepared, model_cfg, cfg, tmp_path / "m", on_evaluation=seen.append)
     assert seen == result.history and len(seen) == 1 and seen[0]["step"] == 2
+
+
+def test_interrupted_run_resumes_mid_epoch_to_the_same_weights(sample_prepared, tiny_train_cfgs, tmp_path: Path):
+    import torch
+
+    model_cfg, train_cfg = tiny_train_cfgs
+    cfg = train_cfg.model_copy(update={"max_steps": 6, "eval_every": 2, "grad_accumulation": 2, "average_from": 1})
+    reference = train(sample_prepared, model_cfg, cfg, tmp_path / "reference")
+
+    def fail_at_step_4(row: dict) -> None:
+        if row["step"] == 4:
+            raise KeyboardInterrupt("killed after the checkpoint at step 4")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(sample_prepared, model_cfg, cfg, tmp_path / "m", on_evaluation=fail_at_step_4, checkpoint_dir=tmp_path)
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # tensors and plain values only
+    assert (saved["epoch"], saved["step"], saved["micro_done"]) == (1, 4, 8)  # mid-epoch, after 4 x 2 micro-batches
+    resumed = train(sample_prepared, model_cfg, cfg, tmp_path / "m", checkpoint_dir=tmp_path)
+    assert resumed.resumed_from_step == 4
+    assert resumed.history == reference.history and resumed.weights_digest == reference.weights_digest
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_a_checkpoint_that_needs_more_than_weights_is_ignored(tmp_path: Path, caplog):
+    import argparse
+
+    import torch
+
+    from pipeline.training.train import _Checkpoint
+
+    checkpoint = _Checkpoint(tmp_path / "checkpoint.pt", "abc")
+    torch.save({"fingerprint": "abc", "step": 3, "extra": argparse.Namespace(x=1)}, checkpoint.path)
+    assert checkpoint.load() is None  # unpickling it would run arbitrary code: start fresh instead
+    assert "holds more than tensors and plain values" in caplog.text
+    torch.save({"fingerprint": "abc", "step": 3}, checkpoint.path)
+    assert checkpoint.load() == {"fingerprint": "abc", "step": 3}
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_bar_only_on_a_terminal_and_redrawn_at_most_twice_a_second(
+    sample_prepared, tiny_train_cfgs, tmp_path: Path, monkeypatch, terminal: bool
+):
+    import time
+
+    model_cfg, train_cfg = tiny_train_cfgs
+    stderr = _Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    started = time.monotonic()
+    train(sample_prepared, model_cfg, train_cfg.model_copy(update={"max_steps": 24}), tmp_path / "m")
+    elapsed = time.monotonic() - started
+    redraws = [line for line in stderr.getvalue().split("\r") if line.startswith("train:")]
+    if not terminal:
+        assert redraws == []  # a log file gets no progress lines
+        return
+    assert redraws and "samples/s=" in redraws[-1] and "24/24" in redraws[-1]
+    assert len(redraws) <= 2 * elapsed + 3  # at most one redraw per 0.5 s, plus the first and the last
 
 
 # --- predict -------------------------------------------------------------------------------------------------
