@@ -50,7 +50,7 @@ def main() -> int:
     from transformers import pipeline
     from transformers.utils import logging as hf_logging
 
-    from pipeline.serving.fast_inference import FP32, FastClassifier
+    from pipeline.serving.backends import FP32, FastClassifier
 
     hf_logging.set_verbosity_error()
     if args.threads:

@@ -18,7 +18,7 @@ from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-HF_ARTIFACT = "hf_model"  # the artifact key serving/pyfunc_model.py loads the Hugging Face folder from
+HF_ARTIFACT = "hf_model"  # the artifact key serving/pyfunc.py loads the Hugging Face folder from
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS = "previous"
@@ -107,7 +107,7 @@ def log_model(run_id: str, model_dir: Path, labels: list[str]) -> tuple[str, str
         warnings.filterwarnings("ignore", message=".*(type hint|input example).*", category=UserWarning)
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(Path(__file__).parents[1] / "serving" / "pyfunc_model.py"),
+            python_model=str(Path(__file__).parents[1] / "serving" / "pyfunc.py"),
             artifacts={HF_ARTIFACT: str(model_dir)},
             code_paths=[str(Path(__file__).parents[1])],
             signature=infer_signature(example_in, example_out),

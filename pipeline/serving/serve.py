@@ -59,7 +59,7 @@ class LoadedModel:
 
     name: str
     version: str
-    classifier: Any  # pipeline.serving.fast_inference.FastClassifier
+    classifier: Any  # pipeline.serving.backends.FastClassifier
     requested_backend: str
     parity: Any  # ParityReport | None
     tags: dict[str, str]
@@ -124,7 +124,7 @@ class ModelStore:
         self._parity_data, self._parity_error = self._read_parity_data()
 
     def _read_parity_data(self) -> tuple[Any, str | None]:
-        from pipeline.serving.fast_inference import FP32, load_parity_data
+        from pipeline.serving.backends import FP32, load_parity_data
 
         serve = self.cfg.serve
         if serve.backend == FP32:
@@ -154,7 +154,7 @@ class ModelStore:
         Callers hold ``_load_lock`` (see ``_cached_or_load``).
         """
         from pipeline.registry import tracking
-        from pipeline.serving.fast_inference import build_classifier
+        from pipeline.serving.backends import build_classifier
 
         serve = self.cfg.serve
         start = time.perf_counter()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.serving.fast_inference import (
+from pipeline.serving.backends import (
     BF16,
     FP32,
     INT8,
@@ -116,7 +116,7 @@ def test_parity_check_on_the_sample_test_split(
     assert 0.0 <= report.agreement <= 1.0
 
     # build_classifier uses the backend only when the same check passes; otherwise fp32, with the reason logged
-    with caplog.at_level(logging.WARNING, logger="pipeline.serving.fast_inference"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.serving.backends"):
         chosen, built_report = build_classifier(model_dir, backend, sample_parity, 0.003, max_length=64)
     assert built_report.passed == report.passed
     if report.passed:
@@ -151,7 +151,7 @@ def test_parity_check_refuses_a_model_that_answers_differently(
     model = load_classifier(str(model_dir))
     with torch.no_grad():
         model.classifier.weight.zero_()
-        model.classifier.bias.copy_(torch.tensor([5.0 if l == constant else 0.0 for l in fp32.labels]))
+        model.classifier.bias.copy_(torch.tensor([5.0 if label == constant else 0.0 for label in fp32.labels]))
     out = tmp_path / "constant"
     model.save_pretrained(out)
     load_tokenizer(str(model_dir)).save_pretrained(out)
@@ -170,7 +170,7 @@ def test_parity_cannot_run_without_matching_data(
     report = parity_check(fp32, fp32.converted(INT8), alien, 0.003)
     assert not report.passed and "labels the model does not know (boredom)" in report.reason
 
-    with caplog.at_level(logging.WARNING, logger="pipeline.serving.fast_inference"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.serving.backends"):
         chosen, report = build_classifier(model_dir, BF16, None, 0.003, max_length=64, parity_error="file missing")
     assert chosen.backend == FP32 and not report.passed
     assert "no parity data (file missing)" in report.reason and "refusing backend torch-bf16" in caplog.text
