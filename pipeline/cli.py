@@ -231,7 +231,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from pipeline.serving.serve import run as serve
+    from pipeline.serving.app import run as serve
 
     serve(_config(args), args.host, args.port)
     return 0

@@ -41,7 +41,7 @@ class Server:
     def __init__(self, cfg: Any) -> None:
         import uvicorn
 
-        from pipeline.serving.serve import create_app
+        from pipeline.serving.app import create_app
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -1,0 +1,107 @@
+"""The REST API and demo page over the model registry (`emotion serve`).
+
+``create_app(cfg)`` builds a FastAPI app that serves ``models:/<name>@champion``:
+
+- ``POST /predict``  one text or a batch; label, every label's probability and the model version
+- ``GET /health``    is a model loaded, which version and backend
+- ``GET /model``     version, labels, data hash, metrics, backend and its parity check
+- ``GET /models``    the registry's versions (the demo page's version picker)
+- ``POST /reload``   look for a new champion now
+- ``GET /``          the demo page; ``/openapi.json`` and ``/docs`` the schema
+
+The pieces: ``routes`` (the endpoints), ``schemas`` (their bodies), ``handlers`` (errors as HTTP answers),
+``store`` (loaded versions and hot reload), ``batcher`` (one inference thread), ``backends`` (fp32, bf16, int8
+and the parity check that guards them).
+"""
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from functools import partial
+
+from fastapi import FastAPI
+
+from pipeline.config import Config
+from pipeline.serving import handlers, routes
+from pipeline.serving.batcher import Batcher
+from pipeline.serving.store import ModelStore
+
+log = logging.getLogger(__name__)
+
+
+def create_app(cfg: Config, store: ModelStore | None = None, *, start_refresh: bool = True) -> FastAPI:
+    """The FastAPI app; the model store (``store``, else one made from ``cfg``) loads the champion at startup."""
+    serve = cfg.serve
+    app = FastAPI(
+        title="emotion-pipeline",
+        version="1",
+        summary="Emotion classification from the MLflow registry champion",
+        description=f"Serves `models:/{cfg.mlflow.registered_model}@{serve.alias}`; picks up a new champion without "
+        f"a restart. Limits: {serve.max_texts} texts per request, {serve.max_chars} characters per text.",
+        lifespan=partial(lifespan, store=store, start_refresh=start_refresh),
+    )
+    app.state.cfg = cfg
+    handlers.install(app)
+    app.include_router(routes.router)
+    return app
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI, store: ModelStore | None, start_refresh: bool) -> AsyncIterator[None]:
+    """Load the champion before the first request, run the inference thread and the periodic champion check."""
+    cfg: Config = app.state.cfg
+    models = store if store is not None else await asyncio.to_thread(ModelStore, cfg)
+    app.state.store = models
+    await asyncio.to_thread(models.refresh)
+    if models.champion is None:
+        log.warning("serving without a model: %s", models.last_error)
+    batcher = Batcher(cfg.serve.max_batch_texts)
+    batcher.start()
+    app.state.batcher = batcher
+    stop_refresh = start_refresher(models, cfg.serve.refresh_seconds) if start_refresh else None
+    try:
+        yield
+    finally:
+        if stop_refresh is not None:
+            stop_refresh()
+        batcher.stop()
+
+
+def start_refresher(models: ModelStore, seconds: float) -> Callable[[], None] | None:
+    """A thread that looks for a new champion every ``seconds`` (none for 0); returns how to stop it."""
+    if seconds <= 0:
+        return None
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(seconds):
+            models.refresh()
+
+    thread = threading.Thread(target=loop, name="emotion-refresh", daemon=True)
+    thread.start()
+
+    def stop_and_join() -> None:
+        stop.set()
+        thread.join(timeout=5)
+
+    return stop_and_join
+
+
+def run(cfg: Config, host: str | None = None, port: int | None = None) -> None:
+    """Serve until interrupted (Ctrl-C)."""
+    import uvicorn
+
+    host = host or cfg.serve.host
+    port = port or cfg.serve.port
+    log.info(
+        "serving %s@%s on http://%s:%d (demo page at /, API docs at /docs)",
+        cfg.mlflow.registered_model,
+        cfg.serve.alias,
+        host,
+        port,
+    )
+    with suppress(KeyboardInterrupt):  # uvicorn shuts down gracefully, then re-raises the Ctrl-C it captured
+        uvicorn.run(create_app(cfg), host=host, port=port, access_log=cfg.serve.access_log, log_level="info")
+    log.info("stopped")

@@ -1,0 +1,89 @@
+"""One inference thread for the API (``Batcher``): it gathers the texts of concurrent requests into one
+length-sorted batch (up to ``serve.max_batch_texts``), so the two cores stay busy with large matrix products
+instead of many threads fighting over them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.serving.store import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Job:
+    model: LoadedModel
+    texts: list[str]
+    future: Future = field(default_factory=Future)
+
+
+class Batcher:
+    """One inference thread: drains the queue and runs the texts of all waiting requests together."""
+
+    def __init__(self, max_batch_texts: int) -> None:
+        self.max_batch_texts = max_batch_texts
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="emotion-inference", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    async def predict(self, model: LoadedModel, texts: list[str]) -> Any:
+        job = _Job(model, texts)
+        self._queue.put(job)
+        return await asyncio.wrap_future(job.future)
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            jobs, n = [job], len(job.texts)
+            while n < self.max_batch_texts:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                jobs.append(nxt)
+                n += len(nxt.texts)
+            groups: dict[int, list[_Job]] = {}
+            for j in jobs:
+                if j.future.set_running_or_notify_cancel():  # False: the client went away, skip its texts
+                    groups.setdefault(id(j.model), []).append(j)
+            for group in groups.values():
+                try:
+                    self._run_group(group)
+                except Exception:  # never let one batch stop the inference thread
+                    log.exception("inference batch failed")
+                    for j in group:
+                        if not j.future.done():
+                            j.future.set_exception(RuntimeError("inference failed"))
+
+    @staticmethod
+    def _run_group(group: list[_Job]) -> None:
+        texts = [t for j in group for t in j.texts]
+        try:
+            predictions = group[0].model.classifier.predict(texts)
+        except Exception as exc:
+            for j in group:
+                j.future.set_exception(exc)
+            return
+        start = 0
+        for j in group:
+            j.future.set_result(predictions[start : start + len(j.texts)])
+            start += len(j.texts)

@@ -1,0 +1,66 @@
+"""The API's request and response bodies (they are also its OpenAPI schema).
+
+The request limits (``serve.max_texts``, ``serve.max_chars``) come from the config, so they are checked by
+``PredictRequest.limit_problem`` from a route dependency, not by the model's own validation.
+"""
+
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+
+
+class PredictRequest(BaseModel):
+    """Give either ``text`` or ``texts``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"text": "i feel wonderful today"},
+                {"texts": ["i feel wonderful today", "my hands are shaking before the exam"], "version": "1"},
+            ]
+        },
+    )
+    text: StrictStr | None = Field(None, description="one text, 1 to serve.max_chars characters")
+    texts: list[StrictStr] | None = Field(
+        None, description="1 to serve.max_texts texts of 1 to serve.max_chars characters each"
+    )
+    version: StrictStr | StrictInt | None = Field(None, description="a registry version; default: the champion")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give either 'text' (one string) or 'texts' (a list of strings), not both or neither")
+        if not self.all_texts():
+            raise ValueError("'texts' is empty: give at least one text")
+        return self
+
+    def all_texts(self) -> list[str]:
+        return [self.text] if self.text is not None else list(self.texts or [])
+
+    def limit_problem(self, max_texts: int, max_chars: int) -> str | None:
+        """What is wrong with the texts under these limits (the first problem found), or None."""
+        texts = self.all_texts()
+        if len(texts) > max_texts:
+            return f"too many texts: {len(texts)} > {max_texts} per request; split the batch"
+        for i, text in enumerate(texts):
+            where = "text" if self.text is not None else f"texts[{i}]"
+            if not text.strip():
+                return f"{where} is empty: give some words to classify"
+            if len(text) > max_chars:
+                return f"{where} is too long: {len(text)} characters > {max_chars}"
+        return None
+
+
+class LabelScore(BaseModel):
+    label: str = Field(description="the most probable label")
+    score: float = Field(description="probability of that label")
+    probabilities: dict[str, float] = Field(description="every label's calibrated probability")
+    labels: list[str] = Field(description="every predicted label: [label] for a single-label model")
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: str
+    backend: str
+    predictions: list[LabelScore]

@@ -1,0 +1,242 @@
+"""The served model versions (``ModelStore``): the registry champion, hot-reloaded, and a few others on demand.
+
+Hot reload: a background thread (every ``serve.refresh_seconds``) and ``POST /reload`` look up the champion
+alias; a new version is downloaded, loaded, parity-checked and warmed up completely before one reference swap
+makes it current. A request takes the current model once and uses it to the end, so it never sees a
+half-loaded model, and a failed load leaves the old model serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.config import Config
+from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+
+log = logging.getLogger(__name__)
+
+
+class ModelNotFound(PipelineError):
+    """The requested model version does not exist (404), or no champion is loaded yet (503)."""
+
+    def __init__(self, message: str, status_code: int = 404) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model version fully loaded and ready: nothing in it changes after construction."""
+
+    name: str
+    version: str
+    classifier: Any  # pipeline.serving.backends.FastClassifier
+    requested_backend: str
+    parity: Any  # ParityReport | None
+    tags: dict[str, str]
+    run_id: str | None
+    loaded_at: float
+    load_seconds: float
+
+    @property
+    def labels(self) -> list[str]:
+        return self.classifier.labels
+
+    @property
+    def backend(self) -> str:
+        return self.classifier.backend
+
+    def info(self, aliases: list[str] | None = None) -> dict[str, Any]:
+        def number(key: str) -> float | None:
+            try:
+                return float(self.tags[key])
+            except (KeyError, ValueError):
+                return None
+
+        return {
+            "name": self.name,
+            "version": self.version,
+            "aliases": aliases or [],
+            "labels": self.labels,
+            "data_hash": self.tags.get("data_hash"),
+            "metrics": {"accuracy": number("accuracy"), "macro_f1": number("macro_f1")},
+            "run_id": self.run_id,
+            "git_commit": self.tags.get("git_commit"),
+            "backend": self.backend,
+            "requested_backend": self.requested_backend,
+            "parity": self.parity.to_dict() if self.parity is not None else None,
+            "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
+            "load_seconds": round(self.load_seconds, 2),
+        }
+
+
+class ModelStore:
+    """The served model versions: the champion (swapped atomically on reload) and a few others on demand."""
+
+    def __init__(self, cfg: Config) -> None:
+        from pipeline.registry import tracking
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in server logs
+        import torch
+
+        # inference threads; by default one core is left to the HTTP event loop, so that the two never fight
+        # (on 2 cores a busy event loop makes 2 torch threads wait on each other at every operation)
+        torch.set_num_threads(cfg.serve.threads or max(1, (os.cpu_count() or 2) - 1))
+        self.cfg = cfg
+        self.name = cfg.mlflow.registered_model
+        self.client = tracking.client(cfg)
+        self.champion: LoadedModel | None = None  # replaced by one assignment, never mutated
+        self.last_check: float | None = None
+        self.last_error: str | None = None
+        self._others: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._reload_lock = threading.Lock()  # one champion check at a time
+        self._load_lock = threading.Lock()  # one model load at a time (memory, CPU)
+        self._cache_lock = threading.Lock()  # guards _others
+        self._parity_data, self._parity_error = self._read_parity_data()
+
+    def _read_parity_data(self) -> tuple[Any, str | None]:
+        from pipeline.serving.backends import FP32, load_parity_data
+
+        serve = self.cfg.serve
+        if serve.backend == FP32:
+            return None, None
+        source = serve.parity_source or self.cfg.data.source
+        try:
+            data = load_parity_data(
+                self.cfg.data.model_copy(update={"source": source}), Path(self.cfg.project_dir).resolve()
+            )
+        except PipelineError as exc:
+            log.warning("no parity data, so %s cannot be checked and fp32 will be served: %s", serve.backend, exc)
+            return None, str(exc)
+        log.info("parity data: %d test texts of %r", len(data.texts), source)
+        return data, None
+
+    def _version(self, version: str) -> ModelVersion:
+        """The registry's record of a version (tags, run id); ModelNotFound when there is none."""
+        try:
+            return self.client.get_model_version(self.name, version)
+        except Exception as exc:
+            raise ModelNotFound(f"{self.name} has no version {version}") from exc
+
+    def _load(self, version: str, meta: ModelVersion) -> LoadedModel:
+        """Download, load, convert, parity-check and warm up one version (``meta``: its registry record);
+        nothing shared is touched.
+
+        Callers hold ``_load_lock`` (see ``_cached_or_load``).
+        """
+        from pipeline.registry import tracking
+        from pipeline.serving.backends import build_classifier
+
+        serve = self.cfg.serve
+        start = time.perf_counter()
+        tmp = Path(tempfile.mkdtemp(prefix=f"emotion-serve-v{version}-"))
+        try:
+            folder = tracking.download_model(f"models:/{self.name}/{version}", tmp)
+            classifier, parity = build_classifier(
+                folder,
+                serve.backend,
+                self._parity_data,
+                serve.parity_tolerance,
+                self.cfg.model.max_length,
+                serve.batch_size,
+                self._parity_error,
+            )
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        seconds = time.perf_counter() - start
+        log.info("loaded %s version %s (%s) in %.1fs", self.name, version, classifier.backend, seconds)
+        return LoadedModel(
+            self.name, version, classifier, serve.backend, parity, dict(meta.tags), meta.run_id, time.time(), seconds
+        )
+
+    def refresh(self) -> bool:
+        """Serve the alias's current version; True if a new model was swapped in."""
+        from pipeline.registry import tracking
+
+        with self._reload_lock:
+            self.last_check = time.time()
+            try:
+                meta = tracking.version_by_alias(self.cfg, self.client, self.cfg.serve.alias)
+                if meta is None:
+                    self.last_error = f"no version of {self.name} has the alias '{self.cfg.serve.alias}' yet"
+                    return False
+                version = str(meta.version)
+                current = self.champion
+                if current is not None and current.version == version:
+                    self.last_error = None
+                    return False
+                loaded = self._cached_or_load(version, meta)  # the alias lookup's record: no second read
+                self.champion = loaded  # the swap: one reference assignment
+                with self._cache_lock:
+                    self._others.pop(version, None)
+                if current is not None:
+                    self._remember(current)
+                self.last_error = None
+                log.info(
+                    "now serving %s version %s (was %s)", self.name, version, current.version if current else "none"
+                )
+                return True
+            except Exception as exc:  # keep serving the old model; say why in /health
+                self.last_error = f"reload failed: {exc}"
+                log.exception("reload failed; still serving %s", self.champion.version if self.champion else "nothing")
+                return False
+
+    def _cached_or_load(self, version: str, meta: ModelVersion | None = None) -> LoadedModel:
+        """A loaded version from the cache, else loaded now (``meta``: its registry record, when already read)."""
+        with self._load_lock:
+            with self._cache_lock:
+                found = self._others.get(version)
+            return found if found is not None else self._load(version, meta or self._version(version))
+
+    def _remember(self, model: LoadedModel) -> None:
+        with self._cache_lock:
+            if self.cfg.serve.max_loaded_versions <= 0:
+                return
+            self._others[model.version] = model
+            self._others.move_to_end(model.version)
+            while len(self._others) > self.cfg.serve.max_loaded_versions:
+                self._others.popitem(last=False)
+
+    def get(self, version: str | None = None) -> LoadedModel:
+        """The champion (``version`` None) or a given version, loaded on first use."""
+        champion = self.champion
+        if version is None or (champion is not None and champion.version == version):
+            if champion is None:
+                raise ModelNotFound(self.last_error or f"no {self.cfg.serve.alias} model loaded yet", 503)
+            return champion
+        found = self._cached_or_load(version)
+        if found is not self.champion:
+            self._remember(found)
+        return found
+
+    def versions(self) -> list[dict[str, Any]]:
+        from pipeline.registry import tracking
+
+        try:
+            rows = tracking.list_versions(self.cfg, self.client)
+        except PipelineError:
+            return []
+        with self._cache_lock:
+            loaded = set(self._others) | ({self.champion.version} if self.champion else set())
+        return [row | {"loaded": row["version"] in loaded} for row in rows]
+
+    def aliases_of(self, version: str) -> list[str]:
+        """The version's aliases; none when the registry cannot be read (the model's info is served anyway)."""
+        from pipeline.registry import tracking
+
+        try:
+            return tracking.aliases_by_version(self.cfg, self.client).get(str(version), [])
+        except Exception:  # PipelineError, or an unreachable tracking server
+            return []
