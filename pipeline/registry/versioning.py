@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import subprocess
@@ -104,6 +105,38 @@ def dvc_hash(pointer: Path) -> str:
 def content_hash(path: Path) -> str:
     """md5 of a file's bytes, for snapshots not tracked by DVC."""
     return "md5:" + hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def dvc_dir_hash(file: Path) -> str:
+    """The hash ``dvc add`` gives a folder holding just this file (md5 of its JSON listing, with ``.dir``)."""
+    md5 = hashlib.md5(file.read_bytes()).hexdigest()
+    listing = json.dumps([{"md5": md5, "relpath": file.name}], sort_keys=True)
+    return hashlib.md5(listing.encode()).hexdigest() + ".dir"
+
+
+def dvc_cached_file(project_dir: Path, dir_hash: str, relpath: str) -> Path | None:
+    """Where the project's DVC cache holds file ``relpath`` of the folder ``dir_hash``, or None when it does not.
+
+    Reads the cache directly (no checkout), so a past snapshot is found even after ``data.dvc`` moved on.
+    """
+    if not dir_hash.endswith(".dir") or not (project_dir / ".dvc").is_dir():
+        return None
+    try:
+        from dvc.repo import Repo
+
+        with Repo(str(project_dir)) as repo:
+            cache = repo.cache.local
+            listing_path = Path(cache.oid_to_path(dir_hash))
+            if not listing_path.exists():
+                return None
+            entries = {e["relpath"]: e["md5"] for e in json.loads(listing_path.read_text())}
+            if relpath not in entries:
+                return None
+            blob = Path(cache.oid_to_path(entries[relpath]))
+    except Exception as exc:  # DVC raises many types for a broken or foreign cache; the caller tries another source
+        log.warning("cannot read the DVC cache of %s: %s", project_dir, exc)
+        return None
+    return blob if blob.exists() else None
 
 
 def git_commit(project_dir: Path) -> str:
