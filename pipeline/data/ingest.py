@@ -136,6 +136,23 @@ def read_table(path: Path, cfg: DataConfig, label_names: list[str] | None = None
     return frame
 
 
+def read_headerless(path: Path) -> pd.DataFrame:
+    """A CSV/TSV without a header row (e.g. GoEmotions' ``text<TAB>label ids<TAB>id``): the longest column, as text."""
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    raw = pd.read_csv(
+        path,
+        sep=sep,
+        header=None,
+        dtype=str,
+        keep_default_na=False,
+        na_values=[""],
+        encoding="utf-8-sig",
+        quoting=csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL,
+    )
+    lengths = {c: raw[c].fillna("").str.len().mean() for c in raw.columns}
+    return pd.DataFrame({"text": raw[max(lengths, key=lengths.__getitem__)]})
+
+
 def _split_files(directory: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in sorted(directory.iterdir()):
