@@ -1,7 +1,7 @@
 """The drift-monitoring flow: score a batch with the champion, compare it with the reference, maybe retrain.
 
-Thin Prefect wrappers over ``pipeline.monitoring.drift``. One run = one drift check: the Evidently HTML report and the
-verdict land in ``artifacts/monitoring/<stamp>-<batch>/``, in an MLflow run of ``monitor.experiment``, and in a
+Thin Prefect wrappers over the steps in ``pipeline.monitoring``. One run = one drift check: the Evidently HTML report
+and the verdict land in ``artifacts/monitoring/<stamp>-<batch>/``, in an MLflow run of ``monitor.experiment``, and in a
 Prefect markdown artifact (key ``drift-check``). With ``monitor.trigger: on_drift`` a drift verdict starts the
 training flow (a subflow, or a run of ``monitor.retrain_deployment``); the batch's labelled rows are merged into
 the champion's data first. The training flow's gate decides promotion, as for any run.
@@ -21,7 +21,14 @@ from prefect.cache_policies import NO_CACHE
 
 from pipeline.config import Config, load_config_from_env
 from pipeline.errors import PipelineError
-from pipeline.monitoring import drift
+from pipeline.monitoring.batches import Batch, read_batch
+from pipeline.monitoring.champion import Champion, champion_snapshot, load_champion
+from pipeline.monitoring.descriptors import predictor_for, score_frame
+from pipeline.monitoring.detection import detect_drift
+from pipeline.monitoring.merge import MergeResult, merge_labelled, retrain_overrides
+from pipeline.monitoring.reference import Reference, build_reference, reference_key
+from pipeline.monitoring.tracking import log_drift_check
+from pipeline.monitoring.verdict import DriftVerdict
 
 RETRY_DELAYS = [2, 10, 30]  # seconds: tracking server or artifact store hiccups
 ARTIFACT_KEY = "drift-check"
@@ -62,17 +69,17 @@ def drift_run_name() -> str:
     retry_jitter_factor=0.5,
     retry_condition_fn=transient_only,
 )
-def champion_task(cfg: Config, workdir: str) -> drift.Champion:
-    return drift.load_champion(cfg, Path(workdir))
+def champion_task(cfg: Config, workdir: str) -> Champion:
+    return load_champion(cfg, Path(workdir))
 
 
 @task(name="read-batch", cache_policy=NO_CACHE)
-def read_batch_task(cfg: Config, source: str, labels: list[str]) -> drift.Batch:
-    return drift.read_batch(source, cfg.data, labels, cfg.monitor, Path(cfg.project_dir).resolve())
+def read_batch_task(cfg: Config, source: str, labels: list[str]) -> Batch:
+    return read_batch(source, cfg.data, labels, cfg.monitor, Path(cfg.project_dir).resolve())
 
 
 def _reference_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    return drift.reference_key(parameters["cfg"], parameters["champion"])
+    return reference_key(parameters["cfg"], parameters["champion"])
 
 
 @task(
@@ -83,21 +90,21 @@ def _reference_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     retry_delay_seconds=RETRY_DELAYS[:2],
     retry_condition_fn=transient_only,
 )
-def reference_task(cfg: Config, champion: drift.Champion) -> drift.Reference:
+def reference_task(cfg: Config, champion: Champion) -> Reference:
     """The champion's reference data scored by the champion; cached per champion run, data and settings."""
-    return drift.build_reference(cfg, champion, drift.predictor_for(cfg, champion.model_dir))
+    return build_reference(cfg, champion, predictor_for(cfg, champion.model_dir))
 
 
 @task(name="score-batch", cache_policy=NO_CACHE)
-def score_batch_task(cfg: Config, champion: drift.Champion, batch: drift.Batch) -> Any:
-    return drift.score_frame(drift.predictor_for(cfg, champion.model_dir), batch.frame["text"].tolist())
+def score_batch_task(cfg: Config, champion: Champion, batch: Batch) -> Any:
+    return score_frame(predictor_for(cfg, champion.model_dir), batch.frame["text"].tolist())
 
 
 @task(name="drift-report", cache_policy=NO_CACHE)
 def report_task(
-    cfg: Config, reference: drift.Reference, scored: Any, batch: drift.Batch, champion: drift.Champion, out_dir: str
-) -> drift.DriftVerdict:
-    return drift.detect_drift(reference, scored, cfg.monitor, Path(out_dir), batch.describe(), champion.describe())
+    cfg: Config, reference: Reference, scored: Any, batch: Batch, champion: Champion, out_dir: str
+) -> DriftVerdict:
+    return detect_drift(reference, scored, cfg.monitor, Path(out_dir), batch.describe(), champion.describe())
 
 
 @task(
@@ -108,20 +115,20 @@ def report_task(
     retry_jitter_factor=0.5,
     retry_condition_fn=transient_only,
 )
-def log_task(cfg: Config, verdict: drift.DriftVerdict, out_dir: str, run_name: str) -> str:
-    return drift.log_drift_check(cfg, verdict, Path(out_dir), run_name)
+def log_task(cfg: Config, verdict: DriftVerdict, out_dir: str, run_name: str) -> str:
+    return log_drift_check(cfg, verdict, Path(out_dir), run_name)
 
 
 @task(name="merge-new-data", cache_policy=NO_CACHE)
-def merge_task(cfg: Config, champion: drift.Champion, batch: drift.Batch, folder: str) -> drift.MergeResult:
-    base, provenance = drift.champion_snapshot(cfg, champion)
+def merge_task(cfg: Config, champion: Champion, batch: Batch, folder: str) -> MergeResult:
+    base, provenance = champion_snapshot(cfg, champion)
     get_run_logger().info(
         "merging into champion v%s's data (%d rows, from %s)", champion.version, len(base), provenance
     )
-    return drift.merge_labelled(base, batch.frame, cfg.monitor.holdout_fraction, Path(folder))
+    return merge_labelled(base, batch.frame, cfg.monitor.holdout_fraction, Path(folder))
 
 
-def _publish(verdict: drift.DriftVerdict, mlflow_run_id: str, retraining: dict[str, Any]) -> None:
+def _publish(verdict: DriftVerdict, mlflow_run_id: str, retraining: dict[str, Any]) -> None:
     from prefect.artifacts import create_markdown_artifact
 
     lines = [
@@ -147,7 +154,7 @@ def _override_items(data: dict[str, Any]) -> list[str]:
 
 
 def _retrain(
-    cfg: Config, champion: drift.Champion, batch: drift.Batch, name: str, stamp: str, overrides: list[str]
+    cfg: Config, champion: Champion, batch: Batch, name: str, stamp: str, overrides: list[str]
 ) -> dict[str, Any]:
     """Start the gated training flow on the champion's data plus the batch's labelled rows (if any)."""
     logger = get_run_logger()
@@ -158,7 +165,7 @@ def _retrain(
         merged = merge_task(cfg, champion, batch, str(cfg.path(cfg.monitor.merged_dir) / f"{stamp}-{name}"))
         result["merged"] = merged.describe()
         if sum(merged.added.values()):
-            data_update = drift.retrain_overrides(merged.folder, champion.labels)
+            data_update = retrain_overrides(merged.folder, champion.labels)
             train_cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update=data_update)})
         else:
             logger.info("every labelled row of the batch is already in the data: retraining on data.source as is")

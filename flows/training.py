@@ -24,7 +24,7 @@ from pipeline.errors import PipelineError
 from pipeline.evaluation import evaluate, gate, model_card
 from pipeline.evaluation.behaviour import BehaviourReport
 from pipeline.evaluation.evaluate import Evaluation
-from pipeline.monitoring import drift
+from pipeline.monitoring.reference import log_reference
 from pipeline.registry import tracking
 from pipeline.registry.versioning import git_commit
 from pipeline.training.train import TrainResult
@@ -166,7 +166,7 @@ def training_flow(cfg: Config) -> dict[str, Any]:
         finally:
             if (layout.reports / "validation_report.md").exists():
                 mlflow_client.log_artifacts(run_id, str(layout.reports), "reports")
-        drift.log_reference(cfg, mlflow_client, run_id, snapshot.frame)  # what monitoring compares new text with
+        log_reference(cfg, mlflow_client, run_id, snapshot.frame)  # what monitoring compares new text with
         prepared, changes = prepare_task(cfg, snapshot.frame, labels)
         mlflow_client.log_artifacts(run_id, str(layout.reports), "reports")
         for name in ("class_distribution.png", "text_length.png"):

@@ -239,7 +239,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     from flows.monitoring import monitoring_flow
-    from pipeline.monitoring.drift import format_check
+    from pipeline.monitoring.verdict import format_check
 
     for name in ("prefect.task_runs", "prefect.flow_runs"):
         logging.getLogger(name).addFilter(_NoTracebackForUserErrors())

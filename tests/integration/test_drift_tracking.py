@@ -9,7 +9,9 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
-from pipeline.monitoring import drift
+from pipeline.monitoring.champion import load_champion
+from pipeline.monitoring.tracking import log_drift_check
+from pipeline.monitoring.verdict import DriftVerdict, FeatureDrift
 from pipeline.registry import tracking
 from tests.conftest import PARAMS
 
@@ -32,12 +34,12 @@ def register_from_own_runs(cfg, model_dir: Path, count: int) -> list[str]:
     return versions
 
 
-def verdict_on(champion: dict[str, str]) -> drift.DriftVerdict:
+def verdict_on(champion: dict[str, str]) -> DriftVerdict:
     features = [
-        drift.FeatureDrift("length", "descriptor", "wasserstein", 0.5, 0.2, True),
-        drift.FeatureDrift("sentence_embedding", "embedding", "domain classifier ROC AUC", 0.51, 0.6, False),
+        FeatureDrift("length", "descriptor", "wasserstein", 0.5, 0.2, True),
+        FeatureDrift("sentence_embedding", "embedding", "domain classifier ROC AUC", 0.51, 0.6, False),
     ]
-    return drift.DriftVerdict(
+    return DriftVerdict(
         True,
         ["because"],
         features,
@@ -66,7 +68,7 @@ def test_drift_check_run_is_tagged_with_the_champion_versions_training_run(
     out.mkdir()
     verdict = verdict_on({"name": MODEL, "version": "2", "data_hash": "h"})  # a verdict that names only the version
     (out / "verdict.json").write_text(json.dumps(verdict.to_dict()))
-    run = logged_run(cfg, drift.log_drift_check(cfg, verdict, out, "drift-check-test"))
+    run = logged_run(cfg, log_drift_check(cfg, verdict, out, "drift-check-test"))
 
     assert run.data.tags["champion_run_id"] == champion_run and run.data.tags["champion_version"] == "2"
     assert run.data.tags["drift"] == "true" and run.data.tags["drifted_features"] == "length"
@@ -84,17 +86,17 @@ def test_drift_check_run_is_tagged_with_the_champion_versions_training_run(
     assert {a.path for a in client.list_artifacts(run.info.run_id, "drift")} == {"drift/verdict.json"}
 
     # the flow's verdict carries the champion as load_champion read it from the registry: the same run
-    champion = drift.load_champion(cfg, tmp_path / "champion")
-    run = logged_run(cfg, drift.log_drift_check(cfg, verdict_on(champion.describe()), out))
+    champion = load_champion(cfg, tmp_path / "champion")
+    run = logged_run(cfg, log_drift_check(cfg, verdict_on(champion.describe()), out))
     assert run.data.tags["champion_run_id"] == champion_run == champion.run_id
 
 
 def test_drift_check_without_a_known_champion(cfg, tiny_model_dir: Path, tmp_path: Path) -> None:
     """No champion named: no champion tags (not the string 'None'); an unknown version: a clear error."""
     register_from_own_runs(cfg, tiny_model_dir, 1)
-    run = logged_run(cfg, drift.log_drift_check(cfg, verdict_on({}), tmp_path))
+    run = logged_run(cfg, log_drift_check(cfg, verdict_on({}), tmp_path))
     assert not {"champion_run_id", "champion_version", "data_hash"} & set(run.data.tags)
     assert "None" not in run.data.tags.values()
 
     with pytest.raises(PipelineError, match="names emotion-classifier version 7, which the registry"):
-        drift.log_drift_check(cfg, verdict_on({"name": MODEL, "version": "7"}), tmp_path)
+        log_drift_check(cfg, verdict_on({"name": MODEL, "version": "7"}), tmp_path)

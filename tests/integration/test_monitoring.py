@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 
 from pipeline.config import load_config
-from pipeline.monitoring import drift
+from pipeline.monitoring.champion import champion_snapshot, load_champion, snapshot_matches
+from pipeline.monitoring.reference import log_reference, reference_texts
 from pipeline.registry import tracking
 from pipeline.registry.versioning import dvc_hash
 from tests.conftest import BIN, PARAMS, SHARED_DATA, init_project, tiny_overrides
@@ -49,7 +50,7 @@ def _lines(name: str) -> list[str]:
 
 
 def write_emotion_sample(root: Path) -> SimpleNamespace:
-    """A small labelled source folder (600 train, 600 validation, 200 test) and three batches, all from held-out rows."""
+    """A small labelled source folder (600 train, 600 validation, 200 test) and three batches, from held-out rows."""
     rng = random.Random(0)
     data = root / "data"
     data.mkdir(parents=True)
@@ -204,34 +205,31 @@ def test_drift_triggers_gated_retraining_on_merged_data(monitored) -> None:
 def test_reference_rebuilds_without_the_dvc_cache_and_prefers_a_logged_sample(monitored, tmp_path: Path) -> None:
     """A fresh process finds the champion's reference: logged sample > DVC cache > data_source (hash-checked)."""
     cfg = monitored.cfg
-    champ = drift.load_champion(cfg, tmp_path / "model")
+    champ = load_champion(cfg, tmp_path / "model")
     assert champ.version == "1" and champ.labels == cfg.data.labels
 
-    logged, provenance = drift.reference_texts(cfg, champ)  # the training flow logged a sample on its run
+    logged, provenance = reference_texts(cfg, champ)  # the training flow logged a sample on its run
     assert provenance == f"logged reference on run {champ.run_id}" and len(logged) == 600
 
     client = tracking.client(cfg)
     artifacts = Path(client.get_run(champ.run_id).info.artifact_uri.removeprefix("file://"))
     shutil.rmtree(artifacts / "reference")  # as for a run from before references were logged
-    rows, provenance = drift.reference_texts(cfg, champ)
+    rows, provenance = reference_texts(cfg, champ)
     assert provenance.startswith("DVC cache") and len(rows) == 600 and set(rows["split"]) == {"validation"}
     assert rows["text"].tolist() == logged["text"].tolist()
 
     cache = monitored.project / ".dvc" / "cache"
     cache.rename(monitored.project / ".dvc" / "cache-away")
     try:
-        rebuilt, provenance = drift.reference_texts(cfg, champ)
+        rebuilt, provenance = reference_texts(cfg, champ)
     finally:
         (monitored.project / ".dvc" / "cache-away").rename(cache)
     assert provenance == f"data_source {monitored.data}"  # re-read and matched the recorded hash
     assert rebuilt["text"].tolist() == rows["text"].tolist()
 
     snapshot = pd.read_json(monitored.project / "data" / "snapshot.jsonl", lines=True, dtype=False)
-    assert drift.snapshot_matches(snapshot, dvc_hash(monitored.project / "data.dvc"))
-    assert (
-        drift.log_reference(cfg, client, champ.run_id, drift.champion_snapshot(cfg, champ)[0])
-        == "reference/reference.parquet"
-    )
-    relogged, provenance = drift.reference_texts(cfg, champ)
+    assert snapshot_matches(snapshot, dvc_hash(monitored.project / "data.dvc"))
+    assert log_reference(cfg, client, champ.run_id, champion_snapshot(cfg, champ)[0]) == "reference/reference.parquet"
+    relogged, provenance = reference_texts(cfg, champ)
     assert provenance == f"logged reference on run {champ.run_id}"
     assert relogged["text"].tolist() == rows["text"].tolist()

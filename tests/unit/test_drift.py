@@ -17,7 +17,20 @@ import yaml
 
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
-from pipeline.monitoring import drift
+from pipeline.monitoring.batches import read_batch
+from pipeline.monitoring.champion import Champion, champion_snapshot
+from pipeline.monitoring.descriptors import (
+    DESCRIPTORS,
+    describe_text,
+    embedding_columns,
+    score_frame,
+    score_texts,
+    text_descriptors,
+)
+from pipeline.monitoring.detection import detect_drift
+from pipeline.monitoring.merge import merge_labelled, retrain_overrides
+from pipeline.monitoring.reference import Reference, reference_texts, sample_reference
+from pipeline.monitoring.verdict import DriftVerdict, FeatureDrift, format_check
 from tests.conftest import PARAMS, REPO, SHARED_DATA
 from tests.unit.conftest import LABELS
 
@@ -41,30 +54,30 @@ def emotion_lines(name: str) -> list[tuple[str, str]]:
     return rows
 
 
-# --------------------------------------------------------------------------------------------- descriptors
+# ---------------------------------------- descriptors
 
 
 def test_descriptors_measure_what_they_say() -> None:
-    d = drift.describe_text("ABcd, e1!")
+    d = describe_text("ABcd, e1!")
     assert d["length"] == 9 and d["word_count"] == 2 and d["mean_word_length"] == 4.0  # 8 non-space chars
     assert d["non_letter_share"] == pytest.approx(3 / 8)  # , 1 !
     assert d["uppercase_share"] == pytest.approx(2 / 5)  # A B of 5 letters
     assert d["punctuation_share"] == pytest.approx(2 / 8) and d["digit_share"] == pytest.approx(1 / 8)
     assert d["non_ascii_share"] == 0 and d["links_mentions"] == 0
 
-    plain = drift.describe_text("i feel fine today")
+    plain = describe_text("i feel fine today")
     assert {k: v for k, v in plain.items() if k.endswith("share")} == dict.fromkeys(
         ["non_letter_share", "uppercase_share", "punctuation_share", "digit_share", "non_ascii_share"], 0.0
     )
-    assert drift.describe_text("café 😀")["non_ascii_share"] == pytest.approx(2 / 5)
+    assert describe_text("café 😀")["non_ascii_share"] == pytest.approx(2 / 5)
     links = "see https://x.co/a and www.y.com, ping @bob or u/someone in r/emotions; mail a@b.c"
-    assert drift.describe_text(links)["links_mentions"] == 5
+    assert describe_text(links)["links_mentions"] == 5
 
-    frame = drift.text_descriptors(["a b", "HELLO!!"])
-    assert list(frame.columns) == list(drift.DESCRIPTORS) and frame["uppercase_share"].tolist() == [0.0, 1.0]
+    frame = text_descriptors(["a b", "HELLO!!"])
+    assert list(frame.columns) == list(DESCRIPTORS) and frame["uppercase_share"].tolist() == [0.0, 1.0]
 
 
-# --------------------------------------------------------------------------------------------- scoring
+# ---------------------------------------- scoring
 
 
 @pytest.fixture(scope="module")
@@ -89,41 +102,41 @@ def multi_label_predictor(tiny_model_dir: Path, tmp_path_factory: pytest.TempPat
 def test_drift_scores_a_multi_label_model_as_serving_predicts(multi_label_predictor) -> None:
     predictor = multi_label_predictor
     texts = ["so angry at https://example.com/a/b right now", "@someone i am scared of the dark", "what a day"]
-    probs, embeddings = drift.score_texts(predictor, texts)
+    probs, embeddings = score_texts(predictor, texts)
 
     np.testing.assert_allclose(probs, predictor.predict_proba(texts), atol=1e-6)  # what serving answers
     assert not np.allclose(probs.sum(axis=1), 1.0)  # independent sigmoids, not a softmax over the labels
     # the stored policy applies before scoring: a raw URL or mention scores exactly as its masked form
-    masked_probs, masked_embeddings = drift.score_texts(
+    masked_probs, masked_embeddings = score_texts(
         predictor, ["so angry at <url> right now", "@user i am scared of the dark", "what a day"]
     )
     np.testing.assert_allclose(probs, masked_probs, atol=1e-6)
     np.testing.assert_allclose(embeddings, masked_embeddings, atol=1e-5)
     assert embeddings.shape == (3, predictor.model.config.hidden_size)
 
-    frame = drift.score_frame(predictor, texts)
+    frame = score_frame(predictor, texts)
     assert frame["confidence"].tolist() == pytest.approx(probs.max(axis=1).tolist())
     assert frame["predicted_label"].tolist() == [predictor.labels[i] for i in probs.argmax(axis=1)]
     with pytest.raises(PipelineError, match="text #2 is empty"):
-        drift.score_texts(predictor, ["fine", "   "])
+        score_texts(predictor, ["fine", "   "])
     with pytest.raises(PipelineError, match="no texts to score"):
-        drift.score_texts(predictor, [])
+        score_texts(predictor, [])
 
 
-# --------------------------------------------------------------------------------------------- batches
+# ---------------------------------------- batches
 
 
 def test_read_batch_headerless_tsv_and_labels_outside_the_set(tmp_path: Path) -> None:
     cfg = monitor_cfg("monitor.min_batch_rows=5")
     tsv = tmp_path / "comments.tsv"
     tsv.write_text("".join(f'Comment number {i}, quite a long one "quoted"\t{i % 27},3\tid{i}\n' for i in range(12)))
-    batch = drift.read_batch(tsv, cfg.data, LABELS, cfg.monitor)
+    batch = read_batch(tsv, cfg.data, LABELS, cfg.monitor)
     assert len(batch.frame) == 12 and batch.frame["text"].str.startswith("Comment number").all()
     assert batch.frame["label"].isna().all() and len(batch.labelled) == 0
 
     txt = tmp_path / "mixed.txt"
     txt.write_text("i am so happy;joy\n\ni am bored;boredom\n   ;joy\ni am scared;fear\n" * 3)
-    batch = drift.read_batch(txt, cfg.data, LABELS, cfg.monitor)
+    batch = read_batch(txt, cfg.data, LABELS, cfg.monitor)
     assert batch.dropped_blank == 3 and len(batch.frame) == 9
     assert batch.other_labels == ["boredom"]
     assert batch.frame["label"].tolist()[:3] == ["joy", None, "fear"] and len(batch.labelled) == 6
@@ -139,19 +152,19 @@ def test_read_batch_folder_sampling_and_too_few_rows(tmp_path: Path) -> None:
     (folder / "notes.md").write_text("not data")
     cfg = monitor_cfg("monitor.batch_max_rows=40", "monitor.min_batch_rows=10")
 
-    batch = drift.read_batch(folder, cfg.data, LABELS, cfg.monitor)
+    batch = read_batch(folder, cfg.data, LABELS, cfg.monitor)
     assert batch.total_rows == 60 and len(batch.frame) == 40
-    again = drift.read_batch(folder, cfg.data, LABELS, cfg.monitor)
+    again = read_batch(folder, cfg.data, LABELS, cfg.monitor)
     assert batch.frame["text"].tolist() == again.frame["text"].tolist()  # seeded sample
     assert 0 < len(batch.labelled) < 40
 
     with pytest.raises(PipelineError, match="at least 100"):
-        drift.read_batch(folder, cfg.data, LABELS, monitor_cfg("monitor.min_batch_rows=100").monitor)
+        read_batch(folder, cfg.data, LABELS, monitor_cfg("monitor.min_batch_rows=100").monitor)
     with pytest.raises(PipelineError, match="does not exist"):
-        drift.read_batch(tmp_path / "missing", cfg.data, LABELS, cfg.monitor)
+        read_batch(tmp_path / "missing", cfg.data, LABELS, cfg.monitor)
 
 
-# --------------------------------------------------------------------------------------------- the verdict on real data
+# ---------------------------------------- the verdict on real data
 
 
 @pytest.fixture(scope="module")
@@ -164,21 +177,21 @@ def emotion_reference(trained):
     _, model_dir = trained
     predictor = Predictor(model_dir, "cpu", "fp32", 64)
     frame = pd.DataFrame(emotion_lines("val.txt"), columns=["text", "label"]).assign(split="validation")
-    rows = drift.sample_reference(frame, monitor_cfg().monitor)
-    return drift.Reference(drift.score_frame(predictor, rows["text"].tolist()), "emotion val.txt", "test"), predictor
+    rows = sample_reference(frame, monitor_cfg().monitor)
+    return Reference(score_frame(predictor, rows["text"].tolist()), "emotion val.txt", "test"), predictor
 
 
 @needs_shared
 def test_in_distribution_batch_has_no_drift(emotion_reference, tmp_path: Path) -> None:
     reference, predictor = emotion_reference
     held_out = [text for text, _ in emotion_lines("test.txt")[:500]]
-    verdict = drift.detect_drift(reference, drift.score_frame(predictor, held_out), monitor_cfg().monitor, tmp_path)
+    verdict = detect_drift(reference, score_frame(predictor, held_out), monitor_cfg().monitor, tmp_path)
 
     assert not verdict.drift, verdict.summary()
     assert verdict.drifted_features == [] and verdict.drifted_share == 0
     assert verdict.feature("sentence_embedding").score < 0.6
     assert {f.name for f in verdict.features} == {
-        *drift.DESCRIPTORS,
+        *DESCRIPTORS,
         "confidence",
         "predicted_label",
         "sentence_embedding",
@@ -196,14 +209,14 @@ def test_goemotions_batch_drifts(emotion_reference, tmp_path: Path) -> None:
 
     reference, predictor = emotion_reference
     cfg = monitor_cfg("monitor.embedding_plot=true", "monitor.batch_max_rows=500")
-    batch = drift.read_batch(GOEMOTIONS / "test.tsv", cfg.data, LABELS, cfg.monitor)
-    current = drift.score_frame(predictor, batch.frame["text"].tolist())
-    verdict = drift.detect_drift(reference, current, cfg.monitor, tmp_path, batch.describe())
+    batch = read_batch(GOEMOTIONS / "test.tsv", cfg.data, LABELS, cfg.monitor)
+    current = score_frame(predictor, batch.frame["text"].tolist())
+    verdict = detect_drift(reference, current, cfg.monitor, tmp_path, batch.describe())
 
     assert verdict.drift
     assert verdict.feature("sentence_embedding").drifted and verdict.feature("sentence_embedding").score > 0.8
     # with the plot on, the report's domain classifier gives the score: the same as running it alone
-    emb = drift.embedding_columns(reference.frame)
+    emb = embedding_columns(reference.frame)
     alone, _, _ = ModelDriftMethod(threshold=cfg.monitor.embedding_threshold)(
         current[emb].copy(), reference.frame[emb].copy()
     )
@@ -213,7 +226,7 @@ def test_goemotions_batch_drifts(emotion_reference, tmp_path: Path) -> None:
     html = (tmp_path / "drift_report.html").read_text()
     assert "Drift in embeddings" in html and "uppercase_share" in html
     assert (
-        drift.DriftVerdict.from_dict(json.loads((tmp_path / "verdict.json").read_text())).drifted_features
+        DriftVerdict.from_dict(json.loads((tmp_path / "verdict.json").read_text())).drifted_features
         == verdict.drifted_features
     )
 
@@ -223,7 +236,7 @@ def test_a_style_shift_drifts_in_the_features_it_changes(emotion_reference, tmp_
     """Shouting (upper case and '!!!') moves case and punctuation, not the number of words."""
     reference, predictor = emotion_reference
     shouted = [text.upper() + "!!!" for text, _ in emotion_lines("test.txt")[500:900]]
-    verdict = drift.detect_drift(reference, drift.score_frame(predictor, shouted), monitor_cfg().monitor, tmp_path)
+    verdict = detect_drift(reference, score_frame(predictor, shouted), monitor_cfg().monitor, tmp_path)
 
     assert verdict.feature("uppercase_share").drifted and verdict.feature("punctuation_share").drifted
     assert verdict.feature("non_letter_share").drifted
@@ -231,7 +244,7 @@ def test_a_style_shift_drifts_in_the_features_it_changes(emotion_reference, tmp_
     assert not verdict.feature("links_mentions").drifted
 
 
-# --------------------------------------------------------------------------------------------- the champion's data
+# ---------------------------------------- the champion's data
 
 
 def test_champion_data_from_a_csv_without_splits_gets_the_splits_training_gave_it(tmp_path: Path) -> None:
@@ -245,21 +258,21 @@ def test_champion_data_from_a_csv_without_splits_gets_the_splits_training_gave_i
     cfg = monitor_cfg(f"project_dir={tmp_path}", f"data.source={csv}")
     trained_on = ingest(cfg.data, tmp_path / "data")  # the snapshot training hashed
     data_hash = "md5:" + hashlib.md5(trained_on.path.read_bytes()).hexdigest()
-    champion = drift.Champion("m", "1", "", tmp_path / "model", data_hash, str(csv), {}, LABELS)
+    champion = Champion("m", "1", "", tmp_path / "model", data_hash, str(csv), {}, LABELS)
 
-    frame, provenance = drift.champion_snapshot(cfg, champion)
+    frame, provenance = champion_snapshot(cfg, champion)
     assert provenance == f"data_source {csv}"  # no "changed since snapshot": the same splits as training
     assert frame["split"].tolist() == trained_on.frame["split"].tolist()
     assert set(frame["split"]) == {"train", "validation", "test"}
 
-    rows, reference_provenance = drift.reference_texts(cfg, champion)
+    rows, reference_provenance = reference_texts(cfg, champion)
     assert reference_provenance == provenance and set(rows["split"]) == {"validation"}
     new = pd.DataFrame({"text": ["a brand new text", "text number 0 about sadness"], "label": ["joy", "sadness"]})
-    merged = drift.merge_labelled(frame, new, 0.2, tmp_path / "merged")
+    merged = merge_labelled(frame, new, 0.2, tmp_path / "merged")
     assert sum(merged.added.values()) == 1 and merged.skipped_duplicates == 1 and merged.base_rows == 120
 
 
-# --------------------------------------------------------------------------------------------- merging
+# ---------------------------------------- merging
 
 
 def test_merge_labelled_adds_only_new_labelled_texts_with_stable_splits(tmp_path: Path) -> None:
@@ -272,7 +285,7 @@ def test_merge_labelled_adds_only_new_labelled_texts_with_stable_splits(tmp_path
             "label": ["joy", *["anger"] * 200, None, "anger"],
         }
     )
-    result = drift.merge_labelled(base, new, 0.2, tmp_path / "merged")
+    result = merge_labelled(base, new, 0.2, tmp_path / "merged")
 
     assert result.skipped_duplicates == 1 and sum(result.added.values()) == 200 and result.base_rows == 3
     assert 120 < result.added["train"] < 200 and result.added["validation"] > 5 and result.added["test"] > 5
@@ -281,22 +294,22 @@ def test_merge_labelled_adds_only_new_labelled_texts_with_stable_splits(tmp_path
     texts = pd.concat(splits.values())["text"]
     assert texts.is_unique and "no label" not in set(texts)
     assert "old b" in set(splits["validation"]["text"])
-    again = drift.merge_labelled(base, new, 0.2, tmp_path / "merged-again")
+    again = merge_labelled(base, new, 0.2, tmp_path / "merged-again")
     assert again.added == result.added  # the split of a text is a function of the text
     with pytest.raises(FileExistsError):
-        drift.merge_labelled(base, new, 0.2, tmp_path / "merged")  # never overwrites an earlier merge
-    assert drift.retrain_overrides(result.folder, LABELS)["source"] == str(tmp_path / "merged")
+        merge_labelled(base, new, 0.2, tmp_path / "merged")  # never overwrites an earlier merge
+    assert retrain_overrides(result.folder, LABELS)["source"] == str(tmp_path / "merged")
 
 
-# --------------------------------------------------------------------------------------------- verdict, config, schedules
+# ---------------------------------------- verdict, config, schedules
 
 
-def _verdict(drifted: bool) -> drift.DriftVerdict:
+def _verdict(drifted: bool) -> DriftVerdict:
     features = [
-        drift.FeatureDrift("length", "descriptor", "wasserstein", 0.5 if drifted else 0.01, 0.2, drifted),
-        drift.FeatureDrift("sentence_embedding", "embedding", "domain classifier ROC AUC", 0.51, 0.6, False),
+        FeatureDrift("length", "descriptor", "wasserstein", 0.5 if drifted else 0.01, 0.2, drifted),
+        FeatureDrift("sentence_embedding", "embedding", "domain classifier ROC AUC", 0.51, 0.6, False),
     ]
-    return drift.DriftVerdict(
+    return DriftVerdict(
         drifted,
         ["because"],
         features,
@@ -322,13 +335,11 @@ def test_verdict_round_trip_and_printed_summary() -> None:
         },
     }
     assert result["drift"] is True and result["drifted_features"] == ["length"] and result["scores"]["length"] == 0.5
-    assert drift.DriftVerdict.from_dict(json.loads(json.dumps(result))).to_dict() == _verdict(True).to_dict()
-    text = drift.format_check(result)
+    assert DriftVerdict.from_dict(json.loads(json.dumps(result))).to_dict() == _verdict(True).to_dict()
+    text = format_check(result)
     assert "drift     DETECTED" in text and "*length=0.500" in text and " sentence_embedding=0.510" in text
     assert "version 4 on merged/x: gate FAILED" in text and "merged 3 new labelled rows" in text
-    assert "retrain   no: no drift" in drift.format_check(
-        _verdict(False).to_dict() | {"retraining": {"reason": "no drift"}}
-    )
+    assert "retrain   no: no drift" in format_check(_verdict(False).to_dict() | {"retraining": {"reason": "no drift"}})
     assert "| length | descriptor | wasserstein | 0.5000 | 0.2 | **drift** |" in _verdict(True).to_markdown()
 
 
