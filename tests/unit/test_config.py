@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from pipeline.config import Config, load_config, load_config_from_env, parse_overrides
+from pipeline.config import Config, available_recipes, load_config, load_config_from_env, parse_overrides, read_recipe
 from pipeline.errors import PipelineError
-from tests.conftest import PARAMS
+from tests.conftest import PARAMS, REPO
 
 
 @pytest.fixture
@@ -26,14 +27,38 @@ def params_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_defaults_come_from_shipped_params_yaml():
-    raw = yaml.safe_load(PARAMS.read_text())
-    cfg = load_config(PARAMS, [], environ={})
-    dumped = cfg.model_dump()
-    for section in ("data", "clean", "model", "train", "gate", "mlflow"):
-        for key, value in raw[section].items():
-            assert dumped[section][key] == value, f"{section}.{key}"
-    assert cfg.artifacts_dir == raw["artifacts_dir"]
+def drift(params: Any, defaults: Any, where: str = "") -> list[str]:
+    """Every key where params.yaml and the config classes' defaults disagree, walking both trees."""
+    if not (isinstance(params, dict) and isinstance(defaults, dict)):
+        return [] if params == defaults else [f"{where}: params.yaml {params!r}, class default {defaults!r}"]
+    problems = []
+    for key in sorted(set(params) | set(defaults)):
+        dotted = f"{where}.{key}" if where else key
+        if key not in params:
+            problems.append(f"{dotted}: a config field missing from params.yaml")
+        elif key not in defaults:
+            problems.append(f"{dotted}: in params.yaml but no config field")
+        else:
+            problems += drift(params[key], defaults[key], dotted)
+    return problems
+
+
+def test_class_defaults_equal_shipped_params_yaml():
+    """One source of defaults: code that builds a config without params.yaml gets what users run."""
+    assert drift(yaml.safe_load(PARAMS.read_text()), Config().model_dump()) == []
+    assert load_config(PARAMS, [], environ={}) == Config()
+
+
+def test_drift_check_finds_a_changed_a_missing_and_an_unknown_key():
+    params = yaml.safe_load(PARAMS.read_text())
+    params["train"]["epochs"] += 1
+    del params["gate"]["min_accuracy"]
+    params["serve"]["colour"] = "red"
+    assert drift(params, Config().model_dump()) == [
+        "gate.min_accuracy: a config field missing from params.yaml",
+        "serve.colour: in params.yaml but no config field",
+        f"train.epochs: params.yaml {params['train']['epochs']}, class default {Config().train.epochs}",
+    ]
 
 
 def test_values_from_a_params_file_override_model_defaults(params_file: Path):
@@ -184,3 +209,96 @@ def test_paths_resolve_against_project_dir(params_file: Path, tmp_path: Path):
     assert cfg.artifacts == tmp_path.resolve() / "out"
     assert cfg.path("data") == tmp_path.resolve() / "data"
     assert cfg.path("/abs/x") == Path("/abs/x")
+
+
+# --- recipes: partial params trees layered over params.yaml -----------------------------------------------------
+
+
+def write_recipe(folder: Path, name: str, text: str) -> Path:
+    (folder / "recipes").mkdir(parents=True, exist_ok=True)
+    path = folder / "recipes" / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", available_recipes(REPO))
+def test_every_shipped_recipe_loads_over_params_yaml(name: str):
+    cfg = load_config(PARAMS, [], environ={}, recipes=[name])
+    assert cfg.recipes == [name]
+    assert cfg != load_config(PARAMS, [], environ={})  # a recipe that changes nothing is not a recipe
+
+
+def test_shipped_recipes_include_the_benchmark_datasets():
+    assert {"emotion", "goemotions", "cpu-quick", "gpu"} <= set(available_recipes(REPO))
+    goemotions = load_config(PARAMS, [], environ={}, recipes=["goemotions"])
+    assert goemotions.data.multi_label is True and goemotions.data.labels is None
+
+
+def test_layering_params_then_recipes_in_order_then_env_then_set(params_file: Path, tmp_path: Path):
+    write_recipe(tmp_path, "first", "train:\n  epochs: 2\n  batch_size: 7\nmlflow:\n  tracking_uri: http://recipe:1\n")
+    write_recipe(tmp_path, "second", "train:\n  epochs: 3\n")
+    layered = ["first", "second"]
+    cfg = load_config(params_file, [f"project_dir={tmp_path}"], environ={}, recipes=layered)
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.learning_rate) == (3, 7, 2.5e-3)  # params.yaml's lr
+    assert cfg.mlflow.tracking_uri == "http://recipe:1"
+    assert cfg.recipes == layered
+    env = {"MLFLOW_TRACKING_URI": "http://env:2"}
+    cfg = load_config(params_file, [f"project_dir={tmp_path}", "train.epochs=4"], environ=env, recipes=layered)
+    assert (cfg.train.epochs, cfg.mlflow.tracking_uri) == (4, "http://env:2")
+
+
+def test_recipes_key_in_params_or_set_names_the_recipes(params_file: Path, tmp_path: Path):
+    write_recipe(tmp_path, "one", "train:\n  epochs: 11\n")
+    write_recipe(tmp_path, "two", "train:\n  epochs: 12\n")
+    params_file.write_text(params_file.read_text() + f"project_dir: {tmp_path}\nrecipes: [one]\n")
+    assert load_config(params_file, [], environ={}).train.epochs == 11
+    assert load_config(params_file, ["recipes=[two]"], environ={}).train.epochs == 12
+    assert load_config(params_file, ["recipes=[two]"], environ={}, recipes=[]).train.epochs == 9  # argument wins
+
+
+def test_project_recipe_shadows_the_shipped_one_and_a_path_works(params_file: Path, tmp_path: Path):
+    write_recipe(tmp_path, "emotion", "train:\n  epochs: 13\n")
+    assert load_config(params_file, [f"project_dir={tmp_path}"], environ={}, recipes=["emotion"]).train.epochs == 13
+    elsewhere = write_recipe(tmp_path / "x", "mine", "train:\n  epochs: 14\n")
+    cfg = load_config(params_file, [], environ={}, recipes=[str(elsewhere)])
+    assert cfg.train.epochs == 14 and cfg.recipes == [str(elsewhere)]
+
+
+def test_unknown_recipe_lists_the_available_ones(params_file: Path, tmp_path: Path):
+    write_recipe(tmp_path, "local-one", "train:\n  epochs: 2\n")
+    with pytest.raises(PipelineError) as info:
+        load_config(params_file, [f"project_dir={tmp_path}"], environ={}, recipes=["nosuch"])
+    message = str(info.value)
+    assert "unknown recipe 'nosuch'" in message
+    assert all(name in message for name in ("local-one", "emotion", "goemotions", "cpu-quick", "gpu"))
+
+
+def test_missing_recipe_file_is_an_error(params_file: Path, tmp_path: Path):
+    with pytest.raises(PipelineError, match="recipe file .*absent.yaml not found"):
+        load_config(params_file, [], environ={}, recipes=[str(tmp_path / "absent.yaml")])
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("train:\n  epoch: 3\n", r"train\.epoch"),
+        ("train:\n  epochs: 0\n", r"train\.epochs"),
+        ("train: [unclosed\n", "not valid YAML"),
+        ("- a list\n", "must be a mapping"),
+        ("recipes: [other]\n", "names other recipes"),
+    ],
+)
+def test_a_bad_recipe_is_an_error_that_names_its_file(params_file: Path, tmp_path: Path, text: str, needle: str):
+    path = write_recipe(tmp_path, "bad", text)
+    with pytest.raises(PipelineError, match=needle) as info:
+        load_config(params_file, [f"project_dir={tmp_path}"], environ={}, recipes=["bad"])
+    assert str(path) in str(info.value)
+
+
+def test_recipes_must_be_names(params_file: Path):
+    with pytest.raises(PipelineError, match="list of recipe names"):
+        load_config(params_file, ["recipes=[1, 2]"], environ={})
+
+
+def test_read_recipe_returns_only_what_the_file_sets():
+    assert set(read_recipe("cpu-quick", REPO)) == {"model", "train", "monitor"}
