@@ -7,9 +7,10 @@ once. Reference figures are written beside ours.
     python bench/bench_quality.py --dataset emotion --seeds 42,43,44 --distill
     python bench/bench_quality.py --dataset goemotions --seeds 43,44,45 --distill
 
-With --distill the seeds' runs are teachers and one more run (seed = last seed + 1) learns from their mean
-predictions as well as from the labels (pipeline/training/distill.py); every run, teachers and student, counts towards the
-training time, and the model kept is still the best of them on validation.
+The settings are params.yaml with recipes/<dataset>.yaml layered over it (as `emotion run --recipe <dataset>`
+reads them), then --set. With --distill the seeds' runs are teachers and one more run (seed = last seed + 1)
+learns from their mean predictions as well as from the labels (pipeline/training/distill.py); every run, teachers
+and student, counts towards the training time, and the model kept is still the best of them on validation.
 
 Writes bench/results/bench_quality_<dataset>.json. Not a test: never collected by pytest.
 """
@@ -31,34 +32,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 DATA = REPO.parent / "shared" / "data"
-RECIPES = {  # chosen on validation only; see README "Benchmarks"
-    "emotion": dict(
-        epochs=6,
-        batch_size=32,
-        learning_rate=1.5e-4,
-        layer_lr_decay=0.85,
-        warmup_fraction=0.06,
-        weight_decay=0.01,
-        class_weights="sqrt",
-        patience=3,
-        precision="bf16",
-        average_from=3,
-        distill_weight=0.5,
-        distill_temperature=2.0,
-    ),
-    "goemotions": dict(
-        epochs=10,
-        batch_size=64,
-        learning_rate=1.5e-4,
-        warmup_fraction=0.06,
-        weight_decay=0.01,
-        class_weights="sqrt",
-        patience=3,
-        precision="bf16",
-        distill_weight=0.5,
-        distill_temperature=1.0,
-    ),
-}
 REFERENCES = {
     "emotion": {
         "target": {"accuracy": 0.931, "macro_f1": 0.885},
@@ -73,7 +46,9 @@ REFERENCES = {
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", choices=sorted(RECIPES), default="emotion")
+    p.add_argument(
+        "--dataset", choices=sorted(REFERENCES), default="emotion", help="also the recipe: recipes/<dataset>.yaml"
+    )
     p.add_argument("--seeds", default="42", help="comma-separated seeds: one run each, the best on validation is kept")
     p.add_argument(
         "--soup",
@@ -92,7 +67,7 @@ def main() -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a recipe setting (a train.* field), e.g. --set epochs=6",
+        help="override a config key over params.yaml and the recipe, e.g. --set train.epochs=6",
     )
     args = p.parse_args()
     if args.soup and args.distill:
@@ -101,20 +76,20 @@ def main() -> int:
     for noisy in ("httpx", "great_expectations", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from pipeline.config import Config, DataConfig, ModelConfig, TrainConfig, parse_overrides
+    from pipeline.config import load_config, parse_overrides, read_recipe
     from pipeline.data import encode, ingest
     from pipeline.stages import score_model
     from pipeline.training.soup import greedy_soup
     from pipeline.training.train import train
 
-    data_cfg = DataConfig(source=str(DATA / args.dataset), multi_label=args.dataset == "goemotions")
-    frame = ingest.normalize(ingest.read_source(data_cfg), data_cfg)
-    labels = encode.label_set(frame, None)
-    if args.dataset == "emotion":
-        labels = ["sadness", "joy", "love", "anger", "fear", "surprise"]  # the dataset's own id order
-    data = encode.encode(frame, labels)
-    recipe = RECIPES[args.dataset] | parse_overrides(args.set)
-    recipe = TrainConfig(**recipe).model_dump(include=set(recipe))  # typed, as recorded in the results
+    # params.yaml < recipes/<dataset>.yaml < --set, as `emotion run --recipe <dataset>` reads them
+    overrides = [f"data.source={DATA / args.dataset}", *args.set]
+    cfg = load_config(REPO / "params.yaml", overrides, environ={}, recipes=[args.dataset])
+    frame = ingest.normalize(ingest.read_source(cfg.data), cfg.data)
+    data = encode.encode(frame, encode.label_set(frame, cfg.data.labels))
+    # the recipe as recorded in the results: the train settings the recipe file and --set name, typed
+    named = read_recipe(args.dataset).get("train", {}) | parse_overrides(args.set).get("train", {})
+    recipe = cfg.train.model_dump(include=set(named))
     runs, seeds = [], [int(seed) for seed in args.seeds.split(",")]
     init_seed = seeds[0] if args.soup else None  # a soup needs one shared head
     with tempfile.TemporaryDirectory() as out:
@@ -124,10 +99,8 @@ def main() -> int:
         for seed, teachers in plan:  # candidates; the best on validation macro-F1 is the model, test is not looked at
             started = time.perf_counter()
             model_dir = Path(out) / f"seed{seed}"
-            settings = recipe | {"seed": seed, "init_seed": init_seed, "teachers": teachers}
-            result = train(
-                data, ModelConfig(name="embedded", max_length=128), TrainConfig(**settings, resume=False), model_dir
-            )
+            settings = {"seed": seed, "init_seed": init_seed, "teachers": teachers, "resume": False}
+            result = train(data, cfg.model, cfg.train.model_copy(update=settings), model_dir)
             runs.append((result, time.perf_counter() - started))
             logging.info(
                 "seed %d%s: val macro-F1 %.4f in %.1f min",
@@ -139,7 +112,7 @@ def main() -> int:
         result, _ = max(runs, key=lambda run: run[0].val_macro_f1)
         seconds = sum(run_seconds for _, run_seconds in runs)
         soup = greedy_soup([r.model_dir for r, _ in runs], data, Path(out) / "soup") if args.soup else None
-        evaluation = score_model(Config(), soup.model_dir if soup else result.model_dir, data)
+        evaluation = score_model(cfg, soup.model_dir if soup else result.model_dir, data)
     metrics = {k: round(v, 4) for k, v in evaluation.metrics.items()}
     path = write_result(
         f"bench_quality_{args.dataset}",
@@ -147,7 +120,8 @@ def main() -> int:
             "machine": machine(),
             "dataset": args.dataset,
             "rows": {s: len(f) for s, f in data.splits.items()},
-            "model": "all-MiniLM-L6-v2 (embedded)",
+            "model": "all-MiniLM-L6-v2 (embedded)" if cfg.model.name == "embedded" else cfg.model.name,
+            "recipe_file": f"recipes/{args.dataset}.yaml",
             "recipe": recipe,
             "training_seconds": round(seconds, 1),
             "seeds": {

@@ -29,6 +29,16 @@ QUIET_ENV = {
 }
 
 
+class _RecipeAction(argparse.Action):
+    """``--recipe NAME`` becomes the override ``recipes=[...]``: flows that re-read the config from the params file
+    and the overrides (scheduled deployments, drift-triggered retraining) then use the same recipes."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, value: Any, option_string: Any = None) -> None:
+        names = [*(getattr(namespace, self.dest) or []), value]
+        setattr(namespace, self.dest, names)
+        namespace.set = [*(namespace.set or []), f"recipes={json.dumps(names)}"]
+
+
 def _config(args: argparse.Namespace) -> Config:
     return load_config_from_env(args.config, args.set)
 
@@ -299,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--config", default=None, help="params file (default: ./params.yaml)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+        p.add_argument(
+            "--recipe",
+            action=_RecipeAction,
+            metavar="NAME_OR_PATH",
+            help="layer recipes/NAME.yaml (or a .yaml file) over the params file, before --set (repeatable)",
+        )
         p.set_defaults(func=func)
         return p
 

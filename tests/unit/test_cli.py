@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import cli
+from pipeline.config import load_config
 from tests.conftest import BIN, PARAMS, copy_sample
 from tests.unit.conftest import LABELS
 
@@ -229,3 +231,33 @@ def test_train_with_a_missing_teacher_is_an_error(
     line = assert_clean_error(capsys.readouterr().err, "train.teachers")
     assert code == 2 and "no saved model in" in line and "no-teacher" in line
     assert not (project / "artifacts" / "model").exists()
+
+
+# --- --recipe ----------------------------------------------------------------------------------------------------
+
+
+def test_every_subcommand_takes_recipe():
+    subparsers = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [name for name, p in subparsers.choices.items() if "--recipe" not in p._option_string_actions]
+    assert subparsers.choices and missing == []
+
+
+def test_recipe_layers_under_set_and_travels_with_the_overrides(tmp_path: Path):
+    args = cli.build_parser().parse_args(
+        ["train", *base_args(tmp_path), "--recipe", "emotion", "--set", "train.epochs=2", "--recipe", "cpu-quick"]
+    )
+    cfg = cli._config(args)
+    assert cfg.recipes == ["emotion", "cpu-quick"]
+    assert cfg.train.learning_rate == 1.5e-4  # emotion
+    assert (cfg.train.batch_size, cfg.model.max_length) == (32, 64)  # cpu-quick over emotion
+    assert cfg.train.epochs == 2  # --set over both
+    # deployments and drift-triggered retraining re-read params + overrides: the recipes are in the overrides
+    assert load_config(PARAMS, args.set, environ={}) == cfg
+
+
+def test_unknown_recipe_is_a_one_line_error_naming_the_choices(tmp_path: Path, capsys: pytest.CaptureFixture):
+    code = cli.main(["ingest", *base_args(tmp_path), "--recipe", "nosuch"])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert_clean_error(err, "unknown recipe 'nosuch'", "emotion", "goemotions", "cpu-quick", "gpu")
+    assert not (tmp_path / "data").exists()
