@@ -20,14 +20,26 @@ def sh(project: Path, *cmd: str) -> subprocess.CompletedProcess:
     return done
 
 
-def test_dvc_repro_metrics_and_plots(project: Path, tiny_model_dir: Path) -> None:
-    shutil.copy(REPO / "dvc.yaml", project / "dvc.yaml")
-    shutil.copytree(REPO / "pipeline", project / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+def dvc_project(project: Path, tiny_model_dir: Path, epochs: int = 2) -> dict:
+    """The repository's stages, code and recipes in a temp DVC repo, with tiny-model params; returns the params."""
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(REPO / name, project / name)
+    for folder in ("pipeline", "recipes"):
+        shutil.copytree(REPO / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load(PARAMS.read_text())
     params["model"] |= {"name": str(tiny_model_dir), "max_length": 64}
-    params["train"] |= {"epochs": 2, "batch_size": 32, "learning_rate": 1e-3}
+    params["train"] |= {"epochs": epochs, "batch_size": 32, "learning_rate": 1e-3}
     params["mlflow"]["tracking_uri"] = f"sqlite:///{project}/mlflow/mlflow.db"
     (project / "params.yaml").write_text(yaml.safe_dump(params))
+    return params
+
+
+def changed_stages(project: Path) -> set[str]:
+    return set(json.loads(sh(project, "dvc", "status", "--json").stdout))
+
+
+def test_dvc_repro_metrics_and_plots(project: Path, tiny_model_dir: Path) -> None:
+    params = dvc_project(project, tiny_model_dir)
 
     sh(project, "emotion", "ingest")
     assert (project / "data.dvc").exists() and "/data" in (project / ".gitignore").read_text()
@@ -45,3 +57,24 @@ def test_dvc_repro_metrics_and_plots(project: Path, tiny_model_dir: Path) -> Non
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     rerun = sh(project, "dvc", "repro")
     assert "Running stage 'train'" in rerun.stdout and "Stage 'prepare' didn't change" in rerun.stdout
+
+
+def test_editing_a_module_a_stage_runs_marks_that_stage_changed(project: Path, tiny_model_dir: Path) -> None:
+    dvc_project(project, tiny_model_dir, epochs=1)
+    sh(project, "emotion", "ingest")
+    sh(project, "dvc", "repro")
+    assert changed_stages(project) == set()
+    edits = {
+        "pipeline/model/calibration.py": {"train", "evaluate"},  # both run model code; prepare does not
+        "pipeline/data/validate.py": {"prepare"},  # prepare's outputs decide whether train runs again
+        "pipeline/evaluation/gate.py": {"evaluate"},
+        "pipeline/config.py": {"prepare", "train", "evaluate"},
+        "recipes/emotion.yaml": {"prepare", "train", "evaluate"},  # params.yaml may name it
+    }
+    for relative, stages in edits.items():
+        path = project / relative
+        original = path.read_text()
+        path.write_text(original + "# an edit\n")
+        assert changed_stages(project) == stages, relative
+        path.write_text(original)
+        assert changed_stages(project) == set(), relative
