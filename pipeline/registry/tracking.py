@@ -58,6 +58,31 @@ def experiment_id(cfg: Config, mlflow_client: Any) -> str:
     return mlflow_client.create_experiment(cfg.mlflow.experiment, artifact_location=location)
 
 
+def start_run(cfg: Config, mlflow_client: Any) -> str:
+    """A new run in the configured experiment, tagged with its data source and model, with every setting as params."""
+    run = mlflow_client.create_run(
+        experiment_id(cfg, mlflow_client), tags={"data_source": cfg.data.source, "model_name": cfg.model.name}
+    )
+    log_params(mlflow_client, run.info.run_id, cfg)
+    return str(run.info.run_id)
+
+
+def set_tags(mlflow_client: Any, run_id: str, tags: dict[str, str]) -> None:
+    for key, value in tags.items():
+        mlflow_client.set_tag(run_id, key, value)
+
+
+def end_run(mlflow_client: Any, run_id: str, status: str) -> None:
+    """Close the run as FINISHED or FAILED."""
+    mlflow_client.set_terminated(run_id, status)
+
+
+def log_files(mlflow_client: Any, run_id: str, paths: list[Path], artifact_dir: str) -> None:
+    """Log each file under ``artifact_dir`` of the run."""
+    for path in paths:
+        mlflow_client.log_artifact(run_id, str(path), artifact_dir)
+
+
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in tree.items():
@@ -100,7 +125,7 @@ def log_model(run_id: str, model_dir: Path, labels: list[str]) -> tuple[str, str
 
     example_in = pd.DataFrame({"text": ["i feel wonderful today"]})
     example_out = pd.DataFrame(
-        [{"label": labels[0], "labels": labels[0], "score": 1.0, **{f"prob_{l}": 0.0 for l in labels}}]
+        [{"label": labels[0], "labels": labels[0], "score": 1.0, **{f"prob_{label}": 0.0 for label in labels}}]
     )
     requirements = [f"{name}=={dist_version(name)}" for name in MODEL_REQUIREMENTS]
     with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None), warnings.catch_warnings():
@@ -131,6 +156,14 @@ def register(
     )
     log.info("registered %s version %s", name, version.version)
     return str(version.version)
+
+
+def update_version(cfg: Config, mlflow_client: Any, version: str, tags: dict[str, str], description: str) -> None:
+    """Bring a registered version's tags and description (its model card) up to date."""
+    name = cfg.mlflow.registered_model
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(name, version, key, value)
+    mlflow_client.update_model_version(name, version, description)
 
 
 def version_by_alias(cfg: Config, mlflow_client: Any, alias: str) -> Any | None:

@@ -1,0 +1,296 @@
+"""Promotion: the one way a model reaches the registry alias ``champion``.
+
+Score the current champion on the challenger's test set, gate, register the challenger once (alias
+``challenger``), and promote it only while the champion it was compared with is still the champion. If another
+run moved the champion meanwhile, score the new one and gate again (up to ``PROMOTION_ATTEMPTS`` times).
+The Prefect flow, the `emotion register` command and its DVC stage all call ``gate_and_promote``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline import stages
+from pipeline.config import Config
+from pipeline.data.encode import PreparedData
+from pipeline.errors import PipelineError
+from pipeline.evaluation import evaluate, gate, model_card
+from pipeline.evaluation.behaviour import BehaviourReport
+from pipeline.registry import tracking, versioning
+
+log = logging.getLogger(__name__)
+
+PROMOTION_ATTEMPTS = 3  # re-score and re-gate when another run moved the champion meanwhile
+GATE_JSON, GATE_MD, COMPARISON_MD, BEHAVIOUR_JSON = "gate.json", "gate.md", "comparison.md", "behaviour.json"
+
+
+@dataclass(frozen=True)
+class EvaluatedRun:
+    """What an evaluated run produced: all that gating and registering need, from memory or from artifacts/."""
+
+    labels: list[str]
+    metrics: dict[str, float]  # the challenger's test metrics (metrics.json)
+    behaviour: BehaviourReport
+    calibration: dict[str, float]  # temperature and validation figures
+    lineage: dict[str, str]  # data_hash, data_source, git_commit, run_id: tags of the version and the run
+    layout: stages.Layout  # the model folder, and where the evaluation and gate files are
+
+    @property
+    def run_id(self) -> str:
+        return self.lineage["run_id"]
+
+    def files(self) -> list[Path]:
+        """Everything the run logs under ``evaluation/``: scores, plots, behaviour, gate verdict, comparison."""
+        root, plots = self.layout.root, self.layout.plots
+        return [
+            root / evaluate.METRICS_FILE,
+            root / evaluate.PER_CLASS_FILE,
+            root / evaluate.REPORT_FILE,
+            plots / evaluate.CONFUSION_PNG,
+            plots / evaluate.CONFUSION_CSV,
+            root / GATE_JSON,
+            root / GATE_MD,
+            root / COMPARISON_MD,
+            root / BEHAVIOUR_JSON,
+            plots / "training_curve.png",
+            plots / "training_curve.csv",
+        ]
+
+
+@dataclass(frozen=True)
+class ChampionScore:
+    """The champion at scoring time and its metrics on the challenger's test set (None: none, or not comparable)."""
+
+    version: str | None
+    metrics: dict[str, float] | None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    verdict: gate.GateVerdict  # the last gate decision (against the champion current at promotion time)
+    version: str  # the registered challenger
+    aliases: list[str]  # the challenger's aliases: challenger, and champion when promoted
+    champion_before: str | None
+    champion_metrics: dict[str, float] | None
+    notes: list[str]  # what happened on the way: re-gates, giving up
+
+    @property
+    def promoted(self) -> bool:
+        return tracking.CHAMPION in self.aliases
+
+
+ChampionScorer = Callable[[Config, PreparedData], ChampionScore]
+
+
+def lineage_of(cfg: Config, data_hash: str, run_id: str) -> dict[str, str]:
+    """What a version was made from: data snapshot, source, code commit and the MLflow run."""
+    return {
+        "data_hash": data_hash,
+        "data_source": cfg.data.source,
+        "git_commit": versioning.git_commit(Path(cfg.project_dir).resolve()),
+        "run_id": run_id,
+    }
+
+
+def score_champion(cfg: Config, prepared: PreparedData) -> ChampionScore:
+    """Score the current champion on this run's test set, so both models are judged on the same texts."""
+    current = tracking.version_by_alias(cfg, tracking.client(cfg), tracking.CHAMPION)
+    if current is None:
+        return ChampionScore(None, None)
+    version = str(current.version)
+    with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
+        model_dir = tracking.download_model(f"models:/{cfg.mlflow.registered_model}/{version}", Path(tmp))
+        try:
+            evaluation = stages.score_model(cfg, model_dir, prepared)
+        except PipelineError as exc:
+            return ChampionScore(version, None, [f"champion v{version} not comparable on this test set: {exc}"])
+    return ChampionScore(version, evaluation.metrics, [f"champion v{version} scored on the same test set"])
+
+
+def version_tags(evaluated: EvaluatedRun, verdict: gate.GateVerdict, champion: ChampionScore) -> dict[str, str]:
+    """Lineage, gate result, and both score sets (challenger and champion on the same test set)."""
+
+    def scores(metrics: dict[str, float] | None) -> str:
+        return json.dumps({k: round(v, 4) for k, v in (metrics or {}).items()})
+
+    metrics = evaluated.metrics
+    return evaluated.lineage | {
+        "gate": "passed" if verdict.passed else "failed",
+        "gate_failed_checks": "; ".join(c.name for c in verdict.failed)[:4000],
+        "accuracy": f"{metrics['accuracy']:.4f}",
+        "macro_f1": f"{metrics['macro_f1']:.4f}",
+        "ece": f"{metrics['ece']:.4f}" if "ece" in metrics else "n/a",
+        "temperature": f"{evaluated.calibration.get('temperature', 1.0):.4f}",
+        "labels": ",".join(evaluated.labels),
+        "compared_with_champion": champion.version or "none",
+        "scores.challenger": scores(metrics),
+        "scores.champion": scores(champion.metrics),
+    }
+
+
+def write_gate_files(evaluated: EvaluatedRun, verdict: gate.GateVerdict, champion: ChampionScore) -> None:
+    """gate.json (for DVC and machines), gate.md and comparison.md (for people)."""
+    root = evaluated.layout.root
+    tracking.write_json(
+        root / GATE_JSON,
+        verdict.to_dict() | {"champion_version": champion.version, "champion_metrics": champion.metrics},
+    )
+    (root / GATE_MD).write_text(verdict.to_markdown())
+    (root / COMPARISON_MD).write_text(evaluate.comparison(evaluated.metrics, champion.metrics, evaluated.labels))
+
+
+def _record(
+    cfg: Config, mlflow_client: Any, evaluated: EvaluatedRun, version: str | None, tags: dict[str, str], card: str
+) -> str:
+    """Register the challenger on the first attempt; on a re-gate, bring its tags and card up to date."""
+    if version is not None:
+        tracking.update_version(cfg, mlflow_client, version, tags, card)
+        return version
+    logged = tracking.log_model(evaluated.run_id, evaluated.layout.model, evaluated.labels)
+    version = tracking.register(cfg, mlflow_client, logged, evaluated.run_id, tags, card)
+    tracking.set_alias(cfg, mlflow_client, tracking.CHALLENGER, version)
+    return version
+
+
+def gate_and_promote(
+    cfg: Config,
+    evaluated: EvaluatedRun,
+    prepared: PreparedData,
+    *,
+    actor: str,
+    score: ChampionScorer = score_champion,
+) -> PromotionResult:
+    """Gate the challenger against the champion of the moment, register it, and promote it if it passed.
+
+    ``prepared`` holds the test set the champion is scored on; ``score`` scores the champion (the flow passes a
+    retried task). The evaluation files, the champion's scores and the verdict are logged to the run.
+    """
+    mlflow_client = tracking.client(cfg)
+    version: str | None = None
+    notes: list[str] = []
+    promoted = False
+    for attempt in range(1, PROMOTION_ATTEMPTS + 1):
+        champion = score(cfg, prepared)
+        verdict = gate.decide(
+            evaluated.metrics,
+            champion.metrics,
+            cfg.gate,
+            evaluated.labels,
+            evaluated.behaviour,
+            champion.notes + notes[-1:],
+        )
+        write_gate_files(evaluated, verdict, champion)
+        card = model_card.build(
+            evaluated.labels, evaluated.lineage, evaluated.metrics, verdict, evaluated.calibration, champion.version
+        )
+        version = _record(cfg, mlflow_client, evaluated, version, version_tags(evaluated, verdict, champion), card)
+        if not verdict.passed:
+            break
+        against = f"v{champion.version}" if champion.version else "none"
+        try:
+            tracking.promote(
+                cfg,
+                mlflow_client,
+                version,
+                actor=actor,
+                reason=f"passed the gate ({len(verdict.checks)} checks) against champion {against}",
+                kind="gate",
+                expected_champion=champion.version,
+            )
+            promoted = True
+            break
+        except tracking.StaleChampion as exc:
+            log.warning("attempt %d: %s; scoring the new champion and gating again", attempt, exc)
+            notes.append(f"re-gated after: {exc}")
+    else:
+        notes.append(
+            f"the champion kept moving: gave up after {PROMOTION_ATTEMPTS} attempts; "
+            f"`emotion promote {version} --reason ...` promotes it by hand"
+        )
+        log.warning(notes[-1])
+    assert version is not None  # the loop runs at least once
+    _log_outcome(mlflow_client, evaluated, verdict, champion, version)
+    return PromotionResult(
+        verdict=verdict,
+        version=version,
+        aliases=[tracking.CHALLENGER] + ([tracking.CHAMPION] if promoted else []),
+        champion_before=champion.version,
+        champion_metrics=champion.metrics,
+        notes=notes,
+    )
+
+
+def _log_outcome(
+    mlflow_client: Any, evaluated: EvaluatedRun, verdict: gate.GateVerdict, champion: ChampionScore, version: str
+) -> None:
+    """The run keeps the evaluation files, the champion's scores on its test set, the verdict and the version."""
+    tracking.log_files(mlflow_client, evaluated.run_id, evaluated.files(), "evaluation")
+    if champion.metrics:
+        tracking.log_metrics(mlflow_client, evaluated.run_id, champion.metrics, prefix="champion_test_")
+    tracking.set_tags(
+        mlflow_client, evaluated.run_id, {"gate": "passed" if verdict.passed else "failed", "model_version": version}
+    )
+
+
+def data_hash_of(cfg: Config) -> str:
+    """The hash of the snapshot in data/: the DVC hash in data.dvc when DVC tracks it, else the file's md5."""
+    pointer = stages.pointer_of(cfg)
+    if cfg.data.dvc_track and pointer.exists():
+        return versioning.dvc_hash(pointer)
+    from pipeline.data.ingest import SNAPSHOT_NAME
+
+    snapshot = stages.Layout.of(cfg).snapshot / SNAPSHOT_NAME
+    if not snapshot.exists():
+        raise PipelineError(f"no data snapshot at {snapshot}: run `emotion ingest` first")
+    return versioning.content_hash(snapshot)
+
+
+def _read_json(path: Path, missing: str) -> dict[str, Any]:
+    if not path.exists():
+        raise PipelineError(f"{path} is missing: {missing}")
+    return json.loads(path.read_text())
+
+
+def register_artifacts(cfg: Config, actor: str) -> PromotionResult:
+    """Gate and promote the model that `emotion prepare/train/evaluate` left in artifacts/, as a new MLflow run.
+
+    The behaviour suite runs here, on the model at hand (a behaviour.json on disk may belong to an older model).
+    """
+    from pipeline.model.calibration import CALIBRATION_FILE
+
+    layout = stages.Layout.of(cfg)
+    prepared = PreparedData.load(layout.prepared)
+    labels = prepared.label_map.labels
+    metrics = _read_json(layout.root / evaluate.METRICS_FILE, "run `emotion evaluate` first")
+    if missing := [label for label in labels if f"f1_{label}" not in metrics]:
+        raise PipelineError(f"metrics.json has no scores for {missing}: run `emotion evaluate` on this model first")
+    saved = _read_json(layout.model / CALIBRATION_FILE, "run `emotion train` first")
+    calibration = {k: float(v) for k, v in saved.items() if isinstance(v, (int, float))}
+    behaviour = stages.behaviour_stage(cfg, prepared)
+    mlflow_client = tracking.client(cfg)
+    run_id = tracking.start_run(cfg, mlflow_client)
+    status = "FAILED"
+    try:
+        lineage = lineage_of(cfg, data_hash_of(cfg), run_id)
+        tracking.set_tags(mlflow_client, run_id, lineage)
+        tracking.log_metrics(mlflow_client, run_id, calibration)
+        tracking.log_metrics(mlflow_client, run_id, metrics, prefix="test_")
+        tracking.log_metrics(mlflow_client, run_id, behaviour_metrics(behaviour), prefix="behaviour_")
+        evaluated = EvaluatedRun(labels, metrics, behaviour, calibration, lineage, layout)
+        result = gate_and_promote(cfg, evaluated, prepared, actor=actor)
+        status = "FINISHED"
+    finally:
+        tracking.end_run(mlflow_client, run_id, status)
+    return result
+
+
+def behaviour_metrics(behaviour: BehaviourReport) -> dict[str, float]:
+    """The behaviour report's figures MLflow can chart."""
+    return {k: v for k, v in behaviour.to_dict().items() if isinstance(v, float)}
