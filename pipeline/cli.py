@@ -144,6 +144,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_register(args: argparse.Namespace) -> int:
+    from pipeline.registry import promotion
+
+    cfg = _config(args)
+    result = promotion.register_artifacts(cfg, actor=f"emotion register by {_actor()}")
+    print(f"gate      {'PASSED' if result.verdict.passed else 'FAILED'}")
+    lines = result.verdict.reasons + [note for note in result.notes if note not in result.verdict.reasons]
+    print("\n".join(f"          {line}" for line in lines))
+    print(f"registry  {cfg.mlflow.registered_model} version {result.version} -> aliases: {', '.join(result.aliases)}")
+    if not result.promoted:
+        before = f"version {result.champion_before}" if result.champion_before else "none yet"
+        print(f"          champion unchanged ({before})")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -327,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("prepare", cmd_prepare, "validate, clean and encode the snapshot into artifacts/prepared")
     add("train", cmd_train, "fine-tune the model on artifacts/prepared into artifacts/model")
     add("evaluate", cmd_evaluate, "score artifacts/model on the test split: metrics, report, plots")
+    add("register", cmd_register, "gate the evaluated artifacts/model against the champion, register it, promote it")
     models = add("models", cmd_models, "list registered versions: aliases, gate, metrics, creation time, data hash")
     models.add_argument("--json", action="store_true", help="print as JSON")
     promote = add("promote", cmd_promote, "make VERSION the champion (the old champion becomes 'previous')")
