@@ -159,6 +159,22 @@ def _record(
     return version
 
 
+def _promote(
+    cfg: Config, mlflow_client: Any, version: str, verdict: gate.GateVerdict, champion: ChampionScore, actor: str
+) -> None:
+    """Champion -> version, unless the champion is no longer the one the gate compared with (StaleChampion)."""
+    against = f"v{champion.version}" if champion.version else "none"
+    tracking.promote(
+        cfg,
+        mlflow_client,
+        version,
+        actor=actor,
+        reason=f"passed the gate ({len(verdict.checks)} checks) against champion {against}",
+        kind="gate",
+        expected_champion=champion.version,
+    )
+
+
 def gate_and_promote(
     cfg: Config,
     evaluated: EvaluatedRun,
@@ -193,17 +209,8 @@ def gate_and_promote(
         version = _record(cfg, mlflow_client, evaluated, version, version_tags(evaluated, verdict, champion), card)
         if not verdict.passed:
             break
-        against = f"v{champion.version}" if champion.version else "none"
         try:
-            tracking.promote(
-                cfg,
-                mlflow_client,
-                version,
-                actor=actor,
-                reason=f"passed the gate ({len(verdict.checks)} checks) against champion {against}",
-                kind="gate",
-                expected_champion=champion.version,
-            )
+            _promote(cfg, mlflow_client, version, verdict, champion, actor)
             promoted = True
             break
         except tracking.StaleChampion as exc:
