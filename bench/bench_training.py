@@ -196,7 +196,7 @@ def main() -> int:
         print(name, runs[name], flush=True)
 
     base = runs["hf_trainer_common_recipe"]["samples_per_second"]
-    for name, run in runs.items():
+    for run in runs.values():
         run["speedup_vs_hf_trainer"] = run["samples_per_second"] / base
         if "tokens_per_second" in run:
             mean_len = run["tokens_per_second"] / run["samples_per_second"]

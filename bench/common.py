@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -57,10 +58,8 @@ def machine() -> dict[str, Any]:
 
     versions = {}
     for name in PACKAGES:
-        try:
+        with contextlib.suppress(PackageNotFoundError):  # a package not installed here is left out
             versions[name] = version(name)
-        except PackageNotFoundError:
-            pass
     return {
         "cpu": cpu_model(),
         "cpu_flags": cpu_flags(),

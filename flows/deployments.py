@@ -14,6 +14,7 @@ declares the same two deployments for ``prefect deploy`` onto a work pool (see t
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import subprocess
@@ -23,13 +24,16 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger
 
 from flows.monitoring import monitoring_flow
 from pipeline.config import load_config_from_env
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +71,7 @@ def retrain_flow(
     return training_flow(cfg)
 
 
-def build_deployments(params: str | Path | None = None, overrides: list[str] | None = None) -> list[Any]:
+def build_deployments(params: str | Path | None = None, overrides: list[str] | None = None) -> list[RunnerDeployment]:
     """The two runner deployments, with the crons and parameters of this params file and overrides."""
     from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
@@ -83,14 +87,14 @@ def build_deployments(params: str | Path | None = None, overrides: list[str] | N
             "monitor.batch_source is not set: the drift check is served without its schedule; run it on "
             "demand with a batch parameter, or set monitor.batch_source to the folder new texts land in"
         )
-    common = {"entrypoint_type": EntrypointType.MODULE_PATH, "concurrency_limit": 1}
     training = retrain_flow.to_deployment(
         TRAINING_DEPLOYMENT,
         schedules=[Cron(training_cron, timezone=mcfg.timezone)] if training_cron else None,
         parameters={"params": params_path, "overrides": overrides, "trigger": "schedule"},
         description="Retrain the emotion classifier on data.source; the gate decides promotion.",
         tags=["emotion", "training"],
-        **common,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        concurrency_limit=1,
     )
     drift = monitoring_flow.to_deployment(
         DRIFT_DEPLOYMENT,
@@ -99,8 +103,11 @@ def build_deployments(params: str | Path | None = None, overrides: list[str] | N
         description="Check monitor.batch_source (or the batch parameter) for drift against the champion's "
         f"reference; on drift: monitor.trigger={mcfg.trigger}.",
         tags=["emotion", "monitoring"],
-        **common,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        concurrency_limit=1,
     )
+    # prefect's async_dispatch types the call as `T | Coroutine[..., T]`; called from sync code it returns T
+    assert not inspect.isawaitable(training) and not inspect.isawaitable(drift)
     return [training, drift]
 
 
@@ -180,6 +187,7 @@ def serve(params: str | Path | None = None, overrides: list[str] | None = None, 
     import signal
 
     from prefect import serve as prefect_serve
+    from prefect.client.schemas.schedules import CronSchedule
 
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -190,7 +198,8 @@ def serve(params: str | Path | None = None, overrides: list[str] | None = None, 
         with prefect_api(port) as api_url:
             deployments = build_deployments(params, overrides)
             for d in deployments:
-                crons = ", ".join(s.schedule.cron for s in (d.schedules or [])) or "no schedule (runs on demand)"
+                cron_schedules = [s.schedule for s in d.schedules or [] if isinstance(s.schedule, CronSchedule)]
+                crons = ", ".join(s.cron for s in cron_schedules) or "no schedule (runs on demand)"
                 log.info("serving %s/%s: %s", d.flow_name, d.name, crons)
             log.info("Prefect API %s; stop with Ctrl-C", api_url)
             prefect_serve(*deployments, print_starting_message=False)

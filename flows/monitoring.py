@@ -9,6 +9,7 @@ the champion's data first. The training flow's gate decides promotion, as for an
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 import tempfile
@@ -30,7 +31,7 @@ from pipeline.monitoring.reference import Reference, build_reference, reference_
 from pipeline.monitoring.tracking import log_drift_check
 from pipeline.monitoring.verdict import DriftVerdict
 
-RETRY_DELAYS = [2, 10, 30]  # seconds: tracking server or artifact store hiccups
+RETRY_DELAYS: list[float] = [2, 10, 30]  # seconds: tracking server or artifact store hiccups
 ARTIFACT_KEY = "drift-check"
 
 
@@ -184,6 +185,8 @@ def _retrain(
             timeout=0,
             flow_run_name=f"retrain-on-drift-{name}-{stamp}",
         )
+        # prefect's async_dispatch types the call as `T | Coroutine[..., T]`; called from this sync flow it returns T
+        assert not inspect.isawaitable(run)
         logger.info("drift: started deployment %s, flow run %s", cfg.monitor.retrain_deployment, run.id)
         return result | {"mode": "deployment", "deployment": cfg.monitor.retrain_deployment, "flow_run_id": str(run.id)}
     from flows.training import training_flow

@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,8 +29,17 @@ from pipeline.data.ingest import SPLITS
 
 log = logging.getLogger(__name__)
 
-CHANGE_COLUMNS = ("rows_in", "normalized", "urls_masked", "mentions_masked", "dropped_empty", "dropped_conflicts",
-                  "dropped_duplicates", "dropped_leakage", "rows_out")
+CHANGE_COLUMNS = (
+    "rows_in",
+    "normalized",
+    "urls_masked",
+    "mentions_masked",
+    "dropped_empty",
+    "dropped_conflicts",
+    "dropped_duplicates",
+    "dropped_leakage",
+    "rows_out",
+)
 URL = re.compile(r"(?:\bhttps?://|\bwww\.)[^\s<>\"']*[^\s<>\"'.,;:!?)\]}]", re.IGNORECASE)
 MENTION = re.compile(r"(?<![\w@])@\w+")
 HELD_OUT = ("validation", "test")
@@ -80,11 +89,13 @@ def load_text_policy(model_dir: Path) -> CleanConfig | None:
 
 def policy(cfg: CleanConfig) -> str:
     """The cleaning policy in one line, for the log."""
-    return (f"unicode {cfg.unicode_form}, whitespace collapsed, lowercase {'on' if cfg.lowercase else 'off'}, "
-            f"urls {'masked as ' + cfg.url_token if cfg.mask_urls else 'kept'}, "
-            f"mentions {'masked as ' + cfg.mention_token if cfg.mask_mentions else 'kept'}, empty rows dropped, "
-            f"conflicting labels {cfg.conflicts}, duplicates {'dropped' if cfg.drop_duplicates else 'kept'}, "
-            f"leakage {'dropped from validation/test' if cfg.drop_leakage else 'kept'}")
+    return (
+        f"unicode {cfg.unicode_form}, whitespace collapsed, lowercase {'on' if cfg.lowercase else 'off'}, "
+        f"urls {'masked as ' + cfg.url_token if cfg.mask_urls else 'kept'}, "
+        f"mentions {'masked as ' + cfg.mention_token if cfg.mask_mentions else 'kept'}, empty rows dropped, "
+        f"conflicting labels {cfg.conflicts}, duplicates {'dropped' if cfg.drop_duplicates else 'kept'}, "
+        f"leakage {'dropped from validation/test' if cfg.drop_leakage else 'kept'}"
+    )
 
 
 def _label_key(label: object) -> object:
@@ -99,7 +110,9 @@ def _conflicts(frame: pd.DataFrame, alive: pd.Series, rule: str) -> pd.Series:
     dropped = pd.Series(False, index=frame.index)
     if rule == "keep":
         return dropped
-    rows = pd.DataFrame({"split": frame["split"], "text": frame["text"], "label": frame["label"].map(_label_key)})[alive]
+    rows = pd.DataFrame({"split": frame["split"], "text": frame["text"], "label": frame["label"].map(_label_key)})[
+        alive
+    ]
     distinct = rows.groupby(["split", "text"], sort=False, dropna=False)["label"].transform("nunique")
     conflicting = rows[distinct > 1]
     if rule == "drop":
@@ -111,7 +124,7 @@ def _conflicts(frame: pd.DataFrame, alive: pd.Series, rule: str) -> pd.Series:
             dropped[group.index] = True
         else:
             top = counts.index[0]
-            dropped[group.index[group.map(lambda v: v != top).to_numpy(dtype=bool)]] = True
+            dropped[group.index[[v != top for v in group]]] = True  # label keys may be tuples: compare one by one
     return dropped
 
 
@@ -143,8 +156,15 @@ def clean(frame: pd.DataFrame, cfg: CleanConfig) -> CleanResult:
     alive &= ~leaked
 
     by = out["split"]
-    flags = {"normalized": normalized, "urls_masked": urls, "mentions_masked": mentions, "dropped_empty": empty,
-             "dropped_conflicts": conflict, "dropped_duplicates": duplicate, "dropped_leakage": leaked}
+    flags = {
+        "normalized": normalized,
+        "urls_masked": urls,
+        "mentions_masked": mentions,
+        "dropped_empty": empty,
+        "dropped_conflicts": conflict,
+        "dropped_duplicates": duplicate,
+        "dropped_leakage": leaked,
+    }
     stats = pd.DataFrame({"rows_in": by.value_counts()} | {k: v.groupby(by).sum() for k, v in flags.items()})
     stats["rows_out"] = by[alive].value_counts()
     order = [s for s in SPLITS if s in stats.index] + sorted(str(s) for s in stats.index if s not in SPLITS)

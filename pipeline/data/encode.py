@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import PipelineError
 from pipeline.data.ingest import SPLITS
+from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class LabelMap:
         path.write_text(json.dumps({"labels": self.labels, "multi_label": self.multi_label}, indent=2))
 
     @classmethod
-    def load(cls, path: Path) -> "LabelMap":
+    def load(cls, path: Path) -> LabelMap:
         saved = json.loads(path.read_text())
         return cls(list(saved["labels"]), bool(saved.get("multi_label", False)))
 
@@ -71,7 +71,9 @@ class PreparedData:
     def label_ids(self, split: str) -> list[int]:
         """Class ids (single-label) or, for multi-label rows, the first label's id (for stratified views)."""
         frame = self.splits[split]
-        return frame["label_id"].tolist() if "label_id" in frame else [ids[0] if ids else -1 for ids in frame["label_ids"]]
+        return (
+            frame["label_id"].tolist() if "label_id" in frame else [ids[0] if ids else -1 for ids in frame["label_ids"]]
+        )
 
     def targets(self, split: str) -> np.ndarray:
         """Training targets: class ids, or a multi-hot matrix (rows x labels) for multi-label data."""
@@ -89,7 +91,7 @@ class PreparedData:
         self.label_map.save(out_dir / LABEL_MAP_FILE)
 
     @classmethod
-    def load(cls, out_dir: Path) -> "PreparedData":
+    def load(cls, out_dir: Path) -> PreparedData:
         if not (out_dir / LABEL_MAP_FILE).exists():
             raise PipelineError(f"no prepared data in {out_dir}: run `emotion prepare` first")
         splits = {s: pd.read_json(out_dir / f"{s}.jsonl", lines=True, dtype={"text": str}) for s in SPLITS}

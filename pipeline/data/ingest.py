@@ -14,6 +14,7 @@ import socket
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -23,10 +24,23 @@ from pipeline.errors import PipelineError
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
-SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
-                 "dev": "validation", "test": "test"}
-SUFFIX_FORMATS = {".txt": "text", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl",
-                  ".parquet": "parquet", ".pq": "parquet"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "dev": "validation",
+    "test": "test",
+}
+SUFFIX_FORMATS = {
+    ".txt": "text",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 SNAPSHOT_NAME = "snapshot.jsonl"
 LABEL_NAMES_FILE = "labels.txt"  # GoEmotions: label names, one per line, line number = id
 SNAPSHOT_COLUMNS = ("text", "label", "split")
@@ -57,9 +71,7 @@ def _format_of(path: Path, declared: str) -> str:
         return declared
     fmt = SUFFIX_FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise PipelineError(
-            f"cannot tell the format of {path}: use one of {sorted(SUFFIX_FORMATS)} or set data.format"
-        )
+        raise PipelineError(f"cannot tell the format of {path}: use one of {sorted(SUFFIX_FORMATS)} or set data.format")
     return fmt
 
 
@@ -79,8 +91,17 @@ def _read_goemotions(path: Path, names: list[str]) -> pd.DataFrame:
 
     An id outside labels.txt is kept as written, so validation reports it as an unknown label.
     """
-    raw = pd.read_csv(path, sep="\t", header=None, names=["text", "ids", "id"], dtype=str, quoting=csv.QUOTE_NONE,
-                      keep_default_na=False, na_values=[""], encoding="utf-8-sig")
+    raw = pd.read_csv(
+        path,
+        sep="\t",
+        header=None,
+        names=["text", "ids", "id"],
+        dtype=str,
+        quoting=csv.QUOTE_NONE,
+        keep_default_na=False,
+        na_values=[""],
+        encoding="utf-8-sig",
+    )
 
     def to_names(ids: object) -> list[str]:
         if not isinstance(ids, str):
@@ -94,8 +115,11 @@ def _read_goemotions(path: Path, names: list[str]) -> pd.DataFrame:
     return pd.DataFrame({"text": raw["text"], "label": raw["ids"].map(to_names)})
 
 
-def _split_labels(value: object, separator: str) -> object:
-    """A multi-label cell as a list of names: lists stay lists, strings are split, missing stays missing."""
+def _split_labels(value: Any, separator: str) -> list[str] | None:
+    """A multi-label cell as a list of names: lists stay lists, strings are split, missing stays missing.
+
+    A cell is whatever the reader produced: a str, a list, a numpy array (parquet lists), NaN or None.
+    """
     if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
         return [str(v).strip() for v in list(value) if str(v).strip()]
     if isinstance(value, str):
@@ -115,14 +139,22 @@ def read_table(path: Path, cfg: DataConfig, label_names: list[str] | None = None
             frame = _read_text_format(path)
         elif fmt in ("csv", "tsv"):
             # Only an empty cell is missing: "None", "NA" or "null" are real texts.
-            frame = pd.read_csv(path, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False,
-                                na_values=[""], encoding="utf-8-sig")
+            frame = pd.read_csv(
+                path,
+                sep="," if fmt == "csv" else "\t",
+                dtype=str,
+                keep_default_na=False,
+                na_values=[""],
+                encoding="utf-8-sig",
+            )
         elif fmt == "jsonl":
             frame = pd.read_json(path, lines=True, dtype=False, encoding="utf-8-sig")
         else:
             frame = pd.read_parquet(path)
     except UnicodeDecodeError as exc:
-        raise PipelineError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); re-encode it as UTF-8") from exc
+        raise PipelineError(
+            f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); re-encode it as UTF-8"
+        ) from exc
     except pd.errors.EmptyDataError as exc:
         raise PipelineError(f"{path} is empty: it holds no rows") from exc
     except (ValueError, OSError, pd.errors.ParserError) as exc:
@@ -159,7 +191,9 @@ def _split_files(directory: Path) -> dict[str, Path]:
         split = SPLIT_ALIASES.get(path.stem.lower())
         if path.is_file() and split and path.suffix.lower() in SUFFIX_FORMATS:
             if split in found:
-                raise PipelineError(f"{directory} holds two files for split '{split}': {found[split].name}, {path.name}")
+                raise PipelineError(
+                    f"{directory} holds two files for split '{split}': {found[split].name}, {path.name}"
+                )
             found[split] = path
     if not found:
         raise PipelineError(
@@ -224,11 +258,12 @@ def read_source(cfg: DataConfig, base_dir: Path = Path(".")) -> pd.DataFrame:
     return _read_directory(path, cfg) if path.is_dir() else read_table(path, cfg)
 
 
-def _as_text(value: object) -> str | None:
+def _as_text(value: Any) -> str | None:
+    """A DataFrame cell (any reader's type) as text; missing stays missing."""
     return None if value is None or (not isinstance(value, (list, tuple)) and pd.isna(value)) else str(value)
 
 
-def _as_label(value: object) -> str | list[str] | None:
+def _as_label(value: Any) -> str | list[str] | None:
     """Single labels as strings, multi-label cells as lists of strings."""
     if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
         return [str(v) for v in list(value)]
@@ -241,7 +276,9 @@ def assign_splits(frame: pd.DataFrame, ratios: list[float], seed: int) -> pd.Ser
 
     if abs(sum(ratios) - 1.0) > 1e-6 or min(ratios) < 0:
         raise PipelineError(f"data.split_ratios must be three non-negative shares summing to 1, got {list(ratios)}")
-    strata = frame["label"].map(lambda v: (v[0] if v else None) if isinstance(v, list) else v) if "label" in frame else None
+    strata = (
+        frame["label"].map(lambda v: (v[0] if v else None) if isinstance(v, list) else v) if "label" in frame else None
+    )
     index = frame.index.to_numpy()
 
     def cut(idx, count, by):
@@ -257,7 +294,7 @@ def assign_splits(frame: pd.DataFrame, ratios: list[float], seed: int) -> pd.Ser
     n_test, n_validation = round(len(index) * ratios[2]), round(len(index) * ratios[1])  # whole rows, no float drift
     rest, test = cut(index, n_test, by)
     by_rest = strata.loc[rest].fillna("<none>").to_numpy() if strata is not None else None
-    train, validation = cut(rest, n_validation, by_rest)
+    _, validation = cut(rest, n_validation, by_rest)  # train is what is left
     split = pd.Series("train", index=frame.index)
     split.loc[validation], split.loc[test] = "validation", "test"
     return split

@@ -21,18 +21,20 @@ import logging
 import math
 import os
 import unicodedata
+from collections.abc import Hashable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from pipeline.config import ValidationConfig
-from pipeline.errors import DataValidationError
 from pipeline.data.ingest import SPLITS
+from pipeline.errors import DataValidationError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REQUIRED_COLUMNS = ("text", "label", "split")
 MAX_EXAMPLES = 5
@@ -103,14 +105,21 @@ class ValidationReport:
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
-        verdict = "FAIL" if not self.passed else (f"PASS with {len(self.warnings)} warning(s)" if self.warnings else "PASS")
+        verdict = (
+            "FAIL" if not self.passed else (f"PASS with {len(self.warnings)} warning(s)" if self.warnings else "PASS")
+        )
         lines = ["# Data validation report", "", f"Rows: {self.rows}. Verdict: **{verdict}**.", ""]
         if self.settings:
             lines += ["Settings: " + ", ".join(f"{k} = {v}" for k, v in self.settings.items()) + ".", ""]
-        lines += ["| check | result | unexpected | counted | severity | expects | detail |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "| check | result | unexpected | counted | severity | expects | detail |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for c in self.checks:
             rule, detail = (c.rule.replace("|", "\\|"), c.detail.replace("|", "\\|"))
-            lines.append(f"| {c.name} | {c.status} | {c.unexpected_count} | {c.unit} | {c.severity} | {rule} | {detail} |")
+            lines.append(
+                f"| {c.name} | {c.status} | {c.unexpected_count} | {c.unit} | {c.severity} | {rule} | {detail} |"
+            )
         for c in self.failed + self.warnings:
             if c.examples:
                 lines += ["", f"## {c.name}: examples", "", "```"]
@@ -119,8 +128,14 @@ class ValidationReport:
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "rows": self.rows, "errors": len(self.failed), "warnings": len(self.warnings),
-                "settings": self.settings, "checks": [asdict(c) | {"status": c.status} for c in self.checks]}
+        return {
+            "passed": self.passed,
+            "rows": self.rows,
+            "errors": len(self.failed),
+            "warnings": len(self.warnings),
+            "settings": self.settings,
+            "checks": [asdict(c) | {"status": c.status} for c in self.checks],
+        }
 
     def write(self, out_dir: Path) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -172,8 +187,9 @@ def _row_frame(frame: pd.DataFrame) -> pd.DataFrame:
     if "label" in frame:
         labels = frame["label"].map(label_key)
         known = has_key & labels.notna()
-        distinct = (pd.DataFrame({"s": split, "k": keys, "l": labels})[known]
-                    .groupby(["s", "k"], dropna=False)["l"].nunique())
+        distinct = (
+            pd.DataFrame({"s": split, "k": keys, "l": labels})[known].groupby(["s", "k"], dropna=False)["l"].nunique()
+        )
         conflicting = set(distinct[distinct > 1].index)
         rows["conflicting"] = [bool(ok) and (s, k) in conflicting for s, k, ok in zip(split, keys, known)]
     return rows
@@ -223,55 +239,136 @@ def _checks(labels: list[str], cfg: ValidationConfig, label_counts: pd.DataFrame
     import great_expectations.expectations as gxe
 
     C = _Check
-    checks = [C("columns", f"column '{col}' present", "rows", gxe.ExpectColumnToExist(column=col), rule="column exists")
-              for col in REQUIRED_COLUMNS]
+    checks = [
+        C("columns", f"column '{col}' present", "rows", gxe.ExpectColumnToExist(column=col), rule="column exists")
+        for col in REQUIRED_COLUMNS
+    ]
     checks += [
         C("not_empty", "dataset not empty", "rows", gxe.ExpectTableRowCountToBeBetween(min_value=1), rule=">= 1 row"),
-        C("text_not_null", "text not null", "rows", gxe.ExpectColumnValuesToNotBeNull(column="text"), ("text",),
-          rule="every row has a text"),
-        C("text_not_blank", "text not blank", "rows",
-          gxe.ExpectColumnValuesToNotMatchRegex(column="text", regex=r"^\s*$"), ("text",),
-          rule="not only whitespace"),
-        C("text_length", "text length within bounds", "rows",
-          gxe.ExpectColumnValueLengthsToBeBetween(column="text", min_value=cfg.min_text_chars,
-                                                  max_value=cfg.max_text_chars), ("text",),
-          rule=f"{cfg.min_text_chars}..{cfg.max_text_chars} characters"),
-        C("label_not_null", "label not null", "label_rows", gxe.ExpectColumnValuesToNotBeNull(column="label"),
-          ("label",), rule="a label (multi-label: a non-empty list)"),
-        C("label_in_set", "label in declared set", "label_rows",
-          gxe.ExpectColumnValuesToBeInSet(column="label", value_set=labels), ("label",),
-          rule=f"one of {len(labels)} labels (each label of a list)"),
-        C("min_labels", "at least two labels", "label_counts", gxe.ExpectTableRowCountToBeBetween(min_value=2),
-          ("label",), "labels", rule=">= 2 labels in the label set"),
-        C("split_not_null", "split not null", "rows", gxe.ExpectColumnValuesToNotBeNull(column="split"), ("split",),
-          rule="every row has a split"),
-        C("split_known", "split names known", "rows",
-          gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)), ("split",), rule="/".join(SPLITS)),
-        C("splits_present", "every split present", "split_counts",
-          gxe.ExpectColumnValuesToBeBetween(column="rows", min_value=1), ("split",), "splits",
-          rule=">= 1 row in each of " + "/".join(SPLITS)),
+        C(
+            "text_not_null",
+            "text not null",
+            "rows",
+            gxe.ExpectColumnValuesToNotBeNull(column="text"),
+            ("text",),
+            rule="every row has a text",
+        ),
+        C(
+            "text_not_blank",
+            "text not blank",
+            "rows",
+            gxe.ExpectColumnValuesToNotMatchRegex(column="text", regex=r"^\s*$"),
+            ("text",),
+            rule="not only whitespace",
+        ),
+        C(
+            "text_length",
+            "text length within bounds",
+            "rows",
+            gxe.ExpectColumnValueLengthsToBeBetween(
+                column="text", min_value=cfg.min_text_chars, max_value=cfg.max_text_chars
+            ),
+            ("text",),
+            rule=f"{cfg.min_text_chars}..{cfg.max_text_chars} characters",
+        ),
+        C(
+            "label_not_null",
+            "label not null",
+            "label_rows",
+            gxe.ExpectColumnValuesToNotBeNull(column="label"),
+            ("label",),
+            rule="a label (multi-label: a non-empty list)",
+        ),
+        C(
+            "label_in_set",
+            "label in declared set",
+            "label_rows",
+            gxe.ExpectColumnValuesToBeInSet(column="label", value_set=labels),
+            ("label",),
+            rule=f"one of {len(labels)} labels (each label of a list)",
+        ),
+        C(
+            "min_labels",
+            "at least two labels",
+            "label_counts",
+            gxe.ExpectTableRowCountToBeBetween(min_value=2),
+            ("label",),
+            "labels",
+            rule=">= 2 labels in the label set",
+        ),
+        C(
+            "split_not_null",
+            "split not null",
+            "rows",
+            gxe.ExpectColumnValuesToNotBeNull(column="split"),
+            ("split",),
+            rule="every row has a split",
+        ),
+        C(
+            "split_known",
+            "split names known",
+            "rows",
+            gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
+            ("split",),
+            rule="/".join(SPLITS),
+        ),
+        C(
+            "splits_present",
+            "every split present",
+            "split_counts",
+            gxe.ExpectColumnValuesToBeBetween(column="rows", min_value=1),
+            ("split",),
+            "splits",
+            rule=">= 1 row in each of " + "/".join(SPLITS),
+        ),
     ]
     if label_counts is not None:  # only when there is a train split to count in
         most = int(label_counts["train_count"].max()) if len(label_counts) else 0
         checks += [
-            C("label_min_count", "every label in train with min count", "label_counts",
-              gxe.ExpectColumnValuesToBeBetween(column="train_count", min_value=cfg.min_train_count),
-              ("label", "split"), "labels", rule=f">= {cfg.min_train_count} train rows per label"),
-            C("class_balance", "class balance", "label_counts",
-              gxe.ExpectColumnValuesToBeBetween(column="balance_count", min_value=most / cfg.max_imbalance_ratio),
-              ("label", "split"), "labels",
-              rule=f"rarest label's train count >= 1/{cfg.max_imbalance_ratio:g} of the most common's"),
+            C(
+                "label_min_count",
+                "every label in train with min count",
+                "label_counts",
+                gxe.ExpectColumnValuesToBeBetween(column="train_count", min_value=cfg.min_train_count),
+                ("label", "split"),
+                "labels",
+                rule=f">= {cfg.min_train_count} train rows per label",
+            ),
+            C(
+                "class_balance",
+                "class balance",
+                "label_counts",
+                gxe.ExpectColumnValuesToBeBetween(column="balance_count", min_value=most / cfg.max_imbalance_ratio),
+                ("label", "split"),
+                "labels",
+                rule=f"rarest label's train count >= 1/{cfg.max_imbalance_ratio:g} of the most common's",
+            ),
         ]
     checks += [
-        C("duplicates", "no duplicate texts in a split", "rows",
-          gxe.ExpectColumnValuesToBeInSet(column="duplicate_in_split", value_set=[False]), ("text", "split"),
-          rule="each text once per split"),
-        C("leakage", "no train text in validation/test", "rows",
-          gxe.ExpectColumnValuesToBeInSet(column="leaked", value_set=[False]), ("text", "split"),
-          rule="validation/test texts not in train"),
-        C("conflicts", "no conflicting labels", "rows",
-          gxe.ExpectColumnValuesToBeInSet(column="conflicting", value_set=[False]), ("text", "label", "split"),
-          rule="one label (set) per text within a split"),
+        C(
+            "duplicates",
+            "no duplicate texts in a split",
+            "rows",
+            gxe.ExpectColumnValuesToBeInSet(column="duplicate_in_split", value_set=[False]),
+            ("text", "split"),
+            rule="each text once per split",
+        ),
+        C(
+            "leakage",
+            "no train text in validation/test",
+            "rows",
+            gxe.ExpectColumnValuesToBeInSet(column="leaked", value_set=[False]),
+            ("text", "split"),
+            rule="validation/test texts not in train",
+        ),
+        C(
+            "conflicts",
+            "no conflicting labels",
+            "rows",
+            gxe.ExpectColumnValuesToBeInSet(column="conflicting", value_set=[False]),
+            ("text", "label", "split"),
+            rule="one label (set) per text within a split",
+        ),
     ]
     return checks
 
@@ -299,7 +396,10 @@ def _run_suites(frames: dict[str, pd.DataFrame], checks: list[_Check], severitie
         definition = context.validation_definitions.add(gx.ValidationDefinition(name=table, data=batch, suite=suite))
         run = definition.run(batch_parameters={"dataframe": frame}, result_format={"result_format": "COMPLETE"})
         # GX groups results by column, not in suite order: key them by the name each expectation carries.
-        results.update({res.expectation_config.meta["check"]: res for res in run.results})
+        for res in run.results:
+            config = res.expectation_config
+            assert config is not None, "a suite run returns each expectation's configuration with its result"
+            results[config.meta["check"]] = res
     return results
 
 
@@ -312,17 +412,24 @@ def _json_value(value: Any) -> Any:
 
 
 def _examples(frame: pd.DataFrame, rows: list[int]) -> list[dict[str, Any]]:
-    part = frame.loc[rows[:MAX_EXAMPLES], [c for c in REQUIRED_COLUMNS if c in frame]]
-    return [{k: _json_value(v) for k, v in row.items()} | {"row": int(i)} for i, row in part.iterrows()]
+    shown = rows[:MAX_EXAMPLES]
+    part = frame.loc[shown, [c for c in REQUIRED_COLUMNS if c in frame]]
+    return [_json_row(row) | {"row": int(i)} for i, row in zip(shown, part.to_dict("records"))]
 
 
-def _unique(values: list[Any]) -> list[Any]:
+def _json_row(row: dict[Hashable, Any], leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A row of a DataFrame (string column names) with JSON-ready values."""
+    return {str(k): _json_value(v) for k, v in row.items() if k not in leave_out}
+
+
+def _unique(values: Iterable[T]) -> list[T]:
     return list(dict.fromkeys(values))
 
 
-def _describe(check: _Check, res: Any, frame: pd.DataFrame, frames: dict[str, pd.DataFrame],
-              cfg: ValidationConfig, severity: str) -> CheckResult:
-    base = {"severity": severity, "key": check.key, "unit": check.unit, "rule": check.rule}
+def _describe(
+    check: _Check, res: Any, frame: pd.DataFrame, frames: dict[str, pd.DataFrame], cfg: ValidationConfig, severity: str
+) -> CheckResult:
+    base: dict[str, Any] = {"severity": severity, "key": check.key, "unit": check.unit, "rule": check.rule}
     if res.exception_info and res.exception_info.get("raised_exception"):
         message = str(res.exception_info.get("exception_message", "")).splitlines()[0][:200]
         return CheckResult(check.name, False, detail=f"could not be checked: {message}", **base)
@@ -341,8 +448,7 @@ def _describe(check: _Check, res: Any, frame: pd.DataFrame, frames: dict[str, pd
         rows = _unique(int(table.loc[i, "row"]) for i in indices)
         count, examples = len(rows), _examples(frame, rows)
     else:
-        examples = [{k: _json_value(v) for k, v in r.items() if k != "balance_count"}
-                    for r in table.loc[indices[:MAX_EXAMPLES]].to_dict("records")]
+        examples = [_json_row(r, ("balance_count",)) for r in table.loc[indices[:MAX_EXAMPLES]].to_dict("records")]
     values = sorted({str(v) for v in info.get("partial_unexpected_list") or []})[:MAX_EXAMPLES]
     if check.name.startswith("column"):
         detail = f"columns found: {', '.join(map(str, frame.columns)) or 'none of text, label, split'}"
@@ -355,18 +461,24 @@ def _describe(check: _Check, res: Any, frame: pd.DataFrame, frames: dict[str, pd
         detail = f"{len(table)} label(s): {', '.join(table['label'])}; a classifier needs two or more"
     elif check.key == "label_min_count":
         low = table.loc[indices]
-        detail = (f"fewer than {cfg.min_train_count} train rows: "
-                  + ", ".join(f"{r.label} ({r.train_count})" for r in low.itertuples()))
+        detail = f"fewer than {cfg.min_train_count} train rows: " + ", ".join(
+            f"{r.label} ({r.train_count})" for r in low.itertuples()
+        )
     elif check.key == "class_balance":
         present = table[table["train_count"] > 0]
-        top, low = present.loc[present["train_count"].idxmax()], present.loc[present["train_count"].idxmin()]
-        detail = (f"rarest label '{low['label']}' has {low['train_count']} train rows, most common "
-                  f"'{top['label']}' {top['train_count']} (ratio 1:{top['train_count'] / low['train_count']:.1f}, "
-                  f"allowed 1:{cfg.max_imbalance_ratio:g})")
+        common = present.iloc[int(present["train_count"].argmax())]
+        rarest = present.iloc[int(present["train_count"].argmin())]
+        detail = (
+            f"rarest label '{rarest['label']}' has {rarest['train_count']} train rows, most common "
+            f"'{common['label']}' {common['train_count']} "
+            f"(ratio 1:{common['train_count'] / rarest['train_count']:.1f}, allowed 1:{cfg.max_imbalance_ratio:g})"
+        )
     elif check.key == "text_length":
         lengths = frame.loc[indices, "text"].str.len()
-        detail = (f"{count} text(s) outside {cfg.min_text_chars}..{cfg.max_text_chars} characters "
-                  f"(shortest {int(lengths.min())}, longest {int(lengths.max())})")
+        detail = (
+            f"{count} text(s) outside {cfg.min_text_chars}..{cfg.max_text_chars} characters "
+            f"(shortest {int(lengths.min())}, longest {int(lengths.max())})"
+        )
     elif check.key == "duplicates":
         keys = frame.loc[indices, "text"].map(text_key)
         detail = f"{count} extra copies of {keys.nunique()} text(s) within their split"
@@ -383,13 +495,25 @@ def _describe(check: _Check, res: Any, frame: pd.DataFrame, frames: dict[str, pd
 
 def severities(cfg: ValidationConfig) -> dict[str, str]:
     """Every check key's severity: the configured ones, and the fixed errors the later steps rely on."""
-    fixed = {k: "error" for k in ("columns", "not_empty", "label_not_null", "label_in_set", "min_labels",
-                                  "split_not_null", "split_known", "splits_present")}
+    fixed = {
+        k: "error"
+        for k in (
+            "columns",
+            "not_empty",
+            "label_not_null",
+            "label_in_set",
+            "min_labels",
+            "split_not_null",
+            "split_known",
+            "splits_present",
+        )
+    }
     return fixed | cfg.severity.model_dump()
 
 
-def validate(frame: pd.DataFrame, labels: list[str], report_dir: Path,
-             settings: ValidationConfig | None = None) -> ValidationReport:
+def validate(
+    frame: pd.DataFrame, labels: list[str], report_dir: Path, settings: ValidationConfig | None = None
+) -> ValidationReport:
     """Run the suite, write the Markdown/JSON report, and raise DataValidationError if an error-severity check fails."""
     cfg = settings or ValidationConfig()
     level = severities(cfg)
@@ -409,14 +533,17 @@ def validate(frame: pd.DataFrame, labels: list[str], report_dir: Path,
     checks = [c for c in _checks(labels, cfg, label_counts) if set(c.needs) <= present and level[c.key] != "off"]
     results = _run_suites(frames, checks, level)
     report = ValidationReport(
-        [_describe(c, results[c.name], frame, frames, cfg, level[c.key]) for c in checks], rows=len(frame),
-        settings={k: v for k, v in cfg.model_dump().items() if k != "severity"})
+        [_describe(c, results[c.name], frame, frames, cfg, level[c.key]) for c in checks],
+        rows=len(frame),
+        settings={k: v for k, v in cfg.model_dump().items() if k != "severity"},
+    )
     path = report.write(report_dir)
     for check in report.warnings:
         log.warning("data check warning: %s (%d %s): %s", check.name, check.unexpected_count, check.unit, check.detail)
     if not report.passed:
         log.error("data validation failed; full report: %s", path)
         raise DataValidationError(
-            f"data validation failed: {', '.join(c.name for c in report.failed)} (report: {path})", report)
+            f"data validation failed: {', '.join(c.name for c in report.failed)} (report: {path})", report
+        )
     log.info("%s", report.summary())
     return report

@@ -114,7 +114,7 @@ def write_evaluation(evaluation: Evaluation, out_dir: Path, plots_dir: Path) -> 
 def comparison(candidate: dict[str, float], champion: dict[str, float] | None, labels: list[str]) -> str:
     """Markdown table of challenger vs champion on the same test set."""
     keys = ["accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall", "ece"] + [
-        f"f1_{l}" for l in labels
+        f"f1_{label}" for label in labels
     ]
     lines = ["| metric | challenger | champion | change |", "|---|---|---|---|"]
     for key in keys:

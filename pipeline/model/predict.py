@@ -80,7 +80,7 @@ class Predictor:
         from pipeline.evaluation.evaluate import multi_label_decisions
 
         probs = self.predict_proba(texts)
-        chosen = multi_label_decisions(probs, self.thresholds) if self.multi_label else None
+        chosen = multi_label_decisions(probs, self.thresholds) if self.thresholds is not None else None  # multi-label
         return [
             Prediction(
                 text,

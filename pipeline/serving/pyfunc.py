@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow.pyfunc
 import pandas as pd
 from mlflow.models import set_model
+from mlflow.pyfunc.model import PythonModel
 
 from pipeline.registry.tracking import HF_ARTIFACT
 
 
-class EmotionClassifier(mlflow.pyfunc.PythonModel):
+class EmotionClassifier(PythonModel):
     """Input: a DataFrame with a ``text`` column (or a list of strings). Output: label, score, prob_<label>."""
 
     def load_context(self, context: Any) -> None:

@@ -110,8 +110,9 @@ def use_fast_dropout(model: torch.nn.Module) -> int:
             if type(child) is torch.nn.Dropout:
                 setattr(module, name, FastDropout(child.p, child.inplace).train(child.training))
                 swapped += 1
-    config = getattr(model, "config", None)
-    if getattr(config, "_attn_implementation", None) == "sdpa":
+    from transformers import PreTrainedModel
+
+    if isinstance(model, PreTrainedModel) and model.config._attn_implementation == "sdpa":
         _register_attention()
         model.set_attn_implementation(ATTENTION)
     return swapped

@@ -33,8 +33,8 @@ class Soup:
 
 
 def _mean(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    average = None
-    for count, state in enumerate(states):
+    average = running_average(None, states[0], 0)
+    for count, state in enumerate(states[1:], start=1):
         average = running_average(average, state, count)
     return average
 

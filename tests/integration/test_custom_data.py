@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def test_seven_label_csv_with_own_columns_and_no_splits(tiny_config, tmp_path: P
 
     rows = [
         {"review_text": f"the {thing} left me {WORDS[label]} today", "feeling": label, "id": i}
-        for i, (label, thing) in enumerate((l, t) for l in SEVEN for t in THINGS)
+        for i, (label, thing) in enumerate(itertools.product(SEVEN, THINGS))
     ]
     pd.DataFrame(rows).to_csv(tmp_path / "reviews.csv", index=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -92,7 +93,8 @@ PROMOTER = """
 import sys
 from pipeline.registry import tracking
 from pipeline.config import load_config
-cfg = load_config(sys.argv[1], [f"project_dir={sys.argv[2]}", f"mlflow.lock_file={sys.argv[2]}/mlflow/tracking.lock"], {})
+project = sys.argv[2]
+cfg = load_config(sys.argv[1], [f"project_dir={project}", f"mlflow.lock_file={project}/mlflow/tracking.lock"], {})
 client = tracking.client(cfg)
 for i in range(int(sys.argv[4])):
     tracking.promote(cfg, client, sys.argv[3] if i % 2 == 0 else "1", actor=f"worker-{sys.argv[3]}", reason=str(i))
@@ -116,7 +118,7 @@ def test_concurrent_promotions_leave_consistent_aliases_and_history(cfg, tiny_mo
 
     events = tracking.history(cfg, tracking.client(cfg))
     assert len(events) == 2 * rounds  # no promotion lost
-    for before, after in zip(events, events[1:]):  # each promotion saw the champion the one before it set
+    for before, after in itertools.pairwise(events):  # each promotion saw the champion the one before it set
         assert after.previous == before.version
     final = aliases(cfg)
     assert final["champion"] == events[-1].version

@@ -121,7 +121,7 @@ def test_corrupted_data_stops_at_validation_and_registers_nothing(tiny_config, t
     assert "| label in declared set | FAIL | 1 |" in report
     cfg = tiny_config()
     assert versions(cfg) == ["1"] and champion(cfg) == "1"
-    assert not (project / "artifacts" / "prepared" / "test.jsonl").read_text() == ""  # the good run's outputs kept
+    assert (project / "artifacts" / "prepared" / "test.jsonl").read_text() != ""  # the good run's outputs kept
     failed_runs = tracking.client(cfg).search_runs(
         [tracking.experiment_id(cfg, tracking.client(cfg))], "attributes.status = 'FAILED'"
     )

@@ -1,4 +1,7 @@
-"""pipeline.data.clean (normalization, de-duplication, change table) and pipeline.data.encode (label ids, prepared data)."""
+"""pipeline.data.clean (normalization, de-duplication, change table) and pipeline.data.encode.
+
+encode: label ids and the prepared data.
+"""
 
 from __future__ import annotations
 

@@ -187,7 +187,7 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture):
 
 def test_prepare_without_snapshot(project: Path, capsys: pytest.CaptureFixture):
     code = cli.main(["prepare", *base_args(project)])
-    out, err = capsys.readouterr()
+    err = capsys.readouterr().err
     assert code == 2
     line = assert_clean_error(err, "emotion ingest")
     assert "no data snapshot" in line and str(project) in line
@@ -198,7 +198,7 @@ def test_ingest_then_prepare(project: Path, capsys: pytest.CaptureFixture):
     args = [*base_args(project), "--set", "data.dvc_track=false"]
     assert cli.main(["ingest", *args]) == 0
     assert cli.main(["prepare", *args]) == 0
-    out, err = capsys.readouterr()
+    out = capsys.readouterr().out
     assert "all 18 data checks passed on 720 rows" in out
     assert "prepared train=" in out
     prepared = project / "artifacts" / "prepared"

@@ -1,4 +1,7 @@
-"""pipeline.evaluation.evaluate (metrics vs sklearn, written artifacts) and pipeline.evaluation.gate (floors and champion regression)."""
+"""pipeline.evaluation.evaluate (metrics vs sklearn, written artifacts) and pipeline.evaluation.gate.
+
+The gate: absolute floors and no regression against the champion.
+"""
 
 from __future__ import annotations
 

@@ -359,7 +359,7 @@ def test_multi_label_bad_labels(tmp_path: Path, case, extra, expected):
 
 
 def test_multi_label_counts_each_label_and_compares_sets(tmp_path: Path):
-    rows = [(t, l, s) for t, l, s in multi_rows() if not (l == ["love"] and s == "train")]
+    rows = [(text, label, split) for text, label, split in multi_rows() if not (label == ["love"] and split == "train")]
     rows += [(f"love and joy {i}", ["joy", "love"], "train") for i in range(PER_LABEL)]
     rows += [
         ("love and joy 0", ["love", "joy"], "train"),  # same set in another order: a duplicate, no conflict
