@@ -1,4 +1,5 @@
-# Front door: `make pipeline` trains, gates and registers; `make test` runs the test suite.
+# Front door: `make pipeline` trains, gates and registers; `make test` runs the test suite, `make test-fast` the
+# quick part of it, `make lint` the checks CI runs before the tests.
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -18,10 +19,10 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup pipeline test repro metrics plots predict mlflow-ui mlflow-server clean monitor serve-flows serve bench-model bench bench-training bench-quality
+.PHONY: help setup pipeline test test-fast lint format repro metrics plots predict mlflow-ui mlflow-server clean monitor serve-flows serve bench-model bench bench-training bench-quality
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 setup: $(VENV)/.installed ## create .venv and install the project (CPU torch, embedded model); quick when done
 
@@ -36,8 +37,21 @@ $(VENV)/.installed: pyproject.toml
 pipeline: setup ## run the Prefect training flow on params.yaml (ARGS='--set key=value ...')
 	$(BIN)/emotion run $(ARGS)
 
-test: setup ## run the test suite (unit + integration)
+test: setup ## run the whole test suite, unit + integration (ARGS='-x -k name ...')
 	$(PY) -m pytest $(ARGS)
+
+test-fast: setup ## the inner loop: the suite without the tests marked slow (about 2 minutes)
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+# All three checks run and each reports, so one CI log shows every problem; any failure fails the target.
+lint: setup ## ruff check, ruff format --check and mypy (config in pyproject.toml); `make format` fixes the format
+	@status=0; for check in "ruff check ." "ruff format --check ." "mypy"; do \
+		echo "+ $$check"; $(PY) -m $$check || status=1; \
+	done; exit $$status
+
+format: setup ## sort imports and format the code in place with ruff
+	$(PY) -m ruff check --select I --fix .
+	$(PY) -m ruff format .
 
 repro: setup ## DVC: snapshot the data source, then `dvc repro` prepare -> train -> evaluate
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/emotion ingest $(ARGS)
