@@ -12,7 +12,7 @@ import pytest
 from pipeline.registry import tracking
 from tests.conftest import SHARED_DATA
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 SEVEN = ["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"]
 WORDS = {

@@ -11,7 +11,7 @@ from pipeline import cli
 from pipeline.registry.versioning import dvc_hash
 from tests.conftest import PARAMS, copy_sample, tiny_overrides
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 
 def test_restore_data_of_a_registered_version_byte_for_byte(

@@ -15,6 +15,8 @@ from pipeline.monitoring.verdict import DriftVerdict, FeatureDrift
 from pipeline.registry import tracking
 from tests.conftest import PARAMS
 
+pytestmark = pytest.mark.slow
+
 MODEL = "emotion-classifier"
 
 

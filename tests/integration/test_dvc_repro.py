@@ -8,9 +8,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import BIN, PARAMS, REPO
+
+pytestmark = pytest.mark.slow
 
 
 def sh(project: Path, *cmd: str) -> subprocess.CompletedProcess:

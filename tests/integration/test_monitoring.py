@@ -37,6 +37,7 @@ def no_leaked_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.usefixtures("prefect_harness"),
     pytest.mark.skipif(
         not (EMOTION.is_dir() and GOEMOTIONS.is_dir()),

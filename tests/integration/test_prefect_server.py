@@ -22,6 +22,8 @@ from pipeline.config import load_config
 from pipeline.registry import tracking
 from tests.conftest import BIN, PARAMS, REPO, free_port, init_project, tiny_overrides
 
+pytestmark = pytest.mark.slow
+
 WAIT_SECONDS = 600  # upper bound for a server start or a flow run on a busy 2-core machine (a hang guard only)
 
 

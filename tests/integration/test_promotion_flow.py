@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.registry import tracking
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 LEARN = ["train.learning_rate=1e-2", "train.batch_size=32"]  # the tiny BERT learns keywords at this rate
 

@@ -101,6 +101,7 @@ for i in range(int(sys.argv[4])):
 """
 
 
+@pytest.mark.slow
 def test_concurrent_promotions_leave_consistent_aliases_and_history(cfg, tiny_model_dir: Path) -> None:
     register_versions(cfg, tiny_model_dir, ["passed", "passed", "passed"])
     rounds = 8

@@ -10,7 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import BIN, PARAMS, REPO, free_port, tiny_overrides
+
+pytestmark = pytest.mark.slow
 
 TRAIN_SCRIPT = """
 import json, sys

@@ -19,6 +19,8 @@ import pytest
 from pipeline.registry import tracking
 from tests.conftest import BIN, PARAMS, free_port, init_project, tiny_overrides
 
+pytestmark = pytest.mark.slow
+
 LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
 MAX_TEXTS, MAX_CHARS = 8, 300
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

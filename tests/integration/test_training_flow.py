@@ -14,7 +14,7 @@ from pipeline.registry import tracking
 from pipeline.registry.versioning import dvc_hash
 from tests.conftest import BIN, PARAMS, copy_sample, tiny_overrides
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 MODEL = "emotion-classifier"
 LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]

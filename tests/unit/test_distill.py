@@ -88,6 +88,7 @@ def _with_labels_rotated(data: PreparedData) -> PreparedData:
     return PreparedData(splits, data.label_map)
 
 
+@pytest.mark.slow
 def test_distill_weight_decides_what_the_student_learns_from(
     teachers, sample_prepared, tiny_train_cfgs, tmp_path: Path
 ):
@@ -108,6 +109,7 @@ def test_distill_weight_decides_what_the_student_learns_from(
     assert weights_digest(student) == blended  # the student is saved as a plain model folder
 
 
+@pytest.mark.slow
 def test_a_checkpoint_is_not_resumed_with_other_teachers_in_the_same_folder(
     teachers, sample_prepared, tiny_train_cfgs, tmp_path: Path
 ):

@@ -182,6 +182,7 @@ def emotion_reference(trained):
 
 
 @needs_shared
+@pytest.mark.slow
 def test_in_distribution_batch_has_no_drift(emotion_reference, tmp_path: Path) -> None:
     reference, predictor = emotion_reference
     held_out = [text for text, _ in emotion_lines("test.txt")[:500]]
@@ -204,6 +205,7 @@ def test_in_distribution_batch_has_no_drift(emotion_reference, tmp_path: Path) -
 
 
 @needs_shared
+@pytest.mark.slow
 def test_goemotions_batch_drifts(emotion_reference, tmp_path: Path) -> None:
     from evidently.metrics.embeddings import ModelDriftMethod
 

@@ -101,6 +101,7 @@ def test_parity_data_is_the_test_split(sample_parity: ParityData) -> None:
 
 
 @pytest.mark.parametrize("backend", [BF16, INT8])
+@pytest.mark.slow
 def test_parity_check_on_the_sample_test_split(
     fp32: FastClassifier, sample_parity: ParityData, backend: str, model_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -126,6 +127,7 @@ def test_parity_check_on_the_sample_test_split(
         assert f"refusing backend {backend}" in caplog.text
 
 
+@pytest.mark.slow
 def test_parity_check_refuses_a_model_that_answers_differently(
     fp32: FastClassifier, model_dir: Path, sample_parity: ParityData, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -42,6 +42,7 @@ def test_init_seed_fixes_the_head_and_seed_the_trajectory(sample_prepared, tiny_
     assert not torch.equal(untrained[1], untrained[3])  # init_seed unset: the head follows seed
 
 
+@pytest.mark.slow
 def test_greedy_soup_averages_the_runs_that_help_on_validation(runs, sample_prepared, tmp_path: Path):
     from transformers import pipeline
 

@@ -50,6 +50,7 @@ def test_saved_model_loads_in_transformers_pipeline_with_label_names(trained):
     assert sum(d["score"] for d in out) == pytest.approx(1.0, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_training_is_reproducible(trained, sample_prepared, tiny_train_cfgs, tmp_path: Path):
     first, first_dir = trained
     model_cfg, train_cfg = tiny_train_cfgs
@@ -75,6 +76,7 @@ def test_running_average_is_the_mean_of_snapshots():
     assert snapshots[0]["w"].tolist() == [1.0, 2.0]  # the first snapshot was copied, not aliased
 
 
+@pytest.mark.slow
 def test_weight_average_competes_with_the_best_evaluation_on_validation(
     sample_prepared, tiny_train_cfgs, tmp_path: Path
 ):
@@ -126,6 +128,7 @@ def test_max_steps_zero_saves_an_untrained_model(sample_prepared, tiny_model_dir
     assert predictor.predict_proba(["still works"]).shape == (1, len(LABELS))
 
 
+@pytest.mark.slow
 def test_epoch_callback_sees_each_history_row(sample_prepared, tiny_train_cfgs, tmp_path: Path):
     model_cfg, train_cfg = tiny_train_cfgs
     seen: list[dict] = []
