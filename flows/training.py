@@ -15,7 +15,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.caching import validation_cache_key
-from pipeline import stages
+from pipeline import console, stages
 from pipeline.config import Config
 from pipeline.data.encode import PreparedData
 from pipeline.evaluation.behaviour import BehaviourReport
@@ -90,6 +90,7 @@ def training_flow(cfg: Config) -> dict[str, Any]:
         try:
             labels, validation = validate_task(cfg, snapshot.frame, data_hash)
             validation.write(layout.reports)  # outside the cached task: a cache hit still leaves the report
+            console.stage("validate", validation.summary().splitlines()[0])
         finally:
             if (layout.reports / "validation_report.md").exists():
                 mlflow_client.log_artifacts(run_id, str(layout.reports), "reports")
@@ -120,6 +121,7 @@ def training_flow(cfg: Config) -> dict[str, Any]:
         result = promote_task(cfg, evaluated, prepared)
         status = "FINISHED"
     finally:
+        console.attach_run_log(mlflow_client, run_id)
         tracking.end_run(mlflow_client, run_id, status)
     return {
         "run_id": run_id,

@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Any
 
+from pipeline import console
 from pipeline.config import Config, load_config_from_env
 from pipeline.errors import DataValidationError, PipelineError
 
@@ -25,6 +26,7 @@ QUIET_ENV = {
     "MLFLOW_ENABLE_TELEMETRY": "false",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_LOGGING_EXTRA_LOGGERS": "pipeline",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",  # the default 20 s ran out on a busy 2-core machine
     "TOKENIZERS_PARALLELISM": "false",
 }
 
@@ -53,12 +55,16 @@ class _NoTracebackForUserErrors(logging.Filter):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    log_file = console.new_run_log(cfg.artifacts / "logs")
+    console.setup(args.verbose, log_file)
+    console.libraries_to_log()
     from flows.training import training_flow
 
     for name in ("prefect.task_runs", "prefect.flow_runs"):
         logging.getLogger(name).addFilter(_NoTracebackForUserErrors())
     with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):  # stdout = the JSON summary only
-        summary = training_flow(_config(args))
+        summary = training_flow(cfg) | {"log_file": str(log_file)}
     print(json.dumps(summary, indent=2, default=str) if args.json else format_summary(summary))
     return 0
 
@@ -309,15 +315,21 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"mlflow    run {summary['run_id']}",
     ]
     if not summary["gate"]["passed"]:
-        lines.append(
-            f"          champion unchanged ({'version ' + summary['champion_before'] if summary['champion_before'] else 'none yet'})"
-        )
+        before = summary["champion_before"]
+        lines.append(f"          champion unchanged ({'version ' + before if before else 'none yet'})")
+    if summary.get("log_file"):
+        lines.append(f"log       {summary['log_file']}")
     return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emotion", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging, all of it on the console (run: not only in its log file)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
@@ -376,23 +388,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    for noisy in ("httpx", "great_expectations"):  # API chatter and import-time registrations
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    console.setup(args.verbose)  # `emotion run` narrows it to stage lines and a per-run log file
+    code = 1
     try:
-        return args.func(args)
+        code = args.func(args)
     except DataValidationError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         if exc.report is not None:
             print(exc.report.summary(), file=sys.stderr)
-        return 3
+        code = 3
     except PipelineError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
-        return 2
+        code = 2
+    finally:
+        if code != 0 and (log_file := console.run_log()) is not None:
+            print(f"log: {log_file}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from pipeline import console
 from pipeline.config import Config
 from pipeline.data import clean, encode, ingest, validate
 from pipeline.errors import PipelineError
@@ -45,8 +47,13 @@ class Layout:
         )
 
 
+def _since(started: float) -> float:
+    return time.perf_counter() - started
+
+
 def ingest_stage(cfg: Config) -> tuple[ingest.Snapshot, str]:
     """Snapshot the source into ``data/`` and version it; returns the snapshot and its hash."""
+    started = time.perf_counter()
     project = Path(cfg.project_dir).resolve()
     snapshot = ingest.ingest(cfg.data, Layout.of(cfg).snapshot, project)
     if cfg.data.dvc_track:
@@ -55,6 +62,11 @@ def ingest_stage(cfg: Config) -> tuple[ingest.Snapshot, str]:
             versioning.dvc_push(project, pointer_of(cfg), cfg.data.dvc_remote)
     else:
         data_hash = versioning.content_hash(snapshot.path)
+    counts = snapshot.split_counts()
+    rows = ", ".join(f"{split} {n}" for split, n in counts.items())
+    console.stage(
+        "ingest", f"{sum(counts.values())} rows ({rows}) from {cfg.data.source}, hash {data_hash}", _since(started)
+    )
     return snapshot, data_hash
 
 
@@ -82,6 +94,7 @@ def validate_stage(cfg: Config, frame: pd.DataFrame) -> tuple[list[str], validat
 
 def prepare_stage(cfg: Config, frame: pd.DataFrame, labels: list[str]) -> tuple[encode.PreparedData, pd.DataFrame]:
     """Clean and encode validated rows, save them with the label map; returns them and the cleaning table."""
+    started = time.perf_counter()
     layout = Layout.of(cfg)
     from pipeline.evaluation.plots import write_data_plots
 
@@ -91,6 +104,9 @@ def prepare_stage(cfg: Config, frame: pd.DataFrame, labels: list[str]) -> tuple[
     write_data_plots(cleaned.frame, labels, layout.plots)
     layout.reports.mkdir(parents=True, exist_ok=True)
     cleaned.changes.to_csv(layout.reports / "cleaning.csv")
+    kept, given = int(cleaned.changes["rows_out"].sum()), int(cleaned.changes["rows_in"].sum())
+    kind = "multi-label" if prepared.label_map.multi_label else "single-label"
+    console.stage("clean/encode", f"{kept} of {given} rows kept, {len(labels)} labels ({kind})", _since(started))
     return prepared, cleaned.changes
 
 
@@ -109,6 +125,12 @@ def train_stage(
         write_training_curve(result.history, layout.plots)
         summary = {k: v for k, v in vars(result).items() if k not in ("history", "model_dir", "calibration")}
         (layout.root / "training_summary.json").write_text(json.dumps(summary | result.calibration, indent=2))
+        console.stage(
+            "train",
+            f"{result.steps} steps, {result.samples_per_second:.1f} samples/s ({result.device}, {result.precision}), "
+            f"best epoch {result.best_epoch}, validation macro-F1 {result.val_macro_f1:.4f}",
+            result.train_seconds,
+        )
     return result
 
 
@@ -130,17 +152,28 @@ def behaviour_stage(cfg: Config, prepared: encode.PreparedData) -> BehaviourRepo
     from pipeline.evaluation.behaviour import run_suite
     from pipeline.model.predict import Predictor
 
+    started = time.perf_counter()
     layout = Layout.of(cfg)
     predictor = Predictor(layout.model, cfg.train.device, cfg.train.precision, cfg.model.max_length)
     report = run_suite(
         predictor.predict_proba, prepared.label_map.labels, prepared.texts("test"), cfg.gate.invariance_tolerance
     )
     (layout.root / "behaviour.json").write_text(json.dumps(report.to_dict(), indent=2))
+    mft = "n/a" if report.mft_accuracy is None else f"{report.mft_accuracy:.3f}"
+    console.stage(
+        "behaviour",
+        f"minimum functionality {mft}, invariance {report.invariance_rate:.3f} ({report.cases} cases)",
+        _since(started),
+    )
     return report
 
 
 def evaluate_stage(cfg: Config, prepared: encode.PreparedData) -> tuple[evaluate.Evaluation, dict[str, Path]]:
     """Score the trained model on test and write metrics.json, the report and the plots."""
+    started = time.perf_counter()
     layout = Layout.of(cfg)
     evaluation = score_model(cfg, layout.model, prepared)
-    return evaluation, evaluate.write_evaluation(evaluation, layout.root, layout.plots)
+    paths = evaluate.write_evaluation(evaluation, layout.root, layout.plots)
+    scores = f"accuracy {evaluation.metrics['accuracy']:.4f}, macro-F1 {evaluation.metrics['macro_f1']:.4f}"
+    console.stage("evaluate", f"test {scores} ({len(prepared.texts('test'))} rows)", _since(started))
+    return evaluation, paths

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import stages
+from pipeline import console, stages
 from pipeline.config import Config
 from pipeline.data.encode import PreparedData
 from pipeline.errors import PipelineError
@@ -224,6 +224,10 @@ def gate_and_promote(
         log.warning(notes[-1])
     assert version is not None  # the loop runs at least once
     _log_outcome(mlflow_client, evaluated, verdict, champion, version)
+    failed = f"{len(verdict.failed)} of {len(verdict.checks)} checks failed"
+    console.stage("gate", f"{'passed' if verdict.passed else 'FAILED'}: {failed}")
+    role = "champion" if promoted else "challenger"
+    console.stage("register", f"{cfg.mlflow.registered_model} version {version}, {role}")
     return PromotionResult(
         verdict=verdict,
         version=version,

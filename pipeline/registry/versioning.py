@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -16,6 +18,27 @@ from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
+DVC_LOGGERS = ("dvc", "dvc_objects", "dvc_data")
+
+
+@contextlib.contextmanager
+def dvc_output_to_log() -> Iterator[None]:
+    """DVC prints hints ("git add data.dvc") and progress to the console through its own handlers; while this runs,
+    its records go up to the root logger (the run log) instead, and anything it writes to stdout/stderr is logged."""
+    loggers = [logging.getLogger(name) for name in DVC_LOGGERS]
+    saved = [logger.handlers[:] for logger in loggers]
+    for logger in loggers:
+        logger.handlers.clear()
+    written = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(written), contextlib.redirect_stderr(written):
+            yield
+    finally:
+        for logger, handlers in zip(loggers, saved, strict=True):
+            logger.handlers[:] = handlers
+        if written.getvalue().strip():
+            log.info("dvc wrote:\n%s", written.getvalue().rstrip())
+
 
 def dvc_track(project_dir: Path, target: Path) -> str:
     """``dvc add`` the target (writes ``<target>.dvc``) and return its DVC hash."""
@@ -23,7 +46,7 @@ def dvc_track(project_dir: Path, target: Path) -> str:
     from dvc.repo import Repo
 
     try:  # DVC resolves a stage's working directory from the process cwd
-        with contextlib.chdir(project_dir), Repo(str(project_dir)) as repo:
+        with dvc_output_to_log(), contextlib.chdir(project_dir), Repo(str(project_dir)) as repo:
             repo.add(str(target.relative_to(project_dir)))
     except NotDvcRepoError as exc:
         raise PipelineError(
@@ -69,7 +92,7 @@ def dvc_push(project_dir: Path, pointer: Path, remote: str) -> None:
 
     name = ensure_remote(project_dir, remote)
     try:
-        with contextlib.chdir(project_dir), Repo(str(project_dir)) as repo:
+        with dvc_output_to_log(), contextlib.chdir(project_dir), Repo(str(project_dir)) as repo:
             pushed = repo.push(targets=[str(pointer.relative_to(project_dir))], remote=name)
     except DvcException as exc:
         raise PipelineError(f"dvc push to {remote} failed: {exc}") from exc
