@@ -29,13 +29,22 @@ def stage(name: str, detail: str, seconds: float | None = None) -> None:
     stage_log.info("%-12s %s%s", name, detail, took)
 
 
-class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class ConsoleHandler(logging.StreamHandler):
     """stderr; with a run log, only stage lines and the project's warnings (the file has the rest)."""
 
     def __init__(self, everything: bool) -> None:
-        super().__init__(sys.stderr)
+        super().__init__()
         self.everything = everything
         self.setFormatter(DETAILED)
+
+    @property
+    def stream(self) -> Any:
+        """The current sys.stderr, as logging's last-resort handler does (a captured or replaced one included)."""
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.everything:

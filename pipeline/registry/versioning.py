@@ -23,15 +23,15 @@ DVC_LOGGERS = ("dvc", "dvc_objects", "dvc_data")
 
 @contextlib.contextmanager
 def dvc_output_to_log() -> Iterator[None]:
-    """DVC prints hints ("git add data.dvc") and progress to the console through its own handlers; while this runs,
-    its records go up to the root logger (the run log) instead, and anything it writes to stdout/stderr is logged."""
+    """DVC prints hints ("git add data.dvc") to the console through its own handlers; while this runs, its records
+    go up to the root logger (the run log) instead, and what it writes to stdout is logged."""
     loggers = [logging.getLogger(name) for name in DVC_LOGGERS]
     saved = [logger.handlers[:] for logger in loggers]
     for logger in loggers:
         logger.handlers.clear()
     written = io.StringIO()
     try:
-        with contextlib.redirect_stdout(written), contextlib.redirect_stderr(written):
+        with contextlib.redirect_stdout(written):
             yield
     finally:
         for logger, handlers in zip(loggers, saved, strict=True):
