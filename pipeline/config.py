@@ -153,6 +153,8 @@ class GateConfig(_Section):
     min_mft_accuracy: float = Field(0.7, ge=0, le=1)  # share of clear per-emotion sentences labelled right
     min_invariance: float = Field(0.85, ge=0, le=1)  # share of name/place/number/punctuation edits that keep the label
     invariance_tolerance: float = Field(0.2, ge=0, le=1)  # largest move of the top probability still called invariant
+    min_shadow_samples: int = Field(0, ge=0)  # `emotion promote` needs this many shadow-scored texts; 0 = not required
+    min_shadow_agreement: float = Field(0.9, ge=0, le=1)  # and this label agreement with the champion (when required)
 
 
 class MlflowConfig(_Section):
@@ -180,6 +182,12 @@ class ServeConfig(_Section):
     max_loaded_versions: int = Field(2, ge=0)  # non-champion versions kept loaded for the demo's version picker
     threads: int | None = Field(None, ge=1)  # torch threads for inference; None = cores - 1 (one for the event loop)
     access_log: bool = True
+    shadow: str | None = None  # an alias (e.g. challenger) also scored in the background; None = no shadow
+    shadow_fraction: float = Field(1.0, ge=0, le=1)  # share of champion-served requests also shadow-scored
+    shadow_queue: int = Field(64, ge=1)  # requests waiting for the shadow; more are dropped (counted), never block
+    shadow_log_seconds: float = Field(60.0, gt=0)  # how often agreement is written to the shadow version's tags
+    canary_fraction: float = Field(0.0, ge=0, le=1)  # share of /predict traffic (no version asked) for canary_alias
+    canary_alias: str = "challenger"  # the alias the canary share goes to
 
 
 class MonitorConfig(_Section):

@@ -262,6 +262,7 @@ def promote(
         raise PipelineError(f"{name} has no version {version}: see `emotion models`") from exc
     if target.tags.get("gate") == "failed" and not force:
         raise PipelineError(f"{name} version {version} failed its gate; use --force to promote it anyway")
+    reason = _check_shadow(cfg, target, reason, force) if kind == "manual" else reason
     with _lock(cfg):
         current = _champion(cfg, mlflow_client)
         if expected_champion is not False and current != expected_champion:
@@ -271,6 +272,20 @@ def promote(
         "promoted %s version %s to champion (previous: %s) by %s: %s", name, version, event.previous, actor, reason
     )
     return event
+
+
+def _check_shadow(cfg: Config, target: Any, reason: str, force: bool) -> str:
+    """Refuse a manual promotion without the shadow evidence ``gate.min_shadow_*`` asks for; with ``force``, the
+    reason recorded says what was overridden."""
+    from pipeline.registry.shadow_stats import promotion_problem
+
+    problem = promotion_problem(cfg, target)
+    if problem is None:
+        return reason
+    if not force:
+        raise PipelineError(problem)
+    log.warning("promoting anyway (--force): %s", problem)
+    return f"{reason} [forced: {problem}]"
 
 
 def rollback(cfg: Config, mlflow_client: Any, *, actor: str, reason: str) -> Promotion:

@@ -7,11 +7,13 @@
 - ``GET /model``     version, labels, data hash, metrics, backend and its parity check
 - ``GET /models``    the registry's versions (the demo page's version picker)
 - ``POST /reload``   look for a new champion now
+- ``GET /metrics``   Prometheus metrics: requests, latency, batches, labels, confidence, reloads, shadow agreement
 - ``GET /``          the demo page; ``/openapi.json`` and ``/docs`` the schema
 
 The pieces: ``routes`` (the endpoints), ``schemas`` (their bodies), ``handlers`` (errors as HTTP answers),
 ``store`` (loaded versions and hot reload), ``batcher`` (one inference thread), ``backends`` (fp32, bf16, int8
-and the parity check that guards them).
+and the parity check that guards them), ``metrics`` (Prometheus), ``shadow`` (a second alias scored in the
+background, ``serve.shadow``); ``serve.canary_fraction`` of the traffic goes to ``serve.canary_alias``.
 """
 
 import asyncio
@@ -26,6 +28,8 @@ from fastapi import FastAPI
 from pipeline.config import Config
 from pipeline.serving import handlers, routes
 from pipeline.serving.batcher import Batcher
+from pipeline.serving.metrics import ServeMetrics, refresh, track_requests
+from pipeline.serving.shadow import Shadow
 from pipeline.serving.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -43,8 +47,12 @@ def create_app(cfg: Config, store: ModelStore | None = None, *, start_refresh: b
         lifespan=partial(lifespan, store=store, start_refresh=start_refresh),
     )
     app.state.cfg = cfg
+    app.state.shadow = None
     handlers.install(app)
+    app.middleware("http")(track_requests)  # added last, so outermost: it also sees the 413s of limit_body
     app.include_router(routes.router)
+    paths = [getattr(route, "path", None) for route in [*app.routes, *routes.router.routes]]
+    app.state.metrics = ServeMetrics(app.state, {path for path in paths if isinstance(path, str)})
     return app
 
 
@@ -52,24 +60,31 @@ def create_app(cfg: Config, store: ModelStore | None = None, *, start_refresh: b
 async def lifespan(app: FastAPI, store: ModelStore | None, start_refresh: bool) -> AsyncIterator[None]:
     """Load the champion before the first request, run the inference thread and the periodic champion check."""
     cfg: Config = app.state.cfg
+    metrics: ServeMetrics = app.state.metrics
     models = store if store is not None else await asyncio.to_thread(ModelStore, cfg)
     app.state.store = models
-    await asyncio.to_thread(models.refresh)
+    await asyncio.to_thread(refresh, models, metrics)
     if models.champion is None:
         log.warning("serving without a model: %s", models.last_error)
-    batcher = Batcher(cfg.serve.max_batch_texts)
+    batcher = Batcher(cfg.serve.max_batch_texts, metrics)
     batcher.start()
     app.state.batcher = batcher
-    stop_refresh = start_refresher(models, cfg.serve.refresh_seconds) if start_refresh else None
+    shadow = Shadow(cfg, models, batcher, metrics) if cfg.serve.shadow else None
+    if shadow is not None:
+        shadow.start()
+    app.state.shadow = shadow
+    stop_refresh = start_refresher(models, metrics, cfg.serve.refresh_seconds) if start_refresh else None
     try:
         yield
     finally:
         if stop_refresh is not None:
             stop_refresh()
+        if shadow is not None:
+            shadow.stop()  # before the batcher: it may be waiting for an inference
         batcher.stop()
 
 
-def start_refresher(models: ModelStore, seconds: float) -> Callable[[], None] | None:
+def start_refresher(models: ModelStore, metrics: ServeMetrics, seconds: float) -> Callable[[], None] | None:
     """A thread that looks for a new champion every ``seconds`` (none for 0); returns how to stop it."""
     if seconds <= 0:
         return None
@@ -77,7 +92,7 @@ def start_refresher(models: ModelStore, seconds: float) -> Callable[[], None] | 
 
     def loop() -> None:
         while not stop.wait(seconds):
-            models.refresh()
+            refresh(models, metrics)
 
     thread = threading.Thread(target=loop, name="emotion-refresh", daemon=True)
     thread.start()

@@ -13,6 +13,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.serving.metrics import ServeMetrics
 from pipeline.serving.store import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,9 @@ class _Job:
 class Batcher:
     """One inference thread: drains the queue and runs the texts of all waiting requests together."""
 
-    def __init__(self, max_batch_texts: int) -> None:
+    def __init__(self, max_batch_texts: int, metrics: ServeMetrics | None = None) -> None:
         self.max_batch_texts = max_batch_texts
+        self.metrics = metrics
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="emotion-inference", daemon=True)
 
@@ -40,10 +42,18 @@ class Batcher:
         self._queue.put(None)
         self._thread.join(timeout=30)
 
-    async def predict(self, model: LoadedModel, texts: list[str]) -> Any:
+    def pending(self) -> int:
+        """Requests waiting for the inference thread (approximate, for /metrics)."""
+        return self._queue.qsize()
+
+    def submit(self, model: LoadedModel, texts: list[str]) -> Future:
+        """Queue texts for ``model``; the future's result is their predictions (for threads, e.g. the shadow)."""
         job = _Job(model, texts)
         self._queue.put(job)
-        return await asyncio.wrap_future(job.future)
+        return job.future
+
+    async def predict(self, model: LoadedModel, texts: list[str]) -> Any:
+        return await asyncio.wrap_future(self.submit(model, texts))
 
     def _run(self) -> None:
         while True:
@@ -61,6 +71,9 @@ class Batcher:
                     break
                 jobs.append(nxt)
                 n += len(nxt.texts)
+            if self.metrics is not None:
+                self.metrics.batch_texts.observe(n)
+                self.metrics.batch_requests.observe(len(jobs))
             groups: dict[int, list[_Job]] = {}
             for j in jobs:
                 if j.future.set_running_or_notify_cancel():  # False: the client went away, skip its texts
@@ -70,16 +83,21 @@ class Batcher:
                     self._run_group(group)
                 except Exception:  # never let one batch stop the inference thread
                     log.exception("inference batch failed")
+                    self._count_error()
                     for j in group:
                         if not j.future.done():
                             j.future.set_exception(RuntimeError("inference failed"))
 
-    @staticmethod
-    def _run_group(group: list[_Job]) -> None:
+    def _count_error(self) -> None:
+        if self.metrics is not None:
+            self.metrics.errors.labels("inference").inc()
+
+    def _run_group(self, group: list[_Job]) -> None:
         texts = [t for j in group for t in j.texts]
         try:
             predictions = group[0].model.classifier.predict(texts)
         except Exception as exc:
+            self._count_error()
             for j in group:
                 j.future.set_exception(exc)
             return

@@ -2,6 +2,7 @@
 the app's state, which ``app.create_app`` and its lifespan fill in."""
 
 import asyncio
+import random
 import time
 from functools import cache
 from pathlib import Path
@@ -9,12 +10,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from pipeline.config import Config
 from pipeline.serving.batcher import Batcher
+from pipeline.serving.metrics import ServeMetrics, refresh
 from pipeline.serving.schemas import PredictRequest, PredictResponse
-from pipeline.serving.store import ModelStore
+from pipeline.serving.shadow import Shadow
+from pipeline.serving.store import LoadedModel, ModelStore
 
 DEMO_PAGE = Path(__file__).with_name("static") / "demo.html"
 
@@ -34,6 +37,14 @@ async def get_batcher(request: Request) -> Batcher:
     return request.app.state.batcher
 
 
+async def get_metrics(request: Request) -> ServeMetrics:
+    return request.app.state.metrics
+
+
+async def get_shadow(request: Request) -> Shadow | None:
+    return request.app.state.shadow
+
+
 async def checked_request(body: PredictRequest, cfg: Annotated[Config, Depends(get_config)]) -> PredictRequest:
     """The request body, within the config's limits (``serve.max_texts``, ``serve.max_chars``)."""
     problem = body.limit_problem(cfg.serve.max_texts, cfg.serve.max_chars)
@@ -44,6 +55,7 @@ async def checked_request(body: PredictRequest, cfg: Annotated[Config, Depends(g
 
 
 Store = Annotated[ModelStore, Depends(get_store)]
+Metrics = Annotated[ServeMetrics, Depends(get_metrics)]
 
 
 @cache
@@ -89,8 +101,8 @@ def list_models(store: Store) -> dict[str, Any]:
 
 
 @router.post("/reload", summary="look for a new champion now (also done every refresh_seconds)")
-async def reload(store: Store) -> dict[str, Any]:
-    changed = await asyncio.to_thread(store.refresh)
+async def reload(store: Store, metrics: Metrics) -> dict[str, Any]:
+    changed = await asyncio.to_thread(refresh, store, metrics)
     champion = store.champion
     return {"changed": changed, "version": champion.version if champion else None, "last_error": store.last_error}
 
@@ -110,12 +122,16 @@ async def predict(
     request: Annotated[PredictRequest, Depends(checked_request)],
     store: Store,
     batcher: Annotated[Batcher, Depends(get_batcher)],
+    cfg: Annotated[Config, Depends(get_config)],
+    metrics: Metrics,
+    shadow: Annotated[Shadow | None, Depends(get_shadow)],
 ) -> dict[str, Any]:
-    version = None if request.version is None else str(request.version)
-    loaded = store.champion if version is None else None
-    if loaded is None:
-        loaded = await asyncio.to_thread(store.get, version)
-    predictions = await batcher.predict(loaded, request.all_texts())
+    texts = request.all_texts()
+    role, loaded = await chosen_model(store, cfg, request.version)
+    predictions = await batcher.predict(loaded, texts)
+    metrics.observe_predictions(loaded.version, role, predictions)
+    if role == "champion" and shadow is not None:
+        shadow.offer(loaded, texts, predictions)
     return {
         "model": loaded.name,
         "version": loaded.version,
@@ -130,3 +146,24 @@ async def predict(
             for p in predictions
         ],
     }
+
+
+async def chosen_model(store: ModelStore, cfg: Config, version: str | int | None) -> tuple[str, LoadedModel]:
+    """Who answers, and in which role: the version asked for ("pinned"), else a ``serve.canary_fraction`` share
+    for the canary alias's version ("canary"), else the champion."""
+    if version is not None:
+        loaded = await asyncio.to_thread(store.get, str(version))
+        return ("champion" if loaded is store.champion else "pinned"), loaded
+    fraction = cfg.serve.canary_fraction
+    canary = store.follower(cfg.serve.canary_alias) if fraction > 0 and random.random() < fraction else None
+    if canary is not None:
+        return "canary", canary
+    champion = store.champion
+    return "champion", champion if champion is not None else await asyncio.to_thread(store.get, None)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def prometheus(metrics: Metrics) -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

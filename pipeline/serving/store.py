@@ -101,6 +101,8 @@ class ModelStore:
         self.last_check: float | None = None
         self.last_error: str | None = None
         self._others: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._followed: dict[str, LoadedModel] = {}  # shadow / canary alias -> its version; replaced, never mutated
+        self.follow_failures = 0  # failed loads of a followed alias's version (the one loaded before keeps going)
         self._reload_lock = threading.Lock()  # one champion check at a time
         self._load_lock = threading.Lock()  # one model load at a time (memory, CPU)
         self._cache_lock = threading.Lock()  # guards _others
@@ -161,37 +163,86 @@ class ModelStore:
             self.name, version, classifier, serve.backend, parity, dict(meta.tags), meta.run_id, time.time(), seconds
         )
 
-    def refresh(self) -> bool:
-        """Serve the alias's current version; True if a new model was swapped in."""
-        from pipeline.registry import tracking
+    def followed_aliases(self) -> list[str]:
+        """The aliases loaded beside the champion: the shadow's, and the canary's when it gets traffic."""
+        serve = self.cfg.serve
+        aliases = [serve.shadow] if serve.shadow else []
+        if serve.canary_fraction > 0 and serve.canary_alias not in aliases:
+            aliases.append(serve.canary_alias)
+        return [a for a in aliases if a != serve.alias]
 
+    def follower(self, alias: str) -> LoadedModel | None:
+        """The loaded version holding ``alias`` (as of the last refresh), None when it is the champion's or none."""
+        model = self._followed.get(alias)
+        champion = self.champion
+        return None if model is None or (champion is not None and model.version == champion.version) else model
+
+    def serving(self) -> list[tuple[str, str, LoadedModel]]:
+        """(role, alias, model) of every model that answers or shadows traffic, for /metrics."""
+        serve = self.cfg.serve
+        rows = [("champion", serve.alias, self.champion)] if self.champion else []
+        for role, alias, wanted in (
+            ("shadow", serve.shadow, serve.shadow is not None),
+            ("canary", serve.canary_alias, serve.canary_fraction > 0),
+        ):
+            model = self.follower(alias) if wanted and alias else None
+            if model is not None:
+                rows.append((role, str(alias), model))
+        return rows
+
+    def refresh(self) -> bool:
+        """Serve the alias's current version (and load the followed aliases'); True if a new champion was swapped in."""
         with self._reload_lock:
             self.last_check = time.time()
-            try:
-                meta = tracking.version_by_alias(self.cfg, self.client, self.cfg.serve.alias)
-                if meta is None:
-                    self.last_error = f"no version of {self.name} has the alias '{self.cfg.serve.alias}' yet"
-                    return False
-                version = str(meta.version)
-                current = self.champion
-                if current is not None and current.version == version:
-                    self.last_error = None
-                    return False
-                loaded = self._cached_or_load(version, meta)  # the alias lookup's record: no second read
-                self.champion = loaded  # the swap: one reference assignment
-                with self._cache_lock:
-                    self._others.pop(version, None)
-                if current is not None:
-                    self._remember(current)
-                self.last_error = None
-                log.info(
-                    "now serving %s version %s (was %s)", self.name, version, current.version if current else "none"
-                )
-                return True
-            except Exception as exc:  # keep serving the old model; say why in /health
-                self.last_error = f"reload failed: {exc}"
-                log.exception("reload failed; still serving %s", self.champion.version if self.champion else "nothing")
+            changed = self._refresh_champion()
+            for alias in self.followed_aliases():
+                self._refresh_follower(alias)
+            return changed
+
+    def _refresh_follower(self, alias: str) -> None:
+        """Load the version now holding ``alias``; on failure keep the one loaded before (and log why)."""
+        from pipeline.registry import tracking
+
+        try:
+            meta = tracking.version_by_alias(self.cfg, self.client, alias)
+            current = self._followed.get(alias)
+            if meta is None:
+                self._followed = {k: v for k, v in self._followed.items() if k != alias}
+            elif current is None or current.version != str(meta.version):
+                loaded = self.get(str(meta.version))  # the champion itself, or a cached or freshly loaded version
+                self._followed = self._followed | {alias: loaded}
+                log.info("%s alias %s -> version %s", self.name, alias, loaded.version)
+        except Exception:
+            self.follow_failures += 1
+            log.exception("could not load the version holding alias %s", alias)
+
+    def _refresh_champion(self) -> bool:
+        """Swap in the serving alias's current version; False when unchanged, missing or failing (see last_error)."""
+        from pipeline.registry import tracking
+
+        try:
+            meta = tracking.version_by_alias(self.cfg, self.client, self.cfg.serve.alias)
+            if meta is None:
+                self.last_error = f"no version of {self.name} has the alias '{self.cfg.serve.alias}' yet"
                 return False
+            version = str(meta.version)
+            current = self.champion
+            if current is not None and current.version == version:
+                self.last_error = None
+                return False
+            loaded = self._cached_or_load(version, meta)  # the alias lookup's record: no second read
+            self.champion = loaded  # the swap: one reference assignment
+            with self._cache_lock:
+                self._others.pop(version, None)
+            if current is not None:
+                self._remember(current)
+            self.last_error = None
+            log.info("now serving %s version %s (was %s)", self.name, version, current.version if current else "none")
+            return True
+        except Exception as exc:  # keep serving the old model; say why in /health
+            self.last_error = f"reload failed: {exc}"
+            log.exception("reload failed; still serving %s", self.champion.version if self.champion else "nothing")
+            return False
 
     def _cached_or_load(self, version: str, meta: ModelVersion | None = None) -> LoadedModel:
         """A loaded version from the cache, else loaded now (``meta``: its registry record, when already read)."""

@@ -348,3 +348,176 @@ def test_emotion_serve_command(store: dict[str, Any], tiny_model_dir: Path, tmp_
     output = log_path.read_text()
     assert proc.returncode == 0, output
     assert f"http://127.0.0.1:{port}" in output
+
+
+# --- operating the service: /metrics, shadow, canary, promotion on shadow evidence ---
+
+SHADOW_TEXTS = [
+    "i feel wonderful today",
+    "my hands are shaking before the exam",
+    "i love my dog so much",
+    "so angry right now",
+    "what a surprise to see you here",
+    "i miss her every day",
+    "that noise in the night scared me",
+    "we won the final and i cannot stop smiling",
+    "he lied to me again",
+    "i adore this little town",
+]
+
+
+def scrape(http: httpx.Client) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """GET /metrics parsed by prometheus_client: {(sample name, labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = http.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def metric(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+def model_info(samples: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> dict[str, dict[str, str]]:
+    """The ``emotion_model_info`` rows by role: {"champion": {"alias": ..., "version": ..., "backend": ...}}."""
+    rows = [dict(labels) for (name, labels), value in samples.items() if name == "emotion_model_info" and value == 1]
+    return {row.pop("role"): row for row in rows}
+
+
+def test_metrics_count_what_was_served(store: dict[str, Any], tiny_model_dir: Path) -> None:
+    """A second app in this process (the module's server is still up) scraped over HTTP: its own counts only."""
+    cfg = serve_config(store["project"], tiny_model_dir)
+    with Server(cfg) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+        answers = [http.post("/predict", json={"text": text}).json() for text in SHADOW_TEXTS[:3]]
+        answers.append(http.post("/predict", json={"texts": SHADOW_TEXTS[3:5]}).json())
+        assert http.post("/predict", json={"text": ""}).status_code == 422
+        backend = http.get("/health").json()["backend"]
+        samples = scrape(http)
+    assert {a["version"] for a in answers} == {"1"}  # serve.canary_fraction 0: the challenger never answers
+    post, ok = {"route": "/predict", "method": "POST"}, "200"
+    assert metric(samples, "emotion_http_requests_total", **post, status=ok) == 4
+    assert metric(samples, "emotion_http_requests_total", **post, status="422") == 1
+    assert metric(samples, "emotion_http_requests_total", route="/health", method="GET", status=ok) == 1
+    assert metric(samples, "emotion_http_request_seconds_count", **post, status=ok) == 4
+    assert metric(samples, "emotion_http_request_seconds_sum", **post, status=ok) > 0
+    labels = [p["label"] for a in answers for p in a["predictions"]]
+    for label in set(labels):
+        assert metric(samples, "emotion_predictions_total", version="1", role="champion", label=label) == labels.count(
+            label
+        )
+    assert metric(samples, "emotion_prediction_confidence_count", version="1") == 5
+    assert metric(samples, "emotion_batch_texts_sum") == 5 and metric(samples, "emotion_batch_requests_count") == 4
+    assert model_info(samples) == {"champion": {"alias": "champion", "version": "1", "backend": backend}}
+    assert metric(samples, "emotion_reloads_total", result="swapped") == 1
+    assert metric(samples, "emotion_inference_queue_depth") == 0
+    assert metric(samples, "emotion_shadow_queue_depth") is None  # no shadow configured
+
+
+def test_canary_fraction_one_answers_with_the_challenger(store: dict[str, Any], tiny_model_dir: Path) -> None:
+    cfg = serve_config(store["project"], tiny_model_dir, "serve.canary_fraction=1.0")
+    challenger = str(tracking.version_by_alias(cfg, store["client"], tracking.CHALLENGER).version)
+    assert challenger == "2"
+    with Server(cfg) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+        versions = {http.post("/predict", json={"text": text}).json()["version"] for text in SHADOW_TEXTS[:4]}
+        pinned = http.post("/predict", json={"text": "hello", "version": "1"}).json()["version"]
+        samples = scrape(http)
+    assert versions == {"2"} and pinned == "1"  # a version asked for is always honoured
+    canary = [
+        v
+        for (name, labels), v in samples.items()
+        if name == "emotion_predictions_total" and ("role", "canary") in labels
+    ]
+    assert sum(canary) == 4
+    info = model_info(samples)
+    assert info["canary"]["version"] == "2" and info["canary"]["alias"] == "challenger"
+    assert info["champion"]["version"] == "1"
+
+
+def shadow_served(cfg: Any, texts: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict]:
+    """Serve ``texts`` two at a time with the shadow on; then the same pairs pinned to version 2 (the shadow sees
+    exactly these batches, so its answers are the same). Waits until the tags hold every shadow sample."""
+    client = tracking.client(cfg)
+    before = int(client.get_model_version("emotion-classifier", "2").tags.get("shadow.samples", "0"))
+    pairs = [texts[i : i + 2] for i in range(0, len(texts), 2)]
+    with Server(cfg) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+        ours = [p for pair in pairs for p in http.post("/predict", json={"texts": pair}).json()["predictions"]]
+        wait_for(
+            lambda: metric(scrape(http), "emotion_shadow_samples_total", champion="1", shadow="2") == len(texts),
+            "the shadow to score every text",
+        )
+        samples = scrape(http)
+        wait_for(
+            lambda: (
+                client.get_model_version("emotion-classifier", "2").tags.get("shadow.samples")
+                == str(before + len(texts))
+            ),
+            "the shadow tags on version 2",
+        )
+        theirs = [
+            p
+            for pair in pairs
+            for p in http.post("/predict", json={"texts": pair, "version": "2"}).json()["predictions"]
+        ]
+    return ours, theirs, samples
+
+
+def test_shadow_agreement_in_metrics_and_version_tags(store: dict[str, Any], tiny_model_dir: Path) -> None:
+    cfg = serve_config(store["project"], tiny_model_dir, "serve.shadow=challenger", "serve.shadow_log_seconds=0.3")
+    before = store["client"].get_model_version("emotion-classifier", "2").tags
+    assert "shadow.samples" not in before
+    ours, theirs, samples = shadow_served(cfg, SHADOW_TEXTS)
+    agreed = sum(set(a["labels"]) == set(b["labels"]) for a, b in zip(ours, theirs))
+    distance = sum(
+        0.5 * sum(abs(a["probabilities"][k] - b["probabilities"][k]) for k in LABELS) for a, b in zip(ours, theirs)
+    ) / len(ours)
+    pair = {"champion": "1", "shadow": "2"}
+    assert metric(samples, "emotion_shadow_samples_total", **pair) == 10
+    assert metric(samples, "emotion_shadow_agreements_total", **pair) == agreed
+    assert metric(samples, "emotion_shadow_agreement_ratio", **pair) == pytest.approx(agreed / 10)
+    assert metric(samples, "emotion_shadow_prob_distance_mean", **pair) == pytest.approx(distance, abs=1e-4)
+    assert metric(samples, "emotion_shadow_prob_distance_count", **pair) == 10
+    assert metric(samples, "emotion_shadow_dropped_total") == 0
+    assert model_info(samples)["shadow"]["version"] == "2"
+    tags = store["client"].get_model_version("emotion-classifier", "2").tags
+    assert tags["shadow.samples"] == "10" and tags["shadow.champion"] == "1"
+    assert float(tags["shadow.agreement"]) == pytest.approx(agreed / 10, abs=1e-5)
+    assert float(tags["shadow.prob_distance"]) == pytest.approx(distance, abs=1e-4)
+
+
+def test_promote_requires_shadow_evidence(
+    store: dict[str, Any], tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`emotion promote` refuses a challenger with too few shadow samples, accepts it once it has them (a restarted
+    service keeps counting from the tags), and --force overrides the requirement, recorded in the history."""
+    from pipeline import cli
+
+    project, client = store["project"], store["client"]
+    # the tiny random models pass or fail the regression gate by chance; here only the shadow requirement matters
+    client.set_model_version_tag("emotion-classifier", "2", "gate", "passed")
+    have = int(client.get_model_version("emotion-classifier", "2").tags.get("shadow.samples", "0"))
+    need = have + 6
+    common = [f"--set={item}" for item in tiny_overrides(project, tiny_model_dir, f"gate.min_shadow_samples={need}")]
+    common += ["--config", str(PARAMS)]
+
+    assert cli.main(["promote", "2", "--reason", "looks better", *common]) == 2
+    err = capsys.readouterr().err
+    assert f"version 2 was shadow-scored on {have} texts, fewer than gate.min_shadow_samples={need}" in err
+    assert str(tracking.version_by_alias(store["cfg"], client, tracking.CHAMPION).version) == "1"
+
+    cfg = serve_config(project, tiny_model_dir, "serve.shadow=challenger", "serve.shadow_log_seconds=0.3")
+    shadow_served(cfg, SHADOW_TEXTS[:6])
+    assert client.get_model_version("emotion-classifier", "2").tags["shadow.samples"] == str(need)
+    assert cli.main(["promote", "2", "--reason", "enough shadow", *common, "--set=gate.min_shadow_agreement=0"]) == 0
+    assert str(tracking.version_by_alias(store["cfg"], client, tracking.CHAMPION).version) == "2"
+
+    # version 1 was never shadow-scored: refused, then forced, and the history says what was overridden
+    assert cli.main(["promote", "1", "--reason", "back", *common]) == 2
+    assert "version 1 was shadow-scored on 0 texts" in capsys.readouterr().err
+    assert cli.main(["promote", "1", "--reason", "back", "--force", *common]) == 0
+    last = tracking.history(store["cfg"], client)[-1]
+    assert last.version == "1" and last.reason.startswith("back [forced: ") and "gate.min_shadow_samples" in last.reason
