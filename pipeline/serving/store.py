@@ -4,6 +4,10 @@ Hot reload: a background thread (every ``serve.refresh_seconds``) and ``POST /re
 alias; a new version is downloaded, loaded, parity-checked and warmed up completely before one reference swap
 makes it current. A request takes the current model once and uses it to the end, so it never sees a
 half-loaded model, and a failed load leaves the old model serving.
+
+Each check also loads the versions of the aliases followed beside the champion (``serve.shadow``, and
+``serve.canary_alias`` when ``serve.canary_fraction`` > 0), the same way; a follower that is the champion's
+version is not used.
 """
 
 from __future__ import annotations
