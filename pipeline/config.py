@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import PipelineError
 
@@ -104,6 +104,24 @@ class ModelConfig(_Section):
     max_length: int = Field(128, gt=0)
 
 
+class PeftSettings(_Section):
+    """Parameter-efficient fine-tuning (LoRA, pipeline/training/lora.py): the encoder or LLM stays frozen, small
+    low-rank adapters and the classification head train; the saved model has the adapters merged in."""
+
+    enabled: bool = False
+    rank: int = Field(8, ge=1)  # r: the adapters' inner dimension
+    alpha: int = Field(16, ge=1)  # the update is scaled by alpha / rank
+    dropout: float = Field(0.05, ge=0, lt=1)  # dropout on the adapters' input
+    target_modules: list[str] | None = None  # module names to adapt; None = the default for the model type
+    quantize: Literal["none", "4bit", "8bit"] = "none"  # load the frozen model quantized (QLoRA): CUDA + bitsandbytes
+
+    @model_validator(mode="after")
+    def _quantize_needs_adapters(self) -> PeftSettings:
+        if self.quantize != "none" and not self.enabled:
+            raise ValueError("quantize needs enabled: true (a quantized model can only train adapters)")
+        return self
+
+
 class TrainConfig(_Section):
     epochs: int = Field(6, ge=1)
     max_steps: int | None = Field(None, ge=0)  # caps optimizer steps (smoke runs); None = no cap
@@ -139,6 +157,8 @@ class TrainConfig(_Section):
     teachers: list[str] = []
     distill_weight: float = Field(0.5, ge=0, le=1)  # share of the loss from the teachers (the rest: gold labels)
     distill_temperature: float = Field(2.0, gt=0)  # softens the teachers' and the student's distributions
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% more time
+    peft: PeftSettings = PeftSettings()
 
 
 class GateConfig(_Section):
