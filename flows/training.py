@@ -22,6 +22,7 @@ from pipeline.evaluation.behaviour import BehaviourReport
 from pipeline.evaluation.evaluate import Evaluation
 from pipeline.monitoring.reference import log_reference
 from pipeline.registry import promotion, tracking
+from pipeline.training import lora
 from pipeline.training.train import TrainResult
 
 
@@ -110,9 +111,14 @@ def training_flow(cfg: Config) -> dict[str, Any]:
                 "best_epoch": trained.best_epoch,
                 "selected_val_macro_f1": trained.val_macro_f1,
                 "weight_average_kept": float(trained.averaged),
+                "trainable_parameters": trained.trainable_parameters,
+                "total_parameters": trained.total_parameters,
                 **trained.calibration,
             },
         )
+        adapter = layout.model / lora.ADAPTER_DIR
+        if adapter.exists():  # LoRA: the adapter alone, beside the merged model logged at registration
+            mlflow_client.log_artifacts(run_id, str(adapter), "adapter")
         evaluation, _ = evaluate_task(cfg, prepared)
         tracking.log_metrics(mlflow_client, run_id, evaluation.metrics, prefix="test_")
         behaviour = behaviour_task(cfg, prepared)
@@ -136,6 +142,8 @@ def training_flow(cfg: Config) -> dict[str, Any]:
             "samples_per_second": round(trained.samples_per_second, 1),
             "device": trained.device,
             "precision": trained.precision,
+            "trainable_parameters": trained.trainable_parameters,
+            "total_parameters": trained.total_parameters,
             "temperature": round(trained.calibration["temperature"], 4),
         },
         "metrics": {k: round(v, 4) for k, v in evaluation.metrics.items()},

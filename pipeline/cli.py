@@ -293,6 +293,11 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def _parameters(training: dict[str, Any]) -> str:
+    trainable, total = training["trainable_parameters"], training["total_parameters"]
+    return f"parameters {trainable:,} trainable of {total:,} ({100 * trainable / max(total, 1):.2f}%)"
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The closing report of `emotion run`."""
     metrics = summary["metrics"]
@@ -303,6 +308,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"training  {summary['training']['steps']} steps, best epoch {summary['training']['best_epoch']}, "
         f"{summary['training']['seconds']}s, {summary['training']['samples_per_second']} samples/s "
         f"({summary['training']['device']}, {summary['training']['precision']})",
+        f"          {_parameters(summary['training'])}",
         f"test      accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
         f"weighted-F1 {metrics['weighted_f1']:.4f}  macro-P {metrics['macro_precision']:.4f}  "
         f"macro-R {metrics['macro_recall']:.4f}",

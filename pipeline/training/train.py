@@ -35,8 +35,9 @@ from pipeline.config import ModelConfig, TrainConfig
 from pipeline.data.encode import PreparedData
 from pipeline.model.calibration import calibrate, calibrate_multi_label, tune_thresholds
 from pipeline.model.inference import predict_logits
-from pipeline.model.modeling import load_classifier, load_tokenizer, resolve_model_source
+from pipeline.model.modeling import load_classifier_to_train, load_tokenizer, resolve_model_source
 from pipeline.model.runtime import Runtime, choose_runtime
+from pipeline.training import lora
 from pipeline.training.distill import distillation_loss, teacher_probabilities
 from pipeline.training.fast_dropout import use_fast_dropout
 
@@ -68,6 +69,8 @@ class TrainResult:
     averaged_val_macro_f1: float | None = None  # the average's validation macro-F1, against the best single one
     averaged: bool = False  # True when the average won on validation and is the saved model
     val_macro_f1: float = 0.0  # validation macro-F1 of the saved model
+    trainable_parameters: int = 0  # with LoRA: adapters and head only
+    total_parameters: int = 0  # with LoRA: frozen weights and adapters
 
 
 @dataclass(frozen=True)
@@ -369,12 +372,13 @@ class _Checkpoint:
 def _load_model(
     model_cfg: ModelConfig, cfg: TrainConfig, data: PreparedData, runtime: Runtime, dist: Distributed
 ) -> tuple[Any, torch.nn.Module]:
-    """Tokenizer and classifier with a fresh head drawn from ``init_seed``; dropout and batch order then follow
-    ``seed``."""
+    """Tokenizer and classifier with a fresh head (and LoRA adapters) drawn from ``init_seed``; dropout and batch
+    order then follow ``seed``."""
     source = resolve_model_source(model_cfg.name)
     labels, multi = data.label_map.labels, data.label_map.multi_label
     tokenizer = load_tokenizer(source)
-    model = load_classifier(source, labels, multi).to(runtime.device)
+    model = load_classifier_to_train(source, labels, multi, tokenizer, runtime.device, cfg.peft.quantize)
+    model = lora.prepare(model, cfg)
     if cfg.init_seed is not None and cfg.init_seed != cfg.seed:
         seed_everything(cfg.seed)
     if cfg.fast_dropout and runtime.device.type == "cpu":
@@ -625,8 +629,9 @@ def _select(run: _Run, state: _LoopState, result: TrainResult) -> None:
 
 def _save_selected(run: _Run, state: _LoopState, result: TrainResult, checkpoint: _Checkpoint | None) -> None:
     """Save and calibrate the selected model (rank 0); a finished run clears its checkpoint to start fresh next time."""
+    model = lora.export(run.model, result.model_dir)  # LoRA: adapter saved, then merged into the weights
     result.calibration = save_model(
-        run.model, run.tokenizer, run.data, run.runtime, run.model_cfg.max_length, result.model_dir
+        model, run.tokenizer, run.data, run.runtime, run.model_cfg.max_length, result.model_dir
     )
     if checkpoint:
         checkpoint.remove()
@@ -661,6 +666,7 @@ def train(
     stopped = _train_epochs(run, state, clock, _Evaluation(checkpoint, on_evaluation))
     train_seconds = time.perf_counter() - clock.started
     busy = max(train_seconds - clock.eval_seconds, 1e-9)
+    trainable, total = lora.parameter_counts(run.model)
     result = TrainResult(
         output_dir,
         history=state.history,
@@ -676,6 +682,8 @@ def train(
         stopped_early=stopped and state.step < run.total_steps,
         eval_seconds=clock.eval_seconds,
         tokens_per_second=clock.tokens / busy if clock.tokens else 0.0,
+        trainable_parameters=trainable,
+        total_parameters=total,
     )
     _select(run, state, result)
     if run.dist.is_main:
