@@ -114,9 +114,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     labels, report = stages.validate_stage(cfg, frame)
     print(report.summary())
     prepared, changes = stages.prepare_stage(cfg, frame, labels)
-    print(
-        f"prepared {', '.join(f'{k}={len(v)}' for k, v in prepared.splits.items())} rows; cleaning:\n{changes.to_string()}"
-    )
+    counts = ", ".join(f"{k}={len(v)}" for k, v in prepared.splits.items())
+    print(f"prepared {counts} rows; cleaning:\n{changes.to_string()}")
     return 0
 
 
@@ -128,8 +127,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = stages.train_stage(cfg, PreparedData.load(stages.Layout.of(cfg).prepared))
     where = f"rank {result.rank}/{result.world_size}: " if result.world_size > 1 else ""
     print(
-        f"{where}trained {result.steps} steps in {result.train_seconds:.1f}s ({result.samples_per_second:.1f} samples/s, "
-        f"{result.device}, {result.precision}); best epoch {result.best_epoch}; weights {result.weights_digest}"
+        f"{where}trained {result.steps} steps in {result.train_seconds:.1f}s "
+        f"({result.samples_per_second:.1f} samples/s, {result.device}, {result.precision}); "
+        f"best epoch {result.best_epoch}; weights {result.weights_digest}"
         + (f"; resumed from step {result.resumed_from_step}" if result.resumed_from_step else "")
         + (f"; saved to {result.model_dir}" if result.rank == 0 else "")
     )
