@@ -8,6 +8,7 @@ params trees, e.g. a benchmark's training settings) layer over params.yaml. Any 
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 from pathlib import Path
@@ -24,6 +25,7 @@ EMOTION_LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")  # dair
 DEFAULT_PARAMS = Path("params.yaml")
 RECIPES_DIR = "recipes"
 REPO_RECIPES = Path(__file__).resolve().parent.parent / RECIPES_DIR  # named recipes shipped with the code
+DELIMITER_ALIASES = {"comma": ",", "semicolon": ";", "tab": "\t", "\\t": "\t", "pipe": "|"}
 
 
 class _Section(BaseModel):
@@ -33,14 +35,27 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the labelled text comes from and how to read it."""
 
-    source: str = SAMPLE_SOURCE  # "sample", a directory, a file, or "hf:<dataset id>"
-    format: Literal["auto", "text", "csv", "tsv", "jsonl", "parquet", "goemotions"] = "auto"
+    # "sample", a directory (split files or one sub-folder per label), a file, a glob, a list of those, or "hf:<id>"
+    source: str | list[str] = SAMPLE_SOURCE
+    format: Literal["auto", "text", "csv", "tsv", "jsonl", "json", "parquet", "xlsx", "goemotions"] = "auto"
+    delimiter: str = "auto"  # csv: auto sniffs comma/semicolon/tab/pipe; or one character, or comma|semicolon|tab|pipe
+    quotechar: str | None = '"'  # null = no quoting
+    escapechar: str | None = None
+    header: bool = True  # false: columns are named col1, col2, ...
+    comment: str | None = None  # lines starting with this character (between rows) are left out
+    encoding: str = "utf-8"  # a BOM always wins; auto = UTF-8, then cp1252 (reported); or any Python codec name
+    bad_rows: Literal["error", "skip", "warn"] = "error"  # rows whose field count is wrong; always reported
+    sheet: str | None = None  # xlsx: sheet name; null = the first sheet
     text_column: str = "text"
     label_column: str = "label"
     split_column: str = "split"
     labels: list[str] | None = list(EMOTION_LABELS)  # declared label set, in id order; None = infer from train
     multi_label: bool = False  # labels are lists (GoEmotions, or a column of separated labels)
     label_separator: str = ","  # between labels in a multi-label CSV/TSV cell
+    # numeric label ids name these labels (id = position); null = labels as written
+    label_names: list[str] | None = None
+    # applied after case/whitespace normalisation: rename, merge (same target), drop (null)
+    label_map: dict[str, str | None] = {}
     split_ratios: list[float] = Field(
         [0.8, 0.1, 0.1], min_length=3, max_length=3
     )  # train/val/test, for unsplit sources
@@ -51,6 +66,43 @@ class DataConfig(_Section):
     dvc_remote: str | None = (
         "dvc-remote"  # folder or URL (s3://..., gs://..., ssh://...) to push snapshots to; null = none
     )
+
+    @field_validator("delimiter")
+    @classmethod
+    def _delimiter(cls, value: str) -> str:
+        value = DELIMITER_ALIASES.get(value.lower(), value)
+        if value != "auto" and len(value) != 1:
+            raise ValueError(f"'{value}' is not auto, one character, or one of {', '.join(DELIMITER_ALIASES)}")
+        return value
+
+    @field_validator("quotechar", "escapechar", "comment")
+    @classmethod
+    def _one_char(cls, value: str | None) -> str | None:
+        if value is not None and len(value) > 1:
+            raise ValueError(f"'{value}' is not a single character")
+        return value or None
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, value: str) -> str:
+        if value != "auto":
+            try:
+                codecs.lookup(value)
+            except LookupError as exc:
+                raise ValueError(
+                    f"unknown encoding '{value}': use auto or a Python codec name (utf-8, cp1252, ...)"
+                ) from exc
+        return value
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _map_keys(cls, value: Any) -> Any:
+        return {str(k): v for k, v in value.items()} if isinstance(value, dict) else value  # YAML reads 0: as an int
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: list[str] | None) -> list[str] | None:
+        return [" ".join(str(v).split()).lower() for v in value] if value is not None else None  # as the data's
 
 
 class CleanConfig(_Section):

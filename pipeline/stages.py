@@ -46,6 +46,11 @@ class Layout:
             cfg.path(cfg.data.snapshot_dir), root / "reports", root / "prepared", root / "model", root / "plots", root
         )
 
+    @property
+    def ingest_report(self) -> Path:
+        """What reading the source found (not in data/: the snapshot folder's DVC hash stays the data's own)."""
+        return self.root / "ingest_report.json"
+
 
 def _since(started: float) -> float:
     return time.perf_counter() - started
@@ -56,6 +61,7 @@ def ingest_stage(cfg: Config) -> tuple[ingest.Snapshot, str]:
     started = time.perf_counter()
     project = Path(cfg.project_dir).resolve()
     snapshot = ingest.ingest(cfg.data, Layout.of(cfg).snapshot, project)
+    ingest.write_report(snapshot, Layout.of(cfg).ingest_report)
     if cfg.data.dvc_track:
         data_hash = versioning.dvc_track(project, snapshot.path.parent)
         if cfg.data.dvc_remote:
@@ -85,11 +91,24 @@ def restore_stage(cfg: Config, data_hash: str) -> Path:
 
 
 def validate_stage(cfg: Config, frame: pd.DataFrame) -> tuple[list[str], validate.ValidationReport]:
-    """Decide the label set and run the data checks; raises DataValidationError with the report."""
+    """Decide the label set and run the data checks (with the ingest report of this snapshot, when there is one);
+    raises DataValidationError with the report."""
     labels = encode.label_set(frame, cfg.data.labels)
+    if not labels and "label" in frame and frame["label"].isna().all():
+        raise PipelineError(
+            f"the label column (data.label_column={cfg.data.label_column}) is empty in every row: "
+            "point data.label_column at the column holding the labels (`emotion inspect` shows the columns)"
+        )
     if not labels:
         raise PipelineError("no labels: declare data.labels in params.yaml or provide a train split with labels")
-    return labels, validate.validate(frame, labels, Layout.of(cfg).reports, cfg.checks)
+    layout = Layout.of(cfg)
+    source = ingest.read_report(layout.ingest_report, layout.snapshot)
+    copy = layout.reports / "ingest_report.json"  # beside the validation report, so MLflow keeps it too
+    copy.unlink(missing_ok=True)
+    if source is not None:
+        layout.reports.mkdir(parents=True, exist_ok=True)
+        copy.write_text(json.dumps(source, indent=2, ensure_ascii=False))
+    return labels, validate.validate(frame, labels, layout.reports, cfg.checks, source)
 
 
 def prepare_stage(cfg: Config, frame: pd.DataFrame, labels: list[str]) -> tuple[encode.PreparedData, pd.DataFrame]:

@@ -7,11 +7,14 @@ always gets the same DVC hash.
 from __future__ import annotations
 
 import csv
+import difflib
+import hashlib
+import io
 import json
 import logging
 import shutil
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,8 @@ from typing import Any
 import pandas as pd
 
 from pipeline.config import SAMPLE_SOURCE, DataConfig
+from pipeline.data import readers
+from pipeline.data.labels import LabelReport, apply_labels
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -36,24 +41,80 @@ SUFFIX_FORMATS = {
     ".txt": "text",
     ".csv": "csv",
     ".tsv": "tsv",
+    ".tab": "tsv",
+    ".psv": "csv",
     ".jsonl": "jsonl",
-    ".json": "jsonl",
+    ".json": "json",
     ".parquet": "parquet",
     ".pq": "parquet",
+    ".xlsx": "xlsx",
 }
 SNAPSHOT_NAME = "snapshot.jsonl"
 LABEL_NAMES_FILE = "labels.txt"  # GoEmotions: label names, one per line, line number = id
 SNAPSHOT_COLUMNS = ("text", "label", "split")
 HF_HOST = ("huggingface.co", 443)
+COLUMN_KEYS = {"text": "text_column", "label": "label_column"}
+
+
+@dataclass
+class SourceReport:
+    """What reading the source found: per file its format, encoding, delimiter and malformed rows; label changes."""
+
+    source: str
+    bad_row_policy: str = "error"
+    files: list[readers.FileReport] = field(default_factory=list)
+    labels: LabelReport = field(default_factory=LabelReport)
+    missing_columns: dict[str, str] = field(default_factory=dict)  # snapshot column -> what the files hold instead
+
+    @property
+    def bad_rows(self) -> int:
+        return sum(len(f.bad_rows) for f in self.files)
+
+    def notes(self) -> list[str]:
+        """Lines worth a reader's attention: encodings other than UTF-8, malformed rows, label changes."""
+        out = [f"{f.file}: read as {f.encoding}" for f in self.files if f.encoding not in (None, "utf-8", "utf-8-sig")]
+        if self.bad_rows:
+            out.append(f"{self.bad_rows} malformed row(s) left out (data.bad_rows={self.bad_row_policy})")
+        return out + self.labels.notes() + list(self.missing_columns.values())
+
+    def tracking_values(self) -> tuple[dict[str, str], dict[str, float]]:
+        """MLflow params (how the files were read) and metrics (rows left out) of this read."""
+
+        def joined(values: list[Any]) -> str:
+            return ", ".join(dict.fromkeys(str(v) for v in values if v is not None)) or "n/a"
+
+        params = {
+            "data_read.formats": joined([f.format for f in self.files]),
+            "data_read.encodings": joined([f.encoding for f in self.files]),
+            "data_read.delimiters": joined(
+                [readers.DELIMITER_NAMES.get(f.delimiter or "", f.delimiter) for f in self.files]
+            ),
+            "data_read.files": str(len(self.files)),
+            "data_bad_rows": str(self.bad_rows),
+        }
+        metrics = {"data_bad_rows": float(self.bad_rows), "data_label_dropped_rows": float(self.labels.dropped_rows)}
+        return params, metrics
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "bad_row_policy": self.bad_row_policy,
+            "bad_rows": self.bad_rows,
+            "files": [f.to_dict() for f in self.files],
+            "labels": self.labels.to_dict(),
+            "missing_columns": self.missing_columns,
+            "notes": self.notes(),
+        }
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The normalized dataset and where it was written."""
+    """The normalized dataset, where it was written, and what reading the source found."""
 
     frame: pd.DataFrame
     path: Path
     source: str
+    report: SourceReport | None = None
 
     def split_counts(self) -> dict[str, int]:
         if "split" not in self.frame:
@@ -66,33 +127,41 @@ def sample_data_dir() -> Path:
     return Path(str(files("pipeline.data") / "sample_data"))
 
 
-def _format_of(path: Path, declared: str) -> str:
+def describe_source(source: str | list[str]) -> str:
+    """The source as one string (MLflow tags, summaries): a list is joined with ' + '."""
+    return source if isinstance(source, str) else " + ".join(source)
+
+
+def _format_of(name: Path, declared: str, path: Path) -> str:
     if declared != "auto":
         return declared
-    fmt = SUFFIX_FORMATS.get(path.suffix.lower())
+    fmt = SUFFIX_FORMATS.get(name.suffix.lower())
     if fmt is None:
-        raise PipelineError(f"cannot tell the format of {path}: use one of {sorted(SUFFIX_FORMATS)} or set data.format")
+        raise PipelineError(
+            f"cannot tell the format of {path}: use one of {sorted(SUFFIX_FORMATS)} (optionally .gz or .zip) "
+            "or set data.format"
+        )
     return fmt
 
 
-def _read_text_format(path: Path) -> pd.DataFrame:
+def _read_text_format(text: str) -> pd.DataFrame:
     """dair-ai format: ``text;label`` per line, blank lines ignored, label after the last ';'."""
     rows = []
-    for line in path.read_text(encoding="utf-8-sig").splitlines():
+    for line in text.splitlines():
         if not line.strip():
             continue
-        text, sep, label = line.rpartition(";")
-        rows.append({"text": text if sep else line, "label": label.strip() if sep else None})
+        text_part, sep, label = line.rpartition(";")
+        rows.append({"text": text_part if sep else line, "label": label.strip() if sep else None})
     return pd.DataFrame(rows, columns=["text", "label"])
 
 
-def _read_goemotions(path: Path, names: list[str]) -> pd.DataFrame:
+def _read_goemotions(text: str, names: list[str]) -> pd.DataFrame:
     """GoEmotions TSV: ``text<TAB>comma-separated label ids<TAB>comment id``; ids name lines of labels.txt.
 
     An id outside labels.txt is kept as written, so validation reports it as an unknown label.
     """
     raw = pd.read_csv(
-        path,
+        io.StringIO(text),
         sep="\t",
         header=None,
         names=["text", "ids", "id"],
@@ -100,7 +169,6 @@ def _read_goemotions(path: Path, names: list[str]) -> pd.DataFrame:
         quoting=csv.QUOTE_NONE,
         keep_default_na=False,
         na_values=[""],
-        encoding="utf-8-sig",
     )
 
     def to_names(ids: object) -> list[str]:
@@ -127,41 +195,83 @@ def _split_labels(value: Any, separator: str) -> list[str] | None:
     return None
 
 
-def read_table(path: Path, cfg: DataConfig, label_names: list[str] | None = None) -> pd.DataFrame:
-    """Read one file and rename the configured columns to text / label / split."""
-    fmt = _format_of(path, cfg.format)
+def read_options(cfg: DataConfig) -> readers.ReadOptions:
+    return readers.ReadOptions(
+        cfg.delimiter, cfg.quotechar, cfg.escapechar, cfg.header, cfg.comment, cfg.encoding, cfg.bad_rows, cfg.sheet
+    )
+
+
+def _parse(
+    raw: bytes, fmt: str, path: Path, cfg: DataConfig, label_names: list[str] | None, report: readers.FileReport
+) -> pd.DataFrame:
+    """The bytes of one file in its format, as a frame of its own columns."""
+    if fmt == "parquet":
+        return pd.read_parquet(io.BytesIO(raw))
+    opts = read_options(cfg)
+    if fmt == "xlsx":
+        return readers.read_xlsx(raw, opts, report)
+    text, report.encoding = readers.decode(raw, cfg.encoding, path)
+    if fmt == "goemotions":
+        if label_names is None:
+            raise PipelineError(f"{path}: the GoEmotions format needs labels.txt beside the split files")
+        return _read_goemotions(text, label_names)
+    if fmt == "text":
+        return _read_text_format(text)
+    if fmt in ("json", "jsonl"):
+        return readers.read_json(text, report)
+    delimiter = "\t" if fmt == "tsv" and cfg.delimiter == "auto" else cfg.delimiter
+    if delimiter == "auto":
+        delimiter = readers.sniff_delimiter(text, opts) or ","
+    return readers.read_delimited(text, delimiter, opts, report)
+
+
+def _closest(name: str, columns: list[str]) -> str | None:
+    lowered = {str(c).lower(): str(c) for c in columns}
+    if name.lower() in lowered:
+        return lowered[name.lower()]
+    match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.5)
+    return lowered[match[0]] if match else None
+
+
+def _note_missing_columns(frame: pd.DataFrame, path: Path, cfg: DataConfig, report: SourceReport | None) -> None:
+    """A configured column the file lacks: say which columns it has and the closest name (validation refuses it)."""
+    for column, key in COLUMN_KEYS.items():
+        wanted = getattr(cfg, key)
+        if wanted in frame.columns:
+            continue
+        columns = [str(c) for c in frame.columns]
+        closest = _closest(wanted, columns)
+        hint = f"; closest: '{closest}' (--set data.{key}={closest})" if closest else ""
+        shown = ", ".join(columns[:30]) + (f", ... ({len(columns)} in all)" if len(columns) > 30 else "")
+        message = f"{path.name} has no column '{wanted}' (data.{key}); its columns: {shown}{hint}"
+        log.warning("%s", message)
+        if report is not None:
+            report.missing_columns.setdefault(column, message)
+
+
+def read_table(
+    path: Path, cfg: DataConfig, label_names: list[str] | None = None, report: SourceReport | None = None
+) -> pd.DataFrame:
+    """Read one file (maybe gzip/zip-compressed) and rename the configured columns to text / label / split."""
+    raw, name = readers.read_bytes(path)
+    fmt = _format_of(Path(name), cfg.format, path)
+    file_report = readers.FileReport(str(path), fmt)
     try:
-        if fmt == "goemotions":
-            if label_names is None:
-                raise PipelineError(f"{path}: the GoEmotions format needs labels.txt beside the split files")
-            frame = _read_goemotions(path, label_names)
-        elif fmt == "text":
-            frame = _read_text_format(path)
-        elif fmt in ("csv", "tsv"):
-            # Only an empty cell is missing: "None", "NA" or "null" are real texts.
-            frame = pd.read_csv(
-                path,
-                sep="," if fmt == "csv" else "\t",
-                dtype=str,
-                keep_default_na=False,
-                na_values=[""],
-                encoding="utf-8-sig",
-            )
-        elif fmt == "jsonl":
-            frame = pd.read_json(path, lines=True, dtype=False, encoding="utf-8-sig")
-        else:
-            frame = pd.read_parquet(path)
-    except UnicodeDecodeError as exc:
-        raise PipelineError(
-            f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); re-encode it as UTF-8"
-        ) from exc
+        frame = _parse(raw, fmt, path, cfg, label_names, file_report)
+    except PipelineError as exc:
+        raise exc if str(path) in str(exc) else PipelineError(f"{path}: {exc}") from exc
     except pd.errors.EmptyDataError as exc:
         raise PipelineError(f"{path} is empty: it holds no rows") from exc
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise PipelineError(f"cannot read {path} as {fmt}: {exc}") from exc
+    readers.apply_bad_row_policy(file_report, cfg.bad_rows)
+    file_report.rows = len(frame)
+    if report is not None:
+        report.files.append(file_report)
     if frame.empty:
         raise PipelineError(f"{path} is empty: it holds no rows")
     if fmt not in ("text", "goemotions"):
+        _note_missing_columns(frame, path, cfg, report)
         frame = frame.rename(columns={cfg.text_column: "text", cfg.label_column: "label", cfg.split_column: "split"})
         if cfg.multi_label and "label" in frame:
             frame["label"] = frame["label"].map(lambda v: _split_labels(v, cfg.label_separator))
@@ -185,33 +295,62 @@ def read_headerless(path: Path) -> pd.DataFrame:
     return pd.DataFrame({"text": raw[max(lengths, key=lengths.__getitem__)]})
 
 
+def _split_of(path: Path) -> str | None:
+    return SPLIT_ALIASES.get(Path(readers.data_name(path)).stem.lower())
+
+
+def _is_data_file(path: Path) -> bool:
+    return path.is_file() and Path(readers.data_name(path)).suffix.lower() in SUFFIX_FORMATS
+
+
 def _split_files(directory: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in sorted(directory.iterdir()):
-        split = SPLIT_ALIASES.get(path.stem.lower())
-        if path.is_file() and split and path.suffix.lower() in SUFFIX_FORMATS:
+        split = _split_of(path)
+        if split and _is_data_file(path):
             if split in found:
                 raise PipelineError(
                     f"{directory} holds two files for split '{split}': {found[split].name}, {path.name}"
                 )
             found[split] = path
-    if not found:
-        raise PipelineError(
-            f"{directory} holds no split files: expected train / validation (or val, dev) / test "
-            f"with one of the suffixes {sorted(SUFFIX_FORMATS)}"
-        )
     return found
 
 
-def _read_directory(directory: Path, cfg: DataConfig) -> pd.DataFrame:
+def _read_directory(directory: Path, cfg: DataConfig, report: SourceReport | None) -> pd.DataFrame:
+    """Split files (train / validation / test, any supported format), else one sub-folder of .txt files per label."""
     label_names = None
     if (directory / LABEL_NAMES_FILE).exists() and cfg.format in ("auto", "goemotions"):
         label_names = [line.strip() for line in (directory / LABEL_NAMES_FILE).read_text().splitlines() if line.strip()]
         cfg = cfg.model_copy(update={"format": "goemotions"})
+    split_files = _split_files(directory)
+    if not split_files:
+        folders = readers.read_label_folders(directory, read_options(cfg), SPLIT_ALIASES)
+        if folders is None:
+            raise PipelineError(
+                f"{directory} holds no split files and no label folders: expected train / validation (or val, dev) / "
+                f"test with one of the suffixes {sorted(SUFFIX_FORMATS)}, or one sub-folder of .txt files per label"
+            )
+        frame, file_reports = folders
+        if report is not None:
+            report.files += file_reports
+        return frame
     parts = []
-    for split, path in _split_files(directory).items():
-        frame = read_table(path, cfg, label_names)
+    for split, path in split_files.items():
+        frame = read_table(path, cfg, label_names, report)
         frame["split"] = split
+        parts.append(frame)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _read_files(paths: list[Path], cfg: DataConfig, report: SourceReport | None) -> pd.DataFrame:
+    """Several files: split files when every name is a split (train.csv, dev.csv, ...), else one table."""
+    splits = [_split_of(p) for p in paths]
+    named = all(splits) and len(set(splits)) == len(splits)
+    parts = []
+    for path, split in zip(paths, splits):
+        frame = _read_directory(path, cfg, report) if path.is_dir() else read_table(path, cfg, report=report)
+        if named:
+            frame["split"] = split
         parts.append(frame)
     return pd.concat(parts, ignore_index=True)
 
@@ -247,15 +386,24 @@ def _read_hf(dataset_id: str, cfg: DataConfig) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def read_source(cfg: DataConfig, base_dir: Path = Path(".")) -> pd.DataFrame:
-    """Read ``cfg.source`` (relative paths against ``base_dir``) into a frame with text, label, split columns."""
+def read_source(cfg: DataConfig, base_dir: Path = Path("."), report: SourceReport | None = None) -> pd.DataFrame:
+    """Read ``cfg.source`` (relative paths against ``base_dir``) into a frame with text, label, split columns.
+
+    Labels come out named, normalised and mapped (pipeline/data/labels.py); ``report`` collects what was found.
+    """
     source = cfg.source
-    if source.startswith("hf:"):
-        return _read_hf(source[3:], cfg)
-    path = sample_data_dir() if source == SAMPLE_SOURCE else base_dir / Path(source).expanduser()
-    if not path.exists():
-        raise PipelineError(f"data source {path} does not exist (data.source={source!r})")
-    return _read_directory(path, cfg) if path.is_dir() else read_table(path, cfg)
+    if isinstance(source, str) and source.startswith("hf:"):
+        frame = _read_hf(source[3:], cfg)
+    elif source == SAMPLE_SOURCE:
+        frame = _read_directory(sample_data_dir(), cfg, report)
+    else:
+        paths = readers.expand_sources(source, base_dir)
+        single_dir = len(paths) == 1 and paths[0].is_dir()
+        frame = _read_directory(paths[0], cfg, report) if single_dir else _read_files(paths, cfg, report)
+    frame, label_report = apply_labels(frame, cfg.label_names, cfg.label_map)
+    if report is not None:
+        report.labels = label_report
+    return frame
 
 
 def _as_text(value: Any) -> str | None:
@@ -341,8 +489,32 @@ def read_snapshot(snapshot_dir: Path) -> pd.DataFrame:
 
 def ingest(cfg: DataConfig, snapshot_dir: Path, base_dir: Path = Path(".")) -> Snapshot:
     """Read the configured source and write the normalized snapshot."""
-    frame = normalize(read_source(cfg, base_dir), cfg)
+    source = describe_source(cfg.source)
+    report = SourceReport(source, cfg.bad_rows)
+    frame = normalize(read_source(cfg, base_dir, report), cfg)
     path = write_snapshot(frame, snapshot_dir)
-    snapshot = Snapshot(frame=frame, path=path, source=cfg.source)
-    log.info("ingested %d rows from %s: %s", len(frame), cfg.source, snapshot.split_counts())
+    snapshot = Snapshot(frame=frame, path=path, source=source, report=report)
+    log.info("ingested %d rows from %s: %s", len(frame), source, snapshot.split_counts())
+    for note in report.notes():
+        log.info("ingest: %s", note)
     return snapshot
+
+
+def write_report(snapshot: Snapshot, path: Path) -> None:
+    """The ingest report as JSON, bound to the snapshot bytes it describes (a restored snapshot ignores it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = (snapshot.report.to_dict() if snapshot.report else {}) | {"snapshot_md5": _md5(snapshot.path)}
+    path.write_text(json.dumps(body, indent=2, ensure_ascii=False))
+
+
+def read_report(path: Path, snapshot_dir: Path) -> dict[str, Any] | None:
+    """The ingest report of the current snapshot, or None (no report, or it describes other snapshot bytes)."""
+    snapshot = snapshot_dir / SNAPSHOT_NAME
+    if not path.exists() or not snapshot.exists():
+        return None
+    report = json.loads(path.read_text())
+    return report if report.get("snapshot_md5") == _md5(snapshot) else None
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()

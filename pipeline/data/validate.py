@@ -9,6 +9,11 @@ The suite runs on four small frames, so that every check, also the ones about ag
 - ``label_counts``: one row per declared label with its count in the train split;
 - ``split_counts``: one row per expected split with its row count.
 
+What the reader found (pipeline/data/ingest.py's report: malformed rows left out by ``data.bad_rows``, a
+fallback encoding, label spellings normalised or mapped, a configured column the file lacks) is added to the
+report as source notes, and malformed rows as the check ``source rows well-formed`` (skip: passed, counted;
+warn: a warning), so none of it is silent.
+
 Each check has a severity (``checks.severity`` in params.yaml): ``error`` stops the run with
 ``DataValidationError``, ``warning`` is only reported, ``off`` skips the check. Checks the later steps rely on
 (columns, nulls in label/split, declared labels, known and present splits) are always errors.
@@ -63,6 +68,7 @@ class ValidationReport:
     checks: list[CheckResult]
     rows: int
     settings: dict[str, Any] = field(default_factory=dict)
+    source_notes: list[str] = field(default_factory=list)  # what reading the source found (ingest report)
 
     @property
     def passed(self) -> bool:
@@ -92,17 +98,20 @@ class ValidationReport:
         return lines
 
     def summary(self) -> str:
-        """Console text: one line per failed check (x) and per warning (!), with counts and example rows."""
+        """Console text: one line per failed check (x) and per warning (!), with counts and example rows;
+        then what reading the source found (-), with the rows a passed check still counted (skipped rows)."""
         n, warnings = len(self.checks), self.warnings
+        counted = [c for c in self.checks if c.passed and c.unexpected_count]
+        notes = [*self._lines("-", counted), *(f"  - source: {note}" for note in self.source_notes)]
         if self.passed and not warnings:
-            return f"all {n} data checks passed on {self.rows} rows"
+            return "\n".join([f"all {n} data checks passed on {self.rows} rows", *notes])
         if self.passed:
             head = f"data checks passed on {self.rows} rows with {len(warnings)} warning(s) ({n} checks):"
-            return "\n".join([head, *self._lines("!", warnings)])
+            return "\n".join([head, *self._lines("!", warnings), *notes])
         lines = [f"{len(self.failed)} of {n} data checks failed on {self.rows} rows:", *self._lines("x", self.failed)]
         if warnings:
             lines += [f"  and {len(warnings)} warning(s):", *self._lines("!", warnings)]
-        return "\n".join(lines)
+        return "\n".join(lines + notes)
 
     def to_markdown(self) -> str:
         verdict = (
@@ -120,8 +129,10 @@ class ValidationReport:
             lines.append(
                 f"| {c.name} | {c.status} | {c.unexpected_count} | {c.unit} | {c.severity} | {rule} | {detail} |"
             )
-        for c in self.failed + self.warnings:
-            if c.examples:
+        if self.source_notes:
+            lines += ["", "## Source", "", *(f"- {note}" for note in self.source_notes)]
+        for c in self.checks:
+            if c.examples and (not c.passed or c.unexpected_count):
                 lines += ["", f"## {c.name}: examples", "", "```"]
                 lines += [json.dumps(ex, ensure_ascii=False) for ex in c.examples]
                 lines.append("```")
@@ -134,6 +145,7 @@ class ValidationReport:
             "errors": len(self.failed),
             "warnings": len(self.warnings),
             "settings": self.settings,
+            "source_notes": self.source_notes,
             "checks": [asdict(c) | {"status": c.status} for c in self.checks],
         }
 
@@ -511,10 +523,44 @@ def severities(cfg: ValidationConfig) -> dict[str, str]:
     return fixed | cfg.severity.model_dump()
 
 
+def source_checks(source: dict[str, Any]) -> list[CheckResult]:
+    """Malformed rows the reader left out (data.bad_rows skip: counted, warn: a warning; error never gets here)."""
+    files = [f for f in source.get("files", []) if f.get("bad_row_count")]
+    count = sum(f["bad_row_count"] for f in files)
+    if not count:
+        return []
+    policy = source.get("bad_row_policy", "skip")
+    where = "; ".join(
+        f"{Path(f['file']).name} line(s) {', '.join(map(str, f['bad_lines'][:10]))}"
+        + (", ..." if f["bad_row_count"] > 10 else "")
+        for f in files
+    )
+    examples = [{"file": Path(f["file"]).name} | b for f in files for b in f["bad_rows"]][:MAX_EXAMPLES]
+    return [
+        CheckResult(
+            "source rows well-formed",
+            policy == "skip",
+            count,
+            f"{count} malformed row(s) left out (data.bad_rows={policy}): {where}",
+            examples,
+            severity="warning",
+            key="bad_rows",
+            rule="field count as the header's",
+        )
+    ]
+
+
 def validate(
-    frame: pd.DataFrame, labels: list[str], report_dir: Path, settings: ValidationConfig | None = None
+    frame: pd.DataFrame,
+    labels: list[str],
+    report_dir: Path,
+    settings: ValidationConfig | None = None,
+    source: dict[str, Any] | None = None,
 ) -> ValidationReport:
-    """Run the suite, write the Markdown/JSON report, and raise DataValidationError if an error-severity check fails."""
+    """Run the suite, write the Markdown/JSON report, and raise DataValidationError if an error-severity check fails.
+
+    ``source`` is the ingest report of this snapshot (ingest.read_report), when there is one.
+    """
     cfg = settings or ValidationConfig()
     level = severities(cfg)
     frame = frame.reset_index(drop=True)  # example rows are looked up by the index GX reports
@@ -533,9 +579,13 @@ def validate(
     checks = [c for c in _checks(labels, cfg, label_counts) if set(c.needs) <= present and level[c.key] != "off"]
     results = _run_suites(frames, checks, level)
     report = ValidationReport(
-        [_describe(c, results[c.name], frame, frames, cfg, level[c.key]) for c in checks],
+        [
+            *(source_checks(source) if source else []),
+            *(_describe(c, results[c.name], frame, frames, cfg, level[c.key]) for c in checks),
+        ],
         rows=len(frame),
         settings={k: v for k, v in cfg.model_dump().items() if k != "severity"},
+        source_notes=[n for n in (source or {}).get("notes", []) if "malformed row" not in n],
     )
     path = report.write(report_dir)
     for check in report.warnings:

@@ -1,0 +1,461 @@
+"""`emotion inspect PATH`: what a data file is and the exact settings that train on it.
+
+It detects the format, encoding, delimiter and header, shows every column with examples, guesses the text,
+label and split columns, counts labels, malformed lines and duplicates, measures text lengths, and proposes
+``--set`` flags (and the same as a params.yaml snippet). The proposal is checked before it is printed: the
+source is read again with exactly those settings, as ``emotion ingest`` would.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.config import DataConfig
+from pipeline.data import ingest, readers
+from pipeline.data.labels import normalise_label
+from pipeline.errors import PipelineError
+
+TEXT_NAMES = (
+    "text",
+    "sentence",
+    "content",
+    "review",
+    "comment",
+    "tweet",
+    "body",
+    "message",
+    "utterance",
+    "document",
+    "post",
+    "review_text",
+    "clean_text",
+)
+LABEL_NAMES = (
+    "label",
+    "labels",
+    "emotion",
+    "emotions",
+    "sentiment",
+    "class",
+    "category",
+    "target",
+    "feeling",
+    "tag",
+    "y",
+)
+SPLIT_NAMES = ("split", "set", "partition", "fold", "subset")
+MAX_LABELS = 50  # more distinct values than this is not a label column
+EXAMPLES = 3
+SHOWN_COLUMNS = 10  # columns described in the console report (all of them in --json)
+
+
+@dataclass
+class Column:
+    name: str
+    filled: int
+    distinct: int
+    mean_chars: float
+    examples: list[str]
+
+
+@dataclass
+class Inspection:
+    """Everything `emotion inspect` reports, and the settings it proposes."""
+
+    source: str
+    format: str
+    encoding: str | None = None
+    delimiter: str | None = None
+    header: bool | None = None
+    rows: int = 0
+    columns: list[Column] = field(default_factory=list)
+    text_column: str | None = None
+    label_column: str | None = None
+    split_column: str | None = None
+    multi_label: bool = False
+    labels: dict[str, int] = field(default_factory=dict)
+    malformed: list[dict[str, Any]] = field(default_factory=list)
+    malformed_count: int = 0
+    duplicates: int = 0
+    lengths: dict[str, float] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # data.* keys that differ from the defaults
+    notes: list[str] = field(default_factory=list)
+    check: str = ""  # what reading with the proposed settings gave
+
+    def flags(self) -> list[str]:
+        """The proposed settings as `--set` arguments, quoted for a POSIX shell."""
+        return [f"--set {shlex.quote(f'data.{k}={_yaml_value(v)}')}" for k, v in self.settings.items()]
+
+    def params_snippet(self) -> str:
+        return "data:\n" + "".join(f"  {k}: {_yaml_value(v)}\n" for k, v in self.settings.items())
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"flags": self.flags(), "params": self.params_snippet()}
+
+
+def _yaml_value(value: Any) -> str:
+    """A value as `--set` / params.yaml reads it back (YAML flow style)."""
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+
+
+# --- detecting how to read the file ----------------------------------------------------------------------------
+
+
+def _looks_like_header(records: list[list[str]]) -> bool:
+    """A first row of short, distinct names that never recur as values below it (or a known column name)."""
+    first, rest = records[0], records[1:51]
+    names = [c.strip().lower() for c in first]
+    if any(n in TEXT_NAMES + LABEL_NAMES + SPLIT_NAMES for n in names):
+        return True
+    if not all(names) or len(set(names)) != len(names) or any(len(n) > 40 for n in names):
+        return False
+    for j, name in enumerate(first):
+        column = [r[j] for r in rest if j < len(r)]
+        if name in column or (_is_number(name) and column and all(_is_number(v) for v in column)):
+            return False
+    return True
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_dair_ai(text: str) -> bool:
+    """``text;label`` lines: every line has a ';' and few distinct, short labels after the last one."""
+    lines = [line for line in text.splitlines()[:500] if line.strip()]
+    if not lines or not all(";" in line for line in lines):
+        return False
+    labels = [line.rpartition(";")[2].strip() for line in lines]
+    return all(0 < len(lab) <= 30 for lab in labels) and len(set(labels)) <= min(MAX_LABELS, max(2, len(lines) // 2))
+
+
+def _detect(path: Path, base: DataConfig) -> tuple[DataConfig, dict[str, Any], pd.DataFrame, readers.FileReport]:
+    """Read one file with detected settings: (config used, settings that differ from defaults, raw frame, report)."""
+    raw, name = readers.read_bytes(path)
+    suffix_format = ingest.SUFFIX_FORMATS.get(Path(name).suffix.lower())
+    settings: dict[str, Any] = {}
+    report = readers.FileReport(str(path), suffix_format or "?")
+    if suffix_format == "parquet":
+        return _config(base, settings), settings, pd.read_parquet(io.BytesIO(raw)), report
+    if suffix_format == "xlsx":
+        frame = readers.read_xlsx(raw, ingest.read_options(base), report)
+        return _config(base, settings), settings, frame, report
+    text, report.encoding = readers.decode(raw, "auto", path)
+    if report.encoding == readers.FALLBACK_ENCODING or report.encoding == "latin-1":
+        settings["encoding"] = report.encoding
+    stripped = text.lstrip()
+    if stripped.startswith(("[", "{")):
+        fmt = "json" if stripped.startswith("[") else "jsonl"
+        report.format = fmt
+        if suffix_format not in ("json", "jsonl"):
+            settings["format"] = fmt
+        frame = readers.read_json(text, report)
+        if report.bad_rows:
+            settings["bad_rows"] = "skip"
+        return _config(base, settings), settings, frame, report
+    if suffix_format == "text" and _is_dair_ai(text):
+        report.format = "text"
+        return _config(base, settings), settings, ingest._read_text_format(text), report
+    return _detect_delimited(text, suffix_format, base, settings, report)
+
+
+def _detect_delimited(
+    text: str, suffix_format: str | None, base: DataConfig, settings: dict[str, Any], report: readers.FileReport
+) -> tuple[DataConfig, dict[str, Any], pd.DataFrame, readers.FileReport]:
+    comment = base.comment or _comment_char(text)
+    if comment != base.comment:
+        settings["comment"] = comment
+    opts = readers.ReadOptions(quotechar=base.quotechar, comment=comment, bad_rows="skip")
+    delimiter = readers.sniff_delimiter(text, opts)
+    if delimiter is None:
+        raise PipelineError(
+            f"{report.file}: no delimiter (comma, semicolon, tab, pipe) splits its lines into columns; "
+            "set data.delimiter and data.format=csv if it is delimited text"
+        )
+    report.format = "tsv" if suffix_format == "tsv" and delimiter == "\t" else "csv"
+    if suffix_format != report.format:
+        settings["format"] = report.format
+    if report.format == "csv":
+        settings["delimiter"] = readers.DELIMITER_NAMES[delimiter]
+    records = [fields for _, _, fields in readers._records(text[: readers.SNIFF_CHARS], delimiter, opts)]
+    header = _looks_like_header(records) if len(records) > 1 else True
+    if not header:
+        settings["header"] = False
+    frame = readers.read_delimited(
+        text, delimiter, readers.ReadOptions(quotechar=base.quotechar, comment=comment, header=header), report
+    )
+    if report.bad_rows:
+        settings["bad_rows"] = "skip"
+    return _config(base, settings), settings, frame, report
+
+
+def _comment_char(text: str) -> str | None:
+    """``#`` when the file opens with ``#`` lines (export notes), else None."""
+    first = next((line for line in text.splitlines()[:50] if line.strip()), "")
+    return "#" if first.startswith("#") else None
+
+
+def _config(base: DataConfig, settings: dict[str, Any]) -> DataConfig:
+    return DataConfig.model_validate(base.model_dump() | settings | {"bad_rows": "skip"})
+
+
+# --- guessing the columns --------------------------------------------------------------------------------------
+
+
+def _describe_columns(frame: pd.DataFrame) -> list[Column]:
+    out = []
+    for name in frame.columns:
+        values = frame[name].dropna().map(lambda v: v if isinstance(v, str) else str(v))
+        values = values[values.str.strip() != ""]
+        examples = [v[:80] for v in values.drop_duplicates().head(EXAMPLES)]
+        mean = float(values.str.len().mean()) if len(values) else 0.0
+        out.append(Column(str(name), len(values), int(values.nunique()), round(mean, 1), examples))
+    return out
+
+
+def _by_name(columns: list[Column], names: tuple[str, ...], exclude: set[str]) -> str | None:
+    for wanted in names:
+        for c in columns:
+            if c.name.strip().lower() == wanted and c.name not in exclude and c.filled:
+                return c.name
+    return None
+
+
+def _guess_columns(columns: list[Column], rows: int) -> tuple[str | None, str | None, str | None]:
+    """(text, label, split): by name first, else the longest varied column and the most label-like one."""
+    split = next(
+        (
+            c.name
+            for c in columns
+            if c.name.strip().lower() in SPLIT_NAMES
+            and c.filled
+            and all(e.strip().lower() in ingest.SPLIT_ALIASES for e in c.examples)
+        ),
+        None,
+    )
+    taken = {split} - {None}
+    text = _by_name(columns, TEXT_NAMES, taken)
+    if text is None:
+        varied = [c for c in columns if c.name not in taken and c.distinct > max(1, 0.5 * c.filled)]
+        text = max(varied, key=lambda c: c.mean_chars).name if varied else None
+    taken |= {text} - {None}
+    label = _by_name(columns, LABEL_NAMES, taken)
+    if label is None:
+        candidates = [
+            c for c in columns if c.name not in taken and 2 <= c.distinct <= MAX_LABELS and c.filled >= 0.9 * rows
+        ]
+        label = min(candidates, key=lambda c: (c.distinct, c.mean_chars)).name if candidates else None
+    return text, label, split
+
+
+def _label_values(frame: pd.DataFrame, column: str, multi: bool, separator: str) -> pd.Series:
+    values = frame[column].dropna().map(str)
+    if multi:
+        values = values.map(lambda v: [p for p in v.split(separator) if p.strip()]).explode().dropna()
+    return values.map(normalise_label)
+
+
+def _is_multi_label(frame: pd.DataFrame, column: str, separator: str) -> bool:
+    values = frame[column].dropna()
+    if len(values) and values.map(lambda v: isinstance(v, list)).all():
+        return True
+    joined = values.map(str)
+    parts = joined.map(lambda v: [p.strip() for p in v.split(separator)])
+    vocabulary = set(parts.explode())
+    return bool((joined.str.contains(separator, regex=False)).mean() > 0.05 and len(vocabulary) <= MAX_LABELS)
+
+
+# --- the inspection --------------------------------------------------------------------------------------------
+
+
+def inspect(source: str, base: DataConfig, base_dir: Path = Path(".")) -> Inspection:
+    """Inspect a file (or the first file of a folder, glob or list) and propose the data.* settings for it."""
+    paths = readers.expand_sources(source, base_dir)
+    if len(paths) == 1 and paths[0].is_dir():
+        return _inspect_folder(source, paths[0], base, base_dir)
+    cfg, settings, frame, report = _detect(paths[0], base)
+    result = Inspection(
+        source,
+        report.format,
+        report.encoding,
+        report.delimiter,
+        report.header,
+        rows=len(frame),
+        malformed=[asdict(b) for b in report.bad_rows[: readers.MAX_EXAMPLES]],
+        malformed_count=len(report.bad_rows),
+    )
+    if len(paths) > 1:
+        result.notes.append(f"{len(paths)} files: inspected {paths[0].name}; the settings apply to every file")
+    if report.format == "text":
+        result.text_column, result.label_column = "text", "label"
+        result.columns = _describe_columns(frame)
+    else:
+        result.columns = _describe_columns(frame)
+        result.text_column, result.label_column, result.split_column = _guess_columns(result.columns, len(frame))
+        _propose_columns(result, settings, frame, cfg)
+    result.settings = {"source": source} | settings
+    _describe_data(result, frame)
+    _propose_labels(result, base)
+    result.check = _check(result, base, base_dir)
+    return result
+
+
+def _inspect_folder(source: str, folder: Path, base: DataConfig, base_dir: Path) -> Inspection:
+    """A folder: its split files (settings from the train file) or its label folders."""
+    split_files = ingest._split_files(folder)
+    if split_files:
+        first = split_files.get("train") or next(iter(split_files.values()))
+        inner = inspect(str(first), base, base_dir)
+        inner.source, inner.settings["source"] = source, source
+        inner.notes.insert(0, f"split files {', '.join(p.name for p in split_files.values())}: inspected {first.name}")
+        inner.split_column = None
+        inner.settings.pop("split_column", None)
+        inner.check = _check(inner, base, base_dir)
+        return inner
+    folders = readers.read_label_folders(folder, ingest.read_options(base), ingest.SPLIT_ALIASES)
+    if folders is None:
+        raise PipelineError(f"{folder} holds no split files and no label folders of .txt files")
+    frame, reports = folders
+    result = Inspection(
+        source,
+        "label-folders",
+        reports[0].encoding,
+        rows=len(frame),
+        text_column="text",
+        label_column="label",
+        columns=_describe_columns(frame),
+    )
+    result.settings = {"source": source}
+    _describe_data(result, frame)
+    _propose_labels(result, base)
+    result.check = _check(result, base, base_dir)
+    return result
+
+
+def _propose_columns(result: Inspection, settings: dict[str, Any], frame: pd.DataFrame, cfg: DataConfig) -> None:
+    if result.text_column is None or result.label_column is None:
+        missing = "text" if result.text_column is None else "label"
+        result.notes.append(f"no likely {missing} column found: set data.{missing}_column to one of the columns above")
+        return
+    for key, column, default in (
+        ("text_column", result.text_column, "text"),
+        ("label_column", result.label_column, "label"),
+        ("split_column", result.split_column, "split"),
+    ):
+        if column is not None and column != default:
+            settings[key] = column
+    if _is_multi_label(frame, result.label_column, cfg.label_separator):
+        result.multi_label = True
+        settings["multi_label"] = True
+
+
+def _describe_data(result: Inspection, frame: pd.DataFrame) -> None:
+    """Label counts, duplicate texts and text length statistics of the guessed columns."""
+    if result.label_column in frame:
+        values = _label_values(frame, result.label_column, result.multi_label, ",")
+        result.labels = {str(k): int(v) for k, v in values.value_counts().items()}
+        spellings = frame[result.label_column].dropna().map(str).nunique()
+        if not result.multi_label and spellings > len(result.labels):
+            result.notes.append(
+                f"{spellings} label spellings are {len(result.labels)} labels once case and "
+                "whitespace are normalised (done by ingest, and reported)"
+            )
+    if result.text_column in frame:
+        texts = frame[result.text_column].dropna().map(str)
+        result.duplicates = int(texts.map(lambda t: " ".join(t.split())).duplicated().sum())
+        lengths = texts.str.len()
+        if len(lengths):
+            result.lengths = {
+                "min": int(lengths.min()),
+                "median": float(lengths.median()),
+                "mean": round(float(lengths.mean()), 1),
+                "p95": float(lengths.quantile(0.95)),
+                "max": int(lengths.max()),
+            }
+
+
+def _propose_labels(result: Inspection, base: DataConfig) -> None:
+    labels = sorted(result.labels)
+    if base.labels is not None and set(labels) != set(base.labels):
+        result.settings["labels"] = None  # infer them from the train split
+    if labels and all(_is_number(label) for label in labels):
+        result.notes.append(
+            "the labels are numeric ids: name them with data.label_names=[name0, name1, ...] "
+            "(or map them with data.label_map)"
+        )
+    rare = [f"{k} ({v})" for k, v in result.labels.items() if v < 15]
+    if rare:
+        result.notes.append(
+            f"rare labels {', '.join(rare)}: with ~80% in train they may fall under "
+            "checks.min_train_count; merge or drop them with data.label_map"
+        )
+
+
+def _check(result: Inspection, base: DataConfig, base_dir: Path) -> str:
+    """Read the source with exactly the proposed settings, as `emotion ingest` would."""
+    cfg = DataConfig.model_validate(base.model_dump() | result.settings)
+    try:
+        frame = ingest.normalize(ingest.read_source(cfg, base_dir), cfg)
+    except PipelineError as exc:
+        return f"FAILED: reading with these settings: {exc}"
+    missing = [c for c in ("text", "label") if c not in frame]
+    if missing:
+        return f"FAILED: reading with these settings gives no {' or '.join(missing)} column"
+    splits = dict(Counter(frame["split"])) if "split" in frame else {}
+    return f"ok: {len(frame)} rows ({', '.join(f'{k} {v}' for k, v in splits.items())})"
+
+
+def format_inspection(result: Inspection) -> str:
+    """The console report."""
+    out = io.StringIO()
+    w = out.write
+    delimiter = readers.DELIMITER_NAMES.get(result.delimiter or "", result.delimiter)
+    w(f"source     {result.source}\nformat     {result.format}, {result.rows} rows read\n")
+    w(f"encoding   {result.encoding or 'n/a'}\n")
+    if result.delimiter is not None:
+        w(f"delimiter  {delimiter}    header: {'yes' if result.header else 'no'}\n")
+    w(f"columns    {len(result.columns)}\n")
+    mark = {result.text_column: " <- text", result.label_column: " <- label", result.split_column: " <- split"}
+    chosen = [c for c in result.columns if c.name in mark]
+    shown_columns = chosen + [c for c in result.columns if c.name not in mark][: max(0, SHOWN_COLUMNS - len(chosen))]
+    width = min(24, max((len(c.name) for c in shown_columns), default=4))
+    for c in sorted(shown_columns, key=result.columns.index):
+        w(
+            f"  {c.name:<{width}} {c.filled:>7} filled {c.distinct:>7} distinct {c.mean_chars:>7.1f} chars"
+            f"{mark.get(c.name, '')}\n"
+        )
+        w(f"  {'':<{width}}   e.g. {' | '.join(repr(e) for e in c.examples)}\n")
+    rest = [c.name for c in result.columns if c not in shown_columns]
+    if rest:
+        w(f"  ... and {len(rest)} more: {', '.join(rest[:40])}{', ...' if len(rest) > 40 else ''}\n")
+    shown = ", ".join(f"{k} {v}" for k, v in list(result.labels.items())[:30])
+    w(f"labels     {len(result.labels)}{' (multi-label)' if result.multi_label else ''}: {shown}\n")
+    w(f"malformed  {result.malformed_count} row(s)")
+    w(
+        "".join(
+            f"\n  line {m['line']}: {m['fields']} fields, expected {m['expected']}: {m['raw'][:100]!r}"
+            for m in result.malformed
+        )
+        + "\n"
+    )
+    w(f"duplicates {result.duplicates} repeated text(s)\n")
+    if result.lengths:
+        w("length     " + ", ".join(f"{k} {v:g}" for k, v in result.lengths.items()) + " characters\n")
+    for note in result.notes:
+        w(f"note       {note}\n")
+    w(f"check      {result.check}\n\ntrain on it:\n  emotion run " + " \\\n    ".join(result.flags()) + "\n")
+    w("\nor in params.yaml:\n" + "".join(f"  {line}\n" for line in result.params_snippet().splitlines()))
+    return out.getvalue()

@@ -1,0 +1,450 @@
+"""Readers for labelled text as it really comes: any delimiter and encoding, malformed rows by policy,
+gzip/zip, spreadsheets, JSON arrays, globs and lists of files, and folders of ``.txt`` files per label.
+
+Every reader returns a frame of the file's own columns (cells as strings, an empty cell missing) and records
+what it found (encoding, delimiter, header, malformed lines) in a :class:`FileReport`, so nothing is decided
+silently: the ingest report, the validation report and MLflow all show it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import glob
+import gzip
+import io
+import json
+import logging
+import zipfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+DELIMITERS = (",", ";", "\t", "|")
+DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+FALLBACK_ENCODING = "cp1252"  # Windows' Western European code page; latin-1 covers its five undefined bytes
+BOMS = (  # UTF-32 first: its little-endian BOM starts with UTF-16's
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+BINARY_MAGIC = {
+    b"%PDF": "a PDF document",
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"PAR1": "a Parquet file (set data.format=parquet or name it .parquet)",
+    b"\xd0\xcf\x11\xe0": "an old binary .xls workbook (save it as .xlsx or CSV)",
+    b"SQLite format 3": "an SQLite database",
+}
+COMPRESSED = (".gz", ".zip")
+SNIFF_CHARS = 65536
+MAX_EXAMPLES = 5
+MAX_LINES_KEPT = 1000  # line numbers of malformed rows kept in the report
+
+
+@dataclass
+class BadRow:
+    """One malformed record: where it starts (1-based physical line), its field count and its raw text."""
+
+    line: int
+    fields: int
+    expected: int
+    raw: str
+
+
+@dataclass
+class FileReport:
+    """What reading one file found."""
+
+    file: str
+    format: str
+    rows: int = 0
+    encoding: str | None = None
+    delimiter: str | None = None
+    header: bool | None = None
+    columns: list[str] = field(default_factory=list)
+    bad_rows: list[BadRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["bad_row_count"] = len(self.bad_rows)
+        out["bad_lines"] = [b.line for b in self.bad_rows[:MAX_LINES_KEPT]]
+        out["bad_rows"] = [asdict(b) for b in self.bad_rows[:MAX_EXAMPLES]]
+        out["delimiter"] = DELIMITER_NAMES.get(self.delimiter or "", self.delimiter)
+        return out
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read delimited text and decode bytes (the data.* reader settings)."""
+
+    delimiter: str = "auto"
+    quotechar: str | None = '"'
+    escapechar: str | None = None
+    header: bool = True
+    comment: str | None = None
+    encoding: str = "utf-8"
+    bad_rows: str = "error"
+    sheet: str | None = None
+
+
+# --- bytes: compression, binary files, encodings ---------------------------------------------------------------
+
+
+def data_name(path: Path) -> str:
+    """The file name without a compression suffix: ``train.csv.gz`` -> ``train.csv``."""
+    name = path.name
+    for suffix in COMPRESSED:
+        if name.lower().endswith(suffix) and name.lower() != suffix:
+            return name[: -len(suffix)]
+    return name
+
+
+def read_bytes(path: Path) -> tuple[bytes, str]:
+    """The file's (decompressed) bytes and the name its format is told by; a zip must hold one data file."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise PipelineError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw), data_name(path)
+        except (OSError, EOFError) as exc:
+            raise PipelineError(f"{path} is a damaged gzip file: {exc}") from exc
+    if raw[:4] == b"PK\x03\x04":
+        return _unzip(path, raw)
+    return raw, data_name(path)
+
+
+def _unzip(path: Path, raw: bytes) -> tuple[bytes, str]:
+    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+        names = archive.namelist()
+        if "xl/workbook.xml" in names:  # a spreadsheet is a zip too
+            return raw, path.name if path.suffix.lower() == ".xlsx" else path.stem + ".xlsx"
+        members = [n for n in names if not n.endswith("/") and not n.startswith("__MACOSX/")]
+        if len(members) != 1:
+            raise PipelineError(
+                f"{path} holds {len(members)} files ({', '.join(members[:5])}); a zip source must hold exactly one: "
+                "extract it and point data.source at the folder or a glob"
+            )
+        return archive.read(members[0]), Path(members[0]).name
+
+
+def refuse_binary(raw: bytes, path: Path) -> None:
+    """A clear error for bytes that are not text at all (images, PDFs, databases, ...)."""
+    for magic, kind in BINARY_MAGIC.items():
+        if raw.startswith(magic):
+            raise PipelineError(f"{path} is not a text file: it is {kind}")
+    if not any(raw.startswith(bom) for bom, _ in BOMS) and b"\x00" in raw[:8192]:
+        raise PipelineError(
+            f"{path} is not a text file (it holds NUL bytes): point data.source at CSV/TSV/JSON/text/xlsx/parquet"
+        )
+
+
+def decode(raw: bytes, encoding: str, path: Path) -> tuple[str, str]:
+    """The text and the encoding used: a BOM always wins; ``auto`` tries strict UTF-8 then cp1252."""
+    refuse_binary(raw, path)
+    if encoding.lower().replace("_", "-") in ("auto", "utf-8", "utf8", "utf-8-sig"):
+        for bom, name in BOMS:
+            if raw.startswith(bom):
+                return raw.decode(name), name
+        try:
+            return raw.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError as exc:
+            if encoding != "auto":
+                raise PipelineError(
+                    f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); re-encode it as UTF-8, or set "
+                    f"data.encoding=auto (UTF-8, then {FALLBACK_ENCODING}) or the file's encoding"
+                ) from exc
+        try:
+            return raw.decode(FALLBACK_ENCODING), FALLBACK_ENCODING
+        except UnicodeDecodeError:
+            return raw.decode("latin-1"), "latin-1"
+    try:
+        return raw.decode(encoding), encoding
+    except UnicodeDecodeError as exc:
+        raise PipelineError(
+            f"{path} is not {encoding} text ({exc.reason} at byte {exc.start}); set data.encoding to the file's "
+            "encoding, or auto"
+        ) from exc
+
+
+# --- delimited text --------------------------------------------------------------------------------------------
+
+
+class _Lines:
+    """Physical lines for csv.reader, numbered, with comment lines between records left out."""
+
+    def __init__(self, text: str, comment: str | None) -> None:
+        self._lines = io.StringIO(text, newline="")
+        self.comment = comment
+        self.number = 0
+        self.start: int | None = None  # first line of the record being read
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        while True:
+            line = next(self._lines)
+            self.number += 1
+            if self.start is None and self.comment and line.startswith(self.comment):
+                continue
+            if self.start is None:
+                self.start = self.number
+            return line
+
+
+def _records(text: str, delimiter: str, opts: ReadOptions) -> list[tuple[int, int, list[str]]]:
+    """(first line, last line, fields) of every non-blank record."""
+    lines = _Lines(text, opts.comment)
+    quoting = csv.QUOTE_MINIMAL if opts.quotechar else csv.QUOTE_NONE
+    reader = csv.reader(
+        lines, delimiter=delimiter, quotechar=opts.quotechar, escapechar=opts.escapechar, quoting=quoting
+    )
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # a stray quote can swallow many lines
+    out = []
+    try:
+        for fields in reader:
+            start, lines.start = lines.start or lines.number, None
+            if any(f.strip() for f in fields):
+                out.append((start, lines.number, fields))
+    except csv.Error as exc:
+        raise PipelineError(f"line {lines.number}: {exc}") from exc
+    return out
+
+
+def sniff_delimiter(text: str, opts: ReadOptions) -> str | None:
+    """The candidate (, ; tab |) that splits the first records into the most consistent number (>= 2) of fields.
+
+    Ties go to csv.Sniffer's choice among the tied ones, then to the order above; None if no candidate splits.
+    """
+    sample = text[:SNIFF_CHARS]
+    if len(text) > SNIFF_CHARS:
+        sample = sample[: sample.rfind("\n") + 1] or sample
+    scores = {}
+    for delimiter in DELIMITERS:
+        try:
+            counts = [len(fields) for _, _, fields in _records(sample, delimiter, opts)[:200]]
+        except PipelineError:
+            continue
+        if counts:
+            width, hits = Counter(counts).most_common(1)[0]
+            if width >= 2:
+                scores[delimiter] = (round(hits / len(counts), 2), width)
+    if not scores:
+        return None
+    best = max(scores.values())
+    tied = [d for d in DELIMITERS if scores.get(d) == best]
+    if len(tied) > 1:
+        try:
+            return csv.Sniffer().sniff(sample, delimiters="".join(tied)).delimiter
+        except csv.Error:
+            pass
+    return tied[0]
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    """Header names stripped, blanks named by position, repeats suffixed like pandas (``a``, ``a.1``)."""
+    seen: Counter[str] = Counter()
+    out = []
+    for i, name in enumerate(names, start=1):
+        name = name.strip() or f"col{i}"
+        out.append(name if not seen[name] else f"{name}.{seen[name]}")
+        seen[name] += 1
+    return out
+
+
+def read_delimited(text: str, delimiter: str, opts: ReadOptions, report: FileReport) -> pd.DataFrame:
+    """Delimited text into a frame; a record whose field count differs from the header's is malformed.
+
+    Without a header the columns are named col1, col2, ... and the most common field count is expected.
+    """
+    records = _records(text, delimiter, opts)
+    if opts.header:
+        columns = _unique_names(records[0][2]) if records else []
+        records = records[1:]
+    else:
+        width = Counter(len(f) for _, _, f in records).most_common(1)[0][0] if records else 0
+        columns = [f"col{i}" for i in range(1, width + 1)]
+    raw_lines = None
+    rows = []
+    for start, end, fields in records:
+        if len(fields) == len(columns):
+            rows.append([f if f != "" else None for f in fields])
+            continue
+        raw_lines = raw_lines or io.StringIO(text, newline="").readlines()
+        raw = "".join(raw_lines[start - 1 : end]).rstrip("\r\n")
+        report.bad_rows.append(BadRow(start, len(fields), len(columns), raw[:300]))
+    report.delimiter, report.header, report.columns = delimiter, opts.header, columns
+    return pd.DataFrame(rows, columns=columns, dtype=object)
+
+
+def apply_bad_row_policy(report: FileReport, policy: str) -> None:
+    """error: refuse with line numbers and examples; warn: log each; skip: one summary line (reported anyway)."""
+    bad = report.bad_rows
+    if not bad:
+        return
+    lines = ", ".join(str(b.line) for b in bad[:20]) + (", ..." if len(bad) > 20 else "")
+    if policy == "error":
+        examples = "\n".join(
+            f"  line {b.line}: {b.fields} fields, expected {b.expected}: {b.raw[:160]!r}" for b in bad[:MAX_EXAMPLES]
+        )
+        delimiter = DELIMITER_NAMES.get(report.delimiter or "", report.delimiter)
+        why = (
+            f"field count differs from the header's {len(report.columns)} with delimiter {delimiter}"
+            if report.delimiter
+            else "not one JSON object per line"
+        )
+        raise PipelineError(
+            f"{report.file}: {len(bad)} malformed row(s) ({why}) at line(s) {lines}:\n{examples}\n"
+            "Check data.delimiter / data.quotechar, or set data.bad_rows=skip (or warn) to leave them out "
+            "(they are counted in the validation report)"
+        )
+    if policy == "warn":
+        for b in bad:
+            log.warning(
+                "%s line %d: malformed row left out (%d fields, expected %d)", report.file, b.line, b.fields, b.expected
+            )
+    log.log(
+        logging.WARNING if policy == "warn" else logging.INFO,
+        "%s: %d malformed row(s) left out (data.bad_rows=%s) at line(s) %s",
+        report.file,
+        len(bad),
+        policy,
+        lines,
+    )
+
+
+# --- other formats ---------------------------------------------------------------------------------------------
+
+
+def read_json(text: str, report: FileReport) -> pd.DataFrame:
+    """A JSON array of objects (or one object holding such an array), else JSON lines (bad lines are malformed)."""
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            return _records_frame(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise PipelineError(f"not valid JSON: {exc}") from exc
+    if stripped.startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None  # JSON lines
+        if isinstance(data, dict):
+            arrays = [v for v in data.values() if isinstance(v, list)]
+            return _records_frame(arrays[0] if len(arrays) == 1 else [data])
+    rows = []
+    for number, line in enumerate(io.StringIO(text, newline=""), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            report.bad_rows.append(BadRow(number, 0, 0, line.rstrip("\r\n")[:300]))
+    return _records_frame(rows)
+
+
+def _records_frame(data: Any) -> pd.DataFrame:
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise PipelineError("a JSON source must be an array of objects (one per row) or JSON lines")
+    return pd.DataFrame.from_records(data) if data else pd.DataFrame()
+
+
+def read_xlsx(raw: bytes, opts: ReadOptions, report: FileReport) -> pd.DataFrame:
+    """One sheet of a workbook (data.sheet, default the first), every cell as a string."""
+    from openpyxl import load_workbook
+
+    try:
+        sheets = load_workbook(io.BytesIO(raw), read_only=True).sheetnames
+    except Exception as exc:  # openpyxl raises several types for a damaged workbook
+        raise PipelineError(f"not a readable .xlsx workbook: {exc}") from exc
+    if opts.sheet is not None and opts.sheet not in sheets:
+        raise PipelineError(f"has no sheet {opts.sheet!r}; its sheets: {', '.join(sheets)} (set data.sheet)")
+    sheet = opts.sheet or sheets[0]
+    frame = pd.read_excel(
+        io.BytesIO(raw), sheet_name=sheet, header=0 if opts.header else None, dtype=str, engine="openpyxl"
+    )
+    if opts.header:
+        frame.columns = _unique_names([str(c) if not str(c).startswith("Unnamed: ") else "" for c in frame.columns])
+    else:
+        frame.columns = [f"col{i}" for i in range(1, len(frame.columns) + 1)]
+    frame = frame.dropna(how="all").astype(object).where(frame.notna(), None)
+    report.header, report.columns = opts.header, list(frame.columns)
+    report.notes.append(f"sheet {sheet!r} of {len(sheets)}: {', '.join(sheets)}")
+    return frame.reset_index(drop=True)
+
+
+def read_label_folders(
+    directory: Path, opts: ReadOptions, split_aliases: dict[str, str]
+) -> tuple[pd.DataFrame, list[FileReport]] | None:
+    """``<label>/*.txt`` (or ``<split>/<label>/*.txt``): one text per file; None when the folder is not laid out so."""
+    subdirs = sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not subdirs:
+        return None
+    split_dirs = [d for d in subdirs if d.name.lower() in split_aliases]
+    if split_dirs and len(split_dirs) == len(subdirs):
+        parts = [_label_tree(d, opts, split_aliases[d.name.lower()]) for d in split_dirs]
+    else:
+        parts = [_label_tree(directory, opts, None)]
+    found = [p for p in parts if p is not None]
+    if not found:
+        return None
+    return pd.concat([f for f, _ in found], ignore_index=True), [r for _, r in found]
+
+
+def _label_tree(directory: Path, opts: ReadOptions, split: str | None) -> tuple[pd.DataFrame, FileReport] | None:
+    rows, encodings, empty = [], Counter[str](), 0
+    for label_dir in sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for path in sorted(label_dir.glob("*.txt")):
+            text, used = decode(read_bytes(path)[0], opts.encoding, path)
+            encodings[used] += 1
+            if text.strip():
+                rows.append({"text": text.strip(), "label": label_dir.name} | ({"split": split} if split else {}))
+            else:
+                empty += 1
+    if not rows:
+        return None
+    report = FileReport(
+        f"{directory}/<label>/*.txt",
+        "label-folders",
+        rows=len(rows),
+        encoding=", ".join(f"{e} ({n})" for e, n in encodings.items()),
+        columns=list(rows[0]),
+    )
+    if empty:
+        report.notes.append(f"{empty} empty .txt file(s) left out")
+    return pd.DataFrame(rows), report
+
+
+def expand_sources(source: str | list[str], base_dir: Path) -> list[Path]:
+    """A path, a glob (``data/*.csv``) or a list of them, as existing paths (globs sorted, duplicates once)."""
+    out: list[Path] = []
+    for item in [source] if isinstance(source, str) else source:
+        pattern = Path(item).expanduser()
+        pattern = pattern if pattern.is_absolute() else base_dir / pattern
+        if glob.has_magic(str(pattern)):
+            matches = sorted(Path(p) for p in glob.glob(str(pattern), recursive=True) if Path(p).is_file())
+            if not matches:
+                raise PipelineError(f"data.source pattern {item!r} matches no files (looked in {pattern.parent})")
+            out += matches
+        elif not pattern.exists():
+            raise PipelineError(f"data source {pattern} does not exist (data.source={item!r})")
+        else:
+            out.append(pattern)
+    return list(dict.fromkeys(out))
