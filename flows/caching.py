@@ -29,5 +29,11 @@ def validation_cache_key(context: Any, parameters: dict[str, Any]) -> str | None
     cfg, data_hash = parameters["cfg"], parameters.get("data_hash")
     if not data_hash:
         return None
-    parts = [data_hash, cfg.data.labels, cfg.checks.model_dump(), code_hash("data/validate", "data/encode", "stages")]
+    # the whole data section: how the source was read (bad_rows policy, ...) shapes the report, not only the bytes
+    parts = [
+        data_hash,
+        cfg.data.model_dump(),
+        cfg.checks.model_dump(),
+        code_hash("data/validate", "data/encode", "stages"),
+    ]
     return "validate-" + hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]

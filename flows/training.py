@@ -88,6 +88,10 @@ def training_flow(cfg: Config) -> dict[str, Any]:
         snapshot, data_hash = ingest_task(cfg)
         lineage = promotion.lineage_of(cfg, data_hash, run_id)
         tracking.set_tags(mlflow_client, run_id, lineage)
+        if snapshot.report is not None:  # how the files were read, and the malformed rows left out
+            read_params, read_metrics = snapshot.report.tracking_values()
+            tracking.log_param_values(mlflow_client, run_id, read_params)
+            tracking.log_metrics(mlflow_client, run_id, read_metrics)
         try:
             labels, validation = validate_task(cfg, snapshot.frame, data_hash)
             validation.write(layout.reports)  # outside the cached task: a cache hit still leaves the report
@@ -131,7 +135,7 @@ def training_flow(cfg: Config) -> dict[str, Any]:
         tracking.end_run(mlflow_client, run_id, status)
     return {
         "run_id": run_id,
-        "data_source": cfg.data.source,
+        "data_source": snapshot.source,
         "data_hash": data_hash,
         "rows": snapshot.split_counts(),
         "cleaning": changes.reset_index().to_dict(orient="records"),

@@ -77,6 +77,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from pipeline.data.inspect import format_inspection, inspect
+
+    cfg = _config(args)
+    result = inspect(args.path, cfg.data, cfg.path("."))
+    print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if args.json else format_inspection(result))
+    return 0
+
+
 def cmd_restore_data(args: argparse.Namespace) -> int:
     from pipeline import stages
     from pipeline.registry import tracking
@@ -354,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = add("run", cmd_run, "run the Prefect training flow: ingest, validate, train, evaluate, gate, register")
     run.add_argument("--json", action="store_true", help="print the run summary as JSON")
     add("ingest", cmd_ingest, "snapshot the data source into data/ and version it with DVC")
+    inspect = add("inspect", cmd_inspect, "describe a data file and print the --set flags that train on it")
+    inspect.add_argument("path", help="a file, folder, glob or list item to inspect (as data.source takes it)")
+    inspect.add_argument("--json", action="store_true", help="print the inspection as JSON")
     restore = add("restore-data", cmd_restore_data, "restore data/ to the exact snapshot a model version trained on")
     restore.add_argument("version", nargs="?", help="registered model version")
     restore.add_argument("--hash", help="a DVC hash (e.g. from `emotion models`) instead of a version")

@@ -19,6 +19,7 @@ from typing import Any
 from pipeline import console, stages
 from pipeline.config import Config
 from pipeline.data.encode import PreparedData
+from pipeline.data.ingest import describe_source
 from pipeline.errors import PipelineError
 from pipeline.evaluation import evaluate, gate, model_card
 from pipeline.evaluation.behaviour import BehaviourReport
@@ -93,7 +94,7 @@ def lineage_of(cfg: Config, data_hash: str, run_id: str) -> dict[str, str]:
     """What a version was made from: data snapshot, source, code commit and the MLflow run."""
     return {
         "data_hash": data_hash,
-        "data_source": cfg.data.source,
+        "data_source": describe_source(cfg.data.source),
         "git_commit": versioning.git_commit(Path(cfg.project_dir).resolve()),
         "run_id": run_id,
     }

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
+from pipeline.data.ingest import describe_source
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -60,9 +61,8 @@ def experiment_id(cfg: Config, mlflow_client: Any) -> str:
 
 def start_run(cfg: Config, mlflow_client: Any) -> str:
     """A new run in the configured experiment, tagged with its data source and model, with every setting as params."""
-    run = mlflow_client.create_run(
-        experiment_id(cfg, mlflow_client), tags={"data_source": cfg.data.source, "model_name": cfg.model.name}
-    )
+    tags = {"data_source": describe_source(cfg.data.source), "model_name": cfg.model.name}
+    run = mlflow_client.create_run(experiment_id(cfg, mlflow_client), tags=tags)
     log_params(mlflow_client, run.info.run_id, cfg)
     return str(run.info.run_id)
 
