@@ -72,7 +72,12 @@ class SourceReport:
 
     def notes(self) -> list[str]:
         """Lines worth a reader's attention: encodings other than UTF-8, malformed rows, label changes."""
-        out = [f"{f.file}: read as {f.encoding}" for f in self.files if f.encoding not in (None, "utf-8", "utf-8-sig")]
+        out = [
+            f"{Path(f.file).name}: read as {f.encoding}"
+            for f in self.files
+            if not (f.encoding or "utf-8").startswith("utf-8")  # label folders: "utf-8 (90)"
+        ]
+        out += [f"{Path(f.file).name}: {note}" for f in self.files for note in f.notes]
         if self.bad_rows:
             out.append(f"{self.bad_rows} malformed row(s) left out (data.bad_rows={self.bad_row_policy})")
         return out + self.labels.notes() + list(self.missing_columns.values())

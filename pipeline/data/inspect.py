@@ -246,12 +246,12 @@ def _guess_columns(columns: list[Column], rows: int) -> tuple[str | None, str | 
         ),
         None,
     )
-    taken = {split} - {None}
+    taken = {split} if split else set()
     text = _by_name(columns, TEXT_NAMES, taken)
     if text is None:
         varied = [c for c in columns if c.name not in taken and c.distinct > max(1, 0.5 * c.filled)]
         text = max(varied, key=lambda c: c.mean_chars).name if varied else None
-    taken |= {text} - {None}
+    taken |= {text} if text else set()
     label = _by_name(columns, LABEL_NAMES, taken)
     if label is None:
         candidates = [
@@ -297,6 +297,7 @@ def inspect(source: str, base: DataConfig, base_dir: Path = Path(".")) -> Inspec
         malformed=[asdict(b) for b in report.bad_rows[: readers.MAX_EXAMPLES]],
         malformed_count=len(report.bad_rows),
     )
+    result.notes += report.notes
     if len(paths) > 1:
         result.notes.append(f"{len(paths)} files: inspected {paths[0].name}; the settings apply to every file")
     if report.format == "text":
@@ -364,7 +365,7 @@ def _propose_columns(result: Inspection, settings: dict[str, Any], frame: pd.Dat
 
 def _describe_data(result: Inspection, frame: pd.DataFrame) -> None:
     """Label counts, duplicate texts and text length statistics of the guessed columns."""
-    if result.label_column in frame:
+    if result.label_column is not None and result.label_column in frame:
         values = _label_values(frame, result.label_column, result.multi_label, ",")
         result.labels = {str(k): int(v) for k, v in values.value_counts().items()}
         spellings = frame[result.label_column].dropna().map(str).nunique()

@@ -208,9 +208,12 @@ class _Lines:
 def _records(text: str, delimiter: str, opts: ReadOptions) -> list[tuple[int, int, list[str]]]:
     """(first line, last line, fields) of every non-blank record."""
     lines = _Lines(text, opts.comment)
-    quoting = csv.QUOTE_MINIMAL if opts.quotechar else csv.QUOTE_NONE
     reader = csv.reader(
-        lines, delimiter=delimiter, quotechar=opts.quotechar, escapechar=opts.escapechar, quoting=quoting
+        lines,
+        delimiter=delimiter,
+        quotechar=opts.quotechar,
+        escapechar=opts.escapechar,
+        quoting=csv.QUOTE_MINIMAL if opts.quotechar else csv.QUOTE_NONE,
     )
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # a stray quote can swallow many lines
     out = []
@@ -265,6 +268,51 @@ def _unique_names(names: list[str]) -> list[str]:
     return out
 
 
+def _unswallow(
+    records: list[tuple[int, int, list[str]]], width: int, raw_lines: list[str], delimiter: str, opts: ReadOptions
+) -> tuple[list[tuple[int, int, list[str]]], list[int]]:
+    """Undo what an unclosed quote did: a record of the wrong width (or one whose quote was closed by a later
+    line's) swallowed the lines after its first. That first line is split on the delimiter alone (the quote kept
+    as a character) and the lines it swallowed are read again; returns the records and the lines read so."""
+    out, literal = [], []
+    for start, end, fields in records:
+        if len(fields) == width and (start == end or _strictly_quoted(raw_lines[start - 1 : end], delimiter, opts)):
+            out.append((start, end, fields))
+            continue
+        line = raw_lines[start - 1].rstrip("\r\n")
+        first = line.split(delimiter)
+        if len(first) == width and opts.quotechar and opts.quotechar in line:
+            out.append((start, start, first))
+            literal.append(start)
+        else:
+            out.append((start, end if start == end else start, fields if start == end else first))
+        if start < end:
+            again = [(s + start, e + start, f) for s, e, f in _records("".join(raw_lines[start:end]), delimiter, opts)]
+            more, more_literal = _unswallow(again, width, raw_lines, delimiter, opts)
+            out += more
+            literal += more_literal
+    return out, literal
+
+
+def _strictly_quoted(lines: list[str], delimiter: str, opts: ReadOptions) -> bool:
+    """Whether a multi-line record is a well-quoted field with newlines: every closing quote is followed by the
+    delimiter or the line end (a quote closed by the next record's opening quote is not)."""
+    try:
+        list(
+            csv.reader(
+                io.StringIO("".join(lines), newline=""),
+                delimiter=delimiter,
+                quotechar=opts.quotechar,
+                escapechar=opts.escapechar,
+                quoting=csv.QUOTE_MINIMAL if opts.quotechar else csv.QUOTE_NONE,
+                strict=True,
+            )
+        )
+    except csv.Error:
+        return False
+    return True
+
+
 def read_delimited(text: str, delimiter: str, opts: ReadOptions, report: FileReport) -> pd.DataFrame:
     """Delimited text into a frame; a record whose field count differs from the header's is malformed.
 
@@ -277,15 +325,20 @@ def read_delimited(text: str, delimiter: str, opts: ReadOptions, report: FileRep
     else:
         width = Counter(len(f) for _, _, f in records).most_common(1)[0][0] if records else 0
         columns = [f"col{i}" for i in range(1, width + 1)]
-    raw_lines = None
+    raw_lines = io.StringIO(text, newline="").readlines()
+    records, literal = _unswallow(records, len(columns), raw_lines, delimiter, opts)
     rows = []
     for start, end, fields in records:
         if len(fields) == len(columns):
             rows.append([f if f != "" else None for f in fields])
             continue
-        raw_lines = raw_lines or io.StringIO(text, newline="").readlines()
         raw = "".join(raw_lines[start - 1 : end]).rstrip("\r\n")
         report.bad_rows.append(BadRow(start, len(fields), len(columns), raw[:300]))
+    if literal:
+        shown = ", ".join(map(str, literal[:10])) + (", ..." if len(literal) > 10 else "")
+        report.notes.append(
+            f"{len(literal)} row(s) with an unclosed quote read with the quote as text: line(s) {shown}"
+        )
     report.delimiter, report.header, report.columns = delimiter, opts.header, columns
     return pd.DataFrame(rows, columns=columns, dtype=object)
 

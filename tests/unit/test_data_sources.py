@@ -544,3 +544,45 @@ def test_emotion_inspect_prints_flags_and_json(tmp_path: Path, capsys: pytest.Ca
 def test_emotion_inspect_on_a_missing_file_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture):
     assert cli.main(["inspect", str(tmp_path / "absent.csv")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_ingest_and_prepare_a_cp1252_headerless_export_with_a_label_map(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    """A European spreadsheet export: semicolons, cp1252 accents, CRLF, no header, an extra label merged away."""
+    lines = [f"le {t} m'a rendu {label} aujourd'hui, très;{label.capitalize()};x" for t, label in rows()]
+    lines += [f"ce {thing} était contrariant;Annoyance;x" for thing in THINGS]
+    source = put(tmp_path / "export.csv", "\r\n".join(lines).encode("cp1252"))
+    assert cli.main(["inspect", str(source), "--json", "--config", str(PARAMS)]) == 0
+    flags = json.loads(capsys.readouterr().out)["flags"]
+    assert "--set data.encoding=cp1252" in flags and "--set data.header=false" in flags
+    flags.append("--set 'data.label_map={annoyance: anger}'")
+    args = [
+        "--config",
+        str(PARAMS),
+        *shlex.split(" ".join(flags)),
+        "--set",
+        f"project_dir={tmp_path}",
+        "--set",
+        "data.dvc_track=false",
+    ]
+    assert cli.main(["ingest", *args]) == 0 and cli.main(["prepare", *args]) == 0
+    out = capsys.readouterr().out
+    assert "{'train': 85, 'validation': 10, 'test': 10}" in out  # 105 rows, 80/10/10 rounded
+    assert "  - source: export.csv: read as cp1252" in out
+    assert "  - source: data.label_map: annoyance -> anger (15)" in out
+    label_map = json.loads((tmp_path / "artifacts" / "prepared" / "label_map.json").read_text())
+    assert label_map["labels"] == sorted(LABELS)
+
+
+def test_an_unclosed_quote_swallows_no_rows(tmp_path: Path):
+    """A field opening with a quote that never closes would eat the rest of the file: it is read as text instead."""
+    lines = delimited(rows(), ",", ["text", "label"]).splitlines()
+    lines[3] = '"an opening quote, never closed,joy'  # 3 fields split on the delimiter alone: malformed
+    lines[6] = '"a quote that never closes,fear'  # 2 fields: read with the quote as text
+    path = put(tmp_path / "quotes.csv", "\n".join(lines) + "\n")
+    report = ingest.SourceReport(str(path), "skip")
+    frame = ingest.read_source(DataConfig(source=str(path), bad_rows="skip"), report=report)
+    assert len(frame) == N - 1 and report.bad_rows == 1 and report.files[0].bad_rows[0].line == 4
+    assert '"a quote that never closes' in frame["text"].tolist()
+    assert "quotes.csv: 1 row(s) with an unclosed quote read with the quote as text: line(s) 7" in report.notes()
