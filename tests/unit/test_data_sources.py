@@ -586,3 +586,13 @@ def test_an_unclosed_quote_swallows_no_rows(tmp_path: Path):
     assert len(frame) == N - 1 and report.bad_rows == 1 and report.files[0].bad_rows[0].line == 4
     assert '"a quote that never closes' in frame["text"].tolist()
     assert "quotes.csv: 1 row(s) with an unclosed quote read with the quote as text: line(s) 7" in report.notes()
+
+
+def test_the_validation_cache_key_follows_the_bad_row_policy():
+    """skip and warn leave the same snapshot bytes but report differently: a cached report must not be reused."""
+    from flows.caching import validation_cache_key
+
+    def key(*overrides: str) -> str | None:
+        return validation_cache_key(None, {"cfg": load_config(PARAMS, list(overrides), environ={}), "data_hash": "a"})
+
+    assert key("data.bad_rows=skip") == key("data.bad_rows=skip") != key("data.bad_rows=warn")
