@@ -10,6 +10,8 @@ import pytest
 from pipeline.registry.versioning import dvc_cached_file, dvc_dir_hash, dvc_track
 from tests.conftest import init_project
 
+pytestmark = pytest.mark.slow
+
 
 def test_dvc_dir_hash_is_the_hash_dvc_add_records(tmp_path: Path) -> None:
     project = init_project(tmp_path / "project")

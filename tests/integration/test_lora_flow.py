@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.registry import tracking
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
 

@@ -19,6 +19,8 @@ from pipeline.registry import promotion, tracking
 from pipeline.registry.versioning import dvc_hash
 from tests.conftest import PARAMS, init_project, tiny_overrides
 
+pytestmark = pytest.mark.slow
+
 MODEL = "emotion-classifier"
 
 

@@ -11,6 +11,8 @@ from pipeline.config import load_config
 from pipeline.registry import tracking
 from tests.conftest import BIN, PARAMS, tiny_overrides
 
+pytestmark = pytest.mark.slow
+
 STAGES = ("ingest", "validate", "clean/encode", "train", "evaluate", "behaviour", "gate", "register")
 
 

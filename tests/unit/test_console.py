@@ -14,14 +14,25 @@ from pipeline import console
 
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
-    """console.setup changes the root logger; give the next test the logging it had."""
+    """console.setup changes the root logger; give the next test the logging it had.
+
+    An earlier in-process flow test leaves Prefect's handlers on the root, ``pipeline`` and ``prefect`` loggers
+    (a fresh ``emotion`` process never has them when console.setup runs), so they are set aside for these tests.
+    """
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    root.handlers[:] = [h for h in handlers if not type(h).__module__.startswith("prefect")]
+    named = {name: logging.getLogger(name) for name in ("pipeline", "prefect", "prefect.task_runs")}
+    saved = {name: (lg.handlers[:], lg.propagate) for name, lg in named.items()}
+    for lg in named.values():
+        lg.handlers[:], lg.propagate = [], True
     yield
     for handler in root.handlers:
         if handler not in handlers:
             handler.close()
     root.handlers[:], root.level = handlers, level
+    for name, lg in named.items():
+        lg.handlers[:], lg.propagate = saved[name]
     logging.captureWarnings(False)
 
 
