@@ -7,6 +7,8 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from pipeline.config import load_config
 from pipeline.registry import tracking
 from tests.conftest import BIN, PARAMS, tiny_overrides
