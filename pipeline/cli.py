@@ -198,6 +198,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.scoring.job import score_files
+
+    summary = score_files(
+        _config(args), args.inputs, Path(args.output), args.model, args.id_column, args.chunk_size, args.engine
+    )
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+        return 0
+    print(
+        f"scored {summary.rows_scored} of {summary.rows_read} texts with {summary.model_name} version "
+        f"{summary.model_version} into {summary.output} ({summary.seconds:.1f}s, {summary.texts_per_second:.0f} "
+        f"texts/s; {summary.resumed_shards} of {summary.shards} shards resumed, {summary.skipped_invalid} skipped)"
+    )
+    return 0
+
+
 def _actor() -> str:
     import getpass
 
@@ -387,6 +406,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("texts", nargs="+", help="texts to classify")
     predict.add_argument("--model", help="a model folder or MLflow model URI (default: models:/<name>@champion)")
     predict.add_argument("--json", action="store_true", help="print predictions as JSON")
+    score = add("score", cmd_score, "score files of texts in chunks into a Parquet, CSV or JSONL file (resumable)")
+    score.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="files, folders or globs (CSV/TSV, JSONL, Parquet, text;label)"
+    )
+    score.add_argument("--output", "-o", required=True, help="OUT.parquet, OUT.csv or OUT.jsonl")
+    score.add_argument("--model", help="a version, @alias, models:/ URI or model folder (default: the champion)")
+    score.add_argument("--id-column", help="the input column to copy as id (default: id if present, else row number)")
+    score.add_argument("--chunk-size", type=int, help="rows per shard (default: score.chunk_size)")
+    score.add_argument("--engine", default="local", help="scoring engine (default: local)")
+    score.add_argument("--json", action="store_true", help="print the summary as JSON")
     serve = add("serve", cmd_serve, "REST API and demo page over the champion, reloaded when it changes")
     serve.add_argument("--host", help="interface to bind (default: serve.host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: serve.port, 8000)")

@@ -293,6 +293,20 @@ class MonitorConfig(_Section):
         return "off" if value is False else value  # YAML reads a bare `off` as false
 
 
+class ScoreConfig(_Section):
+    """Batch scoring of files (`emotion score`, the batch-scoring flow): chunking, inference and the schedule."""
+
+    batch_source: str | None = None  # file, folder or glob the scheduled scoring run reads; None = no schedule
+    output_dir: str = "artifacts/scores"  # where scheduled runs write <stamp>-<batch>.parquet
+    chunk_size: int = Field(10000, ge=1)  # input rows per shard: memory use and the unit of resume
+    batch_size: int = Field(64, ge=1)  # texts per forward pass (length-sorted within a chunk)
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    engine: Literal["local"] = "local"
+    cron: str | None = None  # scheduled batch scoring, e.g. "0 2 * * *"; None = on demand only
+    check_drift: bool = False  # run the drift check on the same batch after scoring
+    experiment: str = "emotion-scoring"  # MLflow experiment of the scoring runs
+
+
 class Config(_Section):
     project_dir: str = "."  # relative paths below resolve against this
     recipes: list[str] = []  # recipe files layered over params.yaml, as named (recipes/<name>.yaml or a path)
@@ -306,6 +320,7 @@ class Config(_Section):
     mlflow: MlflowConfig = MlflowConfig()
     serve: ServeConfig = ServeConfig()
     monitor: MonitorConfig = MonitorConfig()
+    score: ScoreConfig = ScoreConfig()
 
     def path(self, relative: str | Path) -> Path:
         """Resolve a config path against the project directory."""

@@ -54,6 +54,25 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def classifier_folder(base: Path, out: Path, labels: list[str], multi_label: bool = False) -> Path:
+    """The tiny BERT with a fresh classification head: a servable model folder without any training."""
+    import torch
+
+    from pipeline.model.modeling import load_classifier, load_tokenizer
+
+    torch.manual_seed(1)
+    load_classifier(str(base), labels, multi_label).save_pretrained(out)
+    load_tokenizer(str(base)).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """The tiny BERT as an untrained six-emotion classifier (scoring and serving need no accuracy)."""
+    labels = ["sadness", "joy", "love", "anger", "fear", "surprise"]
+    return classifier_folder(tiny_model_dir, tmp_path_factory.mktemp("tiny-classifier"), labels)
+
+
 def init_project(path: Path) -> Path:
     """A fresh git + DVC repository, as a user's clone would be."""
     path.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,12 @@ def test_drift_check_finds_a_changed_a_missing_and_an_unknown_key():
     ]
 
 
+def test_score_section_of_params_yaml_equals_the_model_defaults():
+    from pipeline.config import ScoreConfig
+
+    assert yaml.safe_load(PARAMS.read_text())["score"] == ScoreConfig().model_dump()
+
+
 def test_values_from_a_params_file_override_model_defaults(params_file: Path):
     cfg = load_config(params_file, [], environ={})
     assert cfg.artifacts_dir == "out"

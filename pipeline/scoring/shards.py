@@ -1,0 +1,89 @@
+"""Numbered shard files in ``OUT.parts/`` and the manifest that says whether they can be resumed.
+
+A shard is written to a temporary name and renamed, so a file named ``part-NNNNN.parquet`` is always complete.
+The manifest records what the shards were scored from (input files' size, mtime and first-MB digest, the model
+version, the chunk size and the reading options); a run with different ones starts over.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.scoring.model import head_digest
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+ROWS_READ = b"emotion.rows_read"  # input rows of the chunk, before invalid texts were skipped
+SKIPPED = b"emotion.skipped"
+
+
+def parts_dir(output: Path) -> Path:
+    return output.with_name(output.name + ".parts")
+
+
+def shard_path(parts: Path, index: int) -> Path:
+    return parts / f"part-{index:05d}.parquet"
+
+
+def fingerprint(path: Path) -> dict[str, Any]:
+    stat = path.stat()
+    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "head_sha256": head_digest(path)}
+
+
+def prepare(parts: Path, manifest: dict[str, Any]) -> list[int]:
+    """Make ``parts`` ready for this run; returns the indexes of shards already scored (resume).
+
+    A manifest that differs (input changed, another model version or chunk size) clears the folder first.
+    """
+    path = parts / MANIFEST
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous == manifest:
+            done = sorted(int(p.stem.split("-")[1]) for p in parts.glob("part-*.parquet"))
+            if done:
+                log.info("resuming: %d shards in %s are already scored", len(done), parts)
+            return done
+        changed = sorted(k for k in manifest if previous.get(k) != manifest[k])
+        log.warning("%s was scored with other %s: starting over", parts, ", ".join(changed) or "settings")
+        shutil.rmtree(parts)
+    elif parts.exists():
+        shutil.rmtree(parts)  # no manifest: a folder this scorer created but never got to describe
+    parts.mkdir(parents=True)
+    _write_atomic(path, json.dumps(manifest, indent=2).encode())
+    return []
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_shard(parts: Path, index: int, frame: pd.DataFrame, rows_read: int, skipped: int) -> Path:
+    """One scored chunk as a complete Parquet file (row counts in its metadata), or nothing."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    metadata = {**(table.schema.metadata or {}), ROWS_READ: str(rows_read).encode(), SKIPPED: str(skipped).encode()}
+    path = shard_path(parts, index)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table.replace_schema_metadata(metadata), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def shard_counts(path: Path) -> tuple[int, int]:
+    """(input rows read, invalid texts skipped) of a finished shard."""
+    import pyarrow.parquet as pq
+
+    metadata = pq.read_schema(path).metadata or {}
+    return int(metadata.get(ROWS_READ, b"0")), int(metadata.get(SKIPPED, b"0"))

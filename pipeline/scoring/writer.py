@@ -1,0 +1,86 @@
+"""The scored rows as one output file (Parquet, CSV or JSONL by suffix), written shard by shard and swapped in."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.errors import PipelineError
+
+OUTPUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl"}
+
+
+def output_format(output: Path) -> str:
+    fmt = OUTPUT_FORMATS.get(output.suffix.lower())
+    if fmt is None:
+        raise PipelineError(f"cannot tell the output format of {output}: end it in {', '.join(OUTPUT_FORMATS)}")
+    return fmt
+
+
+def _for_text_format(frame: pd.DataFrame, separator: str) -> pd.DataFrame:
+    """CSV cells cannot hold lists: multi-label decisions are joined with the label separator."""
+    if "labels" in frame:
+        frame = frame.assign(labels=frame["labels"].map(lambda v: separator.join(v)))
+    return frame
+
+
+def _append(fh, frame: pd.DataFrame, fmt: str, first: bool, separator: str) -> None:  # type: ignore[no-untyped-def]
+    if fmt == "csv":
+        _for_text_format(frame, separator).to_csv(fh, header=first, index=False, lineterminator="\n")
+        return
+    for record in frame.to_dict(orient="records"):
+        if "labels" in record:
+            record["labels"] = list(record["labels"])
+        fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+
+def concatenate(shards: list[Path], output: Path, label_separator: str = ",") -> Counter[str]:
+    """Write every shard, in order, into ``output`` (via a temporary file and a rename); returns the label counts.
+
+    One shard is in memory at a time.
+    """
+    import pyarrow.parquet as pq
+
+    fmt = output_format(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    counts: Counter[str] = Counter()
+    try:
+        if fmt == "parquet":
+            writer = None
+            for shard in shards:
+                table = pq.read_table(shard).replace_schema_metadata(None)
+                if table.num_rows == 0:  # a chunk of invalid texts only
+                    continue
+                counts.update(table.column("label").to_pylist())
+                writer = writer or pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+            if writer is None:
+                raise PipelineError("nothing was scored: every input text was empty or invalid")
+            writer.close()
+        else:
+            with tmp.open("w", encoding="utf-8", newline="") as fh:
+                for shard in shards:
+                    frame = pd.read_parquet(shard)
+                    if frame.empty:
+                        continue
+                    _append(fh, frame, fmt, not counts, label_separator)
+                    counts.update(frame["label"].tolist())
+            if not counts:
+                raise PipelineError("nothing was scored: every input text was empty or invalid")
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return counts
+
+
+def finish(parts: Path, shards: list[Path], output: Path, label_separator: str = ",") -> Counter[str]:
+    """Concatenate the shards into ``output`` and remove the parts folder."""
+    counts = concatenate(shards, output, label_separator)
+    shutil.rmtree(parts)
+    return counts

@@ -1,0 +1,162 @@
+"""Batch scoring of files (pipeline.scoring): formats in and out, ids, probabilities, invalid texts, restarts."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import load_config
+from pipeline.errors import PipelineError
+from pipeline.scoring import shards
+from pipeline.scoring.job import score_files
+from tests.conftest import PARAMS, classifier_folder
+
+LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
+TEXTS = [
+    "i feel so happy today",
+    "this is the worst day of my life and i cannot stop crying",
+    "i love you",
+    "why would they do that to me, i am furious",
+    "i am scared",
+    "wow, i did not expect that at all",
+    "the dog ran",
+]
+
+
+def config(tmp_path: Path, *extra: str):
+    return load_config(
+        PARAMS, [f"project_dir={tmp_path}", "score.precision=fp32", "score.batch_size=3", *extra], environ={}
+    )
+
+
+def write_input(path: Path, texts: list[str], **columns: list) -> Path:
+    frame = pd.DataFrame({**columns, "text": texts})
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif path.suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    elif path.suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        path.write_text("".join(f"{t};joy\n" for t in texts))
+    return path
+
+
+def read_output(path: Path) -> pd.DataFrame:
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix == ".csv":
+        return pd.read_csv(path, keep_default_na=False)
+    return pd.read_json(path, lines=True, dtype=False)
+
+
+@pytest.mark.parametrize(
+    "source, target",
+    [("in.csv", "out.parquet"), ("in.jsonl", "out.csv"), ("in.parquet", "out.jsonl"), ("in.txt", "out.parquet")],
+)
+def test_formats_in_and_out_with_probabilities_of_the_predictor(
+    tmp_path: Path, tiny_classifier_dir: Path, source: str, target: str
+) -> None:
+    from pipeline.model.predict import Predictor
+
+    texts = TEXTS * 3
+    inp = write_input(tmp_path / source, texts)
+    out = tmp_path / "scores" / target
+    summary = score_files(config(tmp_path), [str(inp)], out, str(tiny_classifier_dir), chunk_size=4)
+
+    frame = read_output(out)
+    assert list(frame.columns) == [
+        "id",
+        "text",
+        "label",
+        *[f"p_{label}" for label in LABELS],
+        "model_name",
+        "model_version",
+    ]
+    assert frame["id"].tolist() == list(range(len(texts))) and frame["text"].tolist() == texts
+    expected = Predictor(tiny_classifier_dir, precision="fp32", max_length=128).predict_proba(texts)
+    np.testing.assert_allclose(frame[[f"p_{label}" for label in LABELS]].to_numpy(), expected, atol=1e-5)
+    assert frame["label"].tolist() == [LABELS[i] for i in expected.argmax(axis=1)]
+    assert set(frame["model_name"]) == {tiny_classifier_dir.name}
+    assert set(frame["model_version"]) == {summary.model_version} and summary.model_version.startswith("folder-")
+    assert (summary.rows_read, summary.rows_scored, summary.shards, summary.resumed_shards) == (21, 21, 6, 0)
+    assert sum(summary.label_counts.values()) == 21
+    assert not shards.parts_dir(out).exists() and sorted(p.name for p in out.parent.iterdir()) == [target]
+
+
+def test_id_column_glob_and_folder_inputs(tmp_path: Path, tiny_classifier_dir: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_input(folder / "a.csv", TEXTS[:3], key=["k1", "k2", "k3"])
+    write_input(folder / "b.csv", TEXTS[3:], key=[f"k{i}" for i in range(4, 8)])
+    cfg = config(tmp_path)
+    by_key = read_output(
+        Path(score_files(cfg, ["in/*.csv"], tmp_path / "o.parquet", str(tiny_classifier_dir), "key", 2).output)
+    )
+    assert by_key["id"].tolist() == [f"k{i}" for i in range(1, 8)] and by_key["text"].tolist() == TEXTS
+    by_row = read_output(Path(score_files(cfg, ["in"], tmp_path / "r.csv", str(tiny_classifier_dir)).output))
+    assert by_row["id"].tolist() == list(range(7))  # no id column: the row number across the files
+    with pytest.raises(PipelineError, match="no id column 'nope'"):
+        score_files(cfg, ["in"], tmp_path / "x.csv", str(tiny_classifier_dir), "nope")
+    with pytest.raises(PipelineError, match="no file matches"):
+        score_files(cfg, ["in/*.tsv"], tmp_path / "x.csv", str(tiny_classifier_dir))
+
+
+def test_multi_label_model_writes_its_decisions(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from pipeline.evaluation.evaluate import multi_label_decisions
+    from pipeline.model.predict import Predictor
+
+    model = classifier_folder(tiny_model_dir, tmp_path / "multi", ["a", "b", "c"], multi_label=True)
+    inp = write_input(tmp_path / "in.jsonl", TEXTS)
+    for target in ("o.parquet", "o.csv"):
+        frame = read_output(Path(score_files(config(tmp_path), [str(inp)], tmp_path / target, str(model)).output))
+        predictor = Predictor(model, precision="fp32")
+        chosen = multi_label_decisions(predictor.predict_proba(TEXTS), predictor.thresholds)
+        expected = [[label for label, on in zip("abc", row) if on] for row in chosen]
+        got = frame["labels"].map(lambda v: [x for x in v.split(",") if x] if isinstance(v, str) else list(v))
+        assert got.tolist() == expected and {"p_a", "p_b", "p_c", "label"} <= set(frame.columns)
+
+
+def test_invalid_texts_error_by_default_and_are_skipped_with_a_count_when_allowed(
+    tmp_path: Path, tiny_classifier_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["fine text", "  ", None, "another one", 7]))
+    with pytest.raises(PipelineError, match="id=1 has an empty or missing text"):
+        score_files(config(tmp_path), [str(inp)], tmp_path / "o.csv", str(tiny_classifier_dir))
+    assert not (tmp_path / "o.csv").exists()
+    cfg = config(tmp_path, "checks.severity.text_not_blank=warning", "checks.severity.text_not_null=warning")
+    with caplog.at_level(logging.WARNING):
+        summary = score_files(cfg, [str(inp)], tmp_path / "o.csv", str(tiny_classifier_dir))
+    assert (summary.rows_read, summary.rows_scored, summary.skipped_invalid) == (5, 3, 2)
+    assert read_output(tmp_path / "o.csv")["id"].tolist() == [0, 3, 4]
+    assert "skipped 2 empty or invalid texts" in caplog.text
+
+
+def test_a_changed_input_restarts_the_shards(
+    tmp_path: Path, tiny_classifier_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    inp = write_input(tmp_path / "in.csv", TEXTS)
+    out = tmp_path / "o.parquet"
+    parts = shards.parts_dir(out)
+    cfg = config(tmp_path)
+    manifest = json.loads(json.dumps({"inputs": [shards.fingerprint(inp.resolve())], "chunk_size": 2}))
+    shards.prepare(parts, manifest)
+    (parts / "part-00000.parquet").write_text("a shard of an older input")
+    with caplog.at_level(logging.WARNING):
+        summary = score_files(cfg, [str(inp)], out, str(tiny_classifier_dir), chunk_size=2)
+    assert "was scored with other" in caplog.text and summary.resumed_shards == 0
+    assert read_output(out)["text"].tolist() == TEXTS
+
+
+def test_unknown_output_suffix_and_model_are_user_errors(tmp_path: Path, tiny_classifier_dir: Path) -> None:
+    inp = write_input(tmp_path / "in.csv", TEXTS)
+    with pytest.raises(PipelineError, match="output format"):
+        score_files(config(tmp_path), [str(inp)], tmp_path / "o.xlsx", str(tiny_classifier_dir))
+    with pytest.raises(PipelineError, match="not a model folder"):
+        score_files(config(tmp_path), [str(inp)], tmp_path / "o.csv", "models:/broken")
