@@ -9,6 +9,7 @@ declares the same two deployments for ``prefect deploy`` onto a work pool (see t
 |---|---|---|
 | ``emotion-retrain/weekly`` | ``retrain_flow`` -> ``flows.training.training_flow`` | ``monitor.training_cron`` |
 | ``emotion-drift-check/daily`` | ``flows.monitoring.monitoring_flow`` | ``monitor.drift_cron`` |
+| ``emotion-batch-score/batch`` | ``flows.scoring.scoring_flow`` | ``score.cron`` (with ``score.batch_source``) |
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from prefect import flow, get_run_logger
 
 from flows.monitoring import monitoring_flow
+from flows.scoring import scoring_flow
 from pipeline.config import load_config_from_env
 from pipeline.errors import PipelineError
 
@@ -41,6 +43,7 @@ TRAINING_FLOW = "emotion-retrain"
 DRIFT_FLOW = "emotion-drift-check"
 TRAINING_DEPLOYMENT = "weekly"
 DRIFT_DEPLOYMENT = "daily"
+SCORING_DEPLOYMENT = "batch"
 LOCAL_HOST = "127.0.0.1"
 LOCAL_PORT = 4200
 
@@ -72,7 +75,7 @@ def retrain_flow(
 
 
 def build_deployments(params: str | Path | None = None, overrides: list[str] | None = None) -> list[RunnerDeployment]:
-    """The two runner deployments, with the crons and parameters of this params file and overrides."""
+    """The runner deployments, with the crons and parameters of this params file and overrides."""
     from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
 
@@ -106,9 +109,20 @@ def build_deployments(params: str | Path | None = None, overrides: list[str] | N
         entrypoint_type=EntrypointType.MODULE_PATH,
         concurrency_limit=1,
     )
+    score_cron = cfg.score.cron if cfg.score.batch_source else None
+    scoring = scoring_flow.to_deployment(
+        SCORING_DEPLOYMENT,
+        schedules=[Cron(score_cron, timezone=mcfg.timezone)] if score_cron else None,
+        parameters={"params": params_path, "overrides": overrides},
+        description="Score score.batch_source (or the input parameter) with the champion (or the model parameter).",
+        tags=["emotion", "scoring"],
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        concurrency_limit=1,
+    )
     # prefect's async_dispatch types the call as `T | Coroutine[..., T]`; called from sync code it returns T
     assert not inspect.isawaitable(training) and not inspect.isawaitable(drift)
-    return [training, drift]
+    assert not inspect.isawaitable(scoring)
+    return [training, drift, scoring]
 
 
 def _healthy(api_url: str, timeout: float = 2.0) -> bool:

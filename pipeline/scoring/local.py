@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -53,7 +53,11 @@ def score_chunk(chunk: pd.DataFrame, predictor: Predictor, model: ScoringModel) 
     if predictor.multi_label:
         from pipeline.evaluation.evaluate import multi_label_decisions
 
-        chosen = multi_label_decisions(probs, predictor.thresholds) if len(texts) else np.zeros_like(probs, dtype=bool)
+        chosen = (
+            multi_label_decisions(probs, predictor.thresholds)
+            if predictor.thresholds is not None and len(texts)
+            else np.zeros_like(probs, dtype=bool)
+        )
         out["labels"] = [labels[np.asarray(row, dtype=bool)].tolist() for row in chosen]
     for j, label in enumerate(predictor.labels):
         out[f"p_{label}"] = probs[:, j]
@@ -62,7 +66,7 @@ def score_chunk(chunk: pd.DataFrame, predictor: Predictor, model: ScoringModel) 
     return out
 
 
-def _progress(total: int | None, done_rows: int):  # type: ignore[no-untyped-def]
+def _progress(total: int | None, done_rows: int) -> Any:
     """A tqdm bar (texts/s, ETA) on a terminal; nothing otherwise."""
     if not sys.stderr.isatty():
         return None

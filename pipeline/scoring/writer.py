@@ -7,6 +7,7 @@ import os
 import shutil
 from collections import Counter
 from pathlib import Path
+from typing import TextIO
 
 import pandas as pd
 
@@ -29,7 +30,7 @@ def _for_text_format(frame: pd.DataFrame, separator: str) -> pd.DataFrame:
     return frame
 
 
-def _append(fh, frame: pd.DataFrame, fmt: str, first: bool, separator: str) -> None:  # type: ignore[no-untyped-def]
+def _append(fh: TextIO, frame: pd.DataFrame, fmt: str, first: bool, separator: str) -> None:
     if fmt == "csv":
         _for_text_format(frame, separator).to_csv(fh, header=first, index=False, lineterminator="\n")
         return

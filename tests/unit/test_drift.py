@@ -362,7 +362,7 @@ def test_prefect_yaml_declares_the_deployments_that_serve_builds() -> None:
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
     declared = {d["name"]: d for d in spec["deployments"]}
     served = {d.name: d for d in build_deployments(PARAMS, ["train.epochs=1", "monitor.batch_source=incoming"])}
-    assert set(declared) == set(served) == {"weekly", "daily"}
+    assert set(declared) == set(served) == {"weekly", "daily", "batch"}
     assert declared["weekly"]["schedules"][0]["cron"] == cfg.monitor.training_cron
     assert declared["daily"]["schedules"][0]["cron"] == cfg.monitor.drift_cron
     for name, deployment in declared.items():
@@ -371,13 +371,17 @@ def test_prefect_yaml_declares_the_deployments_that_serve_builds() -> None:
         flow = getattr(module, func)
         assert isinstance(flow, Flow) and flow.name == served[name].flow_name
         assert set(deployment["parameters"]) <= set(flow.parameters.properties)
-        assert [s.schedule.cron for s in served[name].schedules] == [deployment["schedules"][0]["cron"]]
+        assert [s.schedule.cron for s in served[name].schedules or []] == [s["cron"] for s in deployment["schedules"]]
         assert served[name].parameters["overrides"] == ["train.epochs=1", "monitor.batch_source=incoming"]
     # trigger off: no scheduled retraining; no batch_source: the drift check runs on demand only
     assert [
         len(d.schedules or []) for d in build_deployments(PARAMS, ["monitor.trigger=off", "monitor.batch_source=in"])
-    ] == [0, 1]
-    assert [len(d.schedules or []) for d in build_deployments(PARAMS, [])] == [1, 0]
+    ] == [0, 1, 0]
+    assert [len(d.schedules or []) for d in build_deployments(PARAMS, [])] == [1, 0, 0]
+    # batch scoring: on demand unless score.cron and score.batch_source are both set
+    scored = build_deployments(PARAMS, ["score.cron=0 2 * * *", "score.batch_source=in/*.csv"])[2]
+    assert [s.schedule.cron for s in scored.schedules] == ["0 2 * * *"]
+    assert not build_deployments(PARAMS, ["score.cron=0 2 * * *"])[2].schedules
 
 
 def test_retries_skip_user_errors() -> None:
