@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline.errors import PipelineError
 from pipeline.scoring.model import head_digest
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def prepare(parts: Path, manifest: dict[str, Any]) -> list[int]:
         log.warning("%s was scored with other %s: starting over", parts, ", ".join(changed) or "settings")
         shutil.rmtree(parts)
     elif parts.exists():
-        shutil.rmtree(parts)  # no manifest: a folder this scorer created but never got to describe
+        raise PipelineError(f"{parts} exists but holds no {MANIFEST}: it is not a scoring run's; move it away")
     parts.mkdir(parents=True)
     _write_atomic(path, json.dumps(manifest, indent=2).encode())
     return []

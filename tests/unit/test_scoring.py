@@ -158,5 +158,8 @@ def test_unknown_output_suffix_and_model_are_user_errors(tmp_path: Path, tiny_cl
     inp = write_input(tmp_path / "in.csv", TEXTS)
     with pytest.raises(PipelineError, match="output format"):
         score_files(config(tmp_path), [str(inp)], tmp_path / "o.xlsx", str(tiny_classifier_dir))
+    (tmp_path / "o.csv.parts").mkdir()
+    with pytest.raises(PipelineError, match="not a scoring run's"):
+        score_files(config(tmp_path), [str(inp)], tmp_path / "o.csv", str(tiny_classifier_dir))
     with pytest.raises(PipelineError, match="not a model folder"):
         score_files(config(tmp_path), [str(inp)], tmp_path / "o.csv", "models:/broken")
