@@ -98,7 +98,7 @@ def file_chunks(path: Path, cfg: DataConfig, chunk_size: int, id_column: str | N
     """One file's rows in chunks of ``chunk_size``, as frames with ``text`` and (if the file has it) ``id``."""
     from pipeline.data.ingest import _format_of
 
-    fmt = _format_of(path, cfg.format if cfg.format != "goemotions" else "auto")
+    fmt = _format_of(path, cfg.format if cfg.format != "goemotions" else "auto", path)
     wanted = [cfg.text_column] + ([id_column] if id_column else [])
     try:
         for raw in _raw_chunks(path, fmt, cfg, wanted, chunk_size):
@@ -149,7 +149,7 @@ def count_rows(files: list[Path], cfg: DataConfig) -> int:
 
     total = 0
     for path in files:
-        fmt = _format_of(path, cfg.format if cfg.format != "goemotions" else "auto")
+        fmt = _format_of(path, cfg.format if cfg.format != "goemotions" else "auto", path)
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
