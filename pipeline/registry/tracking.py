@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import random
 import tempfile
+import time
+import uuid
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version as dist_version
@@ -23,7 +28,10 @@ HF_ARTIFACT = "hf_model"  # the artifact key serving/pyfunc.py loads the Hugging
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS = "previous"
-HISTORY_PREFIX = "promotion."  # registered-model tags promotion.000001, ... hold the promotion history
+HISTORY_PREFIX = "promotion."  # registered-model tags promotion.<generation>.<token> hold the promotion history
+GENERATION_TAG = "champion_generation"  # "<n>:<token>": the n-th champion move and the promoter that made it
+LEASE_SUFFIX = ".promotion-lease"  # a helper registered model that exists while one promoter moves aliases
+LEASE_SECONDS = 120.0  # a lease older than this is taken as abandoned (a crashed promoter); also the wait limit
 MODEL_REQUIREMENTS = ("torch", "transformers", "tokenizers", "safetensors", "pandas", "numpy", "pydantic", "pyyaml")
 
 
@@ -196,12 +204,55 @@ class Promotion:
 
 
 def _lock(cfg: Config) -> Any:
-    """One process at a time may move aliases (a file lock; on a shared server, put it on a shared disk)."""
+    """Local fast path: processes on this machine queue on a file lock before they ask the registry for its lease."""
     from filelock import FileLock
 
     path = cfg.path(cfg.mlflow.lock_file)
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(path), timeout=120)
+
+
+def _try_lease(mlflow_client: Any, lease: str, token: str) -> bool:
+    """Create the lease model (the database allows one of a name, so one client wins); clear it when expired."""
+    from mlflow.exceptions import MlflowException
+
+    busy = ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST")  # held, or released while we looked
+    try:
+        expires = f"{time.time() + LEASE_SECONDS:.3f}"
+        mlflow_client.create_registered_model(lease, tags={"token": token, "expires": expires})
+        return True
+    except MlflowException as exc:
+        if exc.error_code not in busy:
+            raise
+    try:
+        held = mlflow_client.get_registered_model(lease)
+        if float(held.tags.get("expires", "0")) < time.time():
+            log.warning("removing the expired promotion lease %s (token %s)", lease, held.tags.get("token"))
+            mlflow_client.delete_registered_model(lease)
+    except MlflowException as exc:
+        if exc.error_code not in busy:
+            raise
+    return False
+
+
+@contextlib.contextmanager
+def _registry_lease(cfg: Config, mlflow_client: Any, token: str) -> Iterator[None]:
+    """Across machines sharing one tracking server: one promoter at a time holds ``<model>.promotion-lease``."""
+    lease = cfg.mlflow.registered_model + LEASE_SUFFIX
+    deadline = time.monotonic() + LEASE_SECONDS
+    while not _try_lease(mlflow_client, lease, token):
+        if time.monotonic() > deadline:
+            raise PipelineError(
+                f"another promotion has held the registered model '{lease}' for over {LEASE_SECONDS:.0f}s; "
+                "if none is running, delete that registered model and promote again"
+            )
+        time.sleep(random.uniform(0.05, 0.3))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):  # an expired lease may have been taken over: leave that one alone
+            if mlflow_client.get_registered_model(lease).tags.get("token") == token:
+                mlflow_client.delete_registered_model(lease)
 
 
 def _champion(cfg: Config, mlflow_client: Any) -> str | None:
@@ -211,31 +262,67 @@ def _champion(cfg: Config, mlflow_client: Any) -> str | None:
 
 def history(cfg: Config, mlflow_client: Any) -> list[Promotion]:
     """Every promotion and rollback, oldest first."""
+    return [Promotion(**json.loads(value)) for _, value in _history_tags(cfg, mlflow_client)]
+
+
+def _history_tags(cfg: Config, mlflow_client: Any) -> list[tuple[str, str]]:
     try:
         tags = mlflow_client.get_registered_model(cfg.mlflow.registered_model).tags
     except Exception as exc:  # RestException(RESOURCE_DOES_NOT_EXIST)
         raise PipelineError(f"no registered model '{cfg.mlflow.registered_model}' yet: run `emotion run`") from exc
-    return [Promotion(**json.loads(tags[k])) for k in sorted(tags) if k.startswith(HISTORY_PREFIX)]
+    return [(k, tags[k]) for k in sorted(tags) if k.startswith(HISTORY_PREFIX)]
+
+
+def _generation(cfg: Config, mlflow_client: Any) -> str:
+    """The ``champion_generation`` tag; a store from before the tag counts its history entries."""
+    tags = mlflow_client.get_registered_model(cfg.mlflow.registered_model).tags
+    return tags.get(GENERATION_TAG) or f"{len(_history_tags(cfg, mlflow_client))}:"
 
 
 def _move_champion(cfg: Config, mlflow_client: Any, version: str, kind: str, actor: str, reason: str) -> Promotion:
-    """champion -> version, the old champion -> previous, tags and history; the caller holds the lock."""
+    """champion -> version, the old champion -> previous, tags and history; the caller holds the lock and lease.
+
+    Compare-and-set on the registry: this move claims the next ``champion_generation`` with a unique token and,
+    after moving the aliases, checks that the claim and the champion are still its own. A lost race (possible only
+    when a lease expired under a stalled promoter) removes this move's history entry and raises StaleChampion, so
+    the caller gates again against the champion that won. History keys carry generation and token: never reused.
+    """
     name = cfg.mlflow.registered_model
+    number = int(_generation(cfg, mlflow_client).split(":")[0]) + 1
+    token = uuid.uuid4().hex[:12]
+    claim, key = f"{number}:{token}", f"{HISTORY_PREFIX}{number:06d}.{token}"
     previous = _champion(cfg, mlflow_client)
     event = Promotion(version, previous, kind, actor, reason, datetime.now(UTC).isoformat(timespec="seconds"))
+    mlflow_client.set_registered_model_tag(name, GENERATION_TAG, claim)
     if previous and previous != version:
         set_alias(cfg, mlflow_client, PREVIOUS, previous)
     set_alias(cfg, mlflow_client, CHAMPION, version)
-    for key, value in (
+    for tag, value in (
         ("promoted_at", event.at),
         ("promoted_by", actor),
         ("promotion_reason", reason[:4000]),
         ("promotion_kind", kind),
     ):
-        mlflow_client.set_model_version_tag(name, version, key, value)
-    count = len(history(cfg, mlflow_client))
-    mlflow_client.set_registered_model_tag(name, f"{HISTORY_PREFIX}{count + 1:06d}", json.dumps(asdict(event)))
+        mlflow_client.set_model_version_tag(name, version, tag, value)
+    mlflow_client.set_registered_model_tag(name, key, json.dumps(asdict(event)))
+    now, champion = _generation(cfg, mlflow_client), _champion(cfg, mlflow_client)
+    if now != claim or champion != version:
+        mlflow_client.delete_registered_model_tag(name, key)
+        _restore_aliases(cfg, mlflow_client)
+        raise StaleChampion(
+            f"another promotion moved the champion while this one did (generation {claim} -> {now}, champion "
+            f"{champion}): this promotion of version {version} is not recorded; see `emotion history`"
+        )
     return event
+
+
+def _restore_aliases(cfg: Config, mlflow_client: Any) -> None:
+    """After a lost race: champion and previous as the last recorded promotion (the winner's) left them."""
+    events = history(cfg, mlflow_client)
+    if events:
+        set_alias(cfg, mlflow_client, CHAMPION, events[-1].version)
+        if events[-1].previous and events[-1].previous != events[-1].version:
+            set_alias(cfg, mlflow_client, PREVIOUS, events[-1].previous)
 
 
 def promote(
@@ -263,7 +350,7 @@ def promote(
     if target.tags.get("gate") == "failed" and not force:
         raise PipelineError(f"{name} version {version} failed its gate; use --force to promote it anyway")
     reason = _check_shadow(cfg, target, reason, force) if kind == "manual" else reason
-    with _lock(cfg):
+    with _lock(cfg), _registry_lease(cfg, mlflow_client, uuid.uuid4().hex):
         current = _champion(cfg, mlflow_client)
         if expected_champion is not False and current != expected_champion:
             raise StaleChampion(f"the champion moved from {expected_champion} to {current} during this run")
@@ -290,7 +377,7 @@ def _check_shadow(cfg: Config, target: Any, reason: str, force: bool) -> str:
 
 def rollback(cfg: Config, mlflow_client: Any, *, actor: str, reason: str) -> Promotion:
     """Give champion back to the version holding ``previous`` (the old champion becomes previous)."""
-    with _lock(cfg):
+    with _lock(cfg), _registry_lease(cfg, mlflow_client, uuid.uuid4().hex):
         target = version_by_alias(cfg, mlflow_client, PREVIOUS)
         if target is None:
             raise PipelineError("no previous champion to roll back to (no version has the alias 'previous')")

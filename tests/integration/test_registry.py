@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,51 @@ def test_stale_champion_is_refused_and_changes_nothing(cfg, tiny_model_dir: Path
     with pytest.raises(tracking.StaleChampion):
         tracking.promote(cfg, client, "3", actor="c", reason="r", kind="gate", expected_champion="1")
     assert aliases(cfg) == {"champion": "2", "previous": "1"} and len(tracking.history(cfg, client)) == 2
+
+
+def test_registry_lease_is_waited_for_and_an_expired_one_is_taken_over(cfg, tiny_model_dir: Path, monkeypatch) -> None:
+    register_versions(cfg, tiny_model_dir, ["passed", "passed"])
+    client = tracking.client(cfg)
+    lease = MODEL + tracking.LEASE_SUFFIX
+    client.create_registered_model(lease, tags={"token": "other-machine", "expires": str(time.time() + 600)})
+    monkeypatch.setattr(tracking, "LEASE_SECONDS", 1.0)  # how long a promoter waits for a held lease
+    with pytest.raises(PipelineError, match="promotion-lease"):
+        tracking.promote(cfg, client, "1", actor="a", reason="r")
+    assert aliases(cfg) == {} and tracking.history(cfg, client) == []
+
+    client.set_registered_model_tag(lease, "expires", str(time.time() - 1))  # its promoter crashed long ago
+    tracking.promote(cfg, client, "1", actor="a", reason="r")
+    assert aliases(cfg) == {"champion": "1"}
+    assert client.search_registered_models(f"name='{lease}'") == []  # released
+    assert client.get_registered_model(MODEL).tags[tracking.GENERATION_TAG].startswith("1:")
+
+
+def test_a_promotion_overtaken_mid_move_is_undone_and_raises_stale(cfg, tiny_model_dir: Path) -> None:
+    """A promoter whose lease expired while it stalled: the registry-side generation check catches the overlap."""
+    register_versions(cfg, tiny_model_dir, ["passed", "passed", "passed"])
+    client = tracking.client(cfg)
+    tracking.promote(cfg, client, "1", actor="a", reason="r")
+
+    class Overtaken:
+        """The real client; another machine completes its own promotion of v3 just before this one sets champion."""
+
+        def __getattr__(self, attr: str):
+            return getattr(client, attr)
+
+        def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
+            if alias == "champion" and version == "2":
+                tracking._move_champion(cfg, client, "3", "gate", "other-machine", "won the race")
+            client.set_registered_model_alias(name, alias, version)
+
+    with pytest.raises(tracking.StaleChampion, match="another promotion"):
+        tracking.promote(cfg, Overtaken(), "2", actor="stalled", reason="r")
+    events = tracking.history(cfg, client)
+    assert [(e.version, e.previous, e.actor) for e in events] == [("1", None, "a"), ("3", "1", "other-machine")]
+    assert aliases(cfg) == {"champion": "3", "previous": "1"}
+    keys = [k for k in client.get_registered_model(MODEL).tags if k.startswith(tracking.HISTORY_PREFIX)]
+    # generation 2 was the loser's claim: never reused, so the winner's entry is generation 3
+    assert sorted(k.split(".")[1] for k in keys) == ["000001", "000003"]
+    assert client.get_registered_model(MODEL).tags[tracking.GENERATION_TAG] == "3:" + max(keys).split(".")[2]
 
 
 PROMOTER = """
