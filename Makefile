@@ -11,6 +11,8 @@ TEXT ?= i feel wonderful today
 BENCH_DIR ?= /tmp/bench-proj
 EMOTION_DATA ?= $(abspath ../shared/data/emotion)
 BATCH ?=
+SERVICES_DIR ?= .services
+SERVICES_ARGS ?=
 
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
@@ -19,7 +21,7 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup pipeline test test-fast lint format repro metrics plots predict mlflow-ui mlflow-server clean monitor serve-flows serve bench-model bench bench-training bench-quality
+.PHONY: help setup pipeline test test-fast lint format repro metrics plots predict mlflow-ui mlflow-server clean monitor serve-flows serve bench-model bench bench-training bench-quality services services-stop
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -98,6 +100,12 @@ mlflow-ui: setup ## browse runs and the registry on http://127.0.0.1:5000
 mlflow-server: setup ## tracking server over the local store (clients: MLFLOW_TRACKING_URI=http://127.0.0.1:5000)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/mlflow server --backend-store-uri sqlite:///mlflow/mlflow.db --artifacts-destination mlflow/artifacts \
 		--host $(HOST) --port $(MLFLOW_PORT)
+
+services: setup ## PostgreSQL + MLflow server + Prefect server on 127.0.0.1 (state in .services/); prints the env lines
+	$(PY) -m pipeline.ops.services start --dir $(SERVICES_DIR) $(SERVICES_ARGS)
+
+services-stop: setup ## stop what `make services` started
+	$(PY) -m pipeline.ops.services stop --dir $(SERVICES_DIR)
 
 clean: ## remove artifacts/ and dvc_plots/ (keeps data/, the MLflow store and .venv)
 	rm -rf artifacts dvc_plots
