@@ -129,6 +129,15 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
         yield
 
 
+@pytest.fixture
+def prefect_server(tmp_path: Path):
+    """`prefect server start` on a free loopback port with its own PREFECT_HOME (sqlite): (API URL, client env)."""
+    from tests.servers import prefect_server as start_server
+
+    with start_server(tmp_path / "prefect-home") as api:
+        yield api
+
+
 def copy_sample(dst: Path) -> Path:
     """A writable copy of the shipped sample dataset (to corrupt in tests)."""
     from pipeline.data.ingest import sample_data_dir

@@ -9,84 +9,18 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from pipeline.config import load_config
 from pipeline.registry import tracking
-from tests.conftest import BIN, PARAMS, REPO, free_port, init_project, tiny_overrides
+from tests.conftest import BIN, PARAMS, REPO, init_project, tiny_overrides
+from tests.servers import WAIT_SECONDS, run_and_wait, stop, wait_for
 
 pytestmark = pytest.mark.slow
-
-WAIT_SECONDS = 600  # upper bound for a server start or a flow run on a busy 2-core machine (a hang guard only)
-
-
-def healthy(api_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def wait_for(what: str, check, process: subprocess.Popen | None = None, log: Path | None = None):
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        if process is not None and process.poll() is not None:
-            pytest.fail(
-                f"{what}: the process exited with {process.returncode}\n{log.read_text()[-3000:] if log else ''}"
-            )
-        time.sleep(1.0)
-    pytest.fail(f"gave up waiting for {what}\n{log.read_text()[-3000:] if log else ''}")
-
-
-def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    return process.returncode
-
-
-@pytest.fixture
-def prefect_server(tmp_path: Path):
-    """`prefect server start` on a free loopback port with its own PREFECT_HOME; stopped after the test."""
-    port = free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    # mlflow.set_tracking_uri (tracking.client) exports MLFLOW_TRACKING_URI: keep earlier tests' stores out
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
-    env |= {
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-    }
-    log = tmp_path / "server.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_for("the Prefect server", lambda: healthy(api_url), server, log)
-        yield api_url, env | {"PREFECT_API_URL": api_url}
-    finally:
-        stop(server)
 
 
 def sample_batch(path: Path) -> Path:
@@ -105,20 +39,6 @@ def default_sigint() -> None:
     """In the child before exec: Ctrl-C at its default, as in a terminal. A child inherits an ignored SIGINT; in one
     full-suite run the scheduler's stacks (SIGUSR1) showed it idle, never having seen two Ctrl-Cs."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def run_and_wait(client, deployment: str, parameters: dict, log: Path, serve_process: subprocess.Popen):
-    from prefect.deployments import run_deployment
-
-    flow_run = run_deployment(deployment, parameters=parameters, timeout=0)
-    final = wait_for(
-        f"{deployment} run {flow_run.id}",
-        lambda: (lambda r: r if r.state and r.state.is_final() else None)(client.read_flow_run(flow_run.id)),
-        serve_process,
-        log,
-    )
-    assert final.state.is_completed(), f"{deployment}: {final.state}\n{log.read_text()[-4000:]}"
-    return final
 
 
 def test_deployments_on_a_real_server(
