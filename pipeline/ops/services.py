@@ -142,9 +142,9 @@ def start_postgres(services: Services) -> str:
     bindir = pg_bin()
     if _postgres_running(services, bindir):
         return f"PostgreSQL is already running ({services.pg_data})"
+    _require_port(services, services.pg_port, "PostgreSQL", "--pg-port")
     if not (services.pg_data / "PG_VERSION").exists():
         _initdb(services, bindir)
-    _require_port(services, services.pg_port, "PostgreSQL", "--pg-port")
     options = f"-p {services.pg_port} -k {services.pg_data} -c listen_addresses={services.host}"
     log = services.pg_data / "postgresql.log"
     command = [str(bindir / "pg_ctl"), "-D", str(services.pg_data), "-o", options, "-l", str(log), "-w", "start"]
