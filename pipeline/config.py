@@ -234,7 +234,7 @@ class MlflowConfig(_Section):
     artifact_root: str = "mlflow/artifacts"
     experiment: str = "emotion"
     registered_model: str = "emotion-classifier"
-    lock_file: str = "mlflow/registry.lock"  # serializes alias moves; on a shared server use a shared disk
+    lock_file: str = "mlflow/registry.lock"  # alias moves on this machine; across machines: the registry lease
 
 
 class ServeConfig(_Section):
