@@ -153,7 +153,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     evaluation, paths = stages.evaluate_stage(cfg, PreparedData.load(stages.Layout.of(cfg).prepared))
     print(evaluation.report)
     print(
-        f"accuracy {evaluation.metrics['accuracy']:.4f}  macro-F1 {evaluation.metrics['macro_f1']:.4f}  "
+        f"accuracy {_ci(evaluation.metrics, 'accuracy')}  macro-F1 {_ci(evaluation.metrics, 'macro_f1')}  "
         f"-> {paths['metrics']}"
     )
     return 0
@@ -324,6 +324,12 @@ def _fmt(value: float | None) -> str:
 def _parameters(training: dict[str, Any]) -> str:
     trainable, total = training["trainable_parameters"], training["total_parameters"]
     return f"parameters {trainable:,} trainable of {total:,} ({100 * trainable / max(total, 1):.2f}%)"
+def _ci(metrics: dict[str, float], key: str) -> str:
+    """``0.8123 [0.79, 0.83]``: the point value and its bootstrap interval, when the metrics have one."""
+    text = f"{metrics[key]:.4f}"
+    return text + (
+        f" [{metrics[key + '_ci_low']:.2f}, {metrics[key + '_ci_high']:.2f}]" if key + "_ci_low" in metrics else ""
+    )
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -337,9 +343,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{summary['training']['seconds']}s, {summary['training']['samples_per_second']} samples/s "
         f"({summary['training']['device']}, {summary['training']['precision']})",
         f"          {_parameters(summary['training'])}",
-        f"test      accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
-        f"weighted-F1 {metrics['weighted_f1']:.4f}  macro-P {metrics['macro_precision']:.4f}  "
-        f"macro-R {metrics['macro_recall']:.4f}",
+        f"test      accuracy {_ci(metrics, 'accuracy')}  macro-F1 {_ci(metrics, 'macro_f1')}  "
+        f"weighted-F1 {_ci(metrics, 'weighted_f1')}  macro-P {_ci(metrics, 'macro_precision')}  "
+        f"macro-R {_ci(metrics, 'macro_recall')}",
         f"calibrated ECE {_fmt(metrics.get('ece'))} (temperature {summary['training']['temperature']})  behaviour: "
         f"minimum functionality {_fmt(summary['behaviour']['mft_accuracy'])}, "
         f"invariance {_fmt(summary['behaviour']['invariance_rate'])}",

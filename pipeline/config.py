@@ -213,14 +213,27 @@ class TrainConfig(_Section):
     peft: PeftSettings = PeftSettings()
 
 
+class EvaluateConfig(_Section):
+    """Test-set uncertainty: percentile-bootstrap intervals over test rows (pipeline/evaluation/intervals.py)."""
+
+    bootstrap_samples: int = Field(1000, ge=100)  # resamples of the test rows, for every interval and the gate
+    confidence: float = Field(0.95, gt=0, lt=1)  # of the metric intervals in metrics.json, MLflow and the card
+    seed: int = 0  # the same seed, rows and predictions give the same intervals
+
+
 class GateConfig(_Section):
-    """Promotion rules: absolute floors, calibration, behaviour, and the largest allowed drop vs the champion."""
+    """Promotion rules: absolute floors, calibration, behaviour, and the largest significant drop vs the champion.
+
+    Against the champion (same test rows, paired bootstrap): refused only when the upper bound of the interval of
+    (candidate - champion) is below -max_regression, i.e. significantly worse by more than the margin.
+    """
 
     min_accuracy: float = Field(0.6, ge=0, le=1)
     min_macro_f1: float = Field(0.6, ge=0, le=1)
     min_class_f1: float = Field(0.3, ge=0, le=1)  # so one emotion cannot collapse unnoticed
-    max_regression: float = Field(0.01, ge=0, le=1)  # macro-F1 points the candidate may lose vs champion
-    max_class_regression: float = Field(0.1, ge=0, le=1)  # per-class F1 points it may lose vs champion
+    max_regression: float = Field(0.01, ge=0, le=1)  # margin: macro-F1 (and accuracy) it may lose vs champion
+    max_class_regression: float = Field(0.1, ge=0, le=1)  # margin: per-class F1 it may lose vs champion
+    confidence: float = Field(0.95, gt=0, lt=1)  # "significantly worse": the interval of the difference, this level
     max_ece: float = Field(0.15, ge=0, le=1)  # expected calibration error on test, after temperature scaling
     min_mft_accuracy: float = Field(0.7, ge=0, le=1)  # share of clear per-emotion sentences labelled right
     min_invariance: float = Field(0.85, ge=0, le=1)  # share of name/place/number/punctuation edits that keep the label
@@ -316,6 +329,7 @@ class Config(_Section):
     checks: ValidationConfig = ValidationConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
     gate: GateConfig = GateConfig()
     mlflow: MlflowConfig = MlflowConfig()
     serve: ServeConfig = ServeConfig()

@@ -154,7 +154,10 @@ def train_stage(
 
 
 def score_model(cfg: Config, model_dir: Path, prepared: encode.PreparedData) -> evaluate.Evaluation:
-    """Score a model folder on the prepared test split (the same set for challenger and champion)."""
+    """Score a model folder on the prepared test split (the same set for challenger and champion).
+
+    The Evaluation keeps each row's decision and probabilities, for the paired comparison with the champion.
+    """
     from pipeline.model.predict import Predictor
 
     predictor = Predictor(model_dir, cfg.train.device, cfg.train.precision, cfg.model.max_length)
@@ -163,7 +166,9 @@ def score_model(cfg: Config, model_dir: Path, prepared: encode.PreparedData) -> 
             f"model {model_dir} predicts {predictor.labels}, but the data has labels {prepared.label_map.labels}"
         )
     probs = predictor.predict_proba(prepared.texts("test"))
-    return evaluate.score(prepared.targets("test"), probs, prepared.label_map.labels, predictor.thresholds)
+    return evaluate.score(
+        prepared.targets("test"), probs, prepared.label_map.labels, predictor.thresholds, cfg.evaluate
+    )
 
 
 def behaviour_stage(cfg: Config, prepared: encode.PreparedData) -> BehaviourReport:

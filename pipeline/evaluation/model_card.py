@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.evaluation.evaluate import with_interval
 from pipeline.evaluation.gate import GateVerdict
 
 MAX_CHARS = 4900  # the registry stores at most 5000 characters of description
@@ -28,9 +29,15 @@ def build(
     calibration: dict[str, Any],
     champion_version: str | None,
 ) -> str:
-    """Markdown: what the model does, its data and code version, scores, gate verdict, intended use, limits."""
-    per_class = ", ".join(f"{label} {metrics.get(f'f1_{label}', float('nan')):.3f}" for label in labels)
+    """Markdown: what the model does, its data and code version, scores with their bootstrap intervals, gate
+    verdict (the comparison with the champion and every failed check), intended use, limits."""
+
+    def score(key: str, digits: int = 4) -> str:
+        return with_interval(metrics, key, digits) if key in metrics else "n/a"
+
+    per_class = ", ".join(f"{label} {score(f'f1_{label}', 3)}" for label in labels)
     failed = [c.describe() for c in verdict.failed]
+    versus = [c.describe() for c in verdict.checks if c.passed and c.name == "macro_f1 vs champion"]
     lines = [
         "## Emotion classifier",
         f"**Labels** ({len(labels)}): {', '.join(labels)}",
@@ -38,17 +45,17 @@ def build(
         f"**code**: `{lineage.get('git_commit')}`; **run**: `{lineage.get('run_id')}`",
         "",
         "### Test scores",
-        f"accuracy {metrics['accuracy']:.4f} · macro-F1 {metrics['macro_f1']:.4f} · weighted-F1 "
-        f"{metrics['weighted_f1']:.4f} · macro precision {metrics['macro_precision']:.4f} · macro recall "
-        f"{metrics['macro_recall']:.4f} · ECE {metrics.get('ece', float('nan')):.4f} "
+        f"accuracy {score('accuracy')} · macro-F1 {score('macro_f1')} · weighted-F1 {score('weighted_f1')} · "
+        f"macro precision {score('macro_precision')} · macro recall {score('macro_recall')} · ECE {score('ece')} "
         f"(temperature {calibration.get('temperature', 1.0):.3f})",
         f"Per-class F1: {per_class}",
+        "[brackets]: percentile-bootstrap intervals over the test rows" if "macro_f1_ci_low" in metrics else "",
         "",
         "### Gate",
         f"**{'PASSED' if verdict.passed else 'FAILED'}**: {len(verdict.checks) - len(failed)} of "
         f"{len(verdict.checks)} checks passed; compared with champion "
         f"{'v' + champion_version if champion_version else '(none)'}.",
-        *[f"- {line}" for line in failed[:15]],
+        *[f"- {line}" for line in versus + failed[:15]],
         "",
         "### Intended use",
         INTENDED_USE,
