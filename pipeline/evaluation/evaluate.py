@@ -18,7 +18,7 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 
 from pipeline.config import EvaluateConfig
 from pipeline.errors import PipelineError
-from pipeline.evaluation.intervals import metric_intervals
+from pipeline.evaluation.intervals import PairedComparison, metric_intervals
 from pipeline.evaluation.plots import plot_confusion_matrix
 from pipeline.model.calibration import expected_calibration_error
 
@@ -171,16 +171,26 @@ def write_evaluation(evaluation: Evaluation, out_dir: Path, plots_dir: Path) -> 
     return paths
 
 
-def comparison(candidate: dict[str, float], champion: dict[str, float] | None, labels: list[str]) -> str:
-    """Markdown table of challenger vs champion on the same test set."""
+def comparison(
+    candidate: dict[str, float],
+    champion: dict[str, float] | None,
+    labels: list[str],
+    paired: PairedComparison | None = None,
+) -> str:
+    """Markdown table of challenger vs champion on the same test set, with intervals; the change column shows the
+    paired-bootstrap interval of the difference where there is one."""
     keys = ["accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall", "ece"] + [
         f"f1_{label}" for label in labels
     ]
+    differences = paired.differences if paired is not None else {}
     lines = ["| metric | challenger | champion | change |", "|---|---|---|---|"]
     for key in keys:
-        mine, theirs = candidate.get(key), (champion or {}).get(key)
-        if mine is None:
+        if key not in candidate:
             continue
-        change = f"{mine - theirs:+.4f}" if theirs is not None else ""
-        lines.append(f"| {key} | {mine:.4f} | {'' if theirs is None else f'{theirs:.4f}'} | {change} |")
+        theirs = with_interval(champion, key) if champion and key in champion else ""
+        change = f"{candidate[key] - champion[key]:+.4f}" if champion and key in champion else ""
+        if key in differences:
+            diff = differences[key]
+            change = f"{diff.value:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}]"
+        lines.append(f"| {key} | {with_interval(candidate, key)} | {theirs} | {change} |")
     return "\n".join(lines) + "\n"

@@ -1,6 +1,7 @@
 """Promotion: the one way a model reaches the registry alias ``champion``.
 
-Score the current champion on the challenger's test set, gate, register the challenger once (alias
+Score the current champion on the challenger's test set, compare the two on the same rows (paired bootstrap,
+McNemar), gate, register the challenger once (alias
 ``challenger``), and promote it only while the champion it was compared with is still the champion. If another
 run moved the champion meanwhile, score the new one and gate again (up to ``PROMOTION_ATTEMPTS`` times).
 The Prefect flow, the `emotion register` command and its DVC stage all call ``gate_and_promote``.
@@ -16,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline import console, stages
 from pipeline.config import Config
 from pipeline.data.encode import PreparedData
 from pipeline.data.ingest import describe_source
 from pipeline.errors import PipelineError
-from pipeline.evaluation import evaluate, gate, model_card
+from pipeline.evaluation import evaluate, gate, intervals, model_card
 from pipeline.evaluation.behaviour import BehaviourReport
 from pipeline.registry import tracking, versioning
 
@@ -51,6 +54,7 @@ class EvaluatedRun:
         root, plots = self.layout.root, self.layout.plots
         return [
             root / evaluate.METRICS_FILE,
+            root / evaluate.PREDICTIONS_FILE,
             root / evaluate.PER_CLASS_FILE,
             root / evaluate.REPORT_FILE,
             plots / evaluate.CONFUSION_PNG,
@@ -71,6 +75,7 @@ class ChampionScore:
     version: str | None
     metrics: dict[str, float] | None
     notes: list[str] = field(default_factory=list)
+    predictions: np.ndarray | None = None  # its decision per test row, for the paired comparison
 
 
 @dataclass(frozen=True)
@@ -112,14 +117,34 @@ def score_champion(cfg: Config, prepared: PreparedData) -> ChampionScore:
             evaluation = stages.score_model(cfg, model_dir, prepared)
         except PipelineError as exc:
             return ChampionScore(version, None, [f"champion v{version} not comparable on this test set: {exc}"])
-    return ChampionScore(version, evaluation.metrics, [f"champion v{version} scored on the same test set"])
+    notes = [f"champion v{version} scored on the same test set"]
+    return ChampionScore(version, evaluation.metrics, notes, evaluation.y_pred)
+
+
+def paired_comparison(
+    cfg: Config, evaluated: EvaluatedRun, prepared: PreparedData, champion: ChampionScore
+) -> intervals.PairedComparison | None:
+    """Challenger vs champion on the same test rows (None when there is no comparable champion)."""
+    if champion.metrics is None or champion.predictions is None:
+        return None
+    y_true = prepared.targets("test")
+    candidate = evaluate.load_predictions(evaluated.layout.root / evaluate.PREDICTIONS_FILE, y_true)
+    return intervals.compare(
+        y_true,
+        candidate,
+        champion.predictions,
+        evaluated.labels,
+        cfg.evaluate.bootstrap_samples,
+        cfg.gate.confidence,
+        cfg.evaluate.seed,
+    )
 
 
 def version_tags(evaluated: EvaluatedRun, verdict: gate.GateVerdict, champion: ChampionScore) -> dict[str, str]:
     """Lineage, gate result, and both score sets (challenger and champion on the same test set)."""
 
-    def scores(metrics: dict[str, float] | None) -> str:
-        return json.dumps({k: round(v, 4) for k, v in (metrics or {}).items()})
+    def scores(metrics: dict[str, float] | None) -> str:  # point values: the intervals would overflow a tag
+        return json.dumps({k: round(v, 4) for k, v in (metrics or {}).items() if "_ci_" not in k})
 
     metrics = evaluated.metrics
     return evaluated.lineage | {
@@ -127,6 +152,7 @@ def version_tags(evaluated: EvaluatedRun, verdict: gate.GateVerdict, champion: C
         "gate_failed_checks": "; ".join(c.name for c in verdict.failed)[:4000],
         "accuracy": f"{metrics['accuracy']:.4f}",
         "macro_f1": f"{metrics['macro_f1']:.4f}",
+        "macro_f1_interval": evaluate.with_interval(metrics, "macro_f1"),
         "ece": f"{metrics['ece']:.4f}" if "ece" in metrics else "n/a",
         "temperature": f"{evaluated.calibration.get('temperature', 1.0):.4f}",
         "labels": ",".join(evaluated.labels),
@@ -136,7 +162,12 @@ def version_tags(evaluated: EvaluatedRun, verdict: gate.GateVerdict, champion: C
     }
 
 
-def write_gate_files(evaluated: EvaluatedRun, verdict: gate.GateVerdict, champion: ChampionScore) -> None:
+def write_gate_files(
+    evaluated: EvaluatedRun,
+    verdict: gate.GateVerdict,
+    champion: ChampionScore,
+    paired: intervals.PairedComparison | None = None,
+) -> None:
     """gate.json (for DVC and machines), gate.md and comparison.md (for people)."""
     root = evaluated.layout.root
     tracking.write_json(
@@ -144,7 +175,9 @@ def write_gate_files(evaluated: EvaluatedRun, verdict: gate.GateVerdict, champio
         verdict.to_dict() | {"champion_version": champion.version, "champion_metrics": champion.metrics},
     )
     (root / GATE_MD).write_text(verdict.to_markdown())
-    (root / COMPARISON_MD).write_text(evaluate.comparison(evaluated.metrics, champion.metrics, evaluated.labels))
+    (root / COMPARISON_MD).write_text(
+        evaluate.comparison(evaluated.metrics, champion.metrics, evaluated.labels, paired)
+    )
 
 
 def _record(
@@ -195,6 +228,7 @@ def gate_and_promote(
     promoted = False
     for attempt in range(1, PROMOTION_ATTEMPTS + 1):
         champion = score(cfg, prepared)
+        paired = paired_comparison(cfg, evaluated, prepared, champion)
         verdict = gate.decide(
             evaluated.metrics,
             champion.metrics,
@@ -202,8 +236,10 @@ def gate_and_promote(
             evaluated.labels,
             evaluated.behaviour,
             champion.notes + notes[-1:],
+            paired=paired,
+            champion_version=champion.version,
         )
-        write_gate_files(evaluated, verdict, champion)
+        write_gate_files(evaluated, verdict, champion, paired)
         card = model_card.build(
             evaluated.labels, evaluated.lineage, evaluated.metrics, verdict, evaluated.calibration, champion.version
         )
@@ -224,7 +260,7 @@ def gate_and_promote(
         )
         log.warning(notes[-1])
     assert version is not None  # the loop runs at least once
-    _log_outcome(mlflow_client, evaluated, verdict, champion, version)
+    _log_outcome(mlflow_client, evaluated, verdict, champion, version, paired)
     failed = f"{len(verdict.failed)} of {len(verdict.checks)} checks failed"
     console.stage("gate", f"{'passed' if verdict.passed else 'FAILED'}, {failed}")
     role = "champion" if promoted else "challenger"
@@ -240,12 +276,26 @@ def gate_and_promote(
 
 
 def _log_outcome(
-    mlflow_client: Any, evaluated: EvaluatedRun, verdict: gate.GateVerdict, champion: ChampionScore, version: str
+    mlflow_client: Any,
+    evaluated: EvaluatedRun,
+    verdict: gate.GateVerdict,
+    champion: ChampionScore,
+    version: str,
+    paired: intervals.PairedComparison | None,
 ) -> None:
-    """The run keeps the evaluation files, the champion's scores on its test set, the verdict and the version."""
+    """The run keeps the evaluation files, the champion's scores on its test set, the paired differences
+    (``vs_champion_<metric>`` with ``_ci_low/_ci_high``), the verdict and the version."""
     tracking.log_files(mlflow_client, evaluated.run_id, evaluated.files(), "evaluation")
     if champion.metrics:
         tracking.log_metrics(mlflow_client, evaluated.run_id, champion.metrics, prefix="champion_test_")
+    if paired is not None:
+        differences = {
+            f"{key}{suffix}": value
+            for key, diff in paired.differences.items()
+            for suffix, value in (("", diff.value), ("_ci_low", diff.low), ("_ci_high", diff.high))
+        }
+        differences["accuracy_mcnemar_mid_p"] = paired.mcnemar.p_mid
+        tracking.log_metrics(mlflow_client, evaluated.run_id, differences, prefix="vs_champion_")
     tracking.set_tags(
         mlflow_client, evaluated.run_id, {"gate": "passed" if verdict.passed else "failed", "model_version": version}
     )
@@ -283,6 +333,9 @@ def register_artifacts(cfg: Config, actor: str) -> PromotionResult:
     metrics = _read_json(layout.root / evaluate.METRICS_FILE, "run `emotion evaluate` first")
     if missing := [label for label in labels if f"f1_{label}" not in metrics]:
         raise PipelineError(f"metrics.json has no scores for {missing}: run `emotion evaluate` on this model first")
+    evaluate.load_predictions(
+        layout.root / evaluate.PREDICTIONS_FILE, prepared.targets("test")
+    )  # stale: fail before the run
     saved = _read_json(layout.model / CALIBRATION_FILE, "run `emotion train` first")
     calibration = {k: float(v) for k, v in saved.items() if isinstance(v, (int, float))}
     behaviour = stages.behaviour_stage(cfg, prepared)
