@@ -26,13 +26,13 @@ class Check:
     value: float
     threshold: float
     passed: bool
-    op: str = ">="  # ">=" for floors, "<=" for ceilings; "upper >=" for a paired difference's upper bound
+    op: str = ">="  # ">=" floors, "<=" ceilings; vs champion: "upper >=" (the interval's upper bound), "McNemar >="
     interval: tuple[float, float] | None = None  # bootstrap interval of value, shown beside it
     conclusion: str = ""  # a paired comparison's reading, e.g. "not significantly worse at 95%"
     against: str = ""  # the champion a paired comparison is with, e.g. "v3"
 
     def value_text(self) -> str:
-        if self.op == "upper >=":
+        if self.conclusion:  # a difference: signed
             low, high = self.interval or (self.value, self.value)
             return f"{self.value:+.4f} [{low:+.4f}, {high:+.4f}]"
         return f"{self.value:.4f}" + (f" [{self.interval[0]:.4f}, {self.interval[1]:.4f}]" if self.interval else "")
@@ -86,7 +86,7 @@ def accuracy_vs_champion(paired: PairedComparison, margin: float, level: str, ag
         reading = f"significantly worse by more than {margin:.4f}"
     reading = f"McNemar mid-p {test.p_mid:.3f}, {test.gained} rows gained, {test.lost} lost: {reading} at {level}"
     return Check(
-        "accuracy vs champion", diff.value, -margin, passed, "upper >=", (diff.low, diff.high), reading, against
+        "accuracy vs champion", diff.value, -margin, passed, "McNemar >=", (diff.low, diff.high), reading, against
     )
 
 

@@ -67,6 +67,11 @@ def test_two_texts_worse_on_a_small_test_set_is_not_significantly_worse() -> Non
     ), line
     accuracy = check(verdict, "accuracy vs champion")
     assert accuracy.passed and "McNemar mid-p 0.250, 0 rows gained, 2 lost" in accuracy.describe()
+    table = verdict.to_markdown()
+    assert re.search(
+        r"\| accuracy vs champion \| -0\.0167 \[-0\.\d{4}, [+-]0\.\d{4}\] \| McNemar >= -0\.0100 \| pass \|", table
+    )
+    assert re.search(r"\| macro_f1 vs champion \| -0\.0\d{3} \[.*\] \| upper >= -0\.0100 \| pass \|", table)
 
 
 def test_many_texts_worse_is_significantly_worse_and_refused() -> None:
