@@ -96,6 +96,37 @@ def test_passing_challenger_becomes_champion_and_the_next_is_compared_with_it(se
     assert [e.kind for e in tracking.history(cfg, client)] == ["gate", "gate"]
 
 
+def test_the_champion_comparison_is_paired_and_every_score_has_its_interval(setup) -> None:
+    config, evaluated, prepared = setup
+    cfg = config()
+    promotion.gate_and_promote(cfg, evaluated(cfg), prepared, actor="test")
+    run = evaluated(cfg)
+    result = promotion.gate_and_promote(cfg, run, prepared, actor="test")
+
+    macro = next(c for c in result.verdict.checks if c.name == "macro_f1 vs champion")
+    assert (macro.value, macro.interval) == (0.0, (0.0, 0.0))  # the same model on the same rows: no difference
+    assert "pass  macro_f1 vs champion v1: +0.0000 [+0.0000, +0.0000] (not significantly worse at 95%)" in (
+        result.verdict.reasons
+    )
+    assert "accuracy vs champion" in {c.name for c in result.verdict.checks}
+    metrics = json.loads((cfg.artifacts / "metrics.json").read_text())
+    assert metrics["macro_f1_ci_low"] <= metrics["macro_f1"] <= metrics["macro_f1_ci_high"]
+    gate_json = json.loads((cfg.artifacts / "gate.json").read_text())
+    assert next(c for c in gate_json["checks"] if c["name"] == "macro_f1")["interval"] == [
+        metrics["macro_f1_ci_low"],
+        metrics["macro_f1_ci_high"],
+    ]
+
+    client = tracking.client(cfg)
+    logged = client.get_run(run.run_id).data.metrics
+    assert logged["vs_champion_macro_f1"] == 0.0 and logged["vs_champion_macro_f1_ci_high"] == 0.0
+    assert logged["champion_test_macro_f1_ci_low"] == pytest.approx(metrics["macro_f1_ci_low"])
+    card = client.get_model_version(MODEL, result.version).description
+    assert f"macro-F1 {metrics['macro_f1']:.4f} [{metrics['macro_f1_ci_low']:.4f}, " in card
+    assert "macro_f1 vs champion v1: +0.0000" in card
+    assert "evaluation/test_predictions.npz" in {a.path for a in client.list_artifacts(run.run_id, "evaluation")}
+
+
 def test_failing_challenger_is_registered_as_challenger_only(setup) -> None:
     config, evaluated, prepared = setup
     cfg = config()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.cli import format_summary
 from pipeline.registry import tracking
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -16,6 +17,15 @@ def test_worse_challenger_is_refused_better_promoted_then_rolled_back(tiny_confi
 
     weak = training_flow(tiny_config(*LEARN, "train.epochs=3"))
     assert weak["aliases"] == ["challenger", "champion"]
+    metrics = weak["metrics"]
+    assert metrics["macro_f1_ci_low"] <= metrics["macro_f1"] <= metrics["macro_f1_ci_high"]
+    interval = (
+        f"macro-F1 {metrics['macro_f1']:.4f} [{metrics['macro_f1_ci_low']:.2f}, {metrics['macro_f1_ci_high']:.2f}]"
+    )
+    assert interval in format_summary(weak)
+    logged = tracking.client(tiny_config()).get_run(weak["run_id"]).data.metrics
+    assert logged["test_macro_f1_ci_low"] == pytest.approx(metrics["macro_f1_ci_low"], abs=1e-4)
+    assert logged["test_macro_f1_ci_high"] == pytest.approx(metrics["macro_f1_ci_high"], abs=1e-4)
 
     untrained = training_flow(tiny_config(*LEARN, "train.max_steps=0"))  # deliberately worse: 0 steps
     assert not untrained["gate"]["passed"] and untrained["aliases"] == ["challenger"]
