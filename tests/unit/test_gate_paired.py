@@ -91,7 +91,12 @@ def test_a_larger_margin_lets_a_significant_but_small_loss_pass() -> None:
     _, _, lenient = gate_on(12, GateConfig(min_accuracy=0, min_macro_f1=0, min_class_f1=0, max_regression=0.2))
     assert "macro_f1 vs champion" in {c.name for c in strict.failed}
     assert "macro_f1 vs champion" not in {c.name for c in lenient.failed}
-    assert "within the 0.2000 margin" in check(lenient, "macro_f1 vs champion").describe()
+    assert (
+        "significantly worse, but not significantly by more than 0.2000 at 95%"
+        in check(lenient, "macro_f1 vs champion").describe()
+    )
+    accuracy = check(lenient, "accuracy vs champion")
+    assert accuracy.passed and "significantly worse at 95%, by 0.1000 (within the 0.2000 margin)" in accuracy.describe()
 
 
 def test_per_class_regression_is_paired_too() -> None:
