@@ -324,6 +324,8 @@ def _fmt(value: float | None) -> str:
 def _parameters(training: dict[str, Any]) -> str:
     trainable, total = training["trainable_parameters"], training["total_parameters"]
     return f"parameters {trainable:,} trainable of {total:,} ({100 * trainable / max(total, 1):.2f}%)"
+
+
 def _ci(metrics: dict[str, float], key: str) -> str:
     """``0.8123 [0.79, 0.83]``: the point value and its bootstrap interval, when the metrics have one."""
     text = f"{metrics[key]:.4f}"

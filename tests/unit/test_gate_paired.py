@@ -154,7 +154,7 @@ def test_model_card_and_run_summary_show_intervals() -> None:
         "data_hash": "abc",
         "rows": {"test": ROWS},
         "training": {"steps": 1, "best_epoch": 1, "seconds": 1, "samples_per_second": 1, "device": "cpu"}
-        | {"precision": "fp32", "temperature": 1.0},
+        | {"precision": "fp32", "temperature": 1.0, "trainable_parameters": 10, "total_parameters": 10},
         "metrics": ours,
         "behaviour": {"mft_accuracy": 1.0, "invariance_rate": 1.0},
         "gate": {"passed": verdict.passed, "reasons": verdict.reasons},
