@@ -1,0 +1,69 @@
+"""pipeline.model.explain: Integrated Gradients word attributions on the tiny trained BERT."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.errors import PipelineError
+from pipeline.model.explain import explain, merge_word_pieces
+from pipeline.model.predict import Predictor
+from tests.unit.conftest import LABELS
+
+TEXT = "i feel wonderful today because my friends surprised me"
+
+
+@pytest.fixture(scope="module")
+def predictor(trained) -> Predictor:
+    return Predictor(trained[1], device="cpu", precision="fp32")
+
+
+def logit_of(predictor: Predictor, ids: list[int], target: int) -> float:
+    with torch.no_grad():
+        return float(predictor.model(input_ids=torch.tensor([ids])).logits[0, target])
+
+
+def test_attributions_add_up_to_the_logit_difference_from_the_pad_baseline(predictor: Predictor) -> None:
+    result = explain(predictor, TEXT, n_steps=64)
+    target = LABELS.index(result.label)
+    ids = predictor.tokenizer(TEXT)["input_ids"]
+    specials = {predictor.tokenizer.cls_token_id, predictor.tokenizer.sep_token_id}
+    baseline = [i if i in specials else predictor.tokenizer.pad_token_id for i in ids]
+    difference = logit_of(predictor, ids, target) - logit_of(predictor, baseline, target)
+    assert result.logit - result.baseline_logit == pytest.approx(difference, abs=1e-4)
+    assert sum(result.scores) - difference == pytest.approx(result.delta, abs=1e-4)  # completeness, up to delta
+    assert abs(result.delta) < 0.05 * abs(difference) + 1e-3
+    assert result.label == predictor.predict([TEXT])[0].label
+    assert result.probability == pytest.approx(predictor.predict_proba([TEXT])[0, target], abs=1e-5)
+
+
+def test_words_are_the_text_words_and_a_requested_label_is_explained(predictor: Predictor) -> None:
+    result = explain(predictor, "unbelievably, i feel wonderful", label="fear", n_steps=8)
+    assert result.label == "fear"
+    assert result.words == ["unbelievably", ",", "i", "feel", "wonderful"]
+    assert len(result.scores) == len(result.words)
+
+
+def test_unknown_label_and_empty_text_are_user_errors(predictor: Predictor) -> None:
+    with pytest.raises(PipelineError, match="unknown label 'bored'.*sadness"):
+        explain(predictor, TEXT, label="bored")
+    with pytest.raises(PipelineError, match="empty"):
+        explain(predictor, "   ")
+
+
+@pytest.mark.parametrize("backend", ["torch-bf16", "int8"])
+def test_fast_backends_are_explained_with_their_own_weights_in_fp32(trained, backend: str) -> None:
+    from pipeline.serving.backends import FastClassifier
+
+    fast = FastClassifier.load(trained[1], "torch-fp32").converted(backend)
+    result = explain(fast.predictor, TEXT, n_steps=64)
+    assert abs(sum(result.scores) - (result.logit - result.baseline_logit) - result.delta) < 1e-4
+    assert next(fast.model.parameters()).dtype != torch.float32 or backend == "int8"  # served model untouched
+
+
+def test_merge_word_pieces_sums_pieces_and_drops_special_tokens() -> None:
+    text = "unbelievably good"
+    words, scores = merge_word_pieces(
+        text, [None, 0, 0, 1, None], [[0, 0], [0, 2], [2, 12], [13, 17], [0, 0]], [9.0, 1.0, 2.0, 0.5, 9.0]
+    )
+    assert words == ["unbelievably", "good"] and scores == [3.0, 0.5]
