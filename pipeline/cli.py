@@ -188,7 +188,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         tracking.client(cfg)
         uri = args.model or f"models:/{cfg.mlflow.registered_model}@{tracking.CHAMPION}"
         model_dir = tracking.download_model(uri)
-    predictions = Predictor(model_dir, max_length=cfg.model.max_length).predict(args.texts)
+    predictor = Predictor(model_dir, max_length=cfg.model.max_length)
+    if args.explain:
+        return _print_explanations(predictor, args.texts, cfg.serve.explain_steps, args.json)
+    predictions = predictor.predict(args.texts)
     if args.json:
         print(json.dumps([vars(p) for p in predictions], indent=2))
         return 0
@@ -214,6 +217,21 @@ def cmd_score(args: argparse.Namespace) -> int:
         f"{summary.model_version} into {summary.output} ({summary.seconds:.1f}s, {summary.texts_per_second:.0f} "
         f"texts/s; {summary.resumed_shards} of {summary.shards} shards resumed, {summary.skipped_invalid} skipped)"
     )
+    return 0
+
+
+def _print_explanations(predictor: Any, texts: list[str], n_steps: int, as_json: bool) -> int:
+    from dataclasses import asdict
+
+    from pipeline.model.explain import explain
+
+    found = [explain(predictor, text, n_steps=n_steps) for text in texts]
+    if as_json:
+        print(json.dumps([asdict(e) for e in found], indent=2))
+        return 0
+    for e in found:
+        print(f"{e.label:<10} {e.probability:.3f}  {e.text}  (delta {e.delta:+.4f})")
+        print("           " + "  ".join(f"{w} {s:+.3f}" for w, s in zip(e.words, e.scores)))
     return 0
 
 
@@ -424,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--chunk-size", type=int, help="rows per shard (default: score.chunk_size)")
     score.add_argument("--engine", default="local", help="scoring engine (default: local)")
     score.add_argument("--json", action="store_true", help="print the summary as JSON")
+    predict.add_argument(
+        "--explain", action="store_true", help="print each word's attribution to the predicted label (slower)"
+    )
     serve = add("serve", cmd_serve, "REST API and demo page over the champion, reloaded when it changes")
     serve.add_argument("--host", help="interface to bind (default: serve.host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: serve.port, 8000)")

@@ -258,6 +258,7 @@ class ServeConfig(_Section):
     alias: str = "champion"  # the registry alias served by default
     max_texts: int = Field(64, ge=1)  # texts per request
     max_chars: int = Field(2000, ge=1)  # characters per text
+    explain_steps: int = Field(32, ge=2, le=512)  # Integrated Gradients steps per explanation (/explain, --explain)
     refresh_seconds: float = Field(10.0, ge=0)  # how often to look for a new champion; 0 = only on POST /reload
     backend: Literal["torch-fp32", "torch-bf16", "int8"] = "torch-bf16"
     parity_tolerance: float = Field(0.003, ge=0, le=1)  # accuracy a fast backend may lose vs fp32 (0.003 = 0.3 points)

@@ -149,6 +149,19 @@ def test_predict_text_output(trained, tmp_path: Path, capsys: pytest.CaptureFixt
     assert all(label in second for label in LABELS)
 
 
+def test_predict_explain_prints_each_word_with_its_attribution(trained, tmp_path: Path, capsys: pytest.CaptureFixture):
+    args = ["predict", *base_args(tmp_path), "--set", "serve.explain_steps=8", "--model", str(trained[1]), "--explain"]
+    assert cli.main([*args, "what a lovely day"]) == 0
+    first, second = capsys.readouterr().out.rstrip("\n").splitlines()
+    assert first.split()[0] in LABELS and "what a lovely day" in first and "delta" in first
+    assert second.split()[::2] == ["what", "a", "lovely", "day"]
+    assert all(float(score) == float(score) for score in second.split()[1::2])
+    assert cli.main([*args, "--json", "what a lovely day"]) == 0
+    (found,) = json.loads(capsys.readouterr().out)
+    assert found["words"] == ["what", "a", "lovely", "day"] and found["label"] in LABELS
+    assert sum(found["scores"]) - (found["logit"] - found["baseline_logit"]) == pytest.approx(found["delta"], abs=1e-4)
+
+
 def test_predict_empty_text_is_an_error(trained, tmp_path: Path, capsys: pytest.CaptureFixture):
     code = cli.main(["predict", *base_args(tmp_path), "--model", str(trained[1]), "fine", "  "])
     _, err = capsys.readouterr()
