@@ -3,6 +3,7 @@
 ``create_app(cfg)`` builds a FastAPI app that serves ``models:/<name>@champion``:
 
 - ``POST /predict``  one text or a batch; label, every label's probability and the model version
+- ``POST /explain``  one text: each word's attribution to the predicted (or a given) label, Integrated Gradients
 - ``GET /health``    is a model loaded, which version and backend
 - ``GET /model``     version, labels, data hash, metrics, backend and its parity check
 - ``GET /models``    the registry's versions (the demo page's version picker)

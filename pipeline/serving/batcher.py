@@ -1,6 +1,7 @@
 """One inference thread for the API (``Batcher``): it gathers the texts of concurrent requests into one
 length-sorted batch (up to ``serve.max_batch_texts``), so the two cores stay busy with large matrix products
-instead of many threads fighting over them.
+instead of many threads fighting over them. Other work for the model (an explanation) runs on the same thread
+as one call on its own, so it delays waiting predictions by at most that one call.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import asyncio
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +26,7 @@ class _Job:
     model: LoadedModel
     texts: list[str]
     future: Future = field(default_factory=Future)
+    call: Callable[[], Any] | None = None  # run alone instead of predicting ``texts``
 
 
 class Batcher:
@@ -34,6 +37,7 @@ class Batcher:
         self.metrics = metrics
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="emotion-inference", daemon=True)
+        self._held: _Job | None = None  # a call met while gathering a batch: it runs next, on its own
 
     def start(self) -> None:
         self._thread.start()
@@ -55,11 +59,20 @@ class Batcher:
     async def predict(self, model: LoadedModel, texts: list[str]) -> Any:
         return await asyncio.wrap_future(self.submit(model, texts))
 
+    async def run(self, model: LoadedModel, call: Callable[[], Any]) -> Any:
+        """``call()``'s result, computed on the inference thread between batches (in queue order)."""
+        job = _Job(model, [], call=call)
+        self._queue.put(job)
+        return await asyncio.wrap_future(job.future)
+
     def _run(self) -> None:
         while True:
-            job = self._queue.get()
+            job, self._held = self._held or self._queue.get(), None
             if job is None:
                 return
+            if job.call is not None:
+                self._run_call(job)
+                continue
             jobs, n = [job], len(job.texts)
             while n < self.max_batch_texts:
                 try:
@@ -68,6 +81,9 @@ class Batcher:
                     break
                 if nxt is None:
                     self._queue.put(None)  # stop after this batch
+                    break
+                if nxt.call is not None:
+                    self._held = nxt
                     break
                 jobs.append(nxt)
                 n += len(nxt.texts)
@@ -87,6 +103,14 @@ class Batcher:
                     for j in group:
                         if not j.future.done():
                             j.future.set_exception(RuntimeError("inference failed"))
+
+    def _run_call(self, job: _Job) -> None:
+        if not job.future.set_running_or_notify_cancel() or job.call is None:
+            return
+        try:
+            job.future.set_result(job.call())
+        except Exception as exc:  # the caller gets it (a PipelineError becomes a 422)
+            job.future.set_exception(exc)
 
     def _count_error(self) -> None:
         if self.metrics is not None:

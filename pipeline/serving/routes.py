@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pipeline.config import Config
 from pipeline.serving.batcher import Batcher
 from pipeline.serving.metrics import ServeMetrics, refresh
-from pipeline.serving.schemas import PredictRequest, PredictResponse
+from pipeline.serving.schemas import ExplainRequest, ExplainResponse, PredictRequest, PredictResponse
 from pipeline.serving.shadow import Shadow
 from pipeline.serving.store import LoadedModel, ModelStore
 
@@ -49,9 +49,13 @@ async def checked_request(body: PredictRequest, cfg: Annotated[Config, Depends(g
     """The request body, within the config's limits (``serve.max_texts``, ``serve.max_chars``)."""
     problem = body.limit_problem(cfg.serve.max_texts, cfg.serve.max_chars)
     if problem is not None:
-        # shaped like pydantic's error for a failed model validator, so it answers like every other bad request
-        raise RequestValidationError([{"type": "value_error", "loc": ("body",), "msg": f"Value error, {problem}"}])
+        raise invalid(problem)
     return body
+
+
+def invalid(problem: str) -> RequestValidationError:
+    """Shaped like pydantic's error for a failed model validator, so it answers like every other bad request."""
+    return RequestValidationError([{"type": "value_error", "loc": ("body",), "msg": f"Value error, {problem}"}])
 
 
 Store = Annotated[ModelStore, Depends(get_store)]
@@ -146,6 +150,40 @@ async def predict(
             for p in predictions
         ],
     }
+
+
+@router.post(
+    "/explain",
+    response_model=ExplainResponse,
+    summary="each word's attribution to the predicted (or a given) label, by Integrated Gradients",
+    responses={
+        422: {"description": "bad request or unknown label, with the reason"},
+        404: {"description": "unknown model version"},
+        503: {"description": "no model loaded yet"},
+    },
+)
+async def explain(
+    body: ExplainRequest,
+    store: Store,
+    batcher: Annotated[Batcher, Depends(get_batcher)],
+    cfg: Annotated[Config, Depends(get_config)],
+) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from pipeline.model import explain as attributions
+
+    problem = body.limit_problem(cfg.serve.max_chars)
+    if problem is not None:
+        raise invalid(problem)
+    loaded = await asyncio.to_thread(store.get, None if body.version is None else str(body.version))
+    if body.label is not None and body.label not in loaded.labels:
+        raise invalid(f"unknown label '{body.label}': version {loaded.version} knows {', '.join(loaded.labels)}")
+    steps = cfg.serve.explain_steps
+    found = await batcher.run(
+        loaded, lambda: attributions.explain(loaded.classifier.predictor, body.text, body.label, steps)
+    )
+    served = {"model": loaded.name, "version": loaded.version, "backend": loaded.backend, "n_steps": steps}
+    return served | asdict(found)
 
 
 async def chosen_model(store: ModelStore, cfg: Config, version: str | int | None) -> tuple[str, LoadedModel]:

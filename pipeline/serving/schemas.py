@@ -64,3 +64,36 @@ class PredictResponse(BaseModel):
     version: str
     backend: str
     predictions: list[LabelScore]
+
+
+class ExplainRequest(BaseModel):
+    """One text; the label to explain defaults to the predicted one."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"text": "i feel wonderful today", "label": "joy"}]}
+    )
+    text: StrictStr = Field(description="one text, 1 to serve.max_chars characters")
+    label: StrictStr | None = Field(None, description="the label to explain; default: the predicted label")
+    version: StrictStr | StrictInt | None = Field(None, description="a registry version; default: the champion")
+
+    def limit_problem(self, max_chars: int) -> str | None:
+        if not self.text.strip():
+            return "text is empty: give some words to explain"
+        if len(self.text) > max_chars:
+            return f"text is too long: {len(self.text)} characters > {max_chars}"
+        return None
+
+
+class ExplainResponse(BaseModel):
+    model: str
+    version: str
+    backend: str
+    label: str = Field(description="the explained label")
+    probability: float = Field(description="its probability")
+    text: str = Field(description="the text as the model saw it (after the training cleaning policy)")
+    words: list[str]
+    scores: list[float] = Field(description="each word's attribution to the label's logit (Integrated Gradients)")
+    delta: float = Field(description="convergence delta: sum(scores) - (logit(text) - logit(all-pad baseline))")
+    logit: float
+    baseline_logit: float
+    n_steps: int

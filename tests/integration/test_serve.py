@@ -202,6 +202,26 @@ def test_malformed_body_unknown_version_and_huge_body(api: httpx.Client) -> None
     assert api.get("/health").json()["status"] == "ok"
 
 
+def test_explain_gives_each_word_of_the_text_an_attribution(api: httpx.Client) -> None:
+    text = "i am so happy and grateful for my friends today"
+    body = api.post("/explain", json={"text": text}).json()
+    assert body["words"] == text.split() and len(body["scores"]) == len(body["words"])
+    assert body["version"] == "1" and body["label"] in LABELS and body["n_steps"] == 32
+    assert body["label"] == api.post("/predict", json={"text": text}).json()["predictions"][0]["label"]
+    assert sum(body["scores"]) - (body["logit"] - body["baseline_logit"]) == pytest.approx(body["delta"], abs=1e-3)
+    other = api.post("/explain", json={"text": text, "label": "fear", "version": 2}).json()
+    assert other["label"] == "fear" and other["version"] == "2" and other["words"] == body["words"]
+    assert other["scores"] != body["scores"]
+
+
+def test_explain_refuses_an_unknown_label_or_a_long_text(api: httpx.Client) -> None:
+    response = api.post("/explain", json={"text": "fine", "label": "bored"})
+    assert response.status_code == 422 and "unknown label 'bored'" in response.json()["detail"]
+    response = api.post("/explain", json={"text": "x" * (MAX_CHARS + 1)})
+    assert response.status_code == 422 and "too long" in response.json()["detail"]
+    assert api.post("/explain", json={"text": "fine", "version": "99"}).status_code == 404
+
+
 @pytest.mark.skipif(
     CHROMIUM is None, reason="chromium is not installed (apt-get install chromium); .ci/run installs it"
 )
