@@ -5,6 +5,7 @@ command, and the demo page driven in headless Chromium."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -266,14 +267,39 @@ def test_demo_page_in_headless_chromium(api: httpx.Client, tmp_path: Path) -> No
             page.click("#classify")
             page.wait_for_selector("#error", state="visible")
             assert "too long" in page.inner_text("#error")
-            page.fill("#text", "i am so happy and grateful for my friends today")
+            text = "i am so happy and grateful for my friends today"
+            page.fill("#text", text)
             page.click("#classify")
             page.wait_for_selector("#error", state="hidden")
+            compare_and_explain(page, text)
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000
     print(f"demo screenshot: {shot}")
+
+
+def compare_and_explain(page: Any, text: str) -> None:
+    """Version 2 beside version 1 (each with its registry test metrics), then each word coloured by attribution."""
+    page.select_option("#version-b", "1")
+    page.click("#classify")
+    page.wait_for_selector("svg#chart-b rect.bar", timeout=60_000)
+    assert page.locator("svg#chart rect.bar").count() == 6 and page.locator("svg#chart-b rect.bar").count() == 6
+    assert "version 2" in page.inner_text("#meta") and "version 1" in page.inner_text("#meta-b")
+    for metrics in ("#metrics", "#metrics-b"):
+        assert re.fullmatch(r"test accuracy \d\.\d{3} · macro F1 \d\.\d{3} · gate \w+", page.inner_text(metrics))
+    assert page.text_content("#label-b") in LABELS
+    first, second = page.locator("#result").bounding_box(), page.locator("#result-b").bounding_box()
+    assert first and second and second["x"] > first["x"] + first["width"] - 1  # side by side
+    page.click("#explain")
+    page.wait_for_selector("#words-b .word", timeout=120_000)
+    page.wait_for_selector("#words .word", timeout=120_000)
+    for box in ("#words", "#words-b"):
+        words = page.locator(f"{box} .word")
+        assert words.all_inner_texts() == text.split()
+        scores = [float(words.nth(i).get_attribute("data-score")) for i in range(words.count())]
+        assert any(score != 0 for score in scores)
+    assert "why " in page.inner_text("#words .legend")
 
 
 def test_hot_reload_when_the_champion_moves(api: httpx.Client, store: dict[str, Any]) -> None:
