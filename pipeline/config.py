@@ -274,6 +274,11 @@ class ServeConfig(_Section):
     shadow_log_seconds: float = Field(60.0, gt=0)  # how often agreement is written to the shadow version's tags
     canary_fraction: float = Field(0.0, ge=0, le=1)  # share of /predict traffic (no version asked) for canary_alias
     canary_alias: str = "challenger"  # the alias the canary share goes to
+    max_queue: int = Field(1024, ge=1)  # texts waiting for inference; a request beyond this gets 503 + Retry-After
+    request_timeout_seconds: float = Field(30.0, gt=0)  # longest wait for an inference; longer -> 504
+    load_interval_seconds: float = Field(5.0, ge=0)  # at most one on-demand version load this often; else 429
+    admin_token: str | None = None  # when set, /reload and /models need "Authorization: Bearer <token>"
+    allowed_hosts: list[str] = ["127.0.0.1", "localhost", "testserver"]  # Host headers answered (+ the bind host)
 
 
 class MonitorConfig(_Section):
@@ -477,7 +482,8 @@ def load_config(
 ) -> Config:
     """Read params.yaml (if present), layer the recipes, the environment and ``--set`` overrides, and validate.
 
-    Later layers win: params.yaml < recipes (in order) < ``MLFLOW_TRACKING_URI`` in ``environ`` < ``--set``.
+    Later layers win: params.yaml < recipes (in order) < ``MLFLOW_TRACKING_URI`` and ``EMOTION_ADMIN_TOKEN`` in
+    ``environ`` < ``--set``.
     The recipes are ``recipes`` if given, else the ``recipes`` key (``--set`` over params.yaml); the config
     records their names, so a run logs what it was made of. Pointing a whole shell at a tracking server needs
     no edit.
@@ -496,6 +502,9 @@ def load_config(
     env_uri = (environ or {}).get("MLFLOW_TRACKING_URI")
     if env_uri:
         tree = _merge(tree, {"mlflow": {"tracking_uri": env_uri}})
+    env_token = (environ or {}).get("EMOTION_ADMIN_TOKEN")  # a secret: better in the environment than in argv
+    if env_token:
+        tree = _merge(tree, {"serve": {"admin_token": env_token}})
     tree = _merge(tree, cli) | {"recipes": names}
     return _validate(tree, "invalid configuration")
 

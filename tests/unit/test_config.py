@@ -190,6 +190,13 @@ def test_empty_env_tracking_uri_is_ignored(params_file: Path):
     assert cfg.mlflow.tracking_uri == "sqlite:///db/track.db"
 
 
+def test_admin_token_from_the_environment_and_set_wins(params_file: Path):
+    assert load_config(params_file, [], environ={}).serve.admin_token is None
+    assert load_config(params_file, [], environ={"EMOTION_ADMIN_TOKEN": "t0k"}).serve.admin_token == "t0k"
+    cfg = load_config(params_file, ["serve.admin_token=cli"], environ={"EMOTION_ADMIN_TOKEN": "t0k"})
+    assert cfg.serve.admin_token == "cli"
+
+
 def test_load_config_from_env_reads_process_environment(params_file: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://proc-env:1234")
     assert load_config_from_env(params_file, []).mlflow.tracking_uri == "http://proc-env:1234"
