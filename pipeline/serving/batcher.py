@@ -2,6 +2,10 @@
 length-sorted batch (up to ``serve.max_batch_texts``), so the two cores stay busy with large matrix products
 instead of many threads fighting over them. Other work for the model (an explanation) runs on the same thread
 as one call on its own, so it delays waiting predictions by at most that one call.
+
+The queue is bounded (``serve.max_queue`` waiting texts; beyond it a request is refused with ``QueueFull``, a 503)
+so an overload shows as fast refusals, not as latency growing without end. A batch that fails is retried one
+request at a time, so one text the model cannot take fails only its own request.
 """
 
 from __future__ import annotations
@@ -15,10 +19,15 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.errors import PipelineError
 from pipeline.serving.metrics import ServeMetrics
 from pipeline.serving.store import LoadedModel
 
 log = logging.getLogger(__name__)
+
+
+class QueueFull(PipelineError):
+    """Too many texts are waiting for the inference thread (503 + Retry-After)."""
 
 
 @dataclass
@@ -32,9 +41,12 @@ class _Job:
 class Batcher:
     """One inference thread: drains the queue and runs the texts of all waiting requests together."""
 
-    def __init__(self, max_batch_texts: int, metrics: ServeMetrics | None = None) -> None:
+    def __init__(self, max_batch_texts: int, metrics: ServeMetrics | None = None, max_queue: int | None = None) -> None:
         self.max_batch_texts = max_batch_texts
+        self.max_queue = max_queue  # waiting texts a request may join; None = unbounded (threads like the shadow's)
         self.metrics = metrics
+        self.waiting_texts = 0  # queued, not yet taken by the inference thread
+        self._waiting_lock = threading.Lock()
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="emotion-inference", daemon=True)
         self._held: _Job | None = None  # a call met while gathering a batch: it runs next, on its own
@@ -50,14 +62,29 @@ class Batcher:
         """Requests waiting for the inference thread (approximate, for /metrics)."""
         return self._queue.qsize()
 
-    def submit(self, model: LoadedModel, texts: list[str]) -> Future:
-        """Queue texts for ``model``; the future's result is their predictions (for threads, e.g. the shadow)."""
+    def submit(self, model: LoadedModel, texts: list[str], bounded: bool = False) -> Future:
+        """Queue texts for ``model``; the future's result is their predictions (for threads, e.g. the shadow).
+
+        ``bounded``: raise QueueFull instead when more than ``max_queue`` texts would be waiting (an empty queue
+        takes any request, so a full-size request is never refused on an idle server)."""
         job = _Job(model, texts)
+        with self._waiting_lock:
+            waiting = self.waiting_texts
+            if bounded and self.max_queue is not None and waiting and waiting + len(texts) > self.max_queue:
+                raise QueueFull(f"the server is busy: {waiting} texts are waiting for inference; retry shortly")
+            self.waiting_texts = waiting + len(texts)
         self._queue.put(job)
         return job.future
 
     async def predict(self, model: LoadedModel, texts: list[str]) -> Any:
-        return await asyncio.wrap_future(self.submit(model, texts))
+        """The predictions of a request; QueueFull when the queue is full (cancelling skips the texts if they
+        have not started)."""
+        return await asyncio.wrap_future(self.submit(model, texts, bounded=True))
+
+    def _taken(self, job: _Job) -> _Job:
+        with self._waiting_lock:
+            self.waiting_texts -= len(job.texts)
+        return job
 
     async def run(self, model: LoadedModel, call: Callable[[], Any]) -> Any:
         """``call()``'s result, computed on the inference thread between batches (in queue order)."""
@@ -73,7 +100,7 @@ class Batcher:
             if job.call is not None:
                 self._run_call(job)
                 continue
-            jobs, n = [job], len(job.texts)
+            jobs, n = [self._taken(job)], len(job.texts)
             while n < self.max_batch_texts:
                 try:
                     nxt = self._queue.get_nowait()
@@ -85,7 +112,7 @@ class Batcher:
                 if nxt.call is not None:
                     self._held = nxt
                     break
-                jobs.append(nxt)
+                jobs.append(self._taken(nxt))
                 n += len(nxt.texts)
             if self.metrics is not None:
                 self.metrics.batch_texts.observe(n)
@@ -117,13 +144,18 @@ class Batcher:
             self.metrics.errors.labels("inference").inc()
 
     def _run_group(self, group: list[_Job]) -> None:
+        """One forward pass for the group; if it fails, one per request, so only the culprit's request fails."""
         texts = [t for j in group for t in j.texts]
         try:
             predictions = group[0].model.classifier.predict(texts)
         except Exception as exc:
+            if len(group) > 1:
+                log.warning("a batch of %d requests failed (%s); retrying them one by one", len(group), exc)
+                for j in group:
+                    self._run_group([j])
+                return
             self._count_error()
-            for j in group:
-                j.future.set_exception(exc)
+            group[0].future.set_exception(exc)
             return
         start = 0
         for j in group:
