@@ -49,7 +49,30 @@ class PredictRequest(BaseModel):
                 return f"{where} is empty: give some words to classify"
             if len(text) > max_chars:
                 return f"{where} is too long: {len(text)} characters > {max_chars}"
+            bad = unpaired_surrogate(text)
+            if bad is not None:
+                return f"{where} is not valid Unicode: a lone surrogate at character {bad}; send UTF-8 text"
         return None
+
+
+def unpaired_surrogate(text: str) -> int | None:
+    """Where ``text`` holds a lone UTF-16 surrogate (JSON allows ``"\\ud800"``; the tokenizer does not), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def normalised_version(version: str | int | None) -> str | None:
+    """A registry version as its canonical positive integer ("01" -> "1"), so one version is never loaded twice;
+    None stays None (the champion). ValueError names what is wrong."""
+    if version is None:
+        return None
+    text = str(version).strip()
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise ValueError(f"version must be a positive integer, got {str(version)[:40]!r}")
+    return str(int(text))
 
 
 class LabelScore(BaseModel):

@@ -40,6 +40,20 @@ class ModelNotFound(PipelineError):
         self.status_code = status_code
 
 
+class LoadThrottled(PipelineError):
+    """Another version was loaded on demand less than ``serve.load_interval_seconds`` ago (429 + Retry-After)."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def sanitised(what: str, exc: BaseException) -> str:
+    """An error for /health and /reload: the exception type and a fixed sentence, never its text, which may hold
+    paths or a tracking URI with credentials (the full error is in the server log)."""
+    return f"{what} ({type(exc).__name__}); see the server log"
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """A model version fully loaded and ready: nothing in it changes after construction."""
@@ -110,6 +124,7 @@ class ModelStore:
         self._reload_lock = threading.Lock()  # one champion check at a time
         self._load_lock = threading.Lock()  # one model load at a time (memory, CPU)
         self._cache_lock = threading.Lock()  # guards _others
+        self._last_on_demand_load = -float("inf")  # time.monotonic() of the last load asked for by a request
         self._parity_data, self._parity_error = self._read_parity_data()
 
     def _read_parity_data(self) -> tuple[Any, str | None]:
@@ -244,7 +259,7 @@ class ModelStore:
             log.info("now serving %s version %s (was %s)", self.name, version, current.version if current else "none")
             return True
         except Exception as exc:  # keep serving the old model; say why in /health
-            self.last_error = f"reload failed: {exc}"
+            self.last_error = sanitised("reload failed", exc)
             log.exception("reload failed; still serving %s", self.champion.version if self.champion else "nothing")
             return False
 
@@ -264,17 +279,37 @@ class ModelStore:
             while len(self._others) > self.cfg.serve.max_loaded_versions:
                 self._others.popitem(last=False)
 
-    def get(self, version: str | None = None) -> LoadedModel:
-        """The champion (``version`` None) or a given version, loaded on first use."""
+    def get(self, version: str | None = None, *, throttle: bool = False) -> LoadedModel:
+        """The champion (``version`` None) or a given version, loaded on first use; with ``throttle`` (a request
+        asked for it) a load is refused with LoadThrottled within ``serve.load_interval_seconds`` of the last one."""
         champion = self.champion
         if version is None or (champion is not None and champion.version == version):
             if champion is None:
                 raise ModelNotFound(self.last_error or f"no {self.cfg.serve.alias} model loaded yet", 503)
             return champion
+        if throttle:
+            self._check_load_rate(version)
         found = self._cached_or_load(version)
         if found is not self.champion:
             self._remember(found)
         return found
+
+    def _check_load_rate(self, version: str) -> None:
+        """Refuse a load of a version not loaded yet too soon after the last such load: each costs a download and
+        the model's memory, so a client cycling through versions must not be able to keep the server loading."""
+        with self._cache_lock:
+            if version in self._others:
+                return
+        self._version(version)  # an unknown version is a 404, not a reason to wait
+        with self._cache_lock:
+            now = time.monotonic()
+            wait = self._last_on_demand_load + self.cfg.serve.load_interval_seconds - now
+            if wait > 0:
+                raise LoadThrottled(
+                    f"another model version was loaded moments ago; version {version} can be loaded in {wait:.0f}s",
+                    wait,
+                )
+            self._last_on_demand_load = now
 
     def versions(self) -> list[dict[str, Any]]:
         from pipeline.registry import tracking
