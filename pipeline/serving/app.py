@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager, suppress
 from functools import partial
 
 from fastapi import FastAPI
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from pipeline.config import Config
 from pipeline.serving import handlers, routes
@@ -50,7 +51,10 @@ def create_app(cfg: Config, store: ModelStore | None = None, *, start_refresh: b
     app.state.cfg = cfg
     app.state.shadow = None
     handlers.install(app)
-    app.middleware("http")(track_requests)  # added last, so outermost: it also sees the 413s of limit_body
+    # a browser page on a rebound DNS name must not reach a loopback server: only known Host headers (400 otherwise)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=[*serve.allowed_hosts, serve.host])
+    # added last, so outermost: it also counts the 400s of the Host check and the 413s of the body limit
+    app.middleware("http")(track_requests)
     app.include_router(routes.router)
     paths = [getattr(route, "path", None) for route in [*app.routes, *routes.router.routes]]
     app.state.metrics = ServeMetrics(app.state, {path for path in paths if isinstance(path, str)})
@@ -67,7 +71,7 @@ async def lifespan(app: FastAPI, store: ModelStore | None, start_refresh: bool) 
     await asyncio.to_thread(refresh, models, metrics)
     if models.champion is None:
         log.warning("serving without a model: %s", models.last_error)
-    batcher = Batcher(cfg.serve.max_batch_texts, metrics)
+    batcher = Batcher(cfg.serve.max_batch_texts, metrics, cfg.serve.max_queue)
     batcher.start()
     app.state.batcher = batcher
     shadow = Shadow(cfg, models, batcher, metrics) if cfg.serve.shadow else None
@@ -111,6 +115,7 @@ def run(cfg: Config, host: str | None = None, port: int | None = None) -> None:
 
     host = host or cfg.serve.host
     port = port or cfg.serve.port
+    cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"host": host, "port": port})})  # Host check
     log.info(
         "serving %s@%s on http://%s:%d (demo page at /, API docs at /docs)",
         cfg.mlflow.registered_model,

@@ -1,40 +1,83 @@
 """How failures become HTTP answers: a readable 422 for a bad request, 404/503 for a missing model, 413 for a
-body too large to be a valid request (refused before it is read)."""
+body too large to be a valid request (refused as soon as that is known: from its Content-Length, else while it
+streams in), 429 for too many version loads, 503 for a full inference queue."""
 
-from collections.abc import Awaitable, Callable, Sequence
+import math
+from collections.abc import Sequence
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.config import ServeConfig
 from pipeline.errors import PipelineError
-from pipeline.serving.store import ModelNotFound
+from pipeline.serving.batcher import QueueFull
+from pipeline.serving.store import LoadThrottled, ModelNotFound
+
+QUEUE_RETRY_SECONDS = 1  # Retry-After for a full queue: a batch takes well under a second
 
 
 def install(app: FastAPI) -> None:
     """Register the body-size limit and the exception handlers on ``app``."""
-    app.middleware("http")(limit_body)
+    app.add_middleware(BodyLimit)
     app.add_exception_handler(RequestValidationError, bad_request)  # type: ignore[arg-type]
     app.add_exception_handler(ModelNotFound, not_found)  # type: ignore[arg-type]
+    app.add_exception_handler(LoadThrottled, throttled)  # type: ignore[arg-type]
+    app.add_exception_handler(QueueFull, busy)  # type: ignore[arg-type]
     app.add_exception_handler(PipelineError, user_error)  # type: ignore[arg-type]
 
 
-async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    """413 for a body longer than the largest valid request could be, before it is read."""
-    serve: ServeConfig = request.app.state.cfg.serve
-    max_body = serve.max_texts * (serve.max_chars * 6 + 16) + 4096  # generous JSON escaping allowance
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > max_body:
-        return JSONResponse(
-            status_code=413,
-            content={
-                "detail": f"request body too large: {length} bytes > {max_body} "
-                f"({serve.max_texts} texts of {serve.max_chars} characters at most)"
-            },
-        )
-    return await call_next(request)
+def max_body_bytes(serve: ServeConfig) -> int:
+    """The largest body a valid request can have, with a generous allowance for JSON escaping."""
+    return serve.max_texts * (serve.max_chars * 6 + 16) + 4096
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from the request stream, so FastAPI passes it through its body parsing as the 413 it is."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(status_code=413, detail=detail, headers={"Connection": "close"})
+
+
+class BodyLimit:
+    """The body-size limit as ASGI middleware: 413 from the Content-Length before anything is read, and a byte
+    counter on the stream itself, so a chunked body (no Content-Length) is cut off at the limit, not read whole.
+
+    The 413 closes the connection (``Connection: close``), so the server stops reading the rest of the body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        serve: ServeConfig = scope["app"].state.cfg.serve
+        limit = max_body_bytes(serve)
+        why = f"({serve.max_texts} texts of {serve.max_chars} characters at most)"
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > limit:
+            response = JSONResponse(
+                status_code=413,
+                content={"detail": f"request body too large: {int(length)} bytes > {limit} {why}"},
+                headers={"Connection": "close"},
+            )
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge(f"request body too large: more than {limit} bytes {why}")
+            return message
+
+        await self.app(scope, counted, send)
 
 
 async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -52,6 +95,16 @@ async def bad_request(request: Request, exc: RequestValidationError) -> JSONResp
 
 async def not_found(request: Request, exc: ModelNotFound) -> JSONResponse:
     return JSONResponse(status_code=exc.status_code, content={"detail": str(exc)})
+
+
+async def throttled(request: Request, exc: LoadThrottled) -> JSONResponse:
+    retry = str(max(1, math.ceil(exc.retry_after)))
+    return JSONResponse(status_code=429, content={"detail": str(exc)}, headers={"Retry-After": retry})
+
+
+async def busy(request: Request, exc: QueueFull) -> JSONResponse:
+    headers = {"Retry-After": str(QUEUE_RETRY_SECONDS)}
+    return JSONResponse(status_code=503, content={"detail": str(exc)}, headers=headers)
 
 
 async def user_error(request: Request, exc: PipelineError) -> JSONResponse:

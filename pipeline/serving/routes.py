@@ -2,20 +2,27 @@
 the app's state, which ``app.create_app`` and its lifespan fill in."""
 
 import asyncio
+import hmac
 import random
 import time
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from pipeline.config import Config
 from pipeline.serving.batcher import Batcher
 from pipeline.serving.metrics import ServeMetrics, refresh
-from pipeline.serving.schemas import ExplainRequest, ExplainResponse, PredictRequest, PredictResponse
+from pipeline.serving.schemas import (
+    ExplainRequest,
+    ExplainResponse,
+    PredictRequest,
+    PredictResponse,
+    normalised_version,
+)
 from pipeline.serving.shadow import Shadow
 from pipeline.serving.store import LoadedModel, ModelStore
 
@@ -45,17 +52,39 @@ async def get_shadow(request: Request) -> Shadow | None:
     return request.app.state.shadow
 
 
+def invalid(where: tuple[str, ...], problem: str) -> RequestValidationError:
+    """A 422 shaped like pydantic's error for a failed validator, so it answers like every other bad request."""
+    return RequestValidationError([{"type": "value_error", "loc": where, "msg": f"Value error, {problem}"}])
+
+
+def checked_version(version: str | int | None, where: tuple[str, ...]) -> str | None:
+    try:
+        return normalised_version(version)
+    except ValueError as exc:
+        raise invalid(where, str(exc)) from None
+
+
 async def checked_request(body: PredictRequest, cfg: Annotated[Config, Depends(get_config)]) -> PredictRequest:
-    """The request body, within the config's limits (``serve.max_texts``, ``serve.max_chars``)."""
+    """The request body, within the config's limits (``serve.max_texts``, ``serve.max_chars``), its version
+    normalised."""
     problem = body.limit_problem(cfg.serve.max_texts, cfg.serve.max_chars)
     if problem is not None:
-        raise invalid(problem)
-    return body
+        raise invalid(("body",), problem)
+    return body.model_copy(update={"version": checked_version(body.version, ("body", "version"))})
 
 
-def invalid(problem: str) -> RequestValidationError:
-    """Shaped like pydantic's error for a failed model validator, so it answers like every other bad request."""
-    return RequestValidationError([{"type": "value_error", "loc": ("body",), "msg": f"Value error, {problem}"}])
+async def admin(request: Request, cfg: Annotated[Config, Depends(get_config)]) -> None:
+    """With ``serve.admin_token`` set, the caller must send ``Authorization: Bearer <token>`` (401 otherwise)."""
+    token = cfg.serve.admin_token
+    if token is None:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise HTTPException(
+            status_code=401,
+            detail="this endpoint needs the admin token: send 'Authorization: Bearer <serve.admin_token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 Store = Annotated[ModelStore, Depends(get_store)]
@@ -91,20 +120,29 @@ def health(store: Store) -> JSONResponse:
 @router.get("/model", summary="the served model: version, labels, data hash, metrics, backend and parity check")
 async def model_info(
     store: Store,
-    version: str | None = Query(None, description="a registry version; default: the champion"),
+    version: str | None = Query(None, description="a registry version (a positive integer); default: the champion"),
 ) -> dict[str, Any]:
-    loaded = await asyncio.to_thread(store.get, version)
+    wanted = checked_version(version, ("query", "version"))
+    loaded = await asyncio.to_thread(partial(store.get, wanted, throttle=True))
     aliases = await asyncio.to_thread(store.aliases_of, loaded.version)
     return loaded.info(aliases)
 
 
-@router.get("/models", summary="registered versions, newest first, with aliases and metrics")
+@router.get(
+    "/models",
+    summary="registered versions, newest first, with aliases and metrics",
+    dependencies=[Depends(admin)],
+)
 def list_models(store: Store) -> dict[str, Any]:
     champion = store.champion
     return {"model": store.name, "serving": champion.version if champion else None, "versions": store.versions()}
 
 
-@router.post("/reload", summary="look for a new champion now (also done every refresh_seconds)")
+@router.post(
+    "/reload",
+    summary="look for a new champion now (also done every refresh_seconds)",
+    dependencies=[Depends(admin)],
+)
 async def reload(store: Store, metrics: Metrics) -> dict[str, Any]:
     changed = await asyncio.to_thread(refresh, store, metrics)
     champion = store.champion
@@ -119,7 +157,9 @@ async def reload(store: Store, metrics: Metrics) -> dict[str, Any]:
         413: {"description": "body too large"},
         422: {"description": "bad request, with the reason"},
         404: {"description": "unknown model version"},
-        503: {"description": "no model loaded yet"},
+        429: {"description": "another version was loaded moments ago; see Retry-After"},
+        503: {"description": "no model loaded yet, or too many texts waiting (see Retry-After)"},
+        504: {"description": "the inference took longer than serve.request_timeout_seconds"},
     },
 )
 async def predict(
@@ -132,7 +172,11 @@ async def predict(
 ) -> dict[str, Any]:
     texts = request.all_texts()
     role, loaded = await chosen_model(store, cfg, request.version)
-    predictions = await batcher.predict(loaded, texts)
+    try:
+        predictions = await asyncio.wait_for(batcher.predict(loaded, texts), cfg.serve.request_timeout_seconds)
+    except TimeoutError:
+        limit = cfg.serve.request_timeout_seconds
+        raise HTTPException(status_code=504, detail=f"no answer within {limit:g}s; retry later") from None
     metrics.observe_predictions(loaded.version, role, predictions)
     if role == "champion" and shadow is not None:
         shadow.offer(loaded, texts, predictions)
@@ -174,10 +218,11 @@ async def explain(
 
     problem = body.limit_problem(cfg.serve.max_chars)
     if problem is not None:
-        raise invalid(problem)
-    loaded = await asyncio.to_thread(store.get, None if body.version is None else str(body.version))
+        raise invalid(("body",), problem)
+    version = checked_version(body.version, ("body", "version"))
+    loaded = await asyncio.to_thread(partial(store.get, version, throttle=version is not None))
     if body.label is not None and body.label not in loaded.labels:
-        raise invalid(f"unknown label '{body.label}': version {loaded.version} knows {', '.join(loaded.labels)}")
+        raise invalid(("body", "label"), f"unknown label '{body.label}': version {loaded.version} knows {', '.join(loaded.labels)}")
     steps = cfg.serve.explain_steps
     found = await batcher.run(
         loaded, lambda: attributions.explain(loaded.classifier.predictor, body.text, body.label, steps)
@@ -190,7 +235,7 @@ async def chosen_model(store: ModelStore, cfg: Config, version: str | int | None
     """Who answers, and in which role: the version asked for ("pinned"), else a ``serve.canary_fraction`` share
     for the canary alias's version ("canary"), else the champion."""
     if version is not None:
-        loaded = await asyncio.to_thread(store.get, str(version))
+        loaded = await asyncio.to_thread(partial(store.get, str(version), throttle=True))
         return ("champion" if loaded is store.champion else "pinned"), loaded
     fraction = cfg.serve.canary_fraction
     canary = store.follower(cfg.serve.canary_alias) if fraction > 0 and random.random() < fraction else None
