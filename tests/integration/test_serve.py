@@ -83,10 +83,14 @@ def serve_config(project: Path, tiny_model_dir: Path, *extra: str) -> Any:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, prefect_harness: None) -> dict[str, Any]:
+    return trained_registry(tmp_path_factory.mktemp("serve"), tiny_model_dir)
+
+
+def trained_registry(folder: Path, tiny_model_dir: Path) -> dict[str, Any]:
     """A project whose registry holds versions 1 and 2 from two real training runs; champion = 1."""
     from flows.training import training_flow
 
-    project = init_project(tmp_path_factory.mktemp("serve") / "project")
+    project = init_project(folder / "project")
     cfg = serve_config(project, tiny_model_dir)
     training_flow(cfg)
     training_flow(serve_config(project, tiny_model_dir, "train.seed=7"))
