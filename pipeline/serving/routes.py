@@ -222,7 +222,8 @@ async def explain(
     version = checked_version(body.version, ("body", "version"))
     loaded = await asyncio.to_thread(partial(store.get, version, throttle=version is not None))
     if body.label is not None and body.label not in loaded.labels:
-        raise invalid(("body", "label"), f"unknown label '{body.label}': version {loaded.version} knows {', '.join(loaded.labels)}")
+        known = ", ".join(loaded.labels)
+        raise invalid(("body", "label"), f"unknown label '{body.label}': version {loaded.version} knows {known}")
     steps = cfg.serve.explain_steps
     found = await batcher.run(
         loaded, lambda: attributions.explain(loaded.classifier.predictor, body.text, body.label, steps)
