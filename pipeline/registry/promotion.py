@@ -187,7 +187,7 @@ def _record(
     if version is not None:
         tracking.update_version(cfg, mlflow_client, version, tags, card)
         return version
-    logged = tracking.log_model(evaluated.run_id, evaluated.layout.model, evaluated.labels)
+    logged = tracking.log_model(evaluated.run_id, evaluated.layout.model, evaluated.labels, cfg.serve.export_onnx)
     version = tracking.register(cfg, mlflow_client, logged, evaluated.run_id, tags, card)
     tracking.set_alias(cfg, mlflow_client, tracking.CHALLENGER, version)
     return version

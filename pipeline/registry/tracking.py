@@ -124,8 +124,12 @@ def log_metrics(
     mlflow_client.log_batch(run_id, metrics=batch)
 
 
-def log_model(run_id: str, model_dir: Path, labels: list[str]) -> tuple[str, str]:
-    """Log the model folder as a pyfunc model on the run; returns its model URI and logged-model id."""
+ONNX_ARTIFACT = "onnx/model.onnx"  # the fp32 ONNX export beside the logged model, for the onnx-* serving backends
+
+
+def log_model(run_id: str, model_dir: Path, labels: list[str], export_onnx: bool = False) -> tuple[str, str]:
+    """Log the model folder as a pyfunc model on the run (and, with ``export_onnx``, its fp32 ONNX export as
+    ``onnx/model.onnx``); returns its model URI and logged-model id."""
     import pandas as pd
     from mlflow.models import infer_signature
 
@@ -146,7 +150,35 @@ def log_model(run_id: str, model_dir: Path, labels: list[str]) -> tuple[str, str
             signature=infer_signature(example_in, example_out),
             pip_requirements=requirements,
         )
+        if export_onnx:
+            _log_onnx(model_dir)
     return info.model_uri, info.model_id
+
+
+def _log_onnx(model_dir: Path) -> None:
+    """Export the model to ONNX and log it on the active run (quantization is left to the server's load)."""
+    import mlflow
+    from pipeline.model.onnx_export import ONNX_FILE, export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="emotion-onnx-") as tmp:
+        path = export_onnx(model_dir, Path(tmp) / ONNX_FILE)
+        mlflow.log_artifact(str(path), artifact_path=str(Path(ONNX_ARTIFACT).parent))
+
+
+def download_onnx(run_id: str | None, dst: Path) -> Path | None:
+    """The run's logged ONNX export, downloaded into ``dst``; None when the run has none (then export at load)."""
+    from mlflow.exceptions import MlflowException
+
+    import mlflow
+
+    if not run_id:
+        return None
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=ONNX_ARTIFACT, dst_path=str(dst))
+    except (MlflowException, OSError):
+        log.info("run %s has no %s: the ONNX backend will export the model at load", run_id, ONNX_ARTIFACT)
+        return None
+    return Path(local)
 
 
 def register(

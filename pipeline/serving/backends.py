@@ -1,5 +1,6 @@
 """Fast CPU inference for serving and benchmarks: the ``Predictor``'s length-sorted, dynamically padded batches,
-with the model's weights in bf16 (fast on CPUs with AMX / AVX512-BF16) or its Linear layers quantized to int8.
+with the model's weights in bf16 (fast on CPUs with AMX / AVX512-BF16), its Linear layers quantized to int8, or the
+model exported to ONNX and run by ONNX Runtime (fp32, or int8 quantized at load).
 
 A fast backend is only used after a parity check: its accuracy on a labelled test split must be within
 ``tolerance`` (0.003 = 0.3 points) of the fp32 model's; otherwise ``build_classifier`` falls back to fp32 and
@@ -24,7 +25,8 @@ from pipeline.model.predict import Prediction
 log = logging.getLogger(__name__)
 
 FP32, BF16, INT8 = "torch-fp32", "torch-bf16", "int8"
-BACKENDS = (FP32, BF16, INT8)
+ONNX_FP32, ONNX_INT8 = "onnx-fp32", "onnx-int8"
+BACKENDS = (FP32, BF16, INT8, ONNX_FP32, ONNX_INT8)
 
 
 def _check_backend(backend: str) -> None:
@@ -34,7 +36,7 @@ def _check_backend(backend: str) -> None:
 
 class FastClassifier:
     """A ``Predictor`` (same text cleaning, calibration and label decisions as `emotion predict`) whose model runs
-    one backend: fp32, bf16 weights, or int8 dynamically quantized Linear layers.
+    one backend: fp32, bf16 weights, int8 dynamically quantized Linear layers, or an ONNX Runtime session.
 
     Not meant to be called from several threads at once (the service runs all inference on one worker thread).
     """
@@ -58,12 +60,41 @@ class FastClassifier:
         )
         return fp32 if backend == FP32 else fp32.converted(backend)
 
-    def converted(self, backend: str) -> FastClassifier:
-        """A copy of this fp32 classifier running ``backend`` (this one is left unchanged)."""
-        import torch
+    def converted(self, backend: str, onnx_file: Path | None = None) -> FastClassifier:
+        """A copy of this fp32 classifier running ``backend`` (this one is left unchanged).
 
+        The ONNX backends run ``onnx_file`` (the fp32 export logged with the version) or, without one, export the
+        model now; onnx-int8 quantizes it here.
+        """
         if self.backend != FP32:
             raise PipelineError(f"convert from the fp32 model, not from {self.backend}")
+        _check_backend(backend)
+        if backend in (ONNX_FP32, ONNX_INT8):
+            model: Any = self._onnx_model(backend, onnx_file)
+        else:
+            model = self._torch_model(backend)
+        predictor = copy.copy(self.predictor)  # shares the tokenizer, cleaning policy and calibration
+        predictor.model = model.eval()
+        return FastClassifier(predictor, backend)
+
+    def _onnx_model(self, backend: str, onnx_file: Path | None) -> Any:
+        """An ONNX Runtime session of this model, with as many threads as torch uses (serve.threads)."""
+        import tempfile
+
+        import torch
+
+        from pipeline.model import onnx_export
+
+        with tempfile.TemporaryDirectory(prefix="emotion-onnx-") as tmp:
+            source = onnx_file or onnx_export.export_onnx(self.predictor.model_dir, Path(tmp) / onnx_export.ONNX_FILE)
+            if backend == ONNX_INT8:
+                source = onnx_export.quantize_int8(source, Path(tmp) / "model-int8.onnx")
+            session = onnx_export.session(source, torch.get_num_threads())
+        return onnx_export.OnnxClassifier(session, self.predictor.model.config)
+
+    def _torch_model(self, backend: str) -> Any:
+        import torch
+
         model = copy.deepcopy(self.predictor.model)
         if backend == BF16:
             model = model.to(torch.bfloat16)
@@ -79,9 +110,7 @@ class FastClassifier:
                     if isinstance(module, torch.nn.Linear)
                 }
                 model = quantize_dynamic(model, linears, dtype=torch.qint8)
-        predictor = copy.copy(self.predictor)  # shares the tokenizer, cleaning policy and calibration
-        predictor.model = model.eval()
-        return FastClassifier(predictor, backend)
+        return model
 
     @property
     def labels(self) -> list[str]:
@@ -115,11 +144,12 @@ class ParityReport:
     reason: str
     reference_accuracy: float | None = None
     candidate_accuracy: float | None = None
-    agreement: float | None = None  # share of texts where both backends pick the same label
+    agreement: float | None = None  # share of texts where both backends pick the same label(s)
     tolerance: float | None = None
     n: int = 0
     source: str | None = None
     seconds: float | None = None
+    metric: str = "accuracy"  # what reference_ and candidate_accuracy hold: accuracy, or micro-F1 for multi-label
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,12 +169,39 @@ def load_parity_data(data_cfg: Any, base_dir: Path) -> ParityData:
     return ParityData(test["text"].tolist(), test["label"].tolist(), data_cfg.source)
 
 
+def _compare(reference: FastClassifier, candidate: FastClassifier, data: ParityData) -> tuple[str, float, float, float]:
+    """(metric, reference score, candidate score, agreement): accuracy of the top label for single-label models,
+    micro-F1 of the thresholded label sets for multi-label ones (whose gold labels are lists)."""
+    ref_probs, cand_probs = reference.predict_proba(data.texts), candidate.predict_proba(data.texts)
+    if not reference.predictor.multi_label:
+        gold = np.array([reference.labels.index(label) for label in data.labels])
+        ref, cand = ref_probs.argmax(axis=1), cand_probs.argmax(axis=1)
+        return "accuracy", float((ref == gold).mean()), float((cand == gold).mean()), float((ref == cand).mean())
+    from sklearn.metrics import f1_score
+
+    from pipeline.evaluation.evaluate import multi_label_decisions
+
+    thresholds = reference.predictor.thresholds  # the tuned per-label thresholds (0.5 where none were tuned)
+    gold = np.zeros_like(ref_probs, dtype=int)
+    for i, item in enumerate(data.labels):
+        gold[i, [reference.labels.index(label) for label in ([item] if isinstance(item, str) else item)]] = 1
+    ref, cand = multi_label_decisions(ref_probs, thresholds), multi_label_decisions(cand_probs, thresholds)
+    return (
+        "micro-F1",
+        float(f1_score(gold, ref, average="micro", zero_division=0)),
+        float(f1_score(gold, cand, average="micro", zero_division=0)),
+        float((ref == cand).all(axis=1).mean()),
+    )
+
+
 def parity_check(
     reference: FastClassifier, candidate: FastClassifier, data: ParityData, tolerance: float
 ) -> ParityReport:
-    """Compare the candidate's accuracy with the reference's on the same labelled texts."""
+    """Compare the candidate's accuracy (micro-F1 for a multi-label model) with the reference's on the same
+    labelled texts."""
     start = time.perf_counter()
-    unknown = sorted(set(data.labels) - set(reference.labels))
+    given = {label for item in data.labels for label in ([item] if isinstance(item, str) else item)}
+    unknown = sorted(given - set(reference.labels))
     if unknown:
         return ParityReport(
             candidate.backend,
@@ -156,6 +213,15 @@ def parity_check(
             n=len(data.texts),
             source=data.source,
         )
+    if not reference.predictor.multi_label and any(not isinstance(item, str) for item in data.labels):
+        return ParityReport(
+            candidate.backend,
+            False,
+            f"parity data {data.source!r} is multi-label but the model is single-label: cannot check parity; "
+            "set serve.parity_source to single-label data",
+            tolerance=tolerance,
+            source=data.source,
+        )
     if candidate.labels != reference.labels:
         return ParityReport(
             candidate.backend,
@@ -164,28 +230,26 @@ def parity_check(
             tolerance=tolerance,
             source=data.source,
         )
-    gold = np.array([reference.labels.index(label) for label in data.labels])
-    ref = reference.predict_proba(data.texts).argmax(axis=1)
-    cand = candidate.predict_proba(data.texts).argmax(axis=1)
-    ref_acc, cand_acc = float((ref == gold).mean()), float((cand == gold).mean())
-    diff = cand_acc - ref_acc
+    metric, ref_score, cand_score, agreement = _compare(reference, candidate, data)
+    diff = cand_score - ref_score
     passed = abs(diff) <= tolerance + 1e-9
     reason = (
-        f"{candidate.backend} accuracy {cand_acc:.4f} vs {reference.backend} {ref_acc:.4f} on {len(gold)} test "
-        f"texts of {data.source!r}: difference {diff * 100:+.2f} points, "
+        f"{candidate.backend} {metric} {cand_score:.4f} vs {reference.backend} {ref_score:.4f} on "
+        f"{len(data.texts)} test texts of {data.source!r}: difference {diff * 100:+.2f} points, "
         f"{'within' if passed else 'outside'} the tolerance of {tolerance * 100:.2f} points"
     )
     return ParityReport(
         candidate.backend,
         passed,
         reason,
-        ref_acc,
-        cand_acc,
-        float((ref == cand).mean()),
+        ref_score,
+        cand_score,
+        agreement,
         tolerance,
-        len(gold),
+        len(data.texts),
         data.source,
         round(time.perf_counter() - start, 3),
+        metric,
     )
 
 
@@ -197,8 +261,10 @@ def build_classifier(
     max_length: int = 128,
     batch_size: int = 64,
     parity_error: str | None = None,
+    onnx_file: Path | None = None,
 ) -> tuple[FastClassifier, ParityReport | None]:
     """Load ``model_dir`` for ``backend``; a non-fp32 backend is used only if it passes the parity check.
+    ``onnx_file``: the version's logged ONNX export, for the ONNX backends (None = export it now).
 
     Returns the classifier to use and the parity report (None for fp32). When the check fails or cannot run,
     the fp32 classifier is returned and the reason is logged.
@@ -207,7 +273,7 @@ def build_classifier(
     if backend == FP32:
         reference.predict_proba(["warm up"])
         return reference, None
-    candidate = reference.converted(backend)
+    candidate = reference.converted(backend, onnx_file)
     if parity_data is None:
         report = ParityReport(
             backend,

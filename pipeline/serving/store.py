@@ -165,6 +165,7 @@ class ModelStore:
         tmp = Path(tempfile.mkdtemp(prefix=f"emotion-serve-v{version}-"))
         try:
             folder = tracking.download_model(f"models:/{self.name}/{version}", tmp)
+            onnx_file = tracking.download_onnx(meta.run_id, tmp) if serve.backend.startswith("onnx") else None
             classifier, parity = build_classifier(
                 folder,
                 serve.backend,
@@ -173,6 +174,7 @@ class ModelStore:
                 self.cfg.model.max_length,
                 serve.batch_size,
                 self._parity_error,
+                onnx_file,
             )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
