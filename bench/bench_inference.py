@@ -3,9 +3,12 @@
 Same model folder, same texts (the first 2000 of the emotion test split), same process, interleaved rounds
 (each round runs every contender once, in a rotating order, so a noisy neighbour hurts all of them alike);
 the best and the median round are reported. Accuracy on the gold labels is recorded for each contender, so
-the speed of a backend is never quoted without its parity.
+the speed of a backend is never quoted without its parity. The ONNX backends (ONNX Runtime, CPU) are exported
+and quantized before the rounds, as the server does at load. A bf16 matrix multiply is timed in the same run, as a
+yardstick of what the (shared) machine delivered.
 
     python bench/bench_inference.py --model /tmp/bench-proj/artifacts/model
+    python bench/bench_inference.py --model embedded   # the embedded MiniLM with a random 6-label head
 
 Writes bench/results/bench_inference.json. Not a test: never collected by pytest.
 """
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA, DEFAULT_MODEL, Timer, machine, read_texts, write_result
+from common import DEFAULT_DATA, DEFAULT_MODEL, Timer, machine, matmul_gflops, read_texts, write_result
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -30,11 +33,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="a Hugging Face model folder (trained)")
+    p.add_argument(
+        "--model", default=str(DEFAULT_MODEL), help="a Hugging Face model folder (trained), or 'embedded' (random head)"
+    )
     p.add_argument("--tag", help="results go to bench/results/bench_inference-TAG.json instead of bench_inference.json")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a dair-ai text;label file")
     p.add_argument("-n", type=int, default=2000, help="number of texts")
-    p.add_argument("--backends", default="torch-fp32,torch-bf16,int8", help="our backends, comma-separated")
+    p.add_argument(
+        "--backends", default="torch-fp32,torch-bf16,int8,onnx-fp32,onnx-int8", help="our backends, comma-separated"
+    )
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; best and median are reported")
     p.add_argument("--batch-size", type=int, default=64, help="our batch size (texts per forward pass)")
     p.add_argument("--max-length", type=int, default=128)
@@ -42,6 +49,22 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--skip-default-pipeline", action="store_true", help="skip the slow batch-size-1 baseline")
     p.add_argument("--threads", type=int, help="torch threads for every contender (default: torch's, one per core)")
     return p.parse_args()
+
+
+def embedded_with_random_head(labels: list[str]) -> Path:
+    """The embedded MiniLM with a seeded random classification head, saved as a model folder (speed, not quality)."""
+    import tempfile
+
+    import torch
+
+    from pipeline.model.modeling import load_classifier, load_tokenizer, resolve_model_source
+
+    source = resolve_model_source("embedded")
+    torch.manual_seed(0)
+    out = Path(tempfile.mkdtemp(prefix="bench-embedded-"))
+    load_classifier(source, labels=labels).save_pretrained(out)
+    load_tokenizer(source).save_pretrained(out)
+    return out
 
 
 def main() -> int:
@@ -58,6 +81,11 @@ def main() -> int:
 
         torch.set_num_threads(args.threads)
     texts, gold = read_texts(args.data, args.n)
+    if args.model == "embedded":
+        from pipeline.config import EMOTION_LABELS
+
+        args.model = embedded_with_random_head(list(EMOTION_LABELS))
+    args.model = Path(args.model)
     fp32 = FastClassifier.load(args.model, FP32, args.max_length, args.batch_size)
     labels = fp32.labels
     gold_ids = [labels.index(g) for g in gold]
@@ -111,8 +139,12 @@ def main() -> int:
                 b: round(statistics.median(seconds[b]) / statistics.median(seconds[name]), 2) for b in baselines
             }
 
+    import torch
+
     info = machine()
     info["load_average_before"] = list(load_before)
+    info["matmul_peak_gflops"] = {"bf16": matmul_gflops(torch.bfloat16), "fp32": matmul_gflops(torch.float32)}
+    print(f"matmul peak: bf16 {info['matmul_peak_gflops']['bf16']:.0f} GFLOP/s", flush=True)
     path = write_result(
         "bench_inference" + (f"-{args.tag}" if args.tag else ""),
         {

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, machine, write_result
+from common import REPO, machine, matmul_gflops, write_result
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -38,21 +38,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=4000, help="training samples per contender")
     p.add_argument("--model", default="embedded")
     return p.parse_args()
-
-
-def matmul_gflops(dtype: Any, n: int = 2048, iters: int = 20) -> float:
-    """Best of three timings of an n x n matrix multiply, in GFLOP/s."""
-    import torch
-
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    a @ b
-    best = 0.0
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(iters):
-            a @ b
-        best = max(best, 2 * n**3 * iters / (time.perf_counter() - start) / 1e9)
-    return best
 
 
 def flops_per_token(model_dir: str) -> tuple[float, float, int]:

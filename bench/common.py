@@ -104,3 +104,18 @@ class Timer:
 
     def __exit__(self, *exc: Any) -> None:
         self.seconds = time.perf_counter() - self.start
+
+
+def matmul_gflops(dtype: Any, n: int = 2048, iters: int = 20) -> float:
+    """Best of three timings of an n x n matrix multiply, in GFLOP/s."""
+    import torch
+
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    best = 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(iters):
+            a @ b
+        best = max(best, 2 * n**3 * iters / (time.perf_counter() - start) / 1e9)
+    return best
