@@ -197,3 +197,19 @@ def test_cli_models_promote_rollback_history(cfg, tiny_model_dir: Path, capsys, 
     assert len(lines) == 3 and lines[-1].startswith("rollback: champion -> version 1 (previous: 2) by carol")
     assert "by carol" in lines[-1] and "regression in prod" in lines[-1]
     assert cli.main(["promote", "7", "--reason", "x", *common]) == 2  # a user error, not a traceback
+
+
+def test_onnx_export_is_logged_with_the_model_only_when_asked(cfg, tiny_model_dir: Path, tmp_path: Path) -> None:
+    import onnx
+
+    client = tracking.client(cfg)
+    without = client.create_run(tracking.experiment_id(cfg, client)).info.run_id
+    tracking.log_model(without, tiny_model_dir, ["joy", "fear"])
+    assert tracking.download_onnx(without, tmp_path / "a") is None  # the server then exports at load
+
+    with_onnx = client.create_run(tracking.experiment_id(cfg, client)).info.run_id
+    tracking.log_model(with_onnx, tiny_model_dir, ["joy", "fear"], export_onnx=True)
+    path = tracking.download_onnx(with_onnx, tmp_path / "b")
+    assert path is not None and path.name == "model.onnx"
+    onnx.checker.check_model(str(path))
+    assert [o.name for o in onnx.load(str(path)).graph.output] == ["logits"]
