@@ -571,3 +571,30 @@ def test_promote_requires_shadow_evidence(
     assert cli.main(["promote", "1", "--reason", "back", "--force", *common]) == 0
     last = tracking.history(store["cfg"], client)[-1]
     assert last.version == "1" and last.reason.startswith("back [forced: ") and "gate.min_shadow_samples" in last.reason
+
+
+def test_onnx_fp32_backend_serves_the_logged_export(
+    store: dict[str, Any], tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Registering logged onnx/model.onnx beside the model; serve.backend=onnx-fp32 runs it and answers /predict."""
+    import logging
+
+    client = store["client"]
+    run_id = client.get_model_version("emotion-classifier", "1").run_id
+    assert [a.path for a in client.list_artifacts(run_id, "onnx")] == [tracking.ONNX_ARTIFACT]
+    cfg = serve_config(store["project"], tiny_model_dir, "serve.backend=onnx-fp32")
+    with (
+        caplog.at_level(logging.INFO, logger="pipeline"),
+        Server(cfg) as server,
+        httpx.Client(base_url=server.url, timeout=60) as http,
+    ):
+        wait_for(lambda: http.get("/health").json().get("version"), "the champion to load")
+        info = http.get("/model").json()
+        assert info["requested_backend"] == "onnx-fp32"
+        assert info["parity"]["passed"] and info["backend"] == "onnx-fp32", info["parity"]
+        assert info["parity"]["agreement"] == 1.0  # the same fp32 model, in another runtime
+        response = http.post("/predict", json={"texts": ["i am scared of the dark", "what a lovely day"]})
+        assert response.status_code == 200, response.text
+        answers = response.json()["predictions"]
+        assert [a["label"] in LABELS for a in answers] == [True, True]
+    assert "will export the model at load" not in caplog.text  # the logged file was used
