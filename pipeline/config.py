@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import PipelineError
+from pipeline.paths import check_write_paths
 
 EMBEDDED_MODEL = "embedded"
 SAMPLE_SOURCE = "sample"
@@ -507,7 +508,9 @@ def load_config(
     if env_token:
         tree = _merge(tree, {"serve": {"admin_token": env_token}})
     tree = _merge(tree, cli) | {"recipes": names}
-    return _validate(tree, "invalid configuration")
+    cfg = _validate(tree, "invalid configuration")
+    check_write_paths(cfg)  # before any command writes: no folder setting may point at the project or the registry
+    return cfg
 
 
 def load_config_from_env(

@@ -473,8 +473,21 @@ def normalize(raw: pd.DataFrame, cfg: DataConfig | None = None) -> pd.DataFrame:
     return frame.iloc[rank.argsort(kind="stable")].reset_index(drop=True)
 
 
+def check_replaceable(snapshot_dir: Path) -> None:
+    """Refuse to replace a folder the pipeline did not write: only an empty one or one holding just a snapshot."""
+    if snapshot_dir.is_symlink() or (snapshot_dir.exists() and not snapshot_dir.is_dir()):
+        raise PipelineError(f"{snapshot_dir} is not a snapshot folder: remove it or set data.snapshot_dir elsewhere")
+    others = sorted(p.name for p in snapshot_dir.iterdir() if p.name != SNAPSHOT_NAME) if snapshot_dir.exists() else []
+    if others:
+        raise PipelineError(
+            f"{snapshot_dir} holds files a snapshot does not ({', '.join(others[:5])}): it is not a folder the "
+            "pipeline wrote, so it is left alone; move those files or set data.snapshot_dir to another folder"
+        )
+
+
 def write_snapshot(frame: pd.DataFrame, snapshot_dir: Path) -> Path:
-    """Replace the snapshot folder's content with one deterministic JSONL file."""
+    """Replace the snapshot folder's content with one deterministic JSONL file (only a folder it wrote itself)."""
+    check_replaceable(snapshot_dir)
     if snapshot_dir.exists():
         shutil.rmtree(snapshot_dir)
     snapshot_dir.mkdir(parents=True)

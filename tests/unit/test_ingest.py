@@ -298,3 +298,17 @@ def test_relative_source_resolves_against_project_dir(tmp_path: Path, monkeypatc
     cfg = load_config(PARAMS, [f"project_dir={project}", "data.source=mydata", "data.dvc_track=false"], environ={})
     snapshot, _ = ingest_stage(cfg)
     assert snapshot.split_counts() == {"train": 1}
+
+
+def test_write_snapshot_refuses_a_folder_it_did_not_write(tmp_path: Path):
+    folder = tmp_path / "mlflow"
+    write(folder / "mlflow.db", "the registry")
+    with pytest.raises(PipelineError, match="mlflow.db"):
+        ingest.write_snapshot(pd.DataFrame({"text": ["a"], "label": ["joy"], "split": ["train"]}), folder)
+    assert (folder / "mlflow.db").read_text() == "the registry"
+
+
+def test_write_snapshot_replaces_its_own_snapshot(tmp_path: Path):
+    first = ingest.write_snapshot(pd.DataFrame({"text": ["a"], "label": ["joy"]}), tmp_path / "data")
+    again = ingest.write_snapshot(pd.DataFrame({"text": ["b"], "label": ["fear"]}), tmp_path / "data")
+    assert first == again and '"b"' in again.read_text()

@@ -1,0 +1,107 @@
+"""Checks on the folders the config names for writing, so no setting can point the pipeline at something it would
+overwrite or mix up: the project itself, git or DVC internals, the MLflow store, the DVC remote, or another of its
+own folders (``--set data.snapshot_dir=mlflow`` once replaced the whole model registry).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
+
+SQLITE_PREFIX = "sqlite:///"
+LOCK_KEY = "mlflow.lock_file (its folder)"
+# replaced or mirrored whole by DVC: nothing else may be in, be or contain them
+EXCLUSIVE = ("data.snapshot_dir", "data.dvc_remote")
+# (inner key, outer key): configured folders that may live inside another one without mixing their content
+NESTING_ALLOWED = {("train.checkpoint_dir", "artifacts_dir"), ("monitor.merged_dir", "artifacts_dir")}
+
+
+def write_folders(cfg: Config) -> dict[str, Path]:
+    """Every folder the config names for writing, by config key, resolved against the project."""
+    folders = {
+        "data.snapshot_dir": cfg.path(cfg.data.snapshot_dir),
+        "artifacts_dir": cfg.path(cfg.artifacts_dir),
+        "train.checkpoint_dir": cfg.path(cfg.train.checkpoint_dir),
+        "mlflow.artifact_root": cfg.path(cfg.mlflow.artifact_root),
+        "monitor.merged_dir": cfg.path(cfg.monitor.merged_dir),
+        LOCK_KEY: cfg.path(cfg.mlflow.lock_file).parent,
+    }
+    remote = local_remote(cfg)
+    if remote is not None:
+        folders["data.dvc_remote"] = remote
+    return {key: path.resolve() for key, path in folders.items()}
+
+
+def local_remote(cfg: Config) -> Path | None:
+    """The DVC remote's folder when it is one (not a URL), else None."""
+    remote = cfg.data.dvc_remote
+    if remote is None or "://" in remote:
+        return None
+    return cfg.path(remote)
+
+
+def mlflow_store(cfg: Config) -> Path | None:
+    """The folder holding the MLflow tracking database (sqlite) or file store, when it is local."""
+    uri = cfg.tracking_uri
+    if uri.startswith(SQLITE_PREFIX):
+        return Path(uri[len(SQLITE_PREFIX) - 1 :]).resolve().parent
+    if uri.startswith("file:"):
+        return Path(uri.removeprefix("file:").removeprefix("//")).resolve()
+    return None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or path.is_relative_to(folder)
+
+
+def _refuse(key: str, path: Path, why: str) -> PipelineError:
+    setting = key.split(" ")[0]
+    return PipelineError(f"{key} is {path}, {why}: set {setting} to a folder of its own (e.g. inside the project)")
+
+
+def _check_reserved(key: str, path: Path, project: Path, store: Path | None) -> None:
+    if _inside(project, path):
+        raise _refuse(key, path, "the project folder or one that contains it")
+    for internal in (".git", ".dvc"):
+        if _inside(path, project / internal):
+            raise _refuse(key, path, f"inside the project's {internal} folder")
+    if store is None or not _inside(path, store) or _inside(project, store):
+        return  # a store holding the whole project protects nothing more than the project check
+    if key == LOCK_KEY or (key == "mlflow.artifact_root" and path != store):
+        return
+    raise _refuse(key, path, f"inside the MLflow store {store} (the registry lives there)")
+
+
+def _mixes(key: str, other: str) -> bool:
+    """Whether the two folders must be apart: the lock file's folder only has to keep out of the exclusive ones."""
+    return LOCK_KEY not in (key, other) or key in EXCLUSIVE or other in EXCLUSIVE
+
+
+def _check_apart(folders: dict[str, Path]) -> None:
+    keys = list(folders)
+    for i, key in enumerate(keys):
+        for other in keys[i + 1 :]:
+            if not _mixes(key, other):
+                continue
+            a, b = folders[key], folders[other]
+            if a == b:
+                raise _refuse(key, a, f"the same folder as {other}")
+            if a.is_relative_to(b) and (key, other) not in NESTING_ALLOWED:
+                raise _refuse(key, a, f"inside {other} ({b})")
+            if b.is_relative_to(a) and (other, key) not in NESTING_ALLOWED:
+                raise _refuse(other, b, f"inside {key} ({a})")
+
+
+def check_write_paths(cfg: Config) -> None:
+    """Refuse (PipelineError naming the key) any configured write folder that is not a dedicated folder."""
+    project = Path(cfg.project_dir).resolve()
+    store = mlflow_store(cfg)
+    folders = write_folders(cfg)
+    for key, path in folders.items():
+        _check_reserved(key, path, project, store)
+    _check_apart(folders)
