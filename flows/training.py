@@ -28,7 +28,13 @@ from pipeline.training.train import TrainResult
 
 @task(name="ingest", cache_policy=NO_CACHE)
 def ingest_task(cfg: Config) -> tuple[Any, str]:
+    """A staged snapshot: data/, data.dvc and the remote change only in commit_task, after validation."""
     return stages.ingest_stage(cfg)
+
+
+@task(name="commit-snapshot", cache_policy=NO_CACHE)
+def commit_task(cfg: Config, staged: Any) -> tuple[Any, str]:
+    return stages.commit_snapshot(cfg, staged)
 
 
 @task(name="validate", cache_key_fn=validation_cache_key, cache_expiration=timedelta(days=30))
@@ -96,9 +102,13 @@ def training_flow(cfg: Config) -> dict[str, Any]:
             labels, validation = validate_task(cfg, snapshot.frame, data_hash)
             validation.write(layout.reports)  # outside the cached task: a cache hit still leaves the report
             console.stage("validate", validation.summary().splitlines()[0])
+        except BaseException:
+            stages.discard_snapshot(snapshot)  # a refused dataset never reaches data/, data.dvc or the remote
+            raise
         finally:
             if (layout.reports / "validation_report.md").exists():
                 mlflow_client.log_artifacts(run_id, str(layout.reports), "reports")
+        snapshot, data_hash = commit_task(cfg, snapshot)
         log_reference(cfg, mlflow_client, run_id, snapshot.frame)  # what monitoring compares new text with
         prepared, changes = prepare_task(cfg, snapshot.frame, labels)
         mlflow_client.log_artifacts(run_id, str(layout.reports), "reports")

@@ -70,9 +70,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from pipeline.stages import ingest_stage
+    from pipeline.stages import ingest_validated
 
-    snapshot, data_hash = ingest_stage(_config(args))
+    snapshot, data_hash, _, report = ingest_validated(_config(args))
+    print(report.summary())
     print(f"snapshot {snapshot.path}: {snapshot.split_counts()} rows, hash {data_hash}")
     return 0
 

@@ -5,8 +5,11 @@ The CLI commands (and so the DVC stages) and the Prefect tasks call exactly thes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,23 +60,76 @@ def _since(started: float) -> float:
 
 
 def ingest_stage(cfg: Config) -> tuple[ingest.Snapshot, str]:
-    """Snapshot the source into ``data/`` and version it; returns the snapshot and its hash."""
+    """Snapshot the source into a staging folder beside ``data/``; returns it and the hash it will have.
+
+    Nothing the project tracks changes yet: ``commit_snapshot`` swaps it in once validation passed, and
+    ``discard_snapshot`` removes it when validation refused it.
+    """
     started = time.perf_counter()
     project = Path(cfg.project_dir).resolve()
-    snapshot = ingest.ingest(cfg.data, Layout.of(cfg).snapshot, project)
-    ingest.write_report(snapshot, Layout.of(cfg).ingest_report)
-    if cfg.data.dvc_track:
-        data_hash = versioning.dvc_track(project, snapshot.path.parent)
-        if cfg.data.dvc_remote:
-            versioning.dvc_push(project, pointer_of(cfg), cfg.data.dvc_remote)
-    else:
-        data_hash = versioning.content_hash(snapshot.path)
-    counts = snapshot.split_counts()
+    target = Layout.of(cfg).snapshot
+    staged = ingest.ingest(cfg.data, target.with_name(f"{target.name}.staging-{os.getpid()}"), project)
+    ingest.write_report(staged, Layout.of(cfg).ingest_report)  # bound to the snapshot bytes, so valid after the swap
+    data_hash = versioning.dvc_dir_hash(staged.path) if cfg.data.dvc_track else versioning.content_hash(staged.path)
+    counts = staged.split_counts()
     rows = ", ".join(f"{split} {n}" for split, n in counts.items())
     console.stage(
         "ingest", f"{sum(counts.values())} rows ({rows}) from {cfg.data.source}, hash {data_hash}", _since(started)
     )
+    return staged, data_hash
+
+
+def discard_snapshot(staged: ingest.Snapshot) -> None:
+    """Remove a staged snapshot that will not be committed (validation refused it)."""
+    shutil.rmtree(staged.path.parent, ignore_errors=True)
+
+
+def commit_snapshot(cfg: Config, staged: ingest.Snapshot) -> tuple[ingest.Snapshot, str]:
+    """Swap a validated staged snapshot into ``data/`` and version it (``dvc add``, push); returns it and its hash.
+
+    The old folder is kept aside until DVC succeeded, so a failed add or push leaves data/ and data.dvc as they were.
+    """
+    project = Path(cfg.project_dir).resolve()
+    target, pointer = Layout.of(cfg).snapshot, pointer_of(cfg)
+    ingest.check_replaceable(target)
+    backup = target.with_name(f"{target.name}.backup-{os.getpid()}")
+    old_pointer = pointer.read_bytes() if pointer.exists() else None
+    if target.exists():
+        target.rename(backup)
+    staged.path.parent.rename(target)
+    snapshot = dataclasses.replace(staged, path=target / ingest.SNAPSHOT_NAME)
+    try:
+        data_hash = _version(cfg, project, snapshot.path)
+    except BaseException:
+        shutil.rmtree(target)
+        if backup.exists():
+            backup.rename(target)
+        if old_pointer is not None:
+            pointer.write_bytes(old_pointer)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
     return snapshot, data_hash
+
+
+def _version(cfg: Config, project: Path, snapshot_file: Path) -> str:
+    if not cfg.data.dvc_track:
+        return versioning.content_hash(snapshot_file)
+    data_hash = versioning.dvc_track(project, snapshot_file.parent)
+    if cfg.data.dvc_remote:
+        versioning.dvc_push(project, pointer_of(cfg), cfg.data.dvc_remote)
+    return data_hash
+
+
+def ingest_validated(cfg: Config) -> tuple[ingest.Snapshot, str, list[str], validate.ValidationReport]:
+    """Ingest, validate and only then commit the snapshot (the CLI's `emotion ingest`); a refused one is discarded."""
+    staged, _ = ingest_stage(cfg)
+    try:
+        labels, report = validate_stage(cfg, staged.frame)
+    except BaseException:
+        discard_snapshot(staged)
+        raise
+    snapshot, data_hash = commit_snapshot(cfg, staged)
+    return snapshot, data_hash, labels, report
 
 
 def pointer_of(cfg: Config) -> Path:

@@ -100,12 +100,29 @@ def dvc_push(project_dir: Path, pointer: Path, remote: str) -> None:
 
 
 def dvc_restore(project_dir: Path, pointer: Path, data_hash: str) -> None:
-    """Point ``pointer`` at ``data_hash`` and check that data out (from the cache, or pulled from the remote)."""
+    """Point ``pointer`` at ``data_hash`` and check that data out (from the cache, or pulled from the remote).
+
+    DVC pulls what a pointer file names, so the new pointer is written first; when the pull fails or the data does
+    not match, the old pointer is put back byte for byte (data.dvc then still names the data it did).
+    """
+    target = pointer.with_suffix("")
+    old = pointer.read_bytes() if pointer.exists() else None
+    pointer.write_text(yaml.safe_dump({"outs": [{"md5": data_hash, "hash": "md5", "path": target.name}]}))
+    try:
+        _pull(project_dir, pointer, data_hash)
+    except BaseException:
+        if old is None:
+            pointer.unlink(missing_ok=True)
+        else:
+            pointer.write_bytes(old)
+        raise
+    log.info("restored %s to %s", target, data_hash)
+
+
+def _pull(project_dir: Path, pointer: Path, data_hash: str) -> None:
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
-    target = pointer.with_suffix("")
-    pointer.write_text(yaml.safe_dump({"outs": [{"md5": data_hash, "hash": "md5", "path": target.name}]}))
     try:
         with contextlib.chdir(project_dir), Repo(str(project_dir)) as repo:
             repo.pull(targets=[str(pointer.relative_to(project_dir))], force=True)
@@ -113,8 +130,7 @@ def dvc_restore(project_dir: Path, pointer: Path, data_hash: str) -> None:
     except DvcException as exc:
         raise PipelineError(f"cannot restore data {data_hash}: {exc}. Is the DVC remote reachable?") from exc
     if changed:
-        raise PipelineError(f"restored {target} does not match {data_hash}: {changed}")
-    log.info("restored %s to %s", target, data_hash)
+        raise PipelineError(f"restored {pointer.with_suffix('')} does not match {data_hash}: {changed}")
 
 
 def dvc_hash(pointer: Path) -> str:

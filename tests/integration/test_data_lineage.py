@@ -40,4 +40,6 @@ def test_restore_data_of_a_registered_version_byte_for_byte(
     assert dvc_hash(project / "data.dvc") == first["data_hash"]
     assert f"hash {first['data_hash']}" in capsys.readouterr().out
 
+    pointer = (project / "data.dvc").read_bytes()
     assert cli.main(["restore-data", "--hash", "0123456789abcdef0123456789abcdef.dir", *args[3:]]) == 2
+    assert (project / "data.dvc").read_bytes() == pointer, "a failed pull leaves data.dvc as it was"

@@ -29,8 +29,7 @@ def evaluated_project(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: 
     """A project after ingest, prepare, train, evaluate and behaviour: (project, EvaluatedRun without a run, data)."""
     project = init_project(tmp_path_factory.mktemp("promotion") / "project")
     cfg = load_config(PARAMS, tiny_overrides(project, tiny_model_dir), environ={})
-    snapshot, data_hash = stages.ingest_stage(cfg)
-    labels, _ = stages.validate_stage(cfg, snapshot.frame)
+    snapshot, data_hash, labels, _ = stages.ingest_validated(cfg)
     prepared, _ = stages.prepare_stage(cfg, snapshot.frame, labels)
     trained = stages.train_stage(cfg, prepared)
     evaluation, _ = stages.evaluate_stage(cfg, prepared)

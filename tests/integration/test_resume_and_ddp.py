@@ -77,8 +77,8 @@ def test_prefect_retry_of_training_resumes(prefect_harness, tiny_config, tmp_pat
 
     cfg = tiny_config("train.epochs=3", "train.eval_every=20")
     frame = read_source(cfg.data)
-    labels, _ = stages.validate_stage(cfg, stages.ingest_stage(cfg)[0].frame)
-    prepared, _ = stages.prepare_stage(cfg, stages.ingest_stage(cfg)[0].frame, labels)
+    snapshot, _, labels, _ = stages.ingest_validated(cfg)
+    prepared, _ = stages.prepare_stage(cfg, snapshot.frame, labels)
     failures = {"left": 1}
 
     def flaky_logger(row: dict) -> None:  # like a tracking server that drops once, after the first checkpoint

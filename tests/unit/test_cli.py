@@ -14,6 +14,7 @@ import pytest
 
 from pipeline import cli
 from pipeline.config import load_config
+from pipeline.data import ingest
 from tests.conftest import BIN, PARAMS, copy_sample
 from tests.unit.conftest import LABELS
 
@@ -224,7 +225,9 @@ def test_prepare_on_invalid_snapshot_exits_3(project: Path, tmp_path: Path, caps
     with (src / "train.txt").open("a", encoding="utf-8") as fh:
         fh.write("   ;joy\ni am enraged;rage\n")
     args = [*base_args(project), "--set", "data.dvc_track=false", "--set", f"data.source={src}"]
-    assert cli.main(["ingest", *args]) == 0
+    assert cli.main(["ingest", *args]) == 3  # ingest validates: the refused data never reaches data/
+    assert not (project / "data").exists() and not list(project.glob("data.staging-*"))
+    ingest.ingest(load_config(PARAMS, [f"data.source={src}"], {}).data, project / "data")  # as if pulled from DVC
     code = cli.main(["prepare", *args])
     _, err = capsys.readouterr()
     assert code == 3
@@ -274,3 +277,32 @@ def test_unknown_recipe_is_a_one_line_error_naming_the_choices(tmp_path: Path, c
     assert code == 2
     assert_clean_error(err, "unknown recipe 'nosuch'", "emotion", "goemotions", "cpu-quick", "gpu")
     assert not (tmp_path / "data").exists()
+
+
+def _tree_digest(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_refused_ingest_leaves_data_pointer_and_remote_byte_for_byte(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    assert cli.main(["ingest", *base_args(project)]) == 0  # tracked with DVC and pushed to dvc-remote
+    before = [_tree_digest(project / "data"), (project / "data.dvc").read_bytes(), _tree_digest(project / "dvc-remote")]
+    assert before[2], "the good snapshot was pushed"
+    bad = copy_sample(tmp_path / "bad-source")
+    with (bad / "train.txt").open("a", encoding="utf-8") as fh:
+        fh.write("i am enraged;rage\n")  # a label outside the declared set: an error-severity check
+    capsys.readouterr()
+    assert cli.main(["ingest", *base_args(project), "--set", f"data.source={bad}"]) == 3
+    assert "data validation failed" in capsys.readouterr().err
+    after = [_tree_digest(project / "data"), (project / "data.dvc").read_bytes(), _tree_digest(project / "dvc-remote")]
+    assert after == before
+    assert sorted(p.name for p in project.iterdir() if p.name.startswith("data")) == ["data", "data.dvc"]
+
+
+def test_ingest_refuses_a_snapshot_dir_holding_the_registry(project: Path, capsys: pytest.CaptureFixture):
+    (project / "mlflow").mkdir()
+    (project / "mlflow" / "mlflow.db").write_text("registry")
+    assert cli.main(["ingest", *base_args(project), "--set", "data.snapshot_dir=mlflow"]) == 2
+    assert "data.snapshot_dir" in assert_clean_error(capsys.readouterr().err, "MLflow store")
+    assert (project / "mlflow" / "mlflow.db").read_text() == "registry"
