@@ -15,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.redact import redact
+
 STAGE_LOGGER = "pipeline.console"
 OUR_LOGGERS = ("pipeline", "flows")  # their warnings are meant for people (errors are raised, and the CLI prints them)
 DETAILED = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -55,10 +57,10 @@ class ConsoleHandler(logging.StreamHandler):
 
     def format(self, record: logging.LogRecord) -> str:
         if self.everything:
-            return super().format(record)
+            return redact(super().format(record))
         if record.name == STAGE_LOGGER:
-            return record.getMessage()
-        return f"warning: {record.getMessage()}"
+            return redact(record.getMessage())
+        return redact(f"warning: {record.getMessage()}")
 
 
 class RunLogHandler(logging.FileHandler):
@@ -67,6 +69,9 @@ class RunLogHandler(logging.FileHandler):
     def __init__(self, path: Path) -> None:
         super().__init__(path, encoding="utf-8")
         self.setFormatter(DETAILED)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))  # the file is attached to the MLflow run: no passwords in URIs
 
 
 def setup(verbose: bool, log_file: Path | None = None) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 from pipeline.evaluation.evaluate import with_interval
 from pipeline.evaluation.gate import GateVerdict
+from pipeline.redact import redact
 
 MAX_CHARS = 4900  # the registry stores at most 5000 characters of description
 
@@ -63,5 +64,5 @@ def build(
         "### Limitations",
         LIMITATIONS,
     ]
-    text = "\n".join(lines)
+    text = redact("\n".join(lines))  # a data source URI may carry a password
     return text if len(text) <= MAX_CHARS else text[: MAX_CHARS - 3] + "..."

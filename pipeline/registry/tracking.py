@@ -21,6 +21,7 @@ from typing import Any
 from pipeline.config import Config
 from pipeline.data.ingest import describe_source
 from pipeline.errors import PipelineError
+from pipeline.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +107,11 @@ def log_params(mlflow_client: Any, run_id: str, cfg: Config) -> None:
 
 
 def log_param_values(mlflow_client: Any, run_id: str, values: dict[str, Any]) -> None:
-    """Flat parameters as MLflow keeps them: strings cut to its 6000-character limit, in one call."""
+    """Flat parameters as MLflow keeps them: credentials in URIs hidden, strings cut to its 6000-character limit,
+    in one call."""
     from mlflow.entities import Param
 
-    mlflow_client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in values.items()])
+    mlflow_client.log_batch(run_id, params=[Param(k, redact(str(v))[:6000]) for k, v in values.items()])
 
 
 def log_metrics(
