@@ -104,7 +104,9 @@ def commit_snapshot(cfg: Config, staged: ingest.Snapshot) -> tuple[ingest.Snapsh
         shutil.rmtree(target)
         if backup.exists():
             backup.rename(target)
-        if old_pointer is not None:
+        if old_pointer is None:
+            pointer.unlink(missing_ok=True)
+        else:
             pointer.write_bytes(old_pointer)
         raise
     shutil.rmtree(backup, ignore_errors=True)

@@ -13,7 +13,7 @@ from pipeline.config import DataConfig, load_config
 from pipeline.data import ingest
 from pipeline.errors import PipelineError
 from pipeline.registry.versioning import content_hash
-from tests.conftest import PARAMS, SHARED_DATA
+from tests.conftest import PARAMS, SHARED_DATA, copy_sample
 
 EMOTION = SHARED_DATA / "emotion"
 
@@ -312,3 +312,19 @@ def test_write_snapshot_replaces_its_own_snapshot(tmp_path: Path):
     first = ingest.write_snapshot(pd.DataFrame({"text": ["a"], "label": ["joy"]}), tmp_path / "data")
     again = ingest.write_snapshot(pd.DataFrame({"text": ["b"], "label": ["fear"]}), tmp_path / "data")
     assert first == again and '"b"' in again.read_text()
+
+
+def test_a_failed_dvc_add_puts_the_previous_snapshot_back(tmp_path: Path):
+    from pipeline.stages import ingest_validated
+
+    project = tmp_path / "project"  # not a DVC project: dvc add fails after the swap
+    project.mkdir()
+    first, _, _, _ = ingest_validated(load_config(PARAMS, [f"project_dir={project}", "data.dvc_track=false"], {}))
+    before = first.path.read_bytes()
+    changed = copy_sample(tmp_path / "changed")
+    with (changed / "train.txt").open("a") as fh:
+        fh.write("i am feeling wonderfully content this evening;joy\n")
+    with pytest.raises(PipelineError, match="not a DVC project"):
+        ingest_validated(load_config(PARAMS, [f"project_dir={project}", f"data.source={changed}"], {}))
+    assert first.path.read_bytes() == before
+    assert sorted(p.name for p in project.iterdir() if p.name.startswith("data")) == ["data"]
