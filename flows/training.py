@@ -91,14 +91,14 @@ def training_flow(cfg: Config) -> dict[str, Any]:
     run_id = tracking.start_run(cfg, mlflow_client)
     status = "FAILED"
     try:
-        snapshot, data_hash = ingest_task(cfg)
-        lineage = promotion.lineage_of(cfg, data_hash, run_id)
-        tracking.set_tags(mlflow_client, run_id, lineage)
-        if snapshot.report is not None:  # how the files were read, and the malformed rows left out
-            read_params, read_metrics = snapshot.report.tracking_values()
-            tracking.log_param_values(mlflow_client, run_id, read_params)
-            tracking.log_metrics(mlflow_client, run_id, read_metrics)
+        snapshot, data_hash = ingest_task(cfg)  # staged, with the hash it will have once committed
         try:
+            lineage = promotion.lineage_of(cfg, data_hash, run_id)
+            tracking.set_tags(mlflow_client, run_id, lineage)
+            if snapshot.report is not None:  # how the files were read, and the malformed rows left out
+                read_params, read_metrics = snapshot.report.tracking_values()
+                tracking.log_param_values(mlflow_client, run_id, read_params)
+                tracking.log_metrics(mlflow_client, run_id, read_metrics)
             labels, validation = validate_task(cfg, snapshot.frame, data_hash)
             validation.write(layout.reports)  # outside the cached task: a cache hit still leaves the report
             console.stage("validate", validation.summary().splitlines()[0])
@@ -108,7 +108,10 @@ def training_flow(cfg: Config) -> dict[str, Any]:
         finally:
             if (layout.reports / "validation_report.md").exists():
                 mlflow_client.log_artifacts(run_id, str(layout.reports), "reports")
-        snapshot, data_hash = commit_task(cfg, snapshot)
+        snapshot, committed = commit_task(cfg, snapshot)
+        if committed != data_hash:  # DVC hashed it differently than predicted: record what it stored
+            data_hash, lineage = committed, promotion.lineage_of(cfg, committed, run_id)
+            tracking.set_tags(mlflow_client, run_id, lineage)
         log_reference(cfg, mlflow_client, run_id, snapshot.frame)  # what monitoring compares new text with
         prepared, changes = prepare_task(cfg, snapshot.frame, labels)
         mlflow_client.log_artifacts(run_id, str(layout.reports), "reports")

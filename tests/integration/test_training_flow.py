@@ -108,9 +108,15 @@ def test_corrupted_data_stops_at_validation_and_registers_nothing(tiny_config, t
 
     assert training_flow(tiny_config())["gate"]["passed"]
     bad = corrupt(copy_sample(tmp_path / "bad"))
+    tracked = [project / "data" / "snapshot.jsonl", project / "data.dvc", *sorted((project / "dvc-remote").rglob("*"))]
+    before = {path: path.read_bytes() for path in tracked if path.is_file()}
 
     with pytest.raises(DataValidationError) as caught:
         training_flow(tiny_config(f"data.source={bad}"))
+
+    assert {path: path.read_bytes() for path in tracked if path.is_file()} == before  # the refused data went nowhere
+    assert sorted((project / "dvc-remote").rglob("*")) == tracked[2:]
+    assert not list(project.glob("data.staging-*"))
 
     failed = {c.name: c for c in caught.value.report.failed}
     assert set(failed) == {"text not blank", "label in declared set", "every split present"}
