@@ -59,6 +59,12 @@ def _since(started: float) -> float:
     return time.perf_counter() - started
 
 
+def staging_dir(cfg: Config) -> Path:
+    """Where this process stages a new snapshot beside ``data/`` until validation has passed."""
+    target = Layout.of(cfg).snapshot
+    return target.with_name(f"{target.name}.staging-{os.getpid()}")
+
+
 def ingest_stage(cfg: Config) -> tuple[ingest.Snapshot, str]:
     """Snapshot the source into a staging folder beside ``data/``; returns it and the hash it will have.
 
@@ -67,8 +73,7 @@ def ingest_stage(cfg: Config) -> tuple[ingest.Snapshot, str]:
     """
     started = time.perf_counter()
     project = Path(cfg.project_dir).resolve()
-    target = Layout.of(cfg).snapshot
-    staged = ingest.ingest(cfg.data, target.with_name(f"{target.name}.staging-{os.getpid()}"), project)
+    staged = ingest.ingest(cfg.data, staging_dir(cfg), project)
     ingest.write_report(staged, Layout.of(cfg).ingest_report)  # bound to the snapshot bytes, so valid after the swap
     data_hash = versioning.dvc_dir_hash(staged.path) if cfg.data.dvc_track else versioning.content_hash(staged.path)
     counts = staged.split_counts()
@@ -160,7 +165,10 @@ def validate_stage(cfg: Config, frame: pd.DataFrame) -> tuple[list[str], validat
     if not labels:
         raise PipelineError("no labels: declare data.labels in params.yaml or provide a train split with labels")
     layout = Layout.of(cfg)
-    source = ingest.read_report(layout.ingest_report, layout.snapshot)
+    # the report is bound to snapshot bytes: those in data/, or those this process staged and is validating
+    source = ingest.read_report(layout.ingest_report, layout.snapshot) or ingest.read_report(
+        layout.ingest_report, staging_dir(cfg)
+    )
     copy = layout.reports / "ingest_report.json"  # beside the validation report, so MLflow keeps it too
     copy.unlink(missing_ok=True)
     if source is not None:
