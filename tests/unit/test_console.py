@@ -19,6 +19,7 @@ def restore_logging() -> Iterator[None]:
     An earlier in-process flow test leaves Prefect's handlers on the root, ``pipeline`` and ``prefect`` loggers
     (a fresh ``emotion`` process never has them when console.setup runs), so they are set aside for these tests.
     """
+    logging.captureWarnings(False)  # an earlier in-process `emotion` call may have left it on (then a no-op here)
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     root.handlers[:] = [h for h in handlers if not type(h).__module__.startswith("prefect")]
