@@ -68,11 +68,13 @@ def test_editing_a_module_a_stage_runs_marks_that_stage_changed(project: Path, t
     sh(project, "dvc", "repro")
     assert changed_stages(project) == set()
     edits = {
-        "pipeline/model/calibration.py": {"train", "evaluate"},  # both run model code; prepare does not
+        # train, evaluate and register (which scores the champion) run model code; prepare does not
+        "pipeline/model/calibration.py": {"train", "evaluate", "register"},
         "pipeline/data/validate.py": {"prepare"},  # prepare's outputs decide whether train runs again
-        "pipeline/evaluation/gate.py": {"evaluate"},
-        "pipeline/config.py": {"prepare", "train", "evaluate"},
-        "recipes/emotion.yaml": {"prepare", "train", "evaluate"},  # params.yaml may name it
+        "pipeline/evaluation/gate.py": {"evaluate", "register"},
+        "pipeline/registry/promotion.py": {"register"},
+        "pipeline/config.py": {"prepare", "train", "evaluate", "register"},
+        "recipes/emotion.yaml": {"prepare", "train", "evaluate", "register"},  # params.yaml may name it
     }
     for relative, stages in edits.items():
         path = project / relative
