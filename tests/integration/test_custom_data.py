@@ -11,41 +11,9 @@ import pytest
 
 from pipeline.registry import tracking
 from tests.conftest import SHARED_DATA
+from tests.synthetic_text import SEVEN, THINGS, WORDS
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
-
-SEVEN = ["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"]
-WORDS = {
-    "anger": "furious",
-    "disgust": "revolting",
-    "fear": "terrified",
-    "joy": "delighted",
-    "neutral": "ordinary",
-    "sadness": "heartbroken",
-    "surprise": "astonished",
-}
-THINGS = [
-    "meeting",
-    "bus ride",
-    "dinner",
-    "phone call",
-    "weather",
-    "exam",
-    "trip",
-    "movie",
-    "game",
-    "letter",
-    "garden",
-    "shop",
-    "concert",
-    "visit",
-    "email",
-    "party",
-    "lesson",
-    "walk",
-    "market",
-    "news",
-]
 
 
 def test_seven_label_csv_with_own_columns_and_no_splits(tiny_config, tmp_path: Path, project: Path) -> None:

@@ -15,41 +15,9 @@ import pytest
 from pipeline import cli
 from pipeline.registry import tracking
 from tests.conftest import BIN, PARAMS, tiny_overrides
+from tests.synthetic_text import SEVEN, THINGS, WORDS
 
 pytestmark = pytest.mark.slow
-
-SEVEN = ["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"]
-WORDS = {
-    "anger": "furious",
-    "disgust": "revolting",
-    "fear": "terrified",
-    "joy": "delighted",
-    "neutral": "ordinary",
-    "sadness": "heartbroken",
-    "surprise": "astonished",
-}
-THINGS = [
-    "meeting",
-    "bus ride",
-    "dinner",
-    "phone call",
-    "weather",
-    "exam",
-    "trip",
-    "movie",
-    "game",
-    "letter",
-    "garden",
-    "shop",
-    "concert",
-    "visit",
-    "email",
-    "party",
-    "lesson",
-    "walk",
-    "market",
-    "news",
-]
 
 
 def published_dataset(path: Path) -> Path:

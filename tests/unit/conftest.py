@@ -71,3 +71,27 @@ def trained(tmp_path_factory: pytest.TempPathFactory, sample_prepared, tiny_trai
     out = tmp_path_factory.mktemp("trained") / "model"
     result = train(sample_prepared, model_cfg, train_cfg, out)
     return result, out
+
+
+@pytest.fixture(scope="module")
+def model_dir(trained) -> Path:
+    """The session's tiny trained model folder."""
+    return trained[1]
+
+
+@pytest.fixture(scope="module")
+def fp32(model_dir: Path):
+    """The fp32 backend over that model: the reference the fast backends are compared with."""
+    from pipeline.serving.backends import FP32, FastClassifier
+
+    return FastClassifier.load(model_dir, FP32, max_length=64, batch_size=3)
+
+
+@pytest.fixture(scope="module")
+def sample_parity():
+    """Parity data from the shipped sample's test split."""
+    from pipeline.config import load_config
+    from pipeline.serving.backends import load_parity_data
+
+    cfg = load_config(PARAMS, ["data.source=sample"], environ={})
+    return load_parity_data(cfg.data, Path("."))

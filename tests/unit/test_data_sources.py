@@ -26,26 +26,11 @@ from pipeline.data import ingest
 from pipeline.data.inspect import inspect
 from pipeline.errors import DataValidationError, PipelineError
 from tests.conftest import PARAMS
+from tests.synthetic_text import THINGS as ALL_THINGS
 from tests.unit.conftest import LABELS
 
 PER_LABEL = 15  # 80% in train = 12 >= checks.min_train_count (10)
-THINGS = [
-    "meeting",
-    "bus ride",
-    "dinner",
-    "phone call",
-    "weather",
-    "exam",
-    "trip",
-    "movie",
-    "game",
-    "letter",
-    "garden",
-    "shop",
-    "concert",
-    "visit",
-    "email",
-]
+THINGS = ALL_THINGS[:15]
 
 
 def rows(labels: list[str] = LABELS) -> list[tuple[str, str]]:

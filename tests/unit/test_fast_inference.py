@@ -16,7 +16,6 @@ from pipeline.serving.backends import (
     FastClassifier,
     ParityData,
     build_classifier,
-    load_parity_data,
     parity_check,
 )
 from tests.conftest import PARAMS
@@ -30,24 +29,6 @@ TEXTS = [
     "what a surprise to see you here after all these years of silence",
     "sad",
 ]
-
-
-@pytest.fixture(scope="module")
-def model_dir(trained) -> Path:
-    return trained[1]
-
-
-@pytest.fixture(scope="module")
-def fp32(model_dir: Path) -> FastClassifier:
-    return FastClassifier.load(model_dir, FP32, max_length=64, batch_size=3)
-
-
-@pytest.fixture(scope="module")
-def sample_parity() -> ParityData:
-    from pipeline.config import load_config
-
-    cfg = load_config(PARAMS, ["data.source=sample"], environ={})
-    return load_parity_data(cfg.data, Path("."))
 
 
 def test_fp32_matches_the_reference_predictor(model_dir: Path, fp32: FastClassifier) -> None:

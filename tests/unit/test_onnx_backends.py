@@ -16,10 +16,8 @@ from pipeline.serving.backends import (
     FastClassifier,
     ParityData,
     build_classifier,
-    load_parity_data,
     parity_check,
 )
-from tests.conftest import PARAMS
 
 TEXTS = [
     "i feel wonderful today",
@@ -28,24 +26,6 @@ TEXTS = [
     "this makes me furious",
     "sad",
 ]
-
-
-@pytest.fixture(scope="module")
-def model_dir(trained) -> Path:
-    return trained[1]
-
-
-@pytest.fixture(scope="module")
-def fp32(model_dir: Path) -> FastClassifier:
-    return FastClassifier.load(model_dir, FP32, max_length=64, batch_size=2)
-
-
-@pytest.fixture(scope="module")
-def sample_parity() -> ParityData:
-    from pipeline.config import load_config
-
-    cfg = load_config(PARAMS, ["data.source=sample"], environ={})
-    return load_parity_data(cfg.data, Path("."))
 
 
 def test_onnx_fp32_matches_torch_fp32(fp32: FastClassifier, model_dir: Path, tmp_path: Path) -> None:
