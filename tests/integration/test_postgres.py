@@ -75,7 +75,7 @@ import sys
 from pipeline.config import load_config
 from pipeline.registry import tracking
 params, project, uri, version, rounds = sys.argv[1:]
-lock = f"mlflow.lock_file={project}/machine-{version}.lock"  # not shared: only the registry protects the aliases
+lock = f"mlflow.lock_file={project}/locks-{version}/registry.lock"  # not shared: only the registry protects aliases
 cfg = load_config(params, [f"project_dir={project}", f"mlflow.tracking_uri={uri}", lock], {})
 client = tracking.client(cfg)
 for i in range(int(rounds)):
