@@ -83,7 +83,9 @@ def test_flow_scores_with_the_champion_and_logs_an_mlflow_run(tmp_path: Path, ti
     from flows.scoring import scoring_flow
     from pipeline.registry import tracking
 
-    cfg = load_config(PARAMS, [f"project_dir={tmp_path}", f"mlflow.lock_file={tmp_path}/lock"], environ={})
+    cfg = load_config(
+        PARAMS, [f"project_dir={tmp_path}", f"mlflow.lock_file={tmp_path}/mlflow/registry.lock"], environ={}
+    )
     client = tracking.client(cfg)
     run_id = client.create_run(tracking.experiment_id(cfg, client)).info.run_id
     labels = ["sadness", "joy", "love", "anger", "fear", "surprise"]
