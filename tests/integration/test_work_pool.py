@@ -63,7 +63,8 @@ def test_a_worker_on_the_process_pool_runs_the_training_deployment(
         stop(worker)
     assert f"Worker 'test-worker' submitting flow run '{run.id}'" in log.read_text()
 
-    mlflow_client = MlflowClient(f"sqlite:///{project}/mlflow/mlflow.db")
+    store = f"sqlite:///{project}/mlflow/mlflow.db"  # the registry too: an earlier test may have set another
+    mlflow_client = MlflowClient(tracking_uri=store, registry_uri=store)
     champion = mlflow_client.get_model_version_by_alias("emotion-classifier", "champion")
     assert str(champion.version) == "1" and champion.tags["gate"] == "passed"
     assert mlflow_client.get_run(champion.run_id).data.params["project_dir"] == str(project)
