@@ -137,7 +137,8 @@ def describe_source(source: str | list[str]) -> str:
     return source if isinstance(source, str) else " + ".join(source)
 
 
-def _format_of(name: Path, declared: str, path: Path) -> str:
+def format_of(name: Path, declared: str, path: Path) -> str:
+    """The reader for a file: the declared format, else the one its suffix names (``name`` may drop .gz/.zip)."""
     if declared != "auto":
         return declared
     fmt = SUFFIX_FORMATS.get(name.suffix.lower())
@@ -259,7 +260,7 @@ def read_table(
 ) -> pd.DataFrame:
     """Read one file (maybe gzip/zip-compressed) and rename the configured columns to text / label / split."""
     raw, name = readers.read_bytes(path)
-    fmt = _format_of(Path(name), cfg.format, path)
+    fmt = format_of(Path(name), cfg.format, path)
     file_report = readers.FileReport(str(path), fmt)
     try:
         frame = _parse(raw, fmt, path, cfg, label_names, file_report)

@@ -94,11 +94,16 @@ def _raw_chunks(path: Path, fmt: str, cfg: DataConfig, columns: list[str], chunk
         raise PipelineError(f"{path}: the {fmt} format cannot be scored; use CSV/TSV, JSONL, Parquet or text;label")
 
 
+def _file_format(path: Path, cfg: DataConfig) -> str:
+    """How ingest would read this file; GoEmotions' id-mapped TSV is read by suffix (scoring needs only the text)."""
+    from pipeline.data.ingest import format_of
+
+    return format_of(path, cfg.format if cfg.format != "goemotions" else "auto", path)
+
+
 def file_chunks(path: Path, cfg: DataConfig, chunk_size: int, id_column: str | None) -> Iterator[pd.DataFrame]:
     """One file's rows in chunks of ``chunk_size``, as frames with ``text`` and (if the file has it) ``id``."""
-    from pipeline.data.ingest import _format_of
-
-    fmt = _format_of(path, cfg.format if cfg.format != "goemotions" else "auto", path)
+    fmt = _file_format(path, cfg)
     wanted = [cfg.text_column] + ([id_column] if id_column else [])
     try:
         for raw in _raw_chunks(path, fmt, cfg, wanted, chunk_size):
@@ -145,11 +150,9 @@ def chunks(files: list[Path], cfg: DataConfig, chunk_size: int, id_column: str |
 
 def count_rows(files: list[Path], cfg: DataConfig) -> int:
     """The number of input rows for the progress bar: exact for Parquet, lines (minus a header) otherwise."""
-    from pipeline.data.ingest import _format_of
-
     total = 0
     for path in files:
-        fmt = _format_of(path, cfg.format if cfg.format != "goemotions" else "auto", path)
+        fmt = _file_format(path, cfg)
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
