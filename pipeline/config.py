@@ -215,11 +215,21 @@ class TrainConfig(_Section):
 
 
 class EvaluateConfig(_Section):
-    """Test-set uncertainty: percentile-bootstrap intervals over test rows (pipeline/evaluation/intervals.py)."""
+    """Test-set uncertainty: percentile-bootstrap intervals over test rows (pipeline/evaluation/intervals.py), and
+    K-fold cross-validation of the train + validation pool (pipeline/evaluation/cross_validation.py)."""
 
     bootstrap_samples: int = Field(1000, ge=100)  # resamples of the test rows, for every interval and the gate
     confidence: float = Field(0.95, gt=0, lt=1)  # of the metric intervals in metrics.json, MLflow and the card
     seed: int = 0  # the same seed, rows and predictions give the same intervals
+    cv_folds: int = Field(0, ge=0)  # K stratified folds before the final model (0 = off; K >= 2)
+    cv_always: bool = False  # also cross-validate sources that come with their own train/validation/test split
+
+    @field_validator("cv_folds")
+    @classmethod
+    def _folds(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("1 fold is no cross-validation: use 0 (off) or K >= 2 folds")
+        return value
 
 
 class GateConfig(_Section):
