@@ -147,11 +147,11 @@ class CrossValidation:
 
     @property
     def mean(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self.table().mean().items()}
+        return {str(k): float(v) for k, v in self.table().mean().items()}
 
     @property
     def std(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self.table().std(ddof=1).fillna(0.0).items()}
+        return {str(k): float(v) for k, v in self.table().std(ddof=1).fillna(0.0).items()}
 
     def tracking_metrics(self) -> dict[str, float]:
         """``cv_<metric>_mean`` and ``cv_<metric>_std`` for the parent MLflow run."""
@@ -177,7 +177,8 @@ class CrossValidation:
     def markdown(self) -> str:
         """The per-fold table with mean and std rows, for people (headline metrics first)."""
         table = self.table()
-        columns = [c for c in HEADLINE if c in table] + [c for c in table if c not in HEADLINE]
+        names = [str(c) for c in table.columns]
+        columns = [c for c in HEADLINE if c in names] + [c for c in names if c not in HEADLINE]
         lines = ["| fold | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
         for fold, row in table[columns].iterrows():
             lines.append(f"| {fold} | " + " | ".join(f"{row[c]:.4f}" for c in columns) + " |")
