@@ -65,6 +65,7 @@ class SourceReport:
     files: list[readers.FileReport] = field(default_factory=list)
     labels: LabelReport = field(default_factory=LabelReport)
     missing_columns: dict[str, str] = field(default_factory=dict)  # snapshot column -> what the files hold instead
+    split_assigned: bool = False  # the source had no split column: ingest drew one (data.split_ratios)
 
     @property
     def bad_rows(self) -> int:
@@ -108,6 +109,7 @@ class SourceReport:
             "files": [f.to_dict() for f in self.files],
             "labels": self.labels.to_dict(),
             "missing_columns": self.missing_columns,
+            "split_assigned": self.split_assigned,
             "notes": self.notes(),
         }
 
@@ -510,7 +512,9 @@ def ingest(cfg: DataConfig, snapshot_dir: Path, base_dir: Path = Path(".")) -> S
     """Read the configured source and write the normalized snapshot."""
     source = describe_source(cfg.source)
     report = SourceReport(source, cfg.bad_rows)
-    frame = normalize(read_source(cfg, base_dir, report), cfg)
+    raw = read_source(cfg, base_dir, report)
+    report.split_assigned = "split" not in raw
+    frame = normalize(raw, cfg)
     path = write_snapshot(frame, snapshot_dir)
     snapshot = Snapshot(frame=frame, path=path, source=source, report=report)
     log.info("ingested %d rows from %s: %s", len(frame), source, snapshot.split_counts())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.evaluation.cross_validation import CrossValidation
 from pipeline.evaluation.evaluate import with_interval
 from pipeline.evaluation.gate import GateVerdict
 from pipeline.redact import redact
@@ -22,6 +23,17 @@ LIMITATIONS = (
 )
 
 
+def _cv_section(cv: CrossValidation | None) -> list[str]:
+    if cv is None:
+        return []
+    return [
+        "",
+        "### Cross-validation",
+        f"{cv.headline()} (mean ± standard deviation; stratified folds of train + validation, test held out; "
+        "each fold's model selected on a slice of its own training folds). Per-fold table: the run's `cv/` artifacts.",
+    ]
+
+
 def build(
     labels: list[str],
     lineage: dict[str, str],
@@ -29,9 +41,11 @@ def build(
     verdict: GateVerdict,
     calibration: dict[str, Any],
     champion_version: str | None,
+    cross_validation: CrossValidation | None = None,
 ) -> str:
-    """Markdown: what the model does, its data and code version, scores with their bootstrap intervals, gate
-    verdict (the comparison with the champion and every failed check), intended use, limits."""
+    """Markdown: what the model does, its data and code version, scores with their bootstrap intervals, the
+    cross-validation spread (when run), gate verdict (the comparison with the champion and every failed check),
+    intended use, limits."""
 
     def score(key: str, digits: int = 4) -> str:
         return with_interval(metrics, key, digits) if key in metrics else "n/a"
@@ -51,6 +65,7 @@ def build(
         f"(temperature {calibration.get('temperature', 1.0):.3f})",
         f"Per-class F1: {per_class}",
         "[brackets]: percentile-bootstrap intervals over the test rows" if "macro_f1_ci_low" in metrics else "",
+        *_cv_section(cross_validation),
         "",
         "### Gate",
         f"**{'PASSED' if verdict.passed else 'FAILED'}**: {len(verdict.checks) - len(failed)} of "

@@ -26,6 +26,7 @@ from pipeline.data.ingest import describe_source
 from pipeline.errors import PipelineError
 from pipeline.evaluation import evaluate, gate, intervals, model_card
 from pipeline.evaluation.behaviour import BehaviourReport
+from pipeline.evaluation.cross_validation import CrossValidation
 from pipeline.registry import tracking, versioning
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class EvaluatedRun:
     calibration: dict[str, float]  # temperature and validation figures
     lineage: dict[str, str]  # data_hash, data_source, git_commit, run_id: tags of the version and the run
     layout: stages.Layout  # the model folder, and where the evaluation and gate files are
+    cross_validation: CrossValidation | None = None  # evaluate.cv_folds: the folds' mean and std, for the card
 
     @property
     def run_id(self) -> str:
@@ -241,7 +243,13 @@ def gate_and_promote(
         )
         write_gate_files(evaluated, verdict, champion, paired)
         card = model_card.build(
-            evaluated.labels, evaluated.lineage, evaluated.metrics, verdict, evaluated.calibration, champion.version
+            evaluated.labels,
+            evaluated.lineage,
+            evaluated.metrics,
+            verdict,
+            evaluated.calibration,
+            champion.version,
+            evaluated.cross_validation,
         )
         version = _record(cfg, mlflow_client, evaluated, version, version_tags(evaluated, verdict, champion), card)
         if not verdict.passed:

@@ -144,3 +144,29 @@ def test_cv_settings_are_validated():
         load_config(PARAMS, ["evaluate.cv_folds=1"], environ={})
     with pytest.raises(PipelineError, match=r"evaluate\.cv_folds"):
         load_config(PARAMS, ["evaluate.cv_folds=-2"], environ={})
+
+
+def test_model_card_has_a_cross_validation_section_only_when_run():
+    from pipeline.evaluation import model_card
+    from pipeline.evaluation.gate import GateVerdict
+
+    metrics = {"accuracy": 0.8, "macro_f1": 0.7}
+    result = cv.CrossValidation([{"accuracy": 0.8, "macro_f1": 0.6}, {"accuracy": 0.9, "macro_f1": 0.8}], seed=0)
+    card = model_card.build(["joy"], {}, metrics, GateVerdict(True, [], []), {}, None, result)
+    assert "### Cross-validation\nmacro-F1 0.7000 ± 0.1414, accuracy 0.8500 ± 0.0707 over 2 folds" in card
+    assert "Cross-validation" not in model_card.build(["joy"], {}, metrics, GateVerdict(True, [], []), {}, None)
+
+
+def test_ingest_records_whether_it_drew_the_split(tmp_path: Path):
+    from pipeline.config import DataConfig
+    from pipeline.data import ingest
+
+    unsplit = tmp_path / "rows.csv"
+    pd.DataFrame({"text": [f"text {i}" for i in range(30)], "label": ["joy", "fear", "anger"] * 10}).to_csv(
+        unsplit, index=False
+    )
+    drawn = ingest.ingest(DataConfig(source=str(unsplit), labels=LABELS), tmp_path / "a")
+    official = ingest.ingest(DataConfig(), tmp_path / "b")  # the sample: train/validation/test files
+    assert drawn.report is not None and drawn.report.split_assigned
+    assert official.report is not None and not official.report.split_assigned
+    assert drawn.report.to_dict()["split_assigned"] is True  # in ingest_report.json too
