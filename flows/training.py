@@ -1,4 +1,5 @@
-"""The training flow: ingest -> validate -> clean/encode -> train -> evaluate -> behaviour -> gate -> register.
+"""The training flow: ingest -> validate -> clean/encode -> [cross-validate] -> train -> evaluate -> behaviour -> gate
+-> register.
 
 Thin Prefect wrappers over ``pipeline.stages`` and ``pipeline.registry.promotion``. Every run is one MLflow run;
 gate -> register -> (champion moved meanwhile: score it again, gate again) -> promote is
@@ -7,6 +8,7 @@ gate -> register -> (champion moved meanwhile: score it again, gate again) -> pr
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,9 @@ from flows.caching import validation_cache_key
 from pipeline import console, stages
 from pipeline.config import Config
 from pipeline.data.encode import PreparedData
+from pipeline.data.ingest import Snapshot
 from pipeline.evaluation.behaviour import BehaviourReport
+from pipeline.evaluation.cross_validation import CrossValidation, Fold
 from pipeline.evaluation.evaluate import Evaluation
 from pipeline.monitoring.reference import log_reference
 from pipeline.registry import promotion, tracking
@@ -58,6 +62,22 @@ def train_task(cfg: Config, prepared: PreparedData, run_id: str) -> TrainResult:
         )
 
     return stages.train_stage(cfg, prepared, log_epoch)  # a retry resumes from the last checkpoint
+
+
+@task(name="cv-fold", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def cv_fold_task(cfg: Config, fold: Fold, run_id: str) -> dict[str, float]:
+    return stages.cv_fold_stage(cfg, fold, run_id)  # a retry resumes the fold from its checkpoint
+
+
+def cross_validate(cfg: Config, snapshot: Snapshot, prepared: PreparedData, run_id: str) -> CrossValidation | None:
+    """evaluate.cv_folds: K folds of train + validation, each an MLflow child run, before the final model."""
+    official_split = snapshot.report is None or not snapshot.report.split_assigned
+    folds = stages.cv_folds_stage(cfg, prepared, official_split)
+    if not folds:
+        return None
+    started = time.perf_counter()
+    scores = [cv_fold_task(cfg, fold, run_id) for fold in folds]
+    return stages.cv_summary_stage(cfg, folds, scores, run_id, started)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
@@ -118,6 +138,7 @@ def training_flow(cfg: Config) -> dict[str, Any]:
         tracking.log_files(
             mlflow_client, run_id, [layout.plots / "class_distribution.png", layout.plots / "text_length.png"], "eda"
         )
+        cv = cross_validate(cfg, snapshot, prepared, run_id)
         trained = train_task(cfg, prepared, run_id)
         tracking.log_metrics(
             mlflow_client,
@@ -140,7 +161,9 @@ def training_flow(cfg: Config) -> dict[str, Any]:
         tracking.log_metrics(mlflow_client, run_id, evaluation.metrics, prefix="test_")
         behaviour = behaviour_task(cfg, prepared)
         tracking.log_metrics(mlflow_client, run_id, promotion.behaviour_metrics(behaviour), prefix="behaviour_")
-        evaluated = promotion.EvaluatedRun(labels, evaluation.metrics, behaviour, trained.calibration, lineage, layout)
+        evaluated = promotion.EvaluatedRun(
+            labels, evaluation.metrics, behaviour, trained.calibration, lineage, layout, cross_validation=cv
+        )
         result = promote_task(cfg, evaluated, prepared)
         status = "FINISHED"
     finally:

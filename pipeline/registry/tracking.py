@@ -76,6 +76,12 @@ def start_run(cfg: Config, mlflow_client: Any) -> str:
     return str(run.info.run_id)
 
 
+def start_child_run(cfg: Config, mlflow_client: Any, parent_run_id: str, name: str) -> str:
+    """A run nested under ``parent_run_id`` (the MLflow UI shows it beneath its parent), in the same experiment."""
+    tags = {"mlflow.parentRunId": parent_run_id, "mlflow.runName": name, "model_name": cfg.model.name}
+    return str(mlflow_client.create_run(experiment_id(cfg, mlflow_client), tags=tags).info.run_id)
+
+
 def set_tags(mlflow_client: Any, run_id: str, tags: dict[str, str]) -> None:
     for key, value in tags.items():
         mlflow_client.set_tag(run_id, key, value)
