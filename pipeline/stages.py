@@ -323,5 +323,5 @@ def cv_summary_stage(
     mlflow_client = tracking.client(cfg)
     tracking.log_metrics(mlflow_client, parent_run_id, result.tracking_metrics())
     tracking.log_files(mlflow_client, parent_run_id, paths, "cv")
-    console.stage("cross-validation", result.headline() + " (mean ± std)", _since(started))
+    console.stage("cross-val", result.headline() + " (mean ± std)", _since(started))
     return result

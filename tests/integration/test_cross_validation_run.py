@@ -41,7 +41,7 @@ def test_run_cross_validates_then_registers_the_final_model(project: Path, tiny_
     done = subprocess.run(args, cwd=project, capture_output=True, text=True, env=env, timeout=900)
     output = done.stderr + done.stdout
     assert done.returncode == 0, output[-3000:]
-    cv_lines = [line for line in output.splitlines() if line.startswith("cross-validation")]
+    cv_lines = [line for line in output.splitlines() if line.startswith("cross-val ")]
     assert len(cv_lines) == 1 and " ± " in cv_lines[0] and "over 3 folds" in cv_lines[0], output[-3000:]
 
     cfg = load_config(PARAMS, overrides, environ={})
