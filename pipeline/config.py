@@ -175,6 +175,21 @@ class PeftSettings(_Section):
         return self
 
 
+class TeacherRuns(_Section):
+    """Teachers trained inside the run before the student (pipeline/training/teachers.py, flows/training.py).
+
+    Each seed is one teacher with the student's settings (``teacher_overrides`` changed); the student (``seed``)
+    then learns from their mean predictions, with ``train.teachers`` as well, and is the model evaluated and gated.
+    """
+
+    teacher_seeds: list[int] = []  # one teacher per seed; [] = no teachers trained in the run
+    teacher_overrides: dict[str, Any] = {}  # train.* keys the teachers use instead of the student's, e.g. epochs
+    parallelism: int = Field(1, ge=1)  # teachers trained at once, each in its own process; 1 = one after another
+
+
+TEACHER_FIXED = ("seed", "teachers", "distill", "checkpoint_dir")  # a teacher's own, not overridable
+
+
 class TrainConfig(_Section):
     epochs: int = Field(6, ge=1)
     max_steps: int | None = Field(None, ge=0)  # caps optimizer steps (smoke runs); None = no cap
@@ -212,6 +227,35 @@ class TrainConfig(_Section):
     distill_temperature: float = Field(2.0, gt=0)  # softens the teachers' and the student's distributions
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% more time
     peft: PeftSettings = PeftSettings()
+    distill: TeacherRuns = TeacherRuns()
+
+    def teacher(self, seed: int) -> TrainConfig:
+        """A teacher's settings: the student's with ``distill.teacher_overrides``, its own seed, no teachers."""
+        settings = self.model_dump(exclude={"distill"}) | self.distill.teacher_overrides
+        return TrainConfig.model_validate(settings | {"seed": seed, "teachers": []})
+
+    @model_validator(mode="after")
+    def _teacher_plan(self) -> TrainConfig:
+        seeds = self.distill.teacher_seeds
+        if not seeds:
+            return self
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"distill.teacher_seeds {seeds} repeats a seed: two teachers would be the same model")
+        if self.seed in seeds:
+            raise ValueError(
+                f"the student's seed {self.seed} is also a teacher seed: give train.seed a value of its own"
+            )
+        if self.distill_weight == 0:
+            raise ValueError("distill.teacher_seeds with distill_weight 0: the student would ignore its teachers")
+        fixed = sorted(set(self.distill.teacher_overrides) & set(TEACHER_FIXED))
+        if fixed:
+            raise ValueError(f"distill.teacher_overrides cannot set {fixed}: each teacher has its own")
+        try:
+            self.teacher(seeds[0])
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"distill.teacher_overrides: {problems}") from None
+        return self
 
 
 class EvaluateConfig(_Section):

@@ -76,10 +76,20 @@ def start_run(cfg: Config, mlflow_client: Any) -> str:
     return str(run.info.run_id)
 
 
-def start_child_run(cfg: Config, mlflow_client: Any, parent_run_id: str, name: str) -> str:
-    """A run nested under ``parent_run_id`` (the MLflow UI shows it beneath its parent), in the same experiment."""
-    tags = {"mlflow.parentRunId": parent_run_id, "mlflow.runName": name, "model_name": cfg.model.name}
-    return str(mlflow_client.create_run(experiment_id(cfg, mlflow_client), tags=tags).info.run_id)
+def start_child_run(
+    cfg: Config,
+    mlflow_client: Any,
+    parent_id: str,
+    name: str,
+    params: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """A run nested under ``parent_id`` (the MLflow UI shows it beneath its parent): a CV fold or a teacher."""
+    nested = {"mlflow.parentRunId": parent_id, "mlflow.runName": name, "model_name": cfg.model.name} | (tags or {})
+    run = mlflow_client.create_run(experiment_id(cfg, mlflow_client), tags=nested)
+    if params:
+        log_param_values(mlflow_client, run.info.run_id, params)
+    return str(run.info.run_id)
 
 
 def set_tags(mlflow_client: Any, run_id: str, tags: dict[str, str]) -> None:
