@@ -15,18 +15,21 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
+from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
 from flows.caching import validation_cache_key
 from pipeline import console, stages
 from pipeline.config import Config
 from pipeline.data.encode import PreparedData
 from pipeline.data.ingest import Snapshot
+from pipeline.errors import PipelineError
 from pipeline.evaluation.behaviour import BehaviourReport
 from pipeline.evaluation.cross_validation import CrossValidation, Fold
 from pipeline.evaluation.evaluate import Evaluation
 from pipeline.monitoring.reference import log_reference
 from pipeline.registry import promotion, tracking
-from pipeline.training import lora
+from pipeline.training import lora, teachers
 from pipeline.training.train import TrainResult
 
 
@@ -80,6 +83,60 @@ def cross_validate(cfg: Config, snapshot: Snapshot, prepared: PreparedData, run_
     return stages.cv_summary_stage(cfg, folds, scores, run_id, started)
 
 
+@task(name="teacher", cache_policy=NO_CACHE)
+def teacher_task(
+    cfg: Config, teacher: teachers.Teacher, prepared: PreparedData, parent_run_id: str, threads: int | None
+) -> teachers.TaughtTeacher:
+    """One teacher as an MLflow child run of the training run: its settings, curve and validation figures."""
+    mlflow_client = tracking.client(cfg)
+    params = tracking.flatten({"train": teacher.train.model_dump()}) | {"model.name": cfg.model.name}
+    run_id = tracking.start_child_run(
+        cfg, mlflow_client, parent_run_id, f"teacher-{teacher.name}", params, {"model_dir": str(teacher.model_dir)}
+    )
+    status = "FAILED"
+    try:
+
+        def log_epoch(row: dict[str, float]) -> None:
+            metrics = {k: v for k, v in row.items() if k not in ("epoch", "step")}
+            tracking.log_metrics(mlflow_client, run_id, metrics, step=int(row["epoch"]))
+
+        result = teachers.train_teacher(teacher, prepared, cfg.model, log_epoch, threads)
+        tracking.log_metrics(mlflow_client, run_id, teachers.result_metrics(result))
+        status = "FINISHED"
+    finally:
+        tracking.end_run(mlflow_client, run_id, status)
+    return teachers.TaughtTeacher(
+        teacher.name, str(teacher.model_dir), run_id, result.val_macro_f1, result.train_seconds
+    )
+
+
+@flow(name="emotion-teachers")
+def teachers_flow(
+    cfg: Config, plan: list[teachers.Teacher], prepared: PreparedData, parent_run_id: str
+) -> list[teachers.TaughtTeacher]:
+    """Every teacher as a task, ``train.distill.parallelism`` at a time; one failing fails the run, by name."""
+    threads = teachers.threads_per_teacher(cfg.train.distill.parallelism, cfg.train.device)
+    futures = [teacher_task.submit(cfg, teacher, prepared, parent_run_id, threads) for teacher in plan]
+    wait(futures)  # every teacher finishes (or fails) before the run fails, so none is cut off mid-write
+    outcomes = [f.result(raise_on_failure=False) for f in futures]
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    if failed:
+        raise PipelineError("; ".join(str(e) for e in failed)) from failed[0]
+    taught: list[teachers.TaughtTeacher] = outcomes
+    console.stage("teachers", ", ".join(f"{t.name} val macro-F1 {t.val_macro_f1:.4f}" for t in taught))
+    return taught
+
+
+def train_teachers(
+    cfg: Config, plan: list[teachers.Teacher], prepared: PreparedData, run_id: str
+) -> list[teachers.TaughtTeacher]:
+    """The teachers' subflow on a task runner as wide as ``parallelism``: processes keep each teacher's torch
+    threads and random state its own; one at a time runs in this process."""
+    width = cfg.train.distill.parallelism
+    runner: Any = ProcessPoolTaskRunner(max_workers=width) if width > 1 else ThreadPoolTaskRunner(max_workers=1)
+    return teachers_flow.with_options(task_runner=runner)(cfg, plan, prepared, run_id)
+
+
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(cfg: Config, prepared: PreparedData) -> tuple[Evaluation, dict[str, Path]]:
     return stages.evaluate_stage(cfg, prepared)
@@ -108,6 +165,8 @@ def training_flow(cfg: Config) -> dict[str, Any]:
     """Run the whole training path once and return a summary of what happened."""
     mlflow_client = tracking.client(cfg)
     layout = stages.Layout.of(cfg)
+    plan = teachers.plan(cfg, layout.root)  # [] unless train.distill.teacher_seeds
+    cfg = teachers.student_config(cfg, plan)  # before the run starts: its params name the teachers' folders
     run_id = tracking.start_run(cfg, mlflow_client)
     status = "FAILED"
     try:
@@ -139,7 +198,8 @@ def training_flow(cfg: Config) -> dict[str, Any]:
             mlflow_client, run_id, [layout.plots / "class_distribution.png", layout.plots / "text_length.png"], "eda"
         )
         cv = cross_validate(cfg, snapshot, prepared, run_id)
-        trained = train_task(cfg, prepared, run_id)
+        taught = train_teachers(cfg, plan, prepared, run_id) if plan else []
+        trained = train_task(cfg, prepared, run_id)  # the student, when there are teachers
         tracking.log_metrics(
             mlflow_client,
             run_id,
@@ -186,6 +246,7 @@ def training_flow(cfg: Config) -> dict[str, Any]:
             "total_parameters": trained.total_parameters,
             "temperature": round(trained.calibration["temperature"], 4),
         },
+        "teachers": [vars(t) | {"val_macro_f1": round(t.val_macro_f1, 4)} for t in taught],
         "metrics": {k: round(v, 4) for k, v in evaluation.metrics.items()},
         "behaviour": behaviour.to_dict(),
         "gate": result.verdict.to_dict() | {"reasons": result.verdict.reasons},
