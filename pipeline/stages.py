@@ -23,7 +23,7 @@ from pipeline.data import clean, encode, ingest, validate
 from pipeline.errors import PipelineError
 from pipeline.evaluation import cross_validation, evaluate
 from pipeline.registry import versioning
-from pipeline.training import train
+from pipeline.training import teachers, train
 
 if TYPE_CHECKING:
     from pipeline.evaluation.behaviour import BehaviourReport
@@ -202,6 +202,7 @@ def train_stage(
     from pipeline.evaluation.plots import write_training_curve
 
     layout = Layout.of(cfg)
+    teachers.check_student_config(cfg, layout.root)
     result = train.train(
         prepared, cfg.model, cfg.train, layout.model, on_evaluation, checkpoint_dir=cfg.path(cfg.train.checkpoint_dir)
     )

@@ -63,6 +63,18 @@ def student_config(cfg: Config, teachers: list[Teacher]) -> Config:
     return cfg.model_copy(update={"train": cfg.train.model_copy(update={"teachers": folders})})
 
 
+def check_student_config(cfg: Config, artifacts_root: Path) -> None:
+    """Refuse to train a model that should learn from teachers not trained yet (``emotion train`` and its DVC stage
+    train one model; the training flow trains the teachers first and passes the student's config)."""
+    missing = [t.name for t in plan(cfg, artifacts_root) if str(t.model_dir) not in cfg.train.teachers]
+    if missing:
+        raise PipelineError(
+            f"train.distill.teacher_seeds asks for teachers ({', '.join(missing)}) trained in the run: `emotion run` "
+            "trains them, then the student; to train one model from saved teachers, list their folders in "
+            "train.teachers and set train.distill.teacher_seeds=[]"
+        )
+
+
 def threads_per_teacher(parallelism: int, device: str) -> int | None:
     """Torch threads for each of ``parallelism`` teachers training at once on CPU, so they share the cores
     instead of fighting over them (None: leave torch's default, one teacher or a GPU)."""

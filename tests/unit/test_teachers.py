@@ -60,6 +60,16 @@ def test_plan_gives_each_teacher_its_seed_folders_and_the_overrides(tmp_path: Pa
     assert teachers.student_config(cfg, []) is cfg
 
 
+def test_training_one_model_refuses_a_config_whose_teachers_are_not_trained(tmp_path: Path) -> None:
+    from pipeline import stages
+
+    cfg = config(tmp_path, "train.seed=9", "train.distill.teacher_seeds=[3, 1]")
+    with pytest.raises(PipelineError, match=r"teachers \(seed3, seed1\) trained in the run: `emotion run`"):
+        stages.train_stage(cfg, prepared=None)  # type: ignore[arg-type]  # refused before the data is read
+    student = teachers.student_config(cfg, teachers.plan(cfg, stages.Layout.of(cfg).root))
+    teachers.check_student_config(student, stages.Layout.of(cfg).root)  # the flow's student config passes
+
+
 def test_threads_share_the_cores_only_when_teachers_train_side_by_side_on_cpu() -> None:
     assert teachers.threads_per_teacher(1, "cpu") is None
     assert teachers.threads_per_teacher(2, "cuda") is None
