@@ -16,7 +16,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
-from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import ProcessPoolTaskRunner
 
 from flows.caching import validation_cache_key
 from pipeline import console, stages
@@ -114,15 +114,19 @@ def teacher_task(
 def teachers_flow(
     cfg: Config, plan: list[teachers.Teacher], prepared: PreparedData, parent_run_id: str
 ) -> list[teachers.TaughtTeacher]:
-    """Every teacher as a task, ``train.distill.parallelism`` at a time; one failing fails the run, by name."""
-    threads = teachers.threads_per_teacher(cfg.train.distill.parallelism, cfg.train.device)
-    futures = [teacher_task.submit(cfg, teacher, prepared, parent_run_id, threads) for teacher in plan]
-    wait(futures)  # every teacher finishes (or fails) before the run fails, so none is cut off mid-write
-    outcomes = [f.result(raise_on_failure=False) for f in futures]
-    failed = [o for o in outcomes if isinstance(o, BaseException)]
-    if failed:
-        raise PipelineError("; ".join(str(e) for e in failed)) from failed[0]
-    taught: list[teachers.TaughtTeacher] = outcomes
+    """Every teacher as a task: one after another (the first failure ends the run), or submitted to the flow's
+    task runner (``parallelism`` processes; the teachers in flight finish before the run fails, by name)."""
+    if cfg.train.distill.parallelism == 1:
+        taught = [teacher_task(cfg, teacher, prepared, parent_run_id, None) for teacher in plan]
+    else:
+        threads = teachers.threads_per_teacher(cfg.train.distill.parallelism, cfg.train.device)
+        futures = [teacher_task.submit(cfg, teacher, prepared, parent_run_id, threads) for teacher in plan]
+        wait(futures)
+        outcomes = [f.result(raise_on_failure=False) for f in futures]
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        if failed:
+            raise PipelineError("; ".join(str(e) for e in failed)) from failed[0]
+        taught = outcomes
     console.stage("teachers", ", ".join(f"{t.name} val macro-F1 {t.val_macro_f1:.4f}" for t in taught))
     return taught
 
@@ -130,10 +134,12 @@ def teachers_flow(
 def train_teachers(
     cfg: Config, plan: list[teachers.Teacher], prepared: PreparedData, run_id: str
 ) -> list[teachers.TaughtTeacher]:
-    """The teachers' subflow on a task runner as wide as ``parallelism``: processes keep each teacher's torch
-    threads and random state its own; one at a time runs in this process."""
+    """The teachers' subflow; side by side in processes, which keep each teacher's torch threads and random
+    state its own (threads in one process would share both)."""
     width = cfg.train.distill.parallelism
-    runner: Any = ProcessPoolTaskRunner(max_workers=width) if width > 1 else ThreadPoolTaskRunner(max_workers=1)
+    if width == 1:
+        return teachers_flow(cfg, plan, prepared, run_id)
+    runner: Any = ProcessPoolTaskRunner(max_workers=width)  # Prefect types with_options for thread-pool futures
     return teachers_flow.with_options(task_runner=runner)(cfg, plan, prepared, run_id)
 
 
