@@ -87,9 +87,9 @@ bench-model: setup ## train the benchmark model on the emotion data into BENCH_D
 bench-training: setup ## training throughput: HF Trainer common recipe vs our loop, lever by lever (a few minutes)
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_training.py --samples 4000
 
-bench-quality: setup ## model quality on the official test splits (emotion ~30 min, then GoEmotions ~85 min on 2 cores)
-	HF_HUB_OFFLINE=1 $(PY) bench/bench_quality.py --dataset emotion --seeds 42,43,44 --distill
-	HF_HUB_OFFLINE=1 $(PY) bench/bench_quality.py --dataset goemotions --seeds 43,44,45 --distill
+bench-quality: setup ## model quality: `emotion run --recipe <dataset>-distill` on emotion (~30 min), then GoEmotions (~85 min on 2 cores)
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_quality.py --dataset emotion --data $(EMOTION_DATA)
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_quality.py --dataset goemotions
 
 bench: setup bench-training ## quick benchmarks -> bench/results/: training throughput, fast inference, API load (after bench-model)
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_inference.py --model $(BENCH_DIR)/artifacts/model --data $(EMOTION_DATA)/test.txt
