@@ -398,6 +398,16 @@ class Config(_Section):
     monitor: MonitorConfig = MonitorConfig()
     score: ScoreConfig = ScoreConfig()
 
+    @model_validator(mode="after")
+    def _folds_without_teachers(self) -> Config:
+        """Teachers trained on all of train + validation have seen every fold's held-out rows: CV would leak."""
+        if self.evaluate.cv_folds >= 2 and (self.train.teachers or self.train.distill.teacher_seeds):
+            raise ValueError(
+                "evaluate.cv_folds with teachers (train.teachers or train.distill.teacher_seeds): the teachers have"
+                " seen every fold's held-out rows; cross-validate without distillation"
+            )
+        return self
+
     def path(self, relative: str | Path) -> Path:
         """Resolve a config path against the project directory."""
         p = Path(relative)

@@ -89,3 +89,8 @@ def test_distill_recipes_are_their_dataset_recipe_plus_teachers(plain, distilled
     assert (cfg.train.seed, cfg.train.distill.teacher_seeds) == (student, seeds)
     assert cfg.train.model_dump(exclude={"seed", "distill"}) == base.train.model_dump(exclude={"seed", "distill"})
     assert cfg.model_dump(exclude={"train", "recipes"}) == base.model_dump(exclude={"train", "recipes"})
+
+
+def test_cross_validation_with_teachers_is_refused_as_leaking() -> None:
+    with pytest.raises(PipelineError, match="cv_folds with teachers"):
+        load_config(PARAMS, ["evaluate.cv_folds=3", "train.distill.teacher_seeds=[1, 2]"])
