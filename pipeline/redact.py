@@ -16,3 +16,9 @@ _CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/\s
 def redact(text: str) -> str:
     """``text`` with the password of every ``scheme://user:password@`` replaced by ``***`` (the user is kept)."""
     return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{HIDDEN}@", text)
+
+
+def restore(shown: str, secret: str) -> str:
+    """``secret`` when ``shown`` is its redacted form (e.g. a stored tag that hid the password of the configured
+    source, to be read again), else ``shown`` unchanged."""
+    return secret if shown != secret and redact(secret) == shown else shown

@@ -14,6 +14,7 @@ import pandas as pd
 
 from pipeline.config import Config, DataConfig
 from pipeline.errors import PipelineError
+from pipeline.redact import restore
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def champion_snapshot(cfg: Config, champion: Champion) -> tuple[pd.DataFrame, st
     Tried in order: the project's DVC cache under the champion's ``data_hash`` (the exact bytes), then its
     ``data_source`` read again, checked against ``data_hash`` (a mismatch is logged, the data still used).
     """
-    from pipeline.data.ingest import normalize, read_source
+    from pipeline.data.ingest import describe_source, normalize, read_source
 
     project_dir = Path(cfg.project_dir).resolve()
     if champion.data_hash:
@@ -136,7 +137,8 @@ def champion_snapshot(cfg: Config, champion: Champion) -> tuple[pd.DataFrame, st
             f"champion v{champion.version} records no data_source or data_hash: cannot rebuild its "
             "reference data; retrain it with `emotion run`"
         )
-    data_cfg = _data_config_from_params(cfg, champion.params, champion.data_source)
+    source = restore(champion.data_source, describe_source(cfg.data.source))  # the tag hides a URI's password
+    data_cfg = _data_config_from_params(cfg, champion.params, source)
     try:
         frame = normalize(read_source(data_cfg, project_dir), data_cfg)  # as ingest did: unsplit sources get splits
     except PipelineError as exc:

@@ -71,7 +71,7 @@ def experiment_id(cfg: Config, mlflow_client: Any) -> str:
 def start_run(cfg: Config, mlflow_client: Any) -> str:
     """A new run in the configured experiment, tagged with its data source and model, with every setting as params."""
     tags = {"data_source": describe_source(cfg.data.source), "model_name": cfg.model.name}
-    run = mlflow_client.create_run(experiment_id(cfg, mlflow_client), tags=tags)
+    run = mlflow_client.create_run(experiment_id(cfg, mlflow_client), tags=redacted(tags))
     log_params(mlflow_client, run.info.run_id, cfg)
     return str(run.info.run_id)
 
@@ -92,8 +92,13 @@ def start_child_run(
     return str(run.info.run_id)
 
 
+def redacted(tags: dict[str, str]) -> dict[str, str]:
+    """Tags as they may be stored: a value such as ``data_source`` may be a URI with a password."""
+    return {key: redact(str(value)) for key, value in tags.items()}
+
+
 def set_tags(mlflow_client: Any, run_id: str, tags: dict[str, str]) -> None:
-    for key, value in tags.items():
+    for key, value in redacted(tags).items():
         mlflow_client.set_tag(run_id, key, value)
 
 
@@ -199,18 +204,87 @@ def download_onnx(run_id: str | None, dst: Path) -> Path | None:
     return Path(local)
 
 
+class RegistryUnavailable(PipelineError):
+    """The registry could not answer (a locked sqlite file, a server down, a refused permission): the run stops
+    before it registers or moves anything, instead of taking the error for 'nothing there'."""
+
+
+def does_not_exist(exc: BaseException) -> bool:
+    """Whether an MLflow error means the thing asked for is absent (the only error that reads as 'none').
+
+    Stores answer a missing model with RESOURCE_DOES_NOT_EXIST, but a missing alias of an existing model with
+    INVALID_PARAMETER_VALUE "Registered model alias ... not found".
+    """
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(exc, MlflowException):
+        return False
+    if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+        return True
+    return exc.error_code == "INVALID_PARAMETER_VALUE" and "alias" in exc.message and "not found" in exc.message
+
+
+def unavailable(cfg: Config, doing: str, exc: BaseException) -> RegistryUnavailable:
+    """The error that stops a run when the registry fails: which store, doing what, and the cause (redacted)."""
+    cause = (str(exc).strip().splitlines() or [""])[0][:300]
+    return RegistryUnavailable(
+        f"the MLflow registry at {redact(cfg.tracking_uri)} failed to {doing}: {type(exc).__name__}: "
+        f"{redact(cause)}. Nothing was registered or promoted; check that the store is reachable and not locked "
+        "by another process, then run again"
+    )
+
+
+def registered_model(cfg: Config, mlflow_client: Any) -> Any | None:
+    """The registered model, or None when it does not exist yet (any other registry error raises)."""
+    name = cfg.mlflow.registered_model
+    try:
+        return mlflow_client.get_registered_model(name)
+    except Exception as exc:
+        if does_not_exist(exc):
+            return None
+        raise unavailable(cfg, f"read the registered model '{name}'", exc) from exc
+
+
+def version_of_run(cfg: Config, mlflow_client: Any, run_id: str) -> str | None:
+    """The version already registered from ``run_id`` (a retried registration finds it), or None.
+
+    A version whose registration failed (FAILED_REGISTRATION) is deleted: it has no usable model, and keeping it
+    would leave a run with two versions once the retry registers again.
+    """
+    name = cfg.mlflow.registered_model
+    try:
+        found = mlflow_client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    except Exception as exc:
+        raise unavailable(cfg, f"search the versions of run {run_id}", exc) from exc
+    usable = []
+    for version in found:
+        if version.status == "FAILED_REGISTRATION":
+            log.warning("deleting %s version %s: its registration failed", name, version.version)
+            mlflow_client.delete_model_version(name, version.version)
+        else:
+            usable.append(version)
+    return str(min(int(v.version) for v in usable)) if usable else None
+
+
 def register(
     cfg: Config, mlflow_client: Any, logged: tuple[str, str], run_id: str, tags: dict[str, str], description: str
 ) -> str:
-    """Create a registered model version with its lineage tags in one call; returns the version."""
+    """Create a registered model version with its lineage tags in one call; returns the version.
+
+    Idempotent per run: when the run already has a version (a task retried after creating it), that version is
+    brought up to date and returned, so one run never has two versions.
+    """
     name = cfg.mlflow.registered_model
-    try:
-        mlflow_client.get_registered_model(name)
-    except Exception:  # RestException(RESOURCE_DOES_NOT_EXIST)
+    if registered_model(cfg, mlflow_client) is None:
         mlflow_client.create_registered_model(name, description="Emotion classifier fine-tuned by emotion-pipeline.")
+    existing = version_of_run(cfg, mlflow_client, run_id)
+    if existing is not None:
+        update_version(cfg, mlflow_client, existing, tags, description)
+        log.info("run %s already has %s version %s: kept it", run_id, name, existing)
+        return existing
     model_uri, model_id = logged  # a tracking server needs the logged model's id with its URI
     version = mlflow_client.create_model_version(
-        name, model_uri, run_id=run_id, tags=tags, description=description, model_id=model_id
+        name, model_uri, run_id=run_id, tags=redacted(tags), description=redact(description), model_id=model_id
     )
     log.info("registered %s version %s", name, version.version)
     return str(version.version)
@@ -219,19 +293,23 @@ def register(
 def update_version(cfg: Config, mlflow_client: Any, version: str, tags: dict[str, str], description: str) -> None:
     """Bring a registered version's tags and description (its model card) up to date."""
     name = cfg.mlflow.registered_model
-    for key, value in tags.items():
+    for key, value in redacted(tags).items():
         mlflow_client.set_model_version_tag(name, version, key, value)
-    mlflow_client.update_model_version(name, version, description)
+    mlflow_client.update_model_version(name, version, redact(description))
 
 
 def version_by_alias(cfg: Config, mlflow_client: Any, alias: str) -> Any | None:
-    """The model version holding ``alias``, or None when none does (or the model is not registered yet)."""
-    from mlflow.exceptions import MlflowException
+    """The model version holding ``alias``, or None when none does (or the model is not registered yet).
 
+    Only 'does not exist' means none: any other registry error raises RegistryUnavailable, so a locked or
+    unreachable store is never taken for a registry without a champion.
+    """
     try:
         return mlflow_client.get_model_version_by_alias(cfg.mlflow.registered_model, alias)
-    except MlflowException:
-        return None
+    except Exception as exc:
+        if does_not_exist(exc):
+            return None
+        raise unavailable(cfg, f"look up the alias '{alias}' of {cfg.mlflow.registered_model}", exc) from exc
 
 
 def set_alias(cfg: Config, mlflow_client: Any, alias: str, version: str) -> None:
@@ -262,7 +340,7 @@ def _lock(cfg: Config) -> Any:
     return FileLock(str(path), timeout=120)
 
 
-def _try_lease(mlflow_client: Any, lease: str, token: str) -> bool:
+def _try_lease(cfg: Config, mlflow_client: Any, lease: str, token: str) -> bool:
     """Create the lease model (the database allows one of a name, so one client wins); clear it when expired."""
     from mlflow.exceptions import MlflowException
 
@@ -273,7 +351,7 @@ def _try_lease(mlflow_client: Any, lease: str, token: str) -> bool:
         return True
     except MlflowException as exc:
         if exc.error_code not in busy:
-            raise
+            raise unavailable(cfg, f"take the promotion lease '{lease}'", exc) from exc
     try:
         held = mlflow_client.get_registered_model(lease)
         if float(held.tags.get("expires", "0")) < time.time():
@@ -281,7 +359,7 @@ def _try_lease(mlflow_client: Any, lease: str, token: str) -> bool:
             mlflow_client.delete_registered_model(lease)
     except MlflowException as exc:
         if exc.error_code not in busy:
-            raise
+            raise unavailable(cfg, f"take the promotion lease '{lease}'", exc) from exc
     return False
 
 
@@ -290,7 +368,7 @@ def _registry_lease(cfg: Config, mlflow_client: Any, token: str) -> Iterator[Non
     """Across machines sharing one tracking server: one promoter at a time holds ``<model>.promotion-lease``."""
     lease = cfg.mlflow.registered_model + LEASE_SUFFIX
     deadline = time.monotonic() + LEASE_SECONDS
-    while not _try_lease(mlflow_client, lease, token):
+    while not _try_lease(cfg, mlflow_client, lease, token):
         if time.monotonic() > deadline:
             raise PipelineError(
                 f"another promotion has held the registered model '{lease}' for over {LEASE_SECONDS:.0f}s; "
@@ -316,10 +394,10 @@ def history(cfg: Config, mlflow_client: Any) -> list[Promotion]:
 
 
 def _history_tags(cfg: Config, mlflow_client: Any) -> list[tuple[str, str]]:
-    try:
-        tags = mlflow_client.get_registered_model(cfg.mlflow.registered_model).tags
-    except Exception as exc:  # RestException(RESOURCE_DOES_NOT_EXIST)
-        raise PipelineError(f"no registered model '{cfg.mlflow.registered_model}' yet: run `emotion run`") from exc
+    model = registered_model(cfg, mlflow_client)
+    if model is None:
+        raise PipelineError(f"no registered model '{cfg.mlflow.registered_model}' yet: run `emotion run`")
+    tags = model.tags
     return [(k, tags[k]) for k in sorted(tags) if k.startswith(HISTORY_PREFIX)]
 
 
@@ -392,10 +470,12 @@ def promote(
     the champion meanwhile, StaleChampion is raised and nothing changes. A version that failed its gate is
     refused unless ``force``.
     """
-    name = cfg.mlflow.registered_model
+    name, reason = cfg.mlflow.registered_model, redact(reason)  # tags and history keep it: no URI passwords
     try:
         target = mlflow_client.get_model_version(name, version)
     except Exception as exc:
+        if not does_not_exist(exc):
+            raise unavailable(cfg, f"read version {version} of {name}", exc) from exc
         raise PipelineError(f"{name} has no version {version}: see `emotion models`") from exc
     if target.tags.get("gate") == "failed" and not force:
         raise PipelineError(f"{name} version {version} failed its gate; use --force to promote it anyway")
@@ -427,6 +507,7 @@ def _check_shadow(cfg: Config, target: Any, reason: str, force: bool) -> str:
 
 def rollback(cfg: Config, mlflow_client: Any, *, actor: str, reason: str) -> Promotion:
     """Give champion back to the version holding ``previous`` (the old champion becomes previous)."""
+    reason = redact(reason)
     with _lock(cfg), _registry_lease(cfg, mlflow_client, uuid.uuid4().hex):
         target = version_by_alias(cfg, mlflow_client, PREVIOUS)
         if target is None:
@@ -439,10 +520,10 @@ def rollback(cfg: Config, mlflow_client: Any, *, actor: str, reason: str) -> Pro
 def aliases_by_version(cfg: Config, mlflow_client: Any) -> dict[str, list[str]]:
     """Each version's aliases, sorted (versions without one are absent)."""
     name = cfg.mlflow.registered_model
-    try:
-        aliases = mlflow_client.get_registered_model(name).aliases
-    except Exception as exc:  # RestException(RESOURCE_DOES_NOT_EXIST)
-        raise PipelineError(f"no registered model '{name}' yet: run `emotion run`") from exc
+    model = registered_model(cfg, mlflow_client)
+    if model is None:
+        raise PipelineError(f"no registered model '{name}' yet: run `emotion run`")
+    aliases = model.aliases
     by_version: dict[str, list[str]] = {}
     for alias, version in sorted(aliases.items()):
         by_version.setdefault(str(version), []).append(alias)

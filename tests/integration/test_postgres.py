@@ -94,9 +94,10 @@ def test_flow_on_postgres_and_concurrent_promotions_without_a_shared_lock(
     first = client.get_model_version(MODEL, summary["version"])
     assert summary["version"] == "1" and client.get_model_version_by_alias(MODEL, "champion").version == "1"
     assert client.get_run(first.run_id).info.artifact_uri.startswith("mlflow-artifacts:")  # proxied by the server
-    logged = tracking.log_model(first.run_id, tiny_model_dir, ["joy", "fear"])  # uploaded through the server
-    for _ in range(2):  # versions 2 and 3 of one logged model, to promote back and forth
-        tracking.register(cfg, client, logged, first.run_id, {"gate": "passed"}, "card")
+    for _ in range(2):  # versions 2 and 3, each from its own run (one version per run), to promote back and forth
+        run_id = tracking.start_run(cfg, client)
+        logged = tracking.log_model(run_id, tiny_model_dir, ["joy", "fear"])  # uploaded through the server
+        tracking.register(cfg, client, logged, run_id, {"gate": "passed"}, "card")
 
     rounds = 6
     promoters = [

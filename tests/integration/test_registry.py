@@ -25,14 +25,14 @@ def cfg(tmp_path: Path):
 
 
 def register_versions(cfg, model_dir: Path, gates: list[str]) -> list[str]:
-    """Real logged and registered versions (no training needed to exercise the registry)."""
+    """Real logged and registered versions, each from its own run (no training needed to exercise the registry)."""
     client = tracking.client(cfg)
-    run = client.create_run(tracking.experiment_id(cfg, client))
-    logged = tracking.log_model(run.info.run_id, model_dir, ["joy", "fear"])
-    return [
-        tracking.register(cfg, client, logged, run.info.run_id, {"gate": gate, "data_hash": f"h{i}"}, "card")
-        for i, gate in enumerate(gates)
-    ]
+    versions = []
+    for i, gate in enumerate(gates):
+        run_id = client.create_run(tracking.experiment_id(cfg, client)).info.run_id
+        logged = tracking.log_model(run_id, model_dir, ["joy", "fear"])
+        versions.append(tracking.register(cfg, client, logged, run_id, {"gate": gate, "data_hash": f"h{i}"}, "card"))
+    return versions
 
 
 def aliases(cfg) -> dict[str, str]:

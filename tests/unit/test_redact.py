@@ -72,3 +72,11 @@ def test_model_card_hides_passwords():
     metrics = {"accuracy": 0.9, "macro_f1": 0.9, "weighted_f1": 0.9, "macro_precision": 0.9, "macro_recall": 0.9}
     card = model_card.build(["joy"], {"data_source": REMOTE}, metrics, GateVerdict(True, [], []), {}, None)
     assert "bob:***@dvc.example.com" in card and "hunter2" not in card
+
+
+def test_restore_gives_back_the_configured_uri_only_for_its_own_redacted_form():
+    from pipeline.redact import restore
+
+    assert restore("https://bob:***@dvc.example.com/store", REMOTE) == REMOTE  # read the source again
+    assert restore("https://eve:***@dvc.example.com/store", REMOTE) == "https://eve:***@dvc.example.com/store"
+    assert restore("data/emotions.csv", "data/emotions.csv") == "data/emotions.csv"

@@ -1,0 +1,133 @@
+"""Registry integrity on real stores: only 'does not exist' reads as 'no champion' (a broken sqlite store or an
+unreachable tracking server stops with a clear, redacted message and changes nothing), one version per run, and a
+version whose registration failed is replaced, not kept beside a new one."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline import cli
+from pipeline.config import Config, load_config
+from pipeline.registry import tracking
+from tests.conftest import PARAMS, free_port
+from tests.integration.test_registry import aliases, register_versions
+
+pytestmark = pytest.mark.slow
+
+MODEL = "emotion-classifier"
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Config:
+    return load_config(PARAMS, [f"project_dir={tmp_path}", f"mlflow.lock_file={tmp_path}/mlflow/tracking.lock"], {})
+
+
+def database(cfg: Config) -> Path:
+    return Path(cfg.tracking_uri.removeprefix("sqlite:///"))
+
+
+@contextlib.contextmanager
+def broken_alias_table(cfg: Config) -> Iterator[None]:
+    """The sqlite store fails every alias read (as a damaged or half-migrated database does) until restored."""
+    with sqlite3.connect(database(cfg)) as db:
+        db.execute("ALTER TABLE registered_model_aliases RENAME TO hidden_aliases")
+    try:
+        yield
+    finally:
+        with sqlite3.connect(database(cfg)) as db:
+            db.execute("ALTER TABLE hidden_aliases RENAME TO registered_model_aliases")
+
+
+def test_only_a_missing_model_or_alias_means_none(cfg: Config, tiny_model_dir: Path) -> None:
+    client = tracking.client(cfg)
+    assert tracking.version_by_alias(cfg, client, tracking.CHAMPION) is None  # no registered model yet
+    assert tracking.registered_model(cfg, client) is None
+    register_versions(cfg, tiny_model_dir, ["passed"])
+    assert tracking.version_by_alias(cfg, client, tracking.CHAMPION) is None  # the model, but no alias
+    tracking.promote(cfg, client, "1", actor="a", reason="r")
+    assert str(tracking.version_by_alias(cfg, client, tracking.CHAMPION).version) == "1"
+
+
+def test_a_failing_sqlite_store_stops_promotion_and_changes_nothing(cfg: Config, tiny_model_dir: Path) -> None:
+    register_versions(cfg, tiny_model_dir, ["passed", "passed"])
+    client = tracking.client(cfg)
+    tracking.promote(cfg, client, "1", actor="a", reason="r")
+    with broken_alias_table(cfg):
+        with pytest.raises(tracking.RegistryUnavailable) as caught:
+            tracking.version_by_alias(cfg, client, tracking.CHAMPION)
+        message = str(caught.value)
+        assert "alias 'champion'" in message and cfg.tracking_uri in message and "no such table" in message
+        assert "Nothing was registered or promoted" in message
+        with pytest.raises(tracking.RegistryUnavailable):
+            tracking.promote(cfg, client, "2", actor="b", reason="r")
+        with pytest.raises(tracking.RegistryUnavailable):
+            tracking.rollback(cfg, client, actor="b", reason="r")
+    assert aliases(cfg) == {"champion": "1"}
+    assert [e.version for e in tracking.history(cfg, client)] == ["1"]
+
+
+def test_an_unreachable_tracking_server_is_an_error_naming_the_redacted_uri(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail at once instead of after MLflow's back-off
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    uri = f"http://alice:hunter2@127.0.0.1:{free_port()}"  # nothing listens there
+    overrides = [
+        f"project_dir={tmp_path}",
+        f"mlflow.tracking_uri={uri}",
+        f"mlflow.lock_file={tmp_path}/locks/registry.lock",
+    ]
+    cfg = load_config(PARAMS, overrides, {})
+    with pytest.raises(tracking.RegistryUnavailable) as caught:
+        tracking.version_by_alias(cfg, tracking.client(cfg), tracking.CHAMPION)
+    message = str(caught.value)
+    assert f"http://alice:***@127.0.0.1:{uri.rsplit(':', 1)[1]}" in message and "alias 'champion'" in message
+    assert "hunter2" not in message
+
+    common = ["--config", str(PARAMS), *(arg for o in overrides for arg in ("--set", o))]
+    assert cli.main(["promote", "1", "--reason", "r", *common]) == 2  # a clear error, not a traceback
+    err = capsys.readouterr().err
+    assert "the MLflow registry at http://alice:***@" in err and "read version 1" in err and "hunter2" not in err
+
+
+def test_registering_a_run_twice_gives_its_one_version(cfg: Config, tiny_model_dir: Path) -> None:
+    client = tracking.client(cfg)
+    run_id = client.create_run(tracking.experiment_id(cfg, client)).info.run_id
+    logged = tracking.log_model(run_id, tiny_model_dir, ["joy", "fear"])
+    first = tracking.register(cfg, client, logged, run_id, {"gate": "passed", "try": "1"}, "card 1")
+    again = tracking.register(cfg, client, logged, run_id, {"gate": "passed", "try": "2"}, "card 2")  # a retry
+    assert first == again == "1"
+    (version,) = client.search_model_versions(f"name='{MODEL}'")
+    assert version.tags["try"] == "2" and version.description == "card 2"  # brought up to date, not duplicated
+    assert tracking.version_of_run(cfg, client, run_id) == "1"
+
+
+def test_a_version_whose_registration_failed_is_replaced(cfg: Config, tiny_model_dir: Path) -> None:
+    client = tracking.client(cfg)
+    run_id = client.create_run(tracking.experiment_id(cfg, client)).info.run_id
+    logged = tracking.log_model(run_id, tiny_model_dir, ["joy", "fear"])
+    tracking.register(cfg, client, logged, run_id, {"gate": "passed"}, "card")
+    with sqlite3.connect(database(cfg)) as db:  # what a store leaves when copying the model failed
+        db.execute("UPDATE model_versions SET status = 'FAILED_REGISTRATION'")
+    assert tracking.register(cfg, client, logged, run_id, {"gate": "passed"}, "card") == "2"
+    assert [(str(v.version), v.status) for v in client.search_model_versions(f"name='{MODEL}'")] == [("2", "READY")]
+
+
+def test_promotion_reasons_and_version_tags_hide_passwords(cfg: Config, tiny_model_dir: Path) -> None:
+    client = tracking.client(cfg)
+    run_id = client.create_run(tracking.experiment_id(cfg, client)).info.run_id
+    tracking.set_tags(client, run_id, {"data_source": "https://bob:hunter2@data.example.com/x.csv"})
+    assert client.get_run(run_id).data.tags["data_source"] == "https://bob:***@data.example.com/x.csv"
+    logged = tracking.log_model(run_id, tiny_model_dir, ["joy", "fear"])
+    source = {"data_source": "s3://key:hunter2@bucket/x", "gate": "passed"}
+    version = tracking.register(cfg, client, logged, run_id, source, "from s3://key:hunter2@bucket/x")
+    tracking.promote(cfg, client, version, actor="a", reason="retrained on ssh://u:hunter2@host/data")
+    stored = client.get_model_version(MODEL, version)
+    assert stored.tags["data_source"] == "s3://key:***@bucket/x" and "hunter2" not in stored.description
+    assert "hunter2" not in stored.tags["promotion_reason"]
+    assert tracking.history(cfg, client)[-1].reason == "retrained on ssh://u:***@host/data"
