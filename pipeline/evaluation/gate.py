@@ -6,6 +6,10 @@ scored on the same test rows: a paired bootstrap of (candidate - champion) for m
 McNemar's mid-p test for accuracy. A candidate is refused only when it is significantly worse by more than the
 margin (``max_regression``, ``max_class_regression``): the upper bound of the interval is below -margin. Without
 per-row predictions of both models (``paired``), the point values are compared against the same margins.
+
+A champion that cannot be compared with the candidate (another label set, or no paired comparison on shared
+test rows) is never replaced automatically: the verdict is held (``hold``) and a person decides with
+`emotion promote`.
 """
 
 from __future__ import annotations
@@ -122,6 +126,12 @@ class GateVerdict:
     passed: bool
     checks: list[Check]
     notes: list[str]  # context that is not a check, e.g. why the champion was not compared
+    hold: str | None = None  # why the candidate must not replace the champion automatically, even if it passed
+
+    @property
+    def promotable(self) -> bool:
+        """Passed, and compared with the champion it would replace: the automatic gate may promote it."""
+        return self.passed and self.hold is None
 
     @property
     def failed(self) -> list[Check]:
@@ -132,11 +142,21 @@ class GateVerdict:
         return [c.describe() for c in self.checks] + self.notes
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "checks": [asdict(c) for c in self.checks], "notes": self.notes}
+        return {
+            "passed": self.passed,
+            "checks": [asdict(c) for c in self.checks],
+            "notes": self.notes,
+            "hold": self.hold,
+        }
+
+    def title(self) -> str:
+        if not self.passed:
+            return "FAILED"
+        return "PASSED, held for a person to promote" if self.hold else "PASSED"
 
     def to_markdown(self) -> str:
         lines = [
-            f"# Gate verdict: {'PASSED' if self.passed else 'FAILED'}",
+            f"# Gate verdict: {self.title()}",
             "",
             "| check | value | threshold | result |",
             "|---|---|---|---|",
@@ -181,9 +201,27 @@ def decide(
         else:
             checks.append(at_least("behaviour: minimum functionality", behaviour.mft_accuracy, cfg.min_mft_accuracy))
         checks.append(at_least("behaviour: invariance", behaviour.invariance_rate, cfg.min_invariance))
-    if champion is None:
+    hold = _hold(champion, paired, champion_version)
+    if hold:
+        notes.append(hold)
+    elif champion is None:
         notes.append("no comparable champion: the absolute checks alone decide")
-    else:
+    if champion is not None:
         against = f"v{champion_version}" if champion_version else ""
         checks += champion_checks(candidate, champion, cfg, labels, paired, against)
-    return GateVerdict(all(c.passed for c in checks), checks, notes)
+    return GateVerdict(all(c.passed for c in checks), checks, notes, hold)
+
+
+def _hold(
+    champion: dict[str, float] | None, paired: PairedComparison | None, champion_version: str | None
+) -> str | None:
+    """Why a named champion cannot be replaced automatically: it was not compared with the candidate row by row
+    (another label set, or no shared test rows), so only a person may decide to replace it."""
+    if champion_version is None or (champion is not None and paired is not None):
+        return None
+    why = "it was not scored on this test set" if champion is None else "no paired comparison on shared test rows"
+    return (
+        f"not promoted automatically: champion v{champion_version} could not be compared with this candidate "
+        f"({why}), so the absolute checks alone cannot replace it; a person can with `emotion promote VERSION "
+        "--reason ...`"
+    )

@@ -68,10 +68,10 @@ def build(
         *_cv_section(cross_validation),
         "",
         "### Gate",
-        f"**{'PASSED' if verdict.passed else 'FAILED'}**: {len(verdict.checks) - len(failed)} of "
+        f"**{verdict.title()}**: {len(verdict.checks) - len(failed)} of "
         f"{len(verdict.checks)} checks passed; compared with champion "
         f"{'v' + champion_version if champion_version else '(none)'}.",
-        *[f"- {line}" for line in versus + failed[:15]],
+        *[f"- {line}" for line in versus + failed[:15] + ([verdict.hold] if verdict.hold else [])],
         "",
         "### Intended use",
         INTENDED_USE,

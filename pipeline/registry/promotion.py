@@ -152,6 +152,7 @@ def version_tags(evaluated: EvaluatedRun, verdict: gate.GateVerdict, champion: C
     return evaluated.lineage | {
         "gate": "passed" if verdict.passed else "failed",
         "gate_failed_checks": "; ".join(c.name for c in verdict.failed)[:4000],
+        "gate_hold": (verdict.hold or "")[:4000],
         "accuracy": f"{metrics['accuracy']:.4f}",
         "macro_f1": f"{metrics['macro_f1']:.4f}",
         "macro_f1_interval": evaluate.with_interval(metrics, "macro_f1"),
@@ -185,12 +186,17 @@ def write_gate_files(
 def _record(
     cfg: Config, mlflow_client: Any, evaluated: EvaluatedRun, version: str | None, tags: dict[str, str], card: str
 ) -> str:
-    """Register the challenger on the first attempt; on a re-gate, bring its tags and card up to date."""
+    """Register the challenger once per run; on a re-gate, or when a retried task finds the version its first try
+    created, bring its tags and card up to date instead (no second logged model, no second version)."""
     if version is not None:
         tracking.update_version(cfg, mlflow_client, version, tags, card)
         return version
-    logged = tracking.log_model(evaluated.run_id, evaluated.layout.model, evaluated.labels, cfg.serve.export_onnx)
-    version = tracking.register(cfg, mlflow_client, logged, evaluated.run_id, tags, card)
+    version = tracking.version_of_run(cfg, mlflow_client, evaluated.run_id)
+    if version is None:
+        logged = tracking.log_model(evaluated.run_id, evaluated.layout.model, evaluated.labels, cfg.serve.export_onnx)
+        version = tracking.register(cfg, mlflow_client, logged, evaluated.run_id, tags, card)
+    else:
+        tracking.update_version(cfg, mlflow_client, version, tags, card)
     tracking.set_alias(cfg, mlflow_client, tracking.CHALLENGER, version)
     return version
 
@@ -252,7 +258,15 @@ def gate_and_promote(
             evaluated.cross_validation,
         )
         version = _record(cfg, mlflow_client, evaluated, version, version_tags(evaluated, verdict, champion), card)
-        if not verdict.passed:
+        if champion.version == version:  # a retried task: its first try promoted this run's version already
+            promoted = True
+            break
+        if not verdict.promotable:
+            if verdict.passed:  # held: the champion could not be compared with it
+                notes.append(
+                    f"champion v{champion.version} kept: `emotion promote {version} --reason ...` replaces it "
+                    "if a person decides so"
+                )
             break
         try:
             _promote(cfg, mlflow_client, version, verdict, champion, actor)

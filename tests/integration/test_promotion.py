@@ -17,7 +17,7 @@ from pipeline.config import Config, load_config
 from pipeline.data.encode import PreparedData
 from pipeline.registry import promotion, tracking
 from pipeline.registry.versioning import dvc_hash
-from tests.conftest import PARAMS, init_project, tiny_overrides
+from tests.conftest import PARAMS, classifier_folder, init_project, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -200,6 +200,103 @@ def test_a_champion_that_keeps_moving_leaves_the_challenger_unpromoted(setup) ->
     assert result.verdict.passed and result.aliases == ["challenger"]
     assert len(result.notes) == promotion.PROMOTION_ATTEMPTS + 1 and "gave up after 3 attempts" in result.notes[-1]
     assert aliases(cfg)["challenger"] == "3" and aliases(cfg)["champion"] in ("1", other)
+
+
+def test_a_champion_with_another_label_set_is_kept_until_a_person_promotes(
+    setup, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    config, evaluated, prepared = setup
+    cfg = config()
+    client = tracking.client(cfg)
+    old_labels = ["calm", "upset"]
+    old = register_other(cfg, classifier_folder(tiny_model_dir, tmp_path / "old", old_labels), old_labels)
+    tracking.promote(cfg, client, old, actor="alice", reason="the old label set")
+
+    result = promotion.gate_and_promote(cfg, evaluated(cfg), prepared, actor="test")
+
+    assert result.verdict.passed and not result.promoted and result.champion_before == "1"
+    hold = result.verdict.hold or ""
+    assert "champion v1 could not be compared" in hold and "`emotion promote VERSION" in hold
+    assert hold in result.verdict.notes and any("predicts ['calm', 'upset']" in n for n in result.verdict.notes)
+    assert result.notes == ["champion v1 kept: `emotion promote 2 --reason ...` replaces it if a person decides so"]
+    assert aliases(cfg) == {"champion": "1", "challenger": "2"}
+    version = client.get_model_version(MODEL, "2")
+    assert version.tags["gate"] == "passed" and version.tags["gate_hold"] == hold
+    assert "PASSED, held for a person to promote" in version.description
+    assert "held for a person" in (cfg.artifacts / promotion.GATE_MD).read_text()
+    assert json.loads((cfg.artifacts / promotion.GATE_JSON).read_text())["hold"] == hold
+
+    tracking.promote(cfg, client, "2", actor="bob", reason="the new label set replaces the old one")  # a person
+    assert aliases(cfg) == {"champion": "2", "challenger": "2", "previous": "1"}
+
+
+def test_a_champion_without_a_paired_comparison_is_kept(setup) -> None:
+    config, evaluated, prepared = setup
+    cfg = config()
+    promotion.gate_and_promote(cfg, evaluated(cfg), prepared, actor="test")
+
+    def without_rows(cfg: Config, prepared: PreparedData) -> promotion.ChampionScore:
+        return dataclasses.replace(promotion.score_champion(cfg, prepared), predictions=None)  # no shared rows
+
+    result = promotion.gate_and_promote(cfg, evaluated(cfg), prepared, actor="test", score=without_rows)
+    assert result.verdict.passed and not result.promoted
+    assert "no paired comparison on shared test rows" in (result.verdict.hold or "")
+    assert aliases(cfg) == {"champion": "1", "challenger": "2"}
+
+
+def test_a_registry_error_while_gating_stops_before_registering(setup) -> None:
+    from tests.integration.test_registry_integrity import broken_alias_table
+
+    config, evaluated, prepared = setup
+    cfg = config()
+    promotion.gate_and_promote(cfg, evaluated(cfg), prepared, actor="test")
+    run = evaluated(cfg)
+    with broken_alias_table(cfg), pytest.raises(tracking.RegistryUnavailable, match="alias 'champion'"):
+        promotion.gate_and_promote(cfg, run, prepared, actor="test")  # not taken for 'no champion'
+    client = tracking.client(cfg)
+    assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
+    assert aliases(cfg) == {"champion": "1", "challenger": "1"} and len(tracking.history(cfg, client)) == 1
+    assert "model_version" not in client.get_run(run.run_id).data.tags
+
+
+def test_a_retried_gate_and_promote_keeps_one_version_and_one_promotion(setup) -> None:
+    config, evaluated, prepared = setup
+    cfg = config()
+    run = evaluated(cfg)
+    first = promotion.gate_and_promote(cfg, run, prepared, actor="test")
+    again = promotion.gate_and_promote(cfg, run, prepared, actor="test")  # the task retried after it finished
+    assert first.version == again.version == "1" and again.promoted
+    client = tracking.client(cfg)
+    assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
+    experiment = tracking.experiment_id(cfg, client)
+    logged = client.search_logged_models([experiment], filter_string=f"source_run_id='{run.run_id}'")
+    assert len(logged) == 1  # the retry did not log the model again
+    assert [e.version for e in tracking.history(cfg, client)] == ["1"]
+
+
+def test_a_prefect_task_retried_after_registering_leaves_one_version(setup, prefect_harness: None) -> None:
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+
+    config, evaluated, prepared = setup
+    cfg = config()
+    run = evaluated(cfg)
+    tries: list[str] = []
+
+    @task(retries=1, retry_delay_seconds=0, cache_policy=NO_CACHE)
+    def register_then_crash() -> str:
+        result = promotion.gate_and_promote(cfg, run, prepared, actor="test")
+        tries.append(result.version)
+        if len(tries) == 1:
+            raise ConnectionError("the worker lost its connection after registering")
+        return result.version
+
+    @flow
+    def retrying() -> str:
+        return register_then_crash()
+
+    assert retrying() == "1" and tries == ["1", "1"]
+    assert len(tracking.client(cfg).search_model_versions(f"name='{MODEL}'")) == 1
 
 
 @pytest.fixture
