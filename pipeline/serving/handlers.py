@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.config import ServeConfig
 from pipeline.errors import PipelineError
+from pipeline.redact import redact
 from pipeline.serving.batcher import QueueFull
 from pipeline.serving.store import LoadThrottled, ModelNotFound
 
@@ -94,7 +95,7 @@ async def bad_request(request: Request, exc: RequestValidationError) -> JSONResp
 
 
 async def not_found(request: Request, exc: ModelNotFound) -> JSONResponse:
-    return JSONResponse(status_code=exc.status_code, content={"detail": str(exc)})
+    return JSONResponse(status_code=exc.status_code, content={"detail": redact(str(exc))})
 
 
 async def throttled(request: Request, exc: LoadThrottled) -> JSONResponse:
@@ -108,7 +109,7 @@ async def busy(request: Request, exc: QueueFull) -> JSONResponse:
 
 
 async def user_error(request: Request, exc: PipelineError) -> JSONResponse:
-    return JSONResponse(status_code=422, content={"detail": str(exc)})
+    return JSONResponse(status_code=422, content={"detail": redact(str(exc))})  # may name a source URI
 
 
 def readable(errors: Sequence[dict[str, Any]]) -> str:

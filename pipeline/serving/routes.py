@@ -204,6 +204,7 @@ async def predict(
         422: {"description": "bad request or unknown label, with the reason"},
         404: {"description": "unknown model version"},
         503: {"description": "no model loaded yet"},
+        504: {"description": "the explanation took longer than serve.request_timeout_seconds"},
     },
 )
 async def explain(
@@ -224,10 +225,19 @@ async def explain(
     if body.label is not None and body.label not in loaded.labels:
         known = ", ".join(loaded.labels)
         raise invalid(("body", "label"), f"unknown label '{body.label}': version {loaded.version} knows {known}")
-    steps = cfg.serve.explain_steps
-    found = await batcher.run(
-        loaded, lambda: attributions.explain(loaded.classifier.predictor, body.text, body.label, steps)
-    )
+    steps, limit = cfg.serve.explain_steps, cfg.serve.request_timeout_seconds
+    try:  # on timeout an explanation still waiting is skipped; one already running finishes on the inference thread
+        found = await asyncio.wait_for(
+            batcher.run(
+                loaded, lambda: attributions.explain(loaded.classifier.predictor, body.text, body.label, steps)
+            ),
+            limit,
+        )
+    except TimeoutError:
+        raise HTTPException(
+            status_code=504,
+            detail=f"no explanation within {limit:g}s ({steps} integration steps); retry later or with a shorter text",
+        ) from None
     served = {"model": loaded.name, "version": loaded.version, "backend": loaded.backend, "n_steps": steps}
     return served | asdict(found)
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Config
 from pipeline.errors import PipelineError
+from pipeline.redact import redact
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -49,8 +50,9 @@ class LoadThrottled(PipelineError):
 
 
 def sanitised(what: str, exc: BaseException) -> str:
-    """An error for /health and /reload: the exception type and a fixed sentence, never its text, which may hold
-    paths or a tracking URI with credentials (the full error is in the server log)."""
+    """An error for /health, /reload and other API answers: the exception type and a fixed sentence, never its
+    text, which may hold paths or a tracking URI with credentials (the full error is in the server log).
+    ModelNotFound messages are built this way, so they may be shown as they are."""
     return f"{what} ({type(exc).__name__}); see the server log"
 
 
@@ -94,10 +96,16 @@ class LoadedModel:
             "git_commit": self.tags.get("git_commit"),
             "backend": self.backend,
             "requested_backend": self.requested_backend,
-            "parity": self.parity.to_dict() if self.parity is not None else None,
+            "parity": _redacted(self.parity.to_dict()) if self.parity is not None else None,
             "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
             "load_seconds": round(self.load_seconds, 2),
         }
+
+
+def _redacted(report: dict[str, Any]) -> dict[str, Any]:
+    """A parity report for an API answer: its source and reason name the parity data, which may be a URI with
+    credentials."""
+    return {key: redact(value) if isinstance(value, str) else value for key, value in report.items()}
 
 
 class ModelStore:
@@ -138,18 +146,24 @@ class ModelStore:
             data = load_parity_data(
                 self.cfg.data.model_copy(update={"source": source}), Path(self.cfg.project_dir).resolve()
             )
-        except PipelineError as exc:
+        except PipelineError as exc:  # the API shows only the sanitised sentence; the log has the error
             log.warning("no parity data, so %s cannot be checked and fp32 will be served: %s", serve.backend, exc)
-            return None, str(exc)
+            return None, sanitised("the parity data could not be read", exc)
         log.info("parity data: %d test texts of %r", len(data.texts), source)
         return data, None
 
     def _version(self, version: str) -> ModelVersion:
-        """The registry's record of a version (tags, run id); ModelNotFound when there is none."""
+        """The registry's record of a version (tags, run id); ModelNotFound when there is none (404), or when the
+        registry cannot be read (503, with a sanitised message)."""
+        from pipeline.registry import tracking
+
         try:
             return self.client.get_model_version(self.name, version)
         except Exception as exc:
-            raise ModelNotFound(f"{self.name} has no version {version}") from exc
+            if tracking.does_not_exist(exc):
+                raise ModelNotFound(f"{self.name} has no version {version}") from exc
+            log.exception("reading %s version %s from the registry failed", self.name, version)
+            raise ModelNotFound(sanitised("the registry could not be read", exc), 503) from exc
 
     def _load(self, version: str, meta: ModelVersion) -> LoadedModel:
         """Download, load, convert, parity-check and warm up one version (``meta``: its registry record);
@@ -261,7 +275,9 @@ class ModelStore:
             log.info("now serving %s version %s (was %s)", self.name, version, current.version if current else "none")
             return True
         except Exception as exc:  # keep serving the old model; say why in /health
-            self.last_error = sanitised("reload failed", exc)
+            self.last_error = (
+                f"reload failed: {exc}" if isinstance(exc, ModelNotFound) else sanitised("reload failed", exc)
+            )
             log.exception("reload failed; still serving %s", self.champion.version if self.champion else "nothing")
             return False
 
@@ -270,7 +286,14 @@ class ModelStore:
         with self._load_lock:
             with self._cache_lock:
                 found = self._others.get(version)
-            return found if found is not None else self._load(version, meta or self._version(version))
+            if found is not None:
+                return found
+            meta = meta or self._version(version)
+            try:
+                return self._load(version, meta)
+            except Exception as exc:  # the download or load failed: say so without its text (paths, URIs)
+                log.exception("loading %s version %s failed", self.name, version)
+                raise ModelNotFound(sanitised(f"loading version {version} failed", exc), 503) from exc
 
     def _remember(self, model: LoadedModel) -> None:
         with self._cache_lock:

@@ -178,3 +178,57 @@ def test_admin_token_host_check_and_sanitised_errors(
     for error in (reload["last_error"], health["last_error"]):
         assert error == "reload failed (ConnectionError); see the server log"
     assert health["status"] == "ok" and health["version"] == "1"  # the old model keeps serving
+
+
+def test_a_slow_explanation_answers_504_and_one_still_waiting_is_skipped(
+    store: dict[str, Any], tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.model import explain as attributions
+
+    real, release, running = attributions.explain, threading.Event(), threading.Event()
+    texts: list[str] = []
+
+    def slow(predictor: Any, text: str, label: str | None = None, n_steps: int = 32) -> Any:
+        texts.append(text)
+        running.set()
+        assert release.wait(timeout=60)
+        return real(predictor, text, label, n_steps)
+
+    monkeypatch.setattr(attributions, "explain", slow)
+    with (
+        served(store, tiny_model_dir, "serve.request_timeout_seconds=2") as server,
+        httpx.Client(base_url=server.url, timeout=60) as http,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        first = pool.submit(http.post, "/explain", json={"text": "a slow explanation"})
+        wait_for(running.is_set, "the first explanation to start")
+        waiting = pool.submit(http.post, "/explain", json={"text": "one that waits"})
+        answer = first.result()
+        assert answer.status_code == 504 and "no explanation within 2s" in answer.json()["detail"]
+        assert waiting.result().status_code == 504
+        release.set()
+        assert http.post("/explain", json={"text": "back to normal"}).status_code == 200
+    assert texts == ["a slow explanation", "back to normal"]  # the one that timed out while waiting never ran
+
+
+def test_parity_and_registry_errors_reach_the_api_sanitised(store: dict[str, Any], tiny_model_dir: Path) -> None:
+    from tests.integration.test_registry_integrity import broken_alias_table
+
+    secret_source = "/srv/alice-hunter2/emotions.csv"  # unreadable: the parity check cannot run
+    extra = ("serve.backend=int8", f"serve.parity_source={secret_source}", "serve.refresh_seconds=0.2")
+    server = Server(serve_config(store["project"], tiny_model_dir, *extra))
+    with server, httpx.Client(base_url=server.url, timeout=60) as http:
+        model = http.get("/model")
+        parity = model.json()["parity"]
+        assert parity["passed"] is False and model.json()["backend"] == "torch-fp32"
+        assert "the parity data could not be read (PipelineError); see the server log" in parity["reason"]
+        assert "hunter2" not in model.text
+
+        with broken_alias_table(store["cfg"]):  # the registry fails every read from now on
+            wait_for(lambda: app_state(server).store.last_error, "a refresh to fail")
+            other = http.get("/model", params={"version": "2"})
+            health = http.get("/health").json()
+        assert other.status_code == 503
+        assert other.json()["detail"] == "the registry could not be read (MlflowException); see the server log"
+        assert health["last_error"] == "reload failed (RegistryUnavailable); see the server log"
+        assert health["version"] == "1"  # still serving

@@ -80,3 +80,17 @@ def test_restore_gives_back_the_configured_uri_only_for_its_own_redacted_form():
     assert restore("https://bob:***@dvc.example.com/store", REMOTE) == REMOTE  # read the source again
     assert restore("https://eve:***@dvc.example.com/store", REMOTE) == "https://eve:***@dvc.example.com/store"
     assert restore("data/emotions.csv", "data/emotions.csv") == "data/emotions.csv"
+
+
+def test_the_served_models_parity_report_hides_passwords():
+    from types import SimpleNamespace
+
+    from pipeline.serving.backends import ParityReport
+    from pipeline.serving.store import LoadedModel
+
+    reason = f"int8 accuracy 0.9 vs torch-fp32 0.9 on 10 test texts of {REMOTE!r}"
+    parity = ParityReport("int8", True, reason, 0.9, 0.9, 1.0, 0.01, 10, REMOTE)
+    loaded = LoadedModel("m", "1", SimpleNamespace(labels=["joy"], backend="int8"), "int8", parity, {}, None, 0, 0)
+    info = loaded.info()
+    assert info["parity"]["source"] == "https://bob:***@dvc.example.com/store" and info["parity"]["n"] == 10
+    assert "hunter2" not in repr(info)
