@@ -284,7 +284,8 @@ def gate_and_promote(
     assert version is not None  # the loop runs at least once
     _log_outcome(mlflow_client, evaluated, verdict, champion, version, paired)
     failed = f"{len(verdict.failed)} of {len(verdict.checks)} checks failed"
-    console.stage("gate", f"{'passed' if verdict.passed else 'FAILED'}, {failed}")
+    status = "FAILED" if not verdict.passed else ("passed, held for a person to promote" if verdict.hold else "passed")
+    console.stage("gate", f"{status}, {failed}")
     role = "champion" if promoted else "challenger"
     console.stage("register", f"{cfg.mlflow.registered_model} version {version}, {role}")
     return PromotionResult(
