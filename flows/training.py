@@ -28,6 +28,7 @@ from pipeline.evaluation.behaviour import BehaviourReport
 from pipeline.evaluation.cross_validation import CrossValidation, Fold
 from pipeline.evaluation.evaluate import Evaluation
 from pipeline.monitoring.reference import log_reference
+from pipeline.redact import redact
 from pipeline.registry import promotion, tracking
 from pipeline.training import lora, teachers
 from pipeline.training.train import TrainResult
@@ -237,7 +238,7 @@ def training_flow(cfg: Config) -> dict[str, Any]:
         tracking.end_run(mlflow_client, run_id, status)
     return {
         "run_id": run_id,
-        "data_source": snapshot.source,
+        "data_source": redact(snapshot.source),  # a URI source may carry a password
         "data_hash": data_hash,
         "rows": snapshot.split_counts(),
         "cleaning": changes.reset_index().to_dict(orient="records"),
@@ -253,6 +254,7 @@ def training_flow(cfg: Config) -> dict[str, Any]:
             "temperature": round(trained.calibration["temperature"], 4),
         },
         "teachers": [vars(t) | {"val_macro_f1": round(t.val_macro_f1, 4)} for t in taught],
+        "cross_validation": cv.to_dict() if cv else None,
         "metrics": {k: round(v, 4) for k, v in evaluation.metrics.items()},
         "behaviour": behaviour.to_dict(),
         "gate": result.verdict.to_dict() | {"reasons": result.verdict.reasons},
