@@ -69,6 +69,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from pipeline.training import tune
+
+    flags = {"tune.trials": args.trials, "tune.storage": args.storage, "tune.study": args.study}
+    args.set = [*(args.set or []), *(f"{key}={value}" for key, value in flags.items() if value is not None)]
+    cfg = _config(args)
+    log_file = console.new_run_log(cfg.artifacts / "logs")
+    console.setup(args.verbose, log_file)
+    result = tune.tune(cfg, on_trial=lambda _study, trial: print(tune.format_trial(trial), flush=True))
+    print(tune.format_result(result, cfg) + f"\nlog       {log_file}")
+    return 0
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from pipeline.stages import ingest_validated
 
@@ -408,6 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = add("run", cmd_run, "run the Prefect training flow: ingest, validate, train, evaluate, gate, register")
     run.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    tune_cmd = add("tune", cmd_tune, "search train settings with Optuna on validation; write the best as a recipe")
+    tune_cmd.add_argument("--trials", type=int, help="trials this worker runs (default: tune.trials)")
+    tune_cmd.add_argument("--storage", help="Optuna storage URL to join, e.g. postgresql://... (default: tune.storage)")
+    tune_cmd.add_argument("--study", help="study name (default: tune.study)")
     add("ingest", cmd_ingest, "snapshot the data source into data/ and version it with DVC")
     inspect = add("inspect", cmd_inspect, "describe a data file and print the --set flags that train on it")
     inspect.add_argument("path", help="a file, folder, glob or list item to inspect (as data.source takes it)")

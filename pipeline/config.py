@@ -382,6 +382,93 @@ class ScoreConfig(_Section):
     experiment: str = "emotion-scoring"  # MLflow experiment of the scoring runs
 
 
+class SearchParam(_Section):
+    """One searched setting: a float or int range (``log`` samples evenly in log space) or a list of choices."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> SearchParam:
+        if self.type == "categorical":
+            if not self.choices or self.low is not None or self.high is not None:
+                raise ValueError("categorical takes a non-empty list of choices (and no low/high)")
+            return self
+        if self.low is None or self.high is None or self.choices is not None:
+            raise ValueError(f"{self.type} takes low and high (and no choices)")
+        if self.low > self.high or (self.log and self.low <= 0):
+            raise ValueError(f"needs low <= high{' and low > 0 (log scale)' if self.log else ''}")
+        if self.type == "int" and not (self.low.is_integer() and self.high.is_integer()):
+            raise ValueError("int takes whole-number low and high")
+        return self
+
+    def candidates(self) -> list[Any]:
+        """The values that bound what the search may try: each must be a valid setting."""
+        if self.type == "categorical":
+            return list(self.choices or [])
+        cast = int if self.type == "int" else float
+        return [cast(self.low), cast(self.high)]
+
+
+class TuneConfig(_Section):
+    """Hyperparameter search (`emotion tune`, pipeline/training/tune.py): Optuna TPE with median pruning on
+    validation macro-F1; the best trial is written as a recipe."""
+
+    trials: int = Field(20, ge=1)  # trials this worker runs (several workers on one study each run this many)
+    timeout_minutes: float | None = Field(None, gt=0)  # this worker stops starting trials after this; None = no limit
+    study: str = "emotion-tune"  # workers with the same study name and storage join one study
+    storage: str | None = None  # an Optuna storage URL (env OPTUNA_STORAGE); None = sqlite in artifacts/tune/
+    seed: int | None = 0  # TPE sampler seed; give each worker of a shared study its own (or None = random)
+    startup_trials: int = Field(5, ge=0)  # trials sampled at random and never pruned before TPE and pruning start
+    warmup_evaluations: int = Field(1, ge=0)  # a trial is not pruned at its first N validation evaluations
+    recipe: str = "recipes/tuned.yaml"  # the best trial's settings: `emotion run --recipe tuned` (or this path)
+    experiment: str = "emotion-tuning"  # MLflow experiment: one parent run per worker, one nested run per trial
+    # train.<key>: {type: float|int, low, high, log} or {type: categorical, choices}; null leaves a key out
+    space: dict[str, dict[str, Any] | None] = {
+        "learning_rate": {"type": "float", "low": 1.0e-5, "high": 5.0e-4, "log": True},
+        "batch_size": {"type": "categorical", "choices": [16, 32, 64]},
+        "epochs": {"type": "int", "low": 2, "high": 8},
+        "layer_lr_decay": {"type": "float", "low": 0.7, "high": 1.0},
+        "class_weights": {"type": "categorical", "choices": ["none", "sqrt", "balanced"]},
+        "label_smoothing": {"type": "float", "low": 0.0, "high": 0.2},
+        "warmup_fraction": {"type": "float", "low": 0.0, "high": 0.2},
+    }
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, value: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any] | None]:
+        for name, spec in value.items():
+            if spec is not None:
+                _check_search_param(name, spec)
+        return value
+
+    def search_space(self) -> dict[str, SearchParam]:
+        """The searched train settings by name (entries set to null are left out)."""
+        return {name: SearchParam.model_validate(spec) for name, spec in self.space.items() if spec is not None}
+
+
+def _check_search_param(name: str, spec: dict[str, Any]) -> None:
+    """A searched key must be a train setting, and every value the search may try a valid one."""
+    if name not in TrainConfig.model_fields:
+        raise ValueError(
+            f"unknown parameter '{name}': the search space takes train settings ({', '.join(TrainConfig.model_fields)})"
+        )
+    try:
+        param = SearchParam.model_validate(spec)
+    except ValidationError as exc:
+        raise ValueError(f"'{name}': {'; '.join(err['msg'] for err in exc.errors())}") from exc
+    for candidate in param.candidates():
+        try:
+            TrainConfig.model_validate({name: candidate})
+        except ValidationError as exc:
+            raise ValueError(
+                f"'{name}' may take {candidate!r}, not a valid train.{name}: {exc.errors()[0]['msg']}"
+            ) from exc
+
+
 class Config(_Section):
     project_dir: str = "."  # relative paths below resolve against this
     recipes: list[str] = []  # recipe files layered over params.yaml, as named (recipes/<name>.yaml or a path)
@@ -397,6 +484,7 @@ class Config(_Section):
     serve: ServeConfig = ServeConfig()
     monitor: MonitorConfig = MonitorConfig()
     score: ScoreConfig = ScoreConfig()
+    tune: TuneConfig = TuneConfig()
 
     @model_validator(mode="after")
     def _folds_without_teachers(self) -> Config:
@@ -548,8 +636,8 @@ def load_config(
 ) -> Config:
     """Read params.yaml (if present), layer the recipes, the environment and ``--set`` overrides, and validate.
 
-    Later layers win: params.yaml < recipes (in order) < ``MLFLOW_TRACKING_URI`` and ``EMOTION_ADMIN_TOKEN`` in
-    ``environ`` < ``--set``.
+    Later layers win: params.yaml < recipes (in order) < ``MLFLOW_TRACKING_URI``, ``OPTUNA_STORAGE`` and
+    ``EMOTION_ADMIN_TOKEN`` in ``environ`` < ``--set``.
     The recipes are ``recipes`` if given, else the ``recipes`` key (``--set`` over params.yaml); the config
     records their names, so a run logs what it was made of. Pointing a whole shell at a tracking server needs
     no edit.
@@ -568,6 +656,9 @@ def load_config(
     env_uri = (environ or {}).get("MLFLOW_TRACKING_URI")
     if env_uri:
         tree = _merge(tree, {"mlflow": {"tracking_uri": env_uri}})
+    env_storage = (environ or {}).get("OPTUNA_STORAGE")  # `make services` exports its PostgreSQL study database
+    if env_storage:
+        tree = _merge(tree, {"tune": {"storage": env_storage}})
     env_token = (environ or {}).get("EMOTION_ADMIN_TOKEN")  # a secret: better in the environment than in argv
     if env_token:
         tree = _merge(tree, {"serve": {"admin_token": env_token}})
