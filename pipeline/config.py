@@ -409,8 +409,8 @@ class SearchParam(_Section):
         """The values that bound what the search may try: each must be a valid setting."""
         if self.type == "categorical":
             return list(self.choices or [])
-        cast = int if self.type == "int" else float
-        return [cast(self.low), cast(self.high)]
+        bounds = [float(self.low or 0.0), float(self.high or 0.0)]  # both set: checked in _shape
+        return [int(b) for b in bounds] if self.type == "int" else bounds
 
 
 class TuneConfig(_Section):

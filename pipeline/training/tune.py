@@ -11,7 +11,9 @@ its worker's parent run.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -193,6 +195,7 @@ class TuneResult:
 def open_study(cfg: Config, storage: str) -> optuna.Study:
     """Create the study, or join it when another worker (or an earlier run) already did."""
     import optuna
+    from sqlalchemy.exc import SQLAlchemyError
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the caller prints one line per trial
     sampler = optuna.samplers.TPESampler(seed=cfg.tune.seed, n_startup_trials=cfg.tune.startup_trials)
@@ -201,15 +204,33 @@ def open_study(cfg: Config, storage: str) -> optuna.Study:
     )
     try:
         return optuna.create_study(
-            storage=storage,
+            storage=_rdb_storage(storage),
             sampler=sampler,
             pruner=pruner,
             study_name=cfg.tune.study,
             direction="maximize",
             load_if_exists=True,
         )
-    except (ImportError, ValueError) as exc:
-        raise PipelineError(f"cannot open Optuna storage {redact(storage)}: {exc}") from exc
+    except (ImportError, ValueError, SQLAlchemyError) as exc:
+        raise PipelineError(
+            f"cannot open Optuna storage {redact(storage)}: {str(exc).splitlines()[0]}; "
+            "check tune.storage (or OPTUNA_STORAGE)"
+        ) from exc
+
+
+def _rdb_storage(url: str, attempts: int = 3) -> optuna.storages.RDBStorage:
+    """Connect, creating Optuna's tables the first time. Workers that start together on a fresh database race to
+    create them (PostgreSQL then refuses the second ``CREATE TYPE``); the loser retries and finds them made."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(1, attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (IntegrityError, ProgrammingError):
+            log.info("Optuna storage %s is being set up by another worker; retrying", redact(url))
+            time.sleep(attempt)
+    return optuna.storages.RDBStorage(url)  # the last attempt raises what it meets
 
 
 def run_study(cfg: Config, data: PreparedData, on_trial: TrialCallback | None = None) -> TuneResult:
@@ -276,7 +297,7 @@ def write_recipe(cfg: Config, best: optuna.trial.FrozenTrial) -> Path:
     ]
     body = yaml.safe_dump({"train": dict(best.params)}, sort_keys=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # workers on one machine may finish at once
     tmp.write_text("\n".join(header) + "\n" + body)
     tmp.replace(path)
     return path

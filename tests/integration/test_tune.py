@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -82,3 +83,64 @@ def test_tune_runs_a_study_and_writes_a_recipe_that_run_accepts(project: Path, t
 
     summary = emotion(project, "run", overrides + ["train.max_steps=3"], "--recipe", str(recipe))
     assert "== emotion pipeline run ==" in summary and "training  3 steps" in summary, summary
+
+
+def small_study(project: Path, tiny_model_dir: Path, *extra: str) -> list[str]:
+    searched = ("train.learning_rate=", "train.batch_size=", "train.epochs=")
+    return [item for item in tiny_overrides(project, tiny_model_dir) if not item.startswith(searched)] + [
+        *SMALL_SPACE,
+        *extra,
+    ]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_tuning_flow_runs_the_study_as_tasks(project: Path, tiny_model_dir: Path) -> None:
+    from flows.tuning import tuning_flow
+    from pipeline.stages import ingest_validated
+
+    cfg = load_config(PARAMS, small_study(project, tiny_model_dir, "tune.trials=2"), environ={})
+    ingest_validated(cfg)
+    summary = tuning_flow(cfg=cfg)
+    assert (summary["trials_run"], summary["trials_in_study"]) == (2, 2)
+    assert Path(summary["recipe"]) == project / "recipes" / "tuned.yaml"
+    tuned = load_config(PARAMS, [f"project_dir={project}"], environ={}, recipes=["tuned"])  # by name, from recipes/
+    assert tuned.train.learning_rate == summary["best_params"]["learning_rate"]
+
+
+def test_two_workers_join_one_study_on_postgresql(project: Path, tiny_model_dir: Path) -> None:
+    """Two `emotion tune` processes at once on one PostgreSQL study, as on two machines (own MLflow stores)."""
+    import tempfile
+
+    import optuna
+
+    from pipeline.ops import services as svc
+    from pipeline.stages import ingest_validated
+    from tests.conftest import free_port
+
+    root = Path(tempfile.mkdtemp(prefix="emotion-tune-pg-"))  # short: PostgreSQL's socket path is limited
+    root.chmod(0o755)
+    services = svc.Services(root, pg_port=free_port(), mlflow_port=free_port(), prefect_port=free_port())
+    try:
+        svc.start(services, names=("postgres",), report=lambda _message: None)
+        url = services.database_url("optuna")
+        ingest_validated(load_config(PARAMS, small_study(project, tiny_model_dir), environ={}))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"OPTUNA_STORAGE": url}
+        workers = []
+        for seed in (1, 2):
+            overrides = small_study(project, tiny_model_dir, f"tune.seed={seed}", "tune.study=shared")
+            overrides.append(f"mlflow.tracking_uri=sqlite:///mlflow/worker-{seed}.db")
+            args = [str(BIN / "emotion"), "tune", "--config", str(PARAMS), "--trials", "2"]
+            for item in overrides:
+                args += ["--set", item]
+            workers.append(
+                subprocess.Popen(args, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            )
+        outputs = [worker.communicate(timeout=900)[0].decode() for worker in workers]
+        assert [worker.returncode for worker in workers] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+        study = optuna.load_study(study_name="shared", storage=url)
+        assert len(study.trials) == 4
+        assert [sum(line.startswith("trial ") for line in o.splitlines()) for o in outputs] == [2, 2], outputs
+        assert all("study     shared in postgresql" in output for output in outputs), outputs
+    finally:
+        svc.stop(services, report=lambda _message: None)
+        shutil.rmtree(root, ignore_errors=True)

@@ -122,3 +122,9 @@ def test_study_never_gives_the_test_split_to_training(tmp_path: Path, monkeypatc
 
     again = tune.run_study(cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"trials": 1})}), prepared())
     assert (again.trials_run, again.trials_in_study) == (1, 4)  # a second worker (or run) joins the same study
+
+
+def test_an_unreachable_storage_is_a_pipeline_error(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "tune.storage=postgresql+psycopg2://nobody@127.0.0.1:1/optuna")
+    with pytest.raises(PipelineError, match="cannot open Optuna storage .* check tune.storage"):
+        tune.open_study(cfg, tune.storage_url(cfg))
