@@ -21,7 +21,7 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup pipeline test test-fast lint format repro metrics plots predict mlflow-ui mlflow-server clean monitor serve-flows serve bench-model bench bench-training bench-quality services services-stop
+.PHONY: help setup pipeline test test-fast lint format repro metrics plots predict mlflow-ui mlflow-server clean monitor tune serve-flows serve bench-model bench bench-training bench-quality services services-stop
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ plots: setup ## render DVC plots to dvc_plots/index.html
 
 predict: setup ## classify TEXT with the champion (TEXT='i feel great')
 	$(BIN)/emotion predict "$(TEXT)"
+
+tune: setup ## Optuna search of the train settings on validation; best trial -> recipes/tuned.yaml (ARGS='--trials 30')
+	$(BIN)/emotion tune $(ARGS)
 
 monitor: setup ## check a batch of new texts for drift against the champion (BATCH=file-or-folder, ARGS='--json')
 	$(BIN)/emotion monitor "$(BATCH)" $(ARGS)
