@@ -37,7 +37,8 @@ def scoring_run_name() -> str:
 
 @task(name="score-files", cache_policy=NO_CACHE)
 def score_task(cfg: Config, source: str, output: str, model: str | None, engine: str) -> ScoreSummary:
-    return score_files(cfg, [source], Path(output), model, engine=engine)
+    address = cfg.score.ray_address if engine == "ray" else None
+    return score_files(cfg, [source], Path(output), model, engine=engine, address=address)
 
 
 @task(name="log-to-mlflow", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=RETRY_DELAYS)

@@ -220,8 +220,11 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     from pipeline.scoring.job import score_files
 
+    cfg = _config(args)
+    engine = args.engine or cfg.score.engine
+    address = args.address or (cfg.score.ray_address if engine == "ray" else None)
     summary = score_files(
-        _config(args), args.inputs, Path(args.output), args.model, args.id_column, args.chunk_size, args.engine
+        cfg, args.inputs, Path(args.output), args.model, args.id_column, args.chunk_size, engine, address
     )
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
@@ -458,7 +461,14 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--model", help="a version, @alias, models:/ URI or model folder (default: the champion)")
     score.add_argument("--id-column", help="the input column to copy as id (default: id if present, else row number)")
     score.add_argument("--chunk-size", type=int, help="rows per shard (default: score.chunk_size)")
-    score.add_argument("--engine", default="local", help="scoring engine (default: local)")
+    score.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        help="local (this process) or ray (Ray Data actors; default: score.engine)",
+    )
+    score.add_argument(
+        "--address", help="a running Ray cluster's HOST:PORT (default: score.ray_address, else a local Ray)"
+    )
     score.add_argument("--json", action="store_true", help="print the summary as JSON")
     predict.add_argument(
         "--explain", action="store_true", help="print each word's attribution to the predicted label (slower)"

@@ -376,7 +376,8 @@ class ScoreConfig(_Section):
     chunk_size: int = Field(10000, ge=1)  # input rows per shard: memory use and the unit of resume
     batch_size: int = Field(64, ge=1)  # texts per forward pass (length-sorted within a chunk)
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    engine: Literal["local"] = "local"
+    engine: Literal["local", "ray"] = "local"
+    ray_address: str | None = None  # engine ray: a running cluster's HOST:PORT; None = start a local Ray
     cron: str | None = None  # scheduled batch scoring, e.g. "0 2 * * *"; None = on demand only
     check_drift: bool = False  # run the drift check on the same batch after scoring
     experiment: str = "emotion-scoring"  # MLflow experiment of the scoring runs

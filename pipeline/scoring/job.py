@@ -18,7 +18,7 @@ from pipeline.scoring.model import ScoringModel, local_folder, resolve_model
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("local",)
+ENGINES = ("local", "ray")
 
 
 @dataclass
@@ -37,6 +37,8 @@ class ScoreSummary:
     seconds: float
     texts_per_second: float  # texts scored in this run per second of scoring (model loading excluded)
     label_counts: dict[str, int] = field(default_factory=dict)
+    engine: str = "local"
+    ray_nodes: list[str] = field(default_factory=list)  # the Ray nodes that scored rows in this run
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,6 +61,36 @@ def _skip_invalid(cfg: Config) -> bool:
     return severity.text_not_blank != "error" and severity.text_not_null != "error"
 
 
+def _run_engine(
+    cfg: Config,
+    engine: str,
+    address: str | None,
+    files: list[Path],
+    parts: Path,
+    done: set[int],
+    model: ScoringModel,
+    size: int,
+    id_column: str | None,
+) -> tuple[list[Path], int, list[str]]:
+    """Score the pending chunks with ``engine``; returns every shard path, the rows scored now and the Ray nodes."""
+    chunks = reader.chunks(files, cfg.data, size, id_column)
+    assert model.folder is not None
+    if engine == "ray":
+        from pipeline.scoring.ray_engine import RaySettings, run_ray
+
+        settings = RaySettings(address, cfg.score.precision, cfg.model.max_length, cfg.score.batch_size)
+        return run_ray(chunks, parts, done, model, settings, _skip_invalid(cfg))
+    from pipeline.model.predict import Predictor
+    from pipeline.scoring.local import run_local
+
+    predictor = Predictor(
+        model.folder, precision=cfg.score.precision, max_length=cfg.model.max_length, batch_size=cfg.score.batch_size
+    )
+    total = reader.count_rows(files, cfg.data) if sys.stderr.isatty() else None  # for the ETA
+    paths, scored = run_local(chunks, parts, done, predictor, model, _skip_invalid(cfg), total)
+    return paths, scored, []
+
+
 def score_files(
     cfg: Config,
     inputs: list[str],
@@ -67,12 +99,16 @@ def score_files(
     id_column: str | None = None,
     chunk_size: int | None = None,
     engine: str = "local",
+    address: str | None = None,
 ) -> ScoreSummary:
-    """Score every text of ``inputs`` (files, folders, globs) into ``output``, resuming an interrupted run."""
-    from pipeline.model.predict import Predictor
+    """Score every text of ``inputs`` (files, folders, globs) into ``output``, resuming an interrupted run.
 
+    ``engine`` local scores in this process; ray on the Ray cluster at ``address`` (None = a local Ray).
+    """
     if engine not in ENGINES:
         raise PipelineError(f"unknown scoring engine {engine!r}: use one of {', '.join(ENGINES)}")
+    if address and engine != "ray":
+        raise PipelineError("--address names a Ray cluster: add --engine ray")
     writer.output_format(output)
     start = time.perf_counter()
     files = reader.input_files(inputs, Path(cfg.project_dir).resolve())
@@ -82,26 +118,16 @@ def score_files(
     done = set(shards.prepare(parts, _manifest(files, resolved, cfg, size, id_column)))
     with tempfile.TemporaryDirectory(prefix="emotion-score-model-") as tmp:
         resolved = local_folder(cfg, resolved, Path(tmp))
-        assert resolved.folder is not None
-        predictor = Predictor(
-            resolved.folder,
-            precision=cfg.score.precision,
-            max_length=cfg.model.max_length,
-            batch_size=cfg.score.batch_size,
+        log.info(
+            "scoring %d file(s) with %s version %s into %s (engine %s)",
+            len(files),
+            resolved.name,
+            resolved.version,
+            output,
+            engine,
         )
-        log.info("scoring %d file(s) with %s version %s into %s", len(files), resolved.name, resolved.version, output)
-        from pipeline.scoring.local import run_local
-
         scoring_start = time.perf_counter()
-        paths, scored_now = run_local(
-            reader.chunks(files, cfg.data, size, id_column),
-            parts,
-            done,
-            predictor,
-            resolved,
-            _skip_invalid(cfg),
-            reader.count_rows(files, cfg.data) if sys.stderr.isatty() else None,  # for the ETA
-        )
+        paths, scored_now, nodes = _run_engine(cfg, engine, address, files, parts, done, resolved, size, id_column)
         scoring_seconds = time.perf_counter() - scoring_start
     counts = [shards.shard_counts(p) for p in paths]
     label_counts: Counter[str] = writer.finish(parts, paths, output, cfg.data.label_separator)
@@ -119,6 +145,8 @@ def score_files(
         seconds=round(seconds, 3),
         texts_per_second=round(scored_now / scoring_seconds, 1) if scoring_seconds else 0.0,
         label_counts=dict(sorted(label_counts.items())),
+        engine=engine,
+        ray_nodes=nodes,
     )
     if summary.skipped_invalid:
         log.warning("skipped %d empty or invalid texts (checks.severity.text_not_blank)", summary.skipped_invalid)
