@@ -17,6 +17,7 @@ import json
 import logging
 import zipfile
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,14 +180,39 @@ def decode(raw: bytes, encoding: str, path: Path) -> tuple[str, str]:
         ) from exc
 
 
+def stream_encoding(path: Path, encoding: str) -> str:
+    """The codec to stream ``path`` with, chosen as ``decode`` chooses: a BOM wins; ``auto`` is UTF-8 if the whole
+    file decodes as UTF-8 (checked block by block), else cp1252."""
+    with path.open("rb") as fh:
+        head = fh.read(8192)
+        refuse_binary(head, path)
+        if encoding.lower().replace("_", "-") not in ("auto", "utf-8", "utf8", "utf-8-sig"):
+            return encoding
+        for bom, name in BOMS:
+            if head.startswith(bom):
+                return name
+        if encoding != "auto":
+            return "utf-8"
+        fh.seek(0)
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        try:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            log.info("%s is not UTF-8: read as %s (data.encoding=auto)", path, FALLBACK_ENCODING)
+            return FALLBACK_ENCODING
+    return "utf-8"
+
+
 # --- delimited text --------------------------------------------------------------------------------------------
 
 
 class _Lines:
     """Physical lines for csv.reader, numbered, with comment lines between records left out."""
 
-    def __init__(self, text: str, comment: str | None) -> None:
-        self._lines = io.StringIO(text, newline="")
+    def __init__(self, lines: Iterable[str], comment: str | None) -> None:
+        self._lines = iter(lines)
         self.comment = comment
         self.number = 0
         self.start: int | None = None  # first line of the record being read
@@ -207,24 +233,27 @@ class _Lines:
 
 def _records(text: str, delimiter: str, opts: ReadOptions) -> list[tuple[int, int, list[str]]]:
     """(first line, last line, fields) of every non-blank record."""
-    lines = _Lines(text, opts.comment)
+    return list(iter_records(io.StringIO(text, newline=""), delimiter, opts))
+
+
+def iter_records(lines: Iterable[str], delimiter: str, opts: ReadOptions) -> Iterator[tuple[int, int, list[str]]]:
+    """(first line, last line, fields) of every non-blank record of ``lines`` (read with ``newline=""``), streamed."""
+    numbered = _Lines(lines, opts.comment)
     reader = csv.reader(
-        lines,
+        numbered,
         delimiter=delimiter,
         quotechar=opts.quotechar,
         escapechar=opts.escapechar,
         quoting=csv.QUOTE_MINIMAL if opts.quotechar else csv.QUOTE_NONE,
     )
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # a stray quote can swallow many lines
-    out = []
     try:
         for fields in reader:
-            start, lines.start = lines.start or lines.number, None
+            start, numbered.start = numbered.start or numbered.number, None
             if any(f.strip() for f in fields):
-                out.append((start, lines.number, fields))
+                yield start, numbered.number, fields
     except csv.Error as exc:
-        raise PipelineError(f"line {lines.number}: {exc}") from exc
-    return out
+        raise PipelineError(f"line {numbered.number}: {exc}") from exc
 
 
 def sniff_delimiter(text: str, opts: ReadOptions) -> str | None:
@@ -257,7 +286,7 @@ def sniff_delimiter(text: str, opts: ReadOptions) -> str | None:
     return tied[0]
 
 
-def _unique_names(names: list[str]) -> list[str]:
+def unique_names(names: list[str]) -> list[str]:
     """Header names stripped, blanks named by position, repeats suffixed like pandas (``a``, ``a.1``)."""
     seen: Counter[str] = Counter()
     out = []
@@ -320,7 +349,7 @@ def read_delimited(text: str, delimiter: str, opts: ReadOptions, report: FileRep
     """
     records = _records(text, delimiter, opts)
     if opts.header:
-        columns = _unique_names(records[0][2]) if records else []
+        columns = unique_names(records[0][2]) if records else []
         records = records[1:]
     else:
         width = Counter(len(f) for _, _, f in records).most_common(1)[0][0] if records else 0
@@ -434,7 +463,7 @@ def read_xlsx(raw: bytes, opts: ReadOptions, report: FileReport) -> pd.DataFrame
         io.BytesIO(raw), sheet_name=sheet, header=0 if opts.header else None, dtype=str, engine="openpyxl"
     )
     if opts.header:
-        frame.columns = _unique_names([str(c) if not str(c).startswith("Unnamed: ") else "" for c in frame.columns])
+        frame.columns = unique_names([str(c) if not str(c).startswith("Unnamed: ") else "" for c in frame.columns])
     else:
         frame.columns = [f"col{i}" for i in range(1, len(frame.columns) + 1)]
     frame = frame.dropna(how="all").astype(object).where(frame.notna(), None)

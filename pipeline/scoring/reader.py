@@ -5,12 +5,15 @@ from __future__ import annotations
 import glob
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TextIO
 
 import pandas as pd
 
 from pipeline.config import DataConfig
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.data.readers import ReadOptions
 
 ROW_ID = "id"  # the output's id column: the input's id column, or the input row number
 
@@ -39,24 +42,59 @@ def input_files(specs: list[str], base_dir: Path = Path(".")) -> list[Path]:
     return list(dict.fromkeys(p.resolve() for p in found))
 
 
-def table_options(fmt: str, cfg: DataConfig) -> dict[str, Any]:
-    """``pandas.read_csv`` options for a CSV/TSV as ingest reads it (only an empty cell is missing).
+def _delimiter(fh: TextIO, fmt: str, opts: ReadOptions) -> str:
+    """data.delimiter as ingest applies it: tab for a TSV on auto, else the one named, else sniffed."""
+    from pipeline.data import readers
 
-    The one place the scorer takes reading options from the data config, so new ones (delimiter, encoding) flow in.
-    """
-    return {
-        "sep": "," if fmt == "csv" else "\t",
-        "dtype": str,
-        "keep_default_na": False,
-        "na_values": [""],
-        "encoding": "utf-8-sig",
-    }
+    delimiter = "\t" if fmt == "tsv" and opts.delimiter == "auto" else opts.delimiter
+    if delimiter == "auto":
+        delimiter = readers.sniff_delimiter(fh.read(readers.SNIFF_CHARS), opts) or ","
+        fh.seek(0)
+    return delimiter
 
 
-def _text_lines(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
+def _delimited_chunks(path: Path, fmt: str, cfg: DataConfig, chunk_size: int) -> Iterator[pd.DataFrame]:
+    """A CSV/TSV streamed with ingest's reading rules (data.delimiter, quotechar, escapechar, header, comment,
+    encoding): a record whose field count differs from the header's is malformed and follows data.bad_rows
+    (error: refused as soon as one is met, with its line; skip / warn: left out and reported at the end)."""
+    from pipeline.data import readers
+    from pipeline.data.ingest import read_options
+
+    opts = read_options(cfg)
+    report = readers.FileReport(str(path), fmt)
+    with path.open(encoding=readers.stream_encoding(path, cfg.encoding), newline="") as fh:
+        report.delimiter = _delimiter(fh, fmt, opts)
+        columns: list[str] | None = None
+        rows: list[list[str | None]] = []
+        for start, _, fields in readers.iter_records(fh, report.delimiter, opts):
+            if columns is None:
+                columns = (
+                    readers.unique_names(fields) if opts.header else [f"col{i}" for i in range(1, len(fields) + 1)]
+                )
+                report.header, report.columns = opts.header, columns
+                if opts.header:
+                    continue
+            if len(fields) != len(columns):
+                raw = report.delimiter.join(fields)[:300]
+                report.bad_rows.append(readers.BadRow(start, len(fields), len(columns), raw))
+                if cfg.bad_rows == "error":
+                    readers.apply_bad_row_policy(report, cfg.bad_rows)
+                continue
+            rows.append([f if f != "" else None for f in fields])
+            if len(rows) == chunk_size:
+                yield pd.DataFrame(rows, columns=columns, dtype=object)
+                rows = []
+    if rows:
+        yield pd.DataFrame(rows, columns=columns, dtype=object)
+    readers.apply_bad_row_policy(report, cfg.bad_rows)
+
+
+def _text_lines(path: Path, chunk_size: int, encoding: str) -> Iterator[pd.DataFrame]:
     """dair-ai ``text;label`` lines as ingest reads them (label after the last ';', blank lines ignored)."""
     rows: list[str] = []
-    with path.open(encoding="utf-8-sig") as fh:
+    from pipeline.data.readers import stream_encoding
+
+    with path.open(encoding=stream_encoding(path, encoding)) as fh:
         for line in fh:
             line = line.rstrip("\r\n")
             if not line.strip():
@@ -81,10 +119,9 @@ def _parquet_batches(path: Path, columns: list[str], chunk_size: int) -> Iterato
 
 def _raw_chunks(path: Path, fmt: str, cfg: DataConfig, columns: list[str], chunk_size: int) -> Iterator[pd.DataFrame]:
     if fmt == "text":
-        yield from _text_lines(path, chunk_size)
+        yield from _text_lines(path, chunk_size, cfg.encoding)
     elif fmt in ("csv", "tsv"):
-        with pd.read_csv(path, chunksize=chunk_size, **table_options(fmt, cfg)) as reader:
-            yield from reader
+        yield from _delimited_chunks(path, fmt, cfg, chunk_size)
     elif fmt == "jsonl":
         with pd.read_json(path, lines=True, dtype=False, chunksize=chunk_size, encoding="utf-8-sig") as reader:
             yield from reader
@@ -118,7 +155,8 @@ def file_chunks(path: Path, cfg: DataConfig, chunk_size: int, id_column: str | N
             yield frame
     except UnicodeDecodeError as exc:
         raise PipelineError(
-            f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); re-encode it as UTF-8"
+            f"{path} is not {exc.encoding} text ({exc.reason} at byte {exc.start}); set data.encoding to the file's "
+            "encoding, or auto"
         ) from exc
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise PipelineError(f"cannot read {path} as {fmt}: {exc}") from exc

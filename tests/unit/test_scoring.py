@@ -163,3 +163,52 @@ def test_unknown_output_suffix_and_model_are_user_errors(tmp_path: Path, tiny_cl
         score_files(config(tmp_path), [str(inp)], tmp_path / "o.csv", str(tiny_classifier_dir))
     with pytest.raises(PipelineError, match="not a model folder"):
         score_files(config(tmp_path), [str(inp)], tmp_path / "o.csv", "models:/broken")
+
+
+def semicolon_latin1_csv(path: Path) -> Path:
+    """A semicolon CSV in latin-1 with a comment line, a quoted cell holding the delimiter and a malformed row."""
+    lines = [
+        "# exported by a spreadsheet",
+        "id;text;label",
+        "a;le café était froid;sadness",
+        'b;"déjà vu; again";surprise',
+        "c;one;field;too many",  # line 5: 4 fields, the header has 3
+        "d;naïve joy;joy",
+    ]
+    path.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    return path
+
+
+@pytest.mark.parametrize("bad_rows", ["skip", "warn"])
+def test_csv_input_reads_with_ingests_delimiter_encoding_and_bad_row_policy(
+    tmp_path: Path, tiny_classifier_dir: Path, bad_rows: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pipeline.data.ingest import read_table
+
+    inp = semicolon_latin1_csv(tmp_path / "in.csv")
+    sets = ["data.delimiter=semicolon", "data.encoding=latin-1", "data.comment='#'", f"data.bad_rows={bad_rows}"]
+    cfg = config(tmp_path, *sets)
+    expected = read_table(inp, cfg.data)
+    with caplog.at_level(logging.INFO):
+        summary = score_files(cfg, [str(inp)], tmp_path / "out.parquet", str(tiny_classifier_dir), chunk_size=2)
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    assert out["text"].tolist() == expected["text"].tolist() == ["le café était froid", "déjà vu; again", "naïve joy"]
+    assert out["id"].tolist() == ["a", "b", "d"] and summary.rows_read == 3
+    assert "1 malformed row(s) left out (data.bad_rows=" + bad_rows + ") at line(s) 5" in caplog.text
+
+
+def test_csv_malformed_row_is_refused_like_ingest_by_default(tmp_path: Path, tiny_classifier_dir: Path) -> None:
+    from pipeline.data.ingest import read_table
+
+    inp = semicolon_latin1_csv(tmp_path / "in.csv")
+    cfg = config(tmp_path, "data.encoding=latin-1", "data.comment='#'")  # delimiter auto: sniffed as ingest does
+    with pytest.raises(PipelineError) as ingest_error:
+        read_table(inp, cfg.data)
+    with pytest.raises(PipelineError) as score_error:
+        score_files(cfg, [str(inp)], tmp_path / "out.parquet", str(tiny_classifier_dir))
+    assert str(score_error.value) == str(ingest_error.value)
+    assert "line(s) 5" in str(score_error.value) and "delimiter semicolon" in str(score_error.value)
+    with pytest.raises(PipelineError, match="not utf-8 text .*set data.encoding"):
+        score_files(
+            config(tmp_path, "data.bad_rows=skip"), [str(inp)], tmp_path / "o.parquet", str(tiny_classifier_dir)
+        )
