@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,9 +66,25 @@ class ScorerActor:
         return scored
 
 
+def _reachable(address: str) -> None:
+    """Fail fast on a HOST:PORT nobody listens on (ray.init would keep retrying for minutes)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # "auto", ray:// client addresses: left to Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise PipelineError(
+            f"cannot connect to the Ray cluster at {address}: {exc.strerror or exc}. Start one with "
+            "`ray start --head --port PORT` and pass --address HOST:PORT (or leave --address out for a local Ray)"
+        ) from exc
+
+
 def connect(address: str | None) -> None:
     """Join the cluster at ``address``, or start a local Ray; Ray's own logs stay in its session folder."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    if address:
+        _reachable(address)
     import ray
 
     options: dict[str, Any] = {"configure_logging": False, "log_to_driver": False, "logging_level": logging.WARNING}
