@@ -5,10 +5,13 @@ The input is the emotion train texts repeated to ``--rows`` (default 100,000) ro
 CPU has it) and, for a like-for-like comparison, in fp32 over the first ``--slice`` texts; the pipeline is timed on
 that slice only (batch_size=32 and its default, 1), since over 100,000 texts it would take most of an hour. Peak RSS
 of the scorer (``wait4``) is measured for 1x = ``--rows / 10`` and 10x = ``--rows`` texts: streaming in chunks, it
-should barely grow. The bf16 and fp32 matmul peaks are measured in the same run.
+should barely grow. The Ray engine's overhead: the same ``--slice`` texts scored with ``--engine local`` and
+``--engine ray`` (a local Ray the scorer starts, or ``--ray-address``); Ray's texts/s include starting the cluster
+connection and the actors. The bf16 and fp32 matmul peaks are measured in the same run.
 
     nice -n 10 python bench/bench_scoring.py                  # embedded MiniLM with a random head
     nice -n 10 python bench/bench_scoring.py --model /tmp/bench-proj/artifacts/model
+    nice -n 10 python bench/bench_scoring.py --engines-only --slice 200    # a quick check of the engine comparison
 
 Writes bench/results/bench_scoring.json. Not a test: never collected by pytest.
 """
@@ -24,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_training import matmul_gflops
-from common import DEFAULT_MODEL, REPO, Timer, machine, write_result
+from common import DEFAULT_MODEL, REPO, Timer, machine, matmul_gflops, write_result
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -40,6 +42,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--slice", type=int, default=5000, help="texts the pipeline (and fp32 scorer) are timed on")
     p.add_argument("--chunk-size", type=int, default=10_000)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/bench-scoring"))
+    p.add_argument("--ray-address", help="the Ray engine on this cluster (default: a local Ray the scorer starts)")
+    p.add_argument("--engines-only", action="store_true", help="only the local vs Ray comparison on --slice texts")
     return p.parse_args()
 
 
@@ -68,7 +72,9 @@ def write_input(path: Path, rows: int) -> list[str]:
     return repeated
 
 
-def run_scorer(inp: Path, out: Path, model: Path, chunk_size: int, *sets: str) -> dict[str, Any]:
+def run_scorer(
+    inp: Path, out: Path, model: Path, chunk_size: int, *sets: str, flags: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """`emotion score` as a subprocess: wall time, texts/s (its own, model loading excluded) and peak RSS."""
     import json
 
@@ -86,6 +92,7 @@ def run_scorer(inp: Path, out: Path, model: Path, chunk_size: int, *sets: str) -
         "--json",
         "--set",
         f"project_dir={inp.parent}",
+        *flags,
     ]
     for item in sets:
         command += ["--set", item]
@@ -102,8 +109,42 @@ def run_scorer(inp: Path, out: Path, model: Path, chunk_size: int, *sets: str) -
         "wall_seconds": round(time.perf_counter() - start, 1),
         "texts_per_second": summary["texts_per_second"],
         "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
-        "settings": list(sets),
+        "settings": list(sets) + list(flags),
     }
+
+
+def compare_engines(args: argparse.Namespace, model: Path, inp: Path) -> dict[str, Any]:
+    """The same texts with the local and the Ray engine: texts/s of each and the Ray engine's overhead."""
+    address = ("--address", args.ray_address) if args.ray_address else ()
+    runs = {}
+    for engine, flags in (("local", ("--engine", "local")), ("ray", ("--engine", "ray", *address))):
+        runs[f"engine_{engine}"] = run_scorer(
+            inp, args.workdir / f"engine_{engine}.parquet", model, args.chunk_size, flags=flags
+        )
+        print(f"engine_{engine}", runs[f"engine_{engine}"], flush=True)
+    local, ray = runs["engine_local"], runs["engine_ray"]
+    return runs | {
+        "ray_overhead": {
+            "texts_per_second_ratio_local_over_ray": round(local["texts_per_second"] / ray["texts_per_second"], 2),
+            "extra_wall_seconds": round(ray["wall_seconds"] - local["wall_seconds"], 1),
+            "cluster": args.ray_address or "a local Ray started by the scorer",
+        }
+    }
+
+
+def engines_only(args: argparse.Namespace, model: Path, peak: dict[str, int]) -> None:
+    sliced = args.workdir / f"texts_{args.slice}.csv"
+    write_input(sliced, args.slice)
+    payload = {
+        "model": str(model),
+        "input": f"emotion train texts repeated to {args.slice} rows (CSV in {args.workdir})",
+        "chunk_size": args.chunk_size,
+        "matmul_peak_gflops": peak,
+        "machine": machine(),
+        "runs": compare_engines(args, model, sliced),
+        "notes": "Ray texts/s include connecting, staging and starting the actors; shared machine (see load_average)",
+    }
+    print(f"-> {write_result('bench_scoring_engines', payload)}")
 
 
 def run_pipeline(model: Path, texts: list[str], batch_size: int | None) -> dict[str, Any]:
@@ -130,6 +171,8 @@ def main() -> None:
     model = model_folder(args)
     peak = {"bf16": round(matmul_gflops(torch.bfloat16)), "fp32": round(matmul_gflops(torch.float32))}
     print(f"matmul peak: bf16 {peak['bf16']} GFLOP/s, fp32 {peak['fp32']} GFLOP/s", flush=True)
+    if args.engines_only:
+        return engines_only(args, model, peak)
     full, small, sliced = (args.workdir / f"texts_{n}.csv" for n in (args.rows, args.rows // 10, args.slice))
     texts = write_input(full, args.rows)
     write_input(small, args.rows // 10)
@@ -145,6 +188,7 @@ def main() -> None:
     for name, batch in (("pipeline_slice_batch32", 32), ("pipeline_slice_default", None)):
         runs[name] = run_pipeline(model, texts[: args.slice], batch)
         print(name, runs[name], flush=True)
+    runs |= compare_engines(args, model, sliced)
     best_pipeline = max(
         runs["pipeline_slice_batch32"]["texts_per_second"], runs["pipeline_slice_default"]["texts_per_second"]
     )
