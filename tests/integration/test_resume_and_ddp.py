@@ -134,3 +134,40 @@ def test_two_process_ddp_ranks_agree_and_only_rank0_saves(project: Path, tiny_mo
     assert (project / "artifacts" / "model" / "config.json").exists()
     summary = json.loads((project / "artifacts" / "training_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["rank"] == 0
+
+
+def test_two_node_ddp_with_c10d_rendezvous_agrees_and_only_rank0_saves(project: Path, tiny_model_dir: Path) -> None:
+    """Two `torchrun` agents as two nodes of one job (one process each), meeting at a c10d rendezvous on 127.0.0.1:
+    the multi-node launch of docs/team-setup.md, with a shared project folder standing in for a shared filesystem."""
+    overrides = tiny_overrides(project, tiny_model_dir, "train.epochs=2", "train.batch_size=16")
+    args = ["--config", str(PARAMS)] + [x for item in overrides for x in ("--set", item)]
+    env = os.environ | {"PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    for command in (["ingest"], ["prepare"]):
+        subprocess.run([str(BIN / "emotion"), *command, *args], cwd=project, env=env, check=True, capture_output=True)
+
+    endpoint = f"127.0.0.1:{free_port()}"
+    launch = [str(BIN / "torchrun"), "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d"]
+    launch += ["--rdzv-endpoint", endpoint, "--rdzv-id", "emotion-test"]
+    nodes = [
+        subprocess.Popen(
+            [*launch, "--node-rank", str(rank), "-m", "pipeline.cli", "train", *args],
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=900) for node in nodes]
+    for node, (stdout, stderr) in zip(nodes, outputs):
+        assert node.returncode == 0, stdout[-2000:] + stderr[-4000:]
+    lines = {line.split(":")[0]: line for out, _ in outputs for line in out.splitlines() if line.startswith("rank ")}
+    assert set(lines) == {"rank 0/2", "rank 1/2"}  # one process per node, one job of two
+    digests = {rank: line.split("weights ")[1].split(";")[0] for rank, line in lines.items()}
+    assert digests["rank 0/2"] == digests["rank 1/2"]  # DDP kept the replicas identical across the nodes
+    assert "saved to" in lines["rank 0/2"] and "saved to" not in lines["rank 1/2"]
+    assert sum(err.count("fine-tuning ") for _, err in outputs) == 1  # rank 0 logs, on whichever node it is
+    assert (project / "artifacts" / "model" / "config.json").exists()
+    summary = json.loads((project / "artifacts" / "training_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["rank"] == 0
