@@ -7,6 +7,7 @@ clusters on the machine are left alone (``ray stop`` would stop every Ray proces
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -49,10 +50,8 @@ def _stop_cluster(marker: str) -> None:
     """SIGTERM, then SIGKILL, to the processes of this cluster only (found by its temp dir)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in _cluster_pids(marker):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + 15
         while _cluster_pids(marker) and time.monotonic() < deadline:
             time.sleep(0.2)
