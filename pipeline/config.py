@@ -315,7 +315,7 @@ class ServeConfig(_Section):
     max_chars: int = Field(2000, ge=1)  # characters per text
     explain_steps: int = Field(32, ge=2, le=512)  # Integrated Gradients steps per explanation (/explain, --explain)
     refresh_seconds: float = Field(10.0, ge=0)  # how often to look for a new champion; 0 = only on POST /reload
-    backend: Literal["torch-fp32", "torch-bf16", "int8", "onnx-fp32", "onnx-int8"] = "torch-bf16"
+    backend: Literal["torch-fp32", "torch-bf16", "int8", "onnx-fp32", "onnx-int8", "onnx-int8-static"] = "torch-bf16"
     export_onnx: bool = True  # registering a version also logs onnx/model.onnx (fp32) for the onnx-* backends
     parity_tolerance: float = Field(0.003, ge=0, le=1)  # accuracy a fast backend may lose vs fp32 (0.003 = 0.3 points)
     parity_source: str | None = None  # labelled data whose test split checks parity; None = data.source

@@ -1,10 +1,12 @@
 """Fast CPU inference for serving and benchmarks: the ``Predictor``'s length-sorted, dynamically padded batches,
 with the model's weights in bf16 (fast on CPUs with AMX / AVX512-BF16), its Linear layers quantized to int8, or the
-model exported to ONNX and run by ONNX Runtime (fp32, or int8 quantized at load).
+model exported to ONNX and run by ONNX Runtime (fp32, or int8 quantized at load: dynamically, or statically with
+activation ranges calibrated on validation texts).
 
 A fast backend is only used after a parity check: its accuracy on a labelled test split must be within
 ``tolerance`` (0.003 = 0.3 points) of the fp32 model's; otherwise ``build_classifier`` falls back to fp32 and
-says why.
+says why. For onnx-int8, a dynamic quantization that fails the check is followed by a static one (calibrated on the
+parity source's validation split, never on the test texts that judge it), checked the same way.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import copy
 import logging
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,10 @@ from pipeline.model.predict import Prediction
 log = logging.getLogger(__name__)
 
 FP32, BF16, INT8 = "torch-fp32", "torch-bf16", "int8"
-ONNX_FP32, ONNX_INT8 = "onnx-fp32", "onnx-int8"
-BACKENDS = (FP32, BF16, INT8, ONNX_FP32, ONNX_INT8)
+ONNX_FP32, ONNX_INT8, ONNX_INT8_STATIC = "onnx-fp32", "onnx-int8", "onnx-int8-static"
+BACKENDS = (FP32, BF16, INT8, ONNX_FP32, ONNX_INT8, ONNX_INT8_STATIC)
+QUANTIZATION = {INT8: "dynamic", ONNX_INT8: "dynamic", ONNX_INT8_STATIC: "static"}
+CALIBRATION_TEXTS = 256  # validation texts whose activation ranges fix the static int8 scales (all held in memory)
 
 
 def _check_backend(backend: str) -> None:
@@ -60,24 +64,27 @@ class FastClassifier:
         )
         return fp32 if backend == FP32 else fp32.converted(backend)
 
-    def converted(self, backend: str, onnx_file: Path | None = None) -> FastClassifier:
+    def converted(
+        self, backend: str, onnx_file: Path | None = None, calibration_texts: list[str] | None = None
+    ) -> FastClassifier:
         """A copy of this fp32 classifier running ``backend`` (this one is left unchanged).
 
         The ONNX backends run ``onnx_file`` (the fp32 export logged with the version) or, without one, export the
-        model now; onnx-int8 quantizes it here.
+        model now; onnx-int8 quantizes it here, onnx-int8-static reuses the calibrated file beside ``onnx_file``
+        or calibrates on ``calibration_texts`` and leaves the result there.
         """
         if self.backend != FP32:
             raise PipelineError(f"convert from the fp32 model, not from {self.backend}")
         _check_backend(backend)
-        if backend in (ONNX_FP32, ONNX_INT8):
-            model: Any = self._onnx_model(backend, onnx_file)
+        if backend.startswith("onnx"):
+            model: Any = self._onnx_model(backend, onnx_file, calibration_texts or [])
         else:
             model = self._torch_model(backend)
         predictor = copy.copy(self.predictor)  # shares the tokenizer, cleaning policy and calibration
         predictor.model = model.eval()
         return FastClassifier(predictor, backend)
 
-    def _onnx_model(self, backend: str, onnx_file: Path | None) -> Any:
+    def _onnx_model(self, backend: str, onnx_file: Path | None, calibration_texts: list[str]) -> Any:
         """An ONNX Runtime session of this model, with as many threads as torch uses (serve.threads)."""
         import tempfile
 
@@ -89,8 +96,35 @@ class FastClassifier:
             source = onnx_file or onnx_export.export_onnx(self.predictor.model_dir, Path(tmp) / onnx_export.ONNX_FILE)
             if backend == ONNX_INT8:
                 source = onnx_export.quantize_int8(source, Path(tmp) / "model-int8.onnx")
+            elif backend == ONNX_INT8_STATIC:
+                source = self._static_int8(source, calibration_texts)
             session = onnx_export.session(source, torch.get_num_threads())
         return onnx_export.OnnxClassifier(session, self.predictor.model.config)
+
+    def _static_int8(self, source: Path, texts: list[str]) -> Path:
+        """The statically quantized file beside ``source``: reused when there, else calibrated on ``texts``."""
+        from pipeline.model import onnx_export
+
+        cached = source.with_name(onnx_export.STATIC_INT8_FILE)
+        if cached.exists():
+            log.info("using the calibrated int8 model %s", cached)
+            return cached
+        if not texts:
+            raise PipelineError(
+                "static int8 needs calibration texts: give the parity source a validation (or train) split"
+            )
+        return onnx_export.quantize_static_int8(source, cached, self.calibration_batches(texts))
+
+    def calibration_batches(self, texts: list[str]) -> list[dict[str, Any]]:
+        """``texts`` cleaned, tokenized and padded in length-sorted batches, as the served model sees them."""
+        from pipeline.model.inference import length_sorted_batches
+
+        tok, predictor = self.predictor.tokenizer, self.predictor
+        encoded = tok(predictor.prepare(texts), truncation=True, max_length=predictor.max_length)["input_ids"]
+        return [
+            dict(tok.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="np"))
+            for batch in length_sorted_batches([len(ids) for ids in encoded], predictor.batch_size)
+        ]
 
     def _torch_model(self, backend: str) -> Any:
         import torch
@@ -117,6 +151,11 @@ class FastClassifier:
         return self.predictor.labels
 
     @property
+    def quantization(self) -> str | None:
+        """How int8 scales are found: "dynamic" (per batch at run time), "static" (calibrated), None (no int8)."""
+        return QUANTIZATION.get(self.backend)
+
+    @property
     def model(self) -> Any:
         return self.predictor.model
 
@@ -130,11 +169,12 @@ class FastClassifier:
 
 @dataclass(frozen=True)
 class ParityData:
-    """A labelled test split for the parity check."""
+    """A labelled test split for the parity check, and unlabelled texts of another split to calibrate static int8."""
 
     texts: list[str]
     labels: list[str]
     source: str
+    calibration_texts: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -150,23 +190,29 @@ class ParityReport:
     source: str | None = None
     seconds: float | None = None
     metric: str = "accuracy"  # what reference_ and candidate_accuracy hold: accuracy, or micro-F1 for multi-label
+    dynamic: dict[str, Any] | None = None  # onnx-int8: the refused dynamic quantization's check, when static followed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def load_parity_data(data_cfg: Any, base_dir: Path) -> ParityData:
-    """The test split of ``data_cfg.source`` (read like ingest reads it), e.g. the emotion test split."""
+    """The test split of ``data_cfg.source`` (read like ingest reads it), e.g. the emotion test split, and a seeded
+    sample of its validation split (else train) for static int8 calibration."""
     from pipeline.data import ingest
 
     frame = ingest.normalize(ingest.read_source(data_cfg, base_dir))
     if "split" not in frame or "label" not in frame:
         raise PipelineError(f"parity data {data_cfg.source!r} has no split/label columns")
-    test = frame[(frame["split"] == "test") & frame["text"].notna() & frame["label"].notna()]
-    test = test[test["text"].str.strip().astype(bool)]
+    frame = frame[frame["text"].notna() & frame["text"].astype(str).str.strip().astype(bool)]
+    test = frame[(frame["split"] == "test") & frame["label"].notna()]
     if test.empty:
         raise PipelineError(f"parity data {data_cfg.source!r} has no labelled test split")
-    return ParityData(test["text"].tolist(), test["label"].tolist(), data_cfg.source)
+    calibration = frame[frame["split"] == "validation"]
+    if calibration.empty:
+        calibration = frame[frame["split"] == "train"]
+    sample = calibration.sample(min(len(calibration), CALIBRATION_TEXTS), random_state=0)
+    return ParityData(test["text"].tolist(), test["label"].tolist(), data_cfg.source, sample["text"].tolist())
 
 
 def _compare(reference: FastClassifier, candidate: FastClassifier, data: ParityData) -> tuple[str, float, float, float]:
@@ -273,7 +319,6 @@ def build_classifier(
     if backend == FP32:
         reference.predict_proba(["warm up"])
         return reference, None
-    candidate = reference.converted(backend, onnx_file)
     if parity_data is None:
         report = ParityReport(
             backend,
@@ -281,10 +326,37 @@ def build_classifier(
             f"no parity data ({parity_error or 'none configured'}): {backend} cannot be checked",
             tolerance=tolerance,
         )
-    else:
-        report = parity_check(reference, candidate, parity_data, tolerance)
+        log.warning("refusing backend %s, serving fp32 instead: %s", backend, report.reason)
+        return reference, report
+    calibration = parity_data.calibration_texts
+    candidate = reference.converted(backend, onnx_file, calibration)
+    report = parity_check(reference, candidate, parity_data, tolerance)
+    if not report.passed and backend == ONNX_INT8:
+        candidate, report = static_int8_fallback(reference, report, parity_data, tolerance, onnx_file)
     if report.passed:
         log.info("parity check passed: %s", report.reason)
         return candidate, report
     log.warning("refusing backend %s, serving fp32 instead: %s", backend, report.reason)
     return reference, report
+
+
+def static_int8_fallback(
+    reference: FastClassifier,
+    dynamic: ParityReport,
+    data: ParityData,
+    tolerance: float,
+    onnx_file: Path | None = None,
+) -> tuple[FastClassifier, ParityReport]:
+    """After dynamic int8 failed its parity check: the statically calibrated int8 model and its own check (which
+    keeps the dynamic one under ``dynamic``). Fixed activation ranges from validation texts often hold the accuracy
+    that per-batch ranges lose on outlier activations; if not, or if it cannot be built, the report says so."""
+    try:
+        static = reference.converted(ONNX_INT8_STATIC, onnx_file, data.calibration_texts)
+    except Exception as exc:  # onnxruntime's quantizer raises its own types; fp32 is served either way
+        log.warning("static int8 quantization failed: %s", exc)
+        reason = f"{dynamic.reason}; static int8 could not be built ({type(exc).__name__}: {exc})"
+        failed = ParityReport(ONNX_INT8_STATIC, False, reason, tolerance=tolerance, source=data.source)
+        return reference, replace(failed, dynamic=dynamic.to_dict())
+    report = parity_check(reference, static, data, tolerance)
+    reason = f"dynamic int8 refused ({dynamic.reason}); static int8 (calibrated): {report.reason}"
+    return static, replace(report, reason=reason, dynamic=dynamic.to_dict())

@@ -13,10 +13,12 @@ from pipeline.serving.backends import (
     FP32,
     ONNX_FP32,
     ONNX_INT8,
+    ONNX_INT8_STATIC,
     FastClassifier,
     ParityData,
     build_classifier,
     parity_check,
+    static_int8_fallback,
 )
 
 TEXTS = [
@@ -94,3 +96,82 @@ def test_multi_label_parity_data_for_a_single_label_model_is_refused(fp32: FastC
     data = ParityData(["i am happy and scared"], [["joy", "fear"]], "multi.csv")
     report = parity_check(fp32, fp32, data, tolerance=1.0)
     assert not report.passed and "multi-label but the model is single-label" in report.reason
+
+
+def test_static_int8_is_a_calibrated_qdq_model_cached_beside_the_export(
+    fp32: FastClassifier, model_dir: Path, sample_parity: ParityData, tmp_path: Path
+) -> None:
+    import onnx
+
+    from pipeline.model.onnx_export import STATIC_INT8_FILE, export_onnx
+
+    assert sample_parity.calibration_texts and not set(sample_parity.calibration_texts) & set(sample_parity.texts)
+    source = export_onnx(model_dir, tmp_path / "model.onnx")
+    static = fp32.converted(ONNX_INT8_STATIC, source, sample_parity.calibration_texts)
+    cached = tmp_path / STATIC_INT8_FILE
+    graph = onnx.load(str(cached)).graph
+    ops = {node.op_type for node in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
+    per_channel = [
+        n for n in graph.node if n.op_type == "DequantizeLinear" and any(a.name == "axis" for a in n.attribute)
+    ]
+    assert per_channel  # weights carry one scale per output channel
+    assert static.backend == ONNX_INT8_STATIC and static.quantization == "static"
+    probs = static.predict_proba(TEXTS)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert np.abs(probs - fp32.predict_proba(TEXTS)).max() < 0.05
+
+    # built once: a second conversion reuses the file, even without calibration texts
+    stamp = cached.stat().st_mtime_ns
+    again = fp32.converted(ONNX_INT8_STATIC, source)
+    assert cached.stat().st_mtime_ns == stamp
+    np.testing.assert_allclose(again.predict_proba(TEXTS), probs, atol=1e-6)
+
+
+def test_static_fallback_reports_both_checks(fp32: FastClassifier, sample_parity: ParityData) -> None:
+    dynamic = parity_check(fp32, fp32.converted(ONNX_INT8), sample_parity, tolerance=-0.01)  # forced to fail
+    assert not dynamic.passed
+    chosen, report = static_int8_fallback(fp32, dynamic, sample_parity, tolerance=1.0)
+    assert chosen.backend == ONNX_INT8_STATIC and report.passed and report.backend == ONNX_INT8_STATIC
+    assert report.n == 120 and 0.0 <= report.candidate_accuracy <= 1.0
+    assert report.reference_accuracy == dynamic.reference_accuracy  # same fp32 reference, same test texts
+    assert report.dynamic is not None and report.dynamic["backend"] == ONNX_INT8 and not report.dynamic["passed"]
+    assert report.reason.startswith("dynamic int8 refused (onnx-int8 accuracy")
+    assert "static int8 (calibrated): onnx-int8-static accuracy" in report.reason
+
+    _, refused = static_int8_fallback(fp32, dynamic, sample_parity, tolerance=-0.01)
+    assert not refused.passed and "outside the tolerance" in refused.reason
+
+
+def test_onnx_int8_falls_back_to_static_when_dynamic_fails_parity(
+    model_dir: Path, sample_parity: ParityData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.model.onnx_export import STATIC_INT8_FILE, export_onnx
+    from pipeline.serving import backends
+
+    real_check = backends.parity_check
+
+    def dynamic_fails(reference, candidate, data, tolerance):  # the real check; dynamic int8 held to -1 points
+        return real_check(reference, candidate, data, -0.01 if candidate.backend == ONNX_INT8 else tolerance)
+
+    monkeypatch.setattr(backends, "parity_check", dynamic_fails)
+    source = export_onnx(model_dir, tmp_path / "model.onnx")
+    chosen, report = build_classifier(model_dir, ONNX_INT8, sample_parity, 1.0, max_length=64, onnx_file=source)
+    assert chosen.backend == ONNX_INT8_STATIC and report.passed and report.dynamic["candidate_accuracy"] is not None
+    assert (tmp_path / STATIC_INT8_FILE).exists()
+
+    # both fail: fp32 is served, and the report keeps both reasons
+    chosen, report = build_classifier(model_dir, ONNX_INT8, sample_parity, -0.01, max_length=64, onnx_file=source)
+    assert chosen.backend == FP32 and not report.passed and report.backend == ONNX_INT8_STATIC
+    assert "dynamic int8 refused" in report.reason
+
+
+def test_dynamic_int8_that_passes_builds_no_static_model(
+    model_dir: Path, sample_parity: ParityData, tmp_path: Path
+) -> None:
+    from pipeline.model.onnx_export import STATIC_INT8_FILE, export_onnx
+
+    source = export_onnx(model_dir, tmp_path / "model.onnx")
+    chosen, report = build_classifier(model_dir, ONNX_INT8, sample_parity, 1.0, max_length=64, onnx_file=source)
+    assert chosen.backend == ONNX_INT8 and chosen.quantization == "dynamic" and report.dynamic is None
+    assert not (tmp_path / STATIC_INT8_FILE).exists()
