@@ -148,6 +148,7 @@ def log_metrics(
 
 
 ONNX_ARTIFACT = "onnx/model.onnx"  # the fp32 ONNX export beside the logged model, for the onnx-* serving backends
+ONNX_STATIC_ARTIFACT = "onnx/model-int8-static.onnx"  # its calibrated int8 form, logged by the first server to build it
 
 
 def log_model(run_id: str, model_dir: Path, labels: list[str], export_onnx: bool = False) -> tuple[str, str]:
@@ -201,6 +202,8 @@ def download_onnx(run_id: str | None, dst: Path) -> Path | None:
     except (MlflowException, OSError):
         log.info("run %s has no %s: the ONNX backend will export the model at load", run_id, ONNX_ARTIFACT)
         return None
+    with contextlib.suppress(MlflowException, OSError):  # the calibrated int8 file, once a server has built it
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=ONNX_STATIC_ARTIFACT, dst_path=str(dst))
     return Path(local)
 
 
@@ -264,6 +267,11 @@ def version_of_run(cfg: Config, mlflow_client: Any, run_id: str) -> str | None:
         else:
             usable.append(version)
     return str(min(int(v.version) for v in usable)) if usable else None
+
+
+def log_static_int8(mlflow_client: Any, run_id: str, path: Path) -> None:
+    """Keep a calibrated int8 file beside the run's ONNX export, so the next server load reuses it."""
+    mlflow_client.log_artifact(run_id, str(path), artifact_path=str(Path(ONNX_STATIC_ARTIFACT).parent))
 
 
 def register(

@@ -25,12 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Config
 from pipeline.errors import PipelineError
+from pipeline.model.onnx_export import STATIC_INT8_FILE
 from pipeline.redact import redact
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
 log = logging.getLogger(__name__)
+
+QUANTIZATION_TAG = "serve.quantization"  # on a version served by an int8 backend: dynamic, static or refused
 
 
 class ModelNotFound(PipelineError):
@@ -95,6 +98,7 @@ class LoadedModel:
             "run_id": self.run_id,
             "git_commit": self.tags.get("git_commit"),
             "backend": self.backend,
+            "quantization": self.classifier.quantization,
             "requested_backend": self.requested_backend,
             "parity": _redacted(self.parity.to_dict()) if self.parity is not None else None,
             "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
@@ -180,6 +184,7 @@ class ModelStore:
         try:
             folder = tracking.download_model(f"models:/{self.name}/{version}", tmp)
             onnx_file = tracking.download_onnx(meta.run_id, tmp) if serve.backend.startswith("onnx") else None
+            had_static = onnx_file is not None and onnx_file.with_name(STATIC_INT8_FILE).exists()
             classifier, parity = build_classifier(
                 folder,
                 serve.backend,
@@ -190,6 +195,8 @@ class ModelStore:
                 self._parity_error,
                 onnx_file,
             )
+            if onnx_file is not None:
+                self._record_quantization(version, meta, classifier, onnx_file, had_static)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         seconds = time.perf_counter() - start
@@ -197,6 +204,26 @@ class ModelStore:
         return LoadedModel(
             self.name, version, classifier, serve.backend, parity, dict(meta.tags), meta.run_id, time.time(), seconds
         )
+
+    def _record_quantization(
+        self, version: str, meta: ModelVersion, classifier: Any, onnx_file: Path, had_static: bool
+    ) -> None:
+        """For the int8 ONNX backends: tag the version with the quantization served ("dynamic", "static", or
+        "refused" when fp32 is served), and log a newly calibrated int8 file on the run so it is built once."""
+        from pipeline.registry import tracking
+
+        if "int8" not in self.cfg.serve.backend:
+            return
+        try:
+            used = classifier.quantization or "refused"
+            if meta.tags.get(QUANTIZATION_TAG) != used:
+                self.client.set_model_version_tag(self.name, version, QUANTIZATION_TAG, used)
+            static = onnx_file.with_name(STATIC_INT8_FILE)
+            if used == "static" and not had_static and meta.run_id:
+                tracking.log_static_int8(self.client, meta.run_id, static)
+                log.info("logged the calibrated int8 model of version %s on run %s", version, meta.run_id)
+        except Exception:  # the model is loaded and checked; failing to record that must not stop it serving
+            log.exception("could not record the int8 quantization of version %s", version)
 
     def followed_aliases(self) -> list[str]:
         """The aliases loaded beside the champion: the shadow's, and the canary's when it gets traffic."""
