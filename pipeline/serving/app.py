@@ -30,7 +30,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from pipeline.config import Config
 from pipeline.serving import handlers, routes
 from pipeline.serving.batcher import Batcher
-from pipeline.serving.metrics import ServeMetrics, refresh, track_requests
+from pipeline.serving.metrics import ServeMetrics, TrackRequests, refresh
 from pipeline.serving.shadow import Shadow
 from pipeline.serving.store import ModelStore
 
@@ -54,7 +54,7 @@ def create_app(cfg: Config, store: ModelStore | None = None, *, start_refresh: b
     # a browser page on a rebound DNS name must not reach a loopback server: only known Host headers (400 otherwise)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=[*serve.allowed_hosts, serve.host])
     # added last, so outermost: it also counts the 400s of the Host check and the 413s of the body limit
-    app.middleware("http")(track_requests)
+    app.add_middleware(TrackRequests)
     app.include_router(routes.router)
     paths = [getattr(route, "path", None) for route in [*app.routes, *routes.router.routes]]
     app.state.metrics = ServeMetrics(app.state, {path for path in paths if isinstance(path, str)})

@@ -9,13 +9,13 @@ scrape time (so never stale): the served versions and backends, and the depth of
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from fastapi import Request, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from pipeline.serving.store import ModelStore
@@ -159,15 +159,32 @@ class _StateCollector(Collector):
                 yield distance
 
 
-async def track_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    """Count every request and time it, by route, method and status (500 when the app raised)."""
-    metrics: ServeMetrics = request.app.state.metrics
-    path = request.url.path
-    route, start, status = path if path in metrics.paths else "other", time.perf_counter(), "500"
-    try:
-        response = await call_next(request)
-        status = str(response.status_code)
-        return response
-    finally:
-        metrics.requests.labels(route, request.method, status).inc()
-        metrics.latency.labels(route, request.method, status).observe(time.perf_counter() - start)
+class TrackRequests:
+    """Count every request and time it, by route, method and status (500 when the app raised).
+
+    Plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` (``app.middleware("http")``) runs every request
+    through an extra task and a pair of memory streams, which cost more event-loop time than the whole /predict
+    route (see bench/README.md, "Where API throughput was lost")."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        metrics: ServeMetrics = scope["app"].state.metrics
+        path = scope["path"]
+        route, start, status = path if path in metrics.paths else "other", time.perf_counter(), "500"
+
+        async def send_counted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = str(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counted)
+        finally:
+            metrics.requests.labels(route, scope["method"], status).inc()
+            metrics.latency.labels(route, scope["method"], status).observe(time.perf_counter() - start)
