@@ -9,6 +9,13 @@ waits for it to load the champion, warms it up, then runs the load and stops the
 or against a server that is already running: ``--url http://127.0.0.1:8000``. Each request classifies one
 test text (``--texts-per-request`` for batches). Reports p50/p90/p99 latency, throughput and errors, and writes
 bench/results/bench_api_load.json. Not a test: never collected by pytest.
+
+``--soak SECONDS`` runs a bounded soak instead: the clients for that long with no request budget, the shadow on
+(``serve.shadow=challenger``), and every ``--reload-every`` seconds the champion alias moved between two versions
+followed by ``POST /reload``, so each reload is a real hot swap. The store needs two versions besides the
+challenger; missing ones are registered as copies of the champion's model (``--set`` must point at the store) and
+the champion alias is put back at the end. It reports errors, latency and the server's resident memory (sampled
+every 5 s) and writes bench/results/bench_api_load-soak.json.
 """
 
 from __future__ import annotations
@@ -49,7 +56,31 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--tag", help="results go to bench/results/bench_api_load-TAG.json instead of bench_api_load.json")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--warmup", type=int, default=200, help="requests before measuring")
-    return p.parse_args()
+    p.add_argument("--soak", type=float, metavar="SECONDS", help="a soak of this length: reloads, shadow, memory")
+    p.add_argument("--reload-every", type=float, default=30.0, help="seconds between hot swaps in a soak")
+    args = p.parse_args()
+    if args.soak and args.url:
+        p.error("--soak starts its own server over the store given by --set (it moves the champion alias)")
+    return args
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident memory of a process (psutil if installed, else /proc)."""
+    try:
+        import psutil
+
+        return psutil.Process(pid).memory_info().rss
+    except ImportError:
+        pass
+    except Exception:  # the process is gone
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def cpu_seconds(pid: int | None = None) -> float | None:
@@ -104,8 +135,16 @@ def wait_healthy(url: str, proc: subprocess.Popen | None, log_path: Path | None,
 
 
 async def load(
-    url: str, texts: list[str], concurrency: int, budget: int, duration: float, per_request: int
+    url: str,
+    texts: list[str],
+    concurrency: int,
+    budget: float,
+    duration: float,
+    per_request: int,
+    background: Any = None,
 ) -> dict[str, Any]:
+    """Run the clients until the budget or the time limit; ``background(http, deadline)``, if given, runs beside
+    them (the soak's reloads and memory samples) and its result is returned under "background"."""
     import httpx
 
     latencies: list[float] = []
@@ -137,8 +176,13 @@ async def load(
                 errors.append(f"{type(exc).__name__}: {exc}")
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    extra: Any = None
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
-        await asyncio.gather(*(client(http) for _ in range(concurrency)))
+        tasks = [client(http) for _ in range(concurrency)]
+        if background is not None:
+            *_, extra = await asyncio.gather(*tasks, background(http, deadline))
+        else:
+            await asyncio.gather(*tasks)
     wall = time.perf_counter() - start
     ms = sorted(x * 1000 for x in latencies)
 
@@ -163,7 +207,121 @@ async def load(
             "mean": round(statistics.fmean(ms), 2) if ms else None,
         },
         "versions": versions,
+        "background": extra,
     }
+
+
+SOAK_ALIAS = "bench-soak"  # the second version the soak swaps the champion alias to (a copy of the champion)
+
+
+class SoakStore:
+    """The registry side of a soak: a challenger for the shadow, a second version to swap the champion to, and
+    the champion alias put back afterwards."""
+
+    def __init__(self, overrides: list[str]) -> None:
+        from pipeline.config import load_config_from_env
+        from pipeline.registry import tracking
+
+        self.tracking = tracking
+        self.cfg = load_config_from_env(None, overrides)
+        self.client = tracking.client(self.cfg)
+        champion = tracking.version_by_alias(self.cfg, self.client, tracking.CHAMPION)
+        if champion is None:
+            raise SystemExit("the store has no champion: train one first (make bench-model)")
+        self.champion = champion
+        challenger = self._version_for(tracking.CHALLENGER, "shadow challenger")
+        self.swap = [str(champion.version), self._version_for(SOAK_ALIAS, "hot-swap target")]
+        print(f"soak: champion {self.swap[0]}, swapped with {self.swap[1]}; challenger {challenger}", flush=True)
+
+    def _version_for(self, alias: str, why: str) -> str:
+        """The version holding ``alias`` if it is not the champion's, else a new copy of the champion's model."""
+        found = self.tracking.version_by_alias(self.cfg, self.client, alias)
+        if found is not None and str(found.version) != str(self.champion.version):
+            return str(found.version)
+        c = self.champion
+        copy = self.client.create_model_version(
+            c.name, c.source, c.run_id, tags={**c.tags, "bench": why}, model_id=getattr(c, "model_id", None)
+        )
+        self.tracking.set_alias(self.cfg, self.client, alias, str(copy.version))
+        return str(copy.version)
+
+    def move_champion(self, version: str) -> None:
+        self.tracking.set_alias(self.cfg, self.client, self.tracking.CHAMPION, version)
+
+    def restore(self) -> None:
+        self.move_champion(str(self.champion.version))
+
+
+def soak_background(store: SoakStore, pid: int, every: float) -> Any:
+    """The soak's companion to the clients: a hot swap every ``every`` seconds (alias moved, then POST /reload)
+    and the server's resident memory every 5 s."""
+
+    async def run(http: Any, deadline: float) -> dict[str, Any]:
+        start = time.perf_counter()
+        rss: list[tuple[float, int | None]] = [(0.0, rss_bytes(pid))]
+        reloads: list[dict[str, Any]] = []
+        next_swap = start + every
+        while (now := time.perf_counter()) < deadline:
+            await asyncio.sleep(max(0.0, min(5.0, deadline - now, next_swap - now)))
+            now = time.perf_counter()
+            rss.append((round(now - start, 1), rss_bytes(pid)))
+            if now >= next_swap and now < deadline:
+                target = store.swap[(len(reloads) + 1) % 2]
+                await asyncio.to_thread(store.move_champion, target)
+                t0 = time.perf_counter()
+                response = await http.post("/reload", timeout=600)
+                body = response.json() if response.status_code == 200 else {}
+                reloads.append(
+                    {
+                        "at": round(t0 - start, 1),
+                        "status": response.status_code,
+                        "to": target,
+                        "changed": body.get("changed"),
+                        "serving": body.get("version"),
+                        "seconds": round(time.perf_counter() - t0, 2),
+                    }
+                )
+                next_swap += every
+        return {"rss_samples": rss, "reloads": reloads}
+
+    return run
+
+
+SOAK_METRICS = ("emotion_errors_total", "emotion_shadow_samples_total", "emotion_shadow_dropped_total")
+
+
+def soak_summary(background: dict[str, Any], metrics: dict[str, float]) -> dict[str, Any]:
+    """Memory growth from the first to the last sample, the reloads, and the server's own error/shadow counters."""
+    rss = [(t, b) for t, b in background["rss_samples"] if b is not None]
+    first, last = (rss[0][1], rss[-1][1]) if rss else (None, None)
+    reloads = background["reloads"]
+    # once both swapped versions are loaded (after the second swap), growth is what a longer run would keep adding
+    warm_at = reloads[1]["at"] + reloads[1]["seconds"] if len(reloads) > 1 else None
+    warm = next((b for t, b in rss if warm_at is not None and t >= warm_at), None)
+    return {
+        "rss_mib_start": round(first / 2**20, 1) if first else None,
+        "rss_mib_end": round(last / 2**20, 1) if last else None,
+        "rss_mib_max": round(max(b for _, b in rss) / 2**20, 1) if rss else None,
+        "rss_growth_percent": round((last - first) / first * 100, 2) if first and last else None,
+        "rss_growth_after_both_loaded_percent": round((last - warm) / warm * 100, 2) if warm and last else None,
+        "reloads": len(reloads),
+        "reload_failures": sum(1 for r in reloads if r["status"] != 200 or r["serving"] != r["to"]),
+        "reload_log": reloads,
+        "server_counters": metrics,
+        "rss_samples_mib": [(t, round(b / 2**20, 1)) for t, b in rss],
+    }
+
+
+def scraped(url: str, prefixes: tuple[str, ...]) -> dict[str, float]:
+    """The server's Prometheus samples whose names start with ``prefixes`` (errors, shadow counts)."""
+    import httpx
+
+    found = {}
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith(prefixes):
+            name, _, value = line.rpartition(" ")
+            found[name] = float(value)
+    return found
 
 
 def main() -> int:
@@ -172,6 +330,15 @@ def main() -> int:
 
     texts, _ = read_texts(args.data, 2000)
     proc, log_path = None, None
+    store, peak = None, None
+    if args.soak:
+        import torch
+        from common import matmul_gflops
+
+        peak = {"bf16": matmul_gflops(torch.bfloat16), "fp32": matmul_gflops(torch.float32)}  # before the server runs
+        store = SoakStore(args.set)
+        args.set = [*args.set, "serve.shadow=challenger", "serve.refresh_seconds=0"]  # swaps only by our reloads
+        args.requests, args.duration = 10**9, args.soak
     if args.url:
         url = args.url.rstrip("/")
     else:
@@ -186,7 +353,12 @@ def main() -> int:
             asyncio.run(load(url, texts, args.concurrency, args.warmup, args.duration, args.texts_per_request))
         load_before = os.getloadavg()
         server_cpu, client_cpu = cpu_seconds(proc.pid) if proc else None, cpu_seconds()
-        result = asyncio.run(load(url, texts, args.concurrency, args.requests, args.duration, args.texts_per_request))
+        background = soak_background(store, proc.pid, args.reload_every) if store and proc else None
+        result = asyncio.run(
+            load(url, texts, args.concurrency, args.requests, args.duration, args.texts_per_request, background)
+        )
+        if store is not None:
+            result["soak"] = soak_summary(result.pop("background"), scraped(url, SOAK_METRICS))
         client_cpu = cpu_seconds() - client_cpu
         if server_cpu is not None:
             server_cpu = cpu_seconds(proc.pid) - server_cpu
@@ -195,6 +367,8 @@ def main() -> int:
             "load_generator": round(client_cpu, 2),
         }
     finally:
+        if store is not None:
+            store.restore()
         if proc is not None:
             proc.send_signal(signal.SIGINT)
             try:
@@ -203,9 +377,11 @@ def main() -> int:
                 proc.kill()
     info = machine()
     info["load_average_before"] = list(load_before)
+    if peak is not None:
+        info["matmul_peak_gflops"] = peak
     info["note"] = "server and load generator share the same cores (loopback)"
     path = write_result(
-        "bench_api_load" + (f"-{args.tag}" if args.tag else ""),
+        "bench_api_load" + (f"-{args.tag}" if args.tag else ("-soak" if args.soak else "")),
         {
             "url": url,
             "started_server": proc is not None,
@@ -229,8 +405,17 @@ def main() -> int:
         f"latency p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms, max {lat['max']} ms; "
         f"CPU seconds {result['cpu_seconds']}"
     )
+    soak = result.get("soak")
+    if soak is not None:
+        print(
+            f"soak: {soak['reloads']} hot swaps ({soak['reload_failures']} failed); resident memory "
+            f"{soak['rss_mib_start']} -> {soak['rss_mib_end']} MiB ({soak['rss_growth_percent']:+}%; "
+            f"{soak['rss_growth_after_both_loaded_percent']} % once both versions were loaded), "
+            f"max {soak['rss_mib_max']} MiB; server counters {soak['server_counters']}"
+        )
     print(f"wrote {path}")
-    return 0 if result["errors"] == 0 else 1
+    failed = result["errors"] or (soak is not None and soak["reload_failures"])
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
