@@ -598,3 +598,15 @@ def test_onnx_fp32_backend_serves_the_logged_export(
         answers = response.json()["predictions"]
         assert [a["label"] in LABELS for a in answers] == [True, True]
     assert "will export the model at load" not in caplog.text  # the logged file was used
+
+
+def test_onnx_int8_records_the_quantization_it_serves(store: dict[str, Any], tiny_model_dir: Path) -> None:
+    """serve.backend=onnx-int8 whose dynamic quantization passes parity: /model says "dynamic", and so does the
+    version's serve.quantization tag in the registry."""
+    cfg = serve_config(store["project"], tiny_model_dir, "serve.backend=onnx-int8", "serve.parity_tolerance=1")
+    with Server(cfg) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+        wait_for(lambda: http.get("/health").json().get("version"), "the champion to load")
+        info = http.get("/model").json()
+    assert info["backend"] == "onnx-int8" and info["quantization"] == "dynamic", info["parity"]
+    tags = store["client"].get_model_version("emotion-classifier", info["version"]).tags
+    assert tags["serve.quantization"] == "dynamic"
