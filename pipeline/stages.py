@@ -22,6 +22,7 @@ from pipeline.config import Config
 from pipeline.data import clean, encode, ingest, validate
 from pipeline.errors import PipelineError
 from pipeline.evaluation import cross_validation, evaluate
+from pipeline.ops.faults import fault_point
 from pipeline.registry import versioning
 from pipeline.training import teachers, train
 
@@ -115,6 +116,7 @@ def commit_snapshot(cfg: Config, staged: ingest.Snapshot) -> tuple[ingest.Snapsh
             pointer.write_bytes(old_pointer)
         raise
     shutil.rmtree(backup, ignore_errors=True)
+    fault_point("ingest.committed")
     return snapshot, data_hash
 
 

@@ -27,6 +27,7 @@ from pipeline.errors import PipelineError
 from pipeline.evaluation import evaluate, gate, intervals, model_card
 from pipeline.evaluation.behaviour import BehaviourReport
 from pipeline.evaluation.cross_validation import CrossValidation
+from pipeline.ops.faults import fault_point
 from pipeline.registry import tracking, versioning
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,9 @@ def _record(
     version = tracking.version_of_run(cfg, mlflow_client, evaluated.run_id)
     if version is None:
         logged = tracking.log_model(evaluated.run_id, evaluated.layout.model, evaluated.labels, cfg.serve.export_onnx)
+        fault_point("register.logged")
         version = tracking.register(cfg, mlflow_client, logged, evaluated.run_id, tags, card)
+        fault_point("register.created")
     else:
         tracking.update_version(cfg, mlflow_client, version, tags, card)
     tracking.set_alias(cfg, mlflow_client, tracking.CHALLENGER, version)

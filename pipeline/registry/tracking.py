@@ -21,6 +21,7 @@ from typing import Any
 from pipeline.config import Config
 from pipeline.data.ingest import describe_source
 from pipeline.errors import PipelineError
+from pipeline.ops.faults import fault_point
 from pipeline.redact import redact
 
 log = logging.getLogger(__name__)
@@ -433,6 +434,7 @@ def _move_champion(cfg: Config, mlflow_client: Any, version: str, kind: str, act
     if previous and previous != version:
         set_alias(cfg, mlflow_client, PREVIOUS, previous)
     set_alias(cfg, mlflow_client, CHAMPION, version)
+    fault_point("promote.champion_moved")
     for tag, value in (
         ("promoted_at", event.at),
         ("promoted_by", actor),

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.model.onnx_export import STATIC_INT8_FILE
+from pipeline.ops.faults import fault_point
 from pipeline.redact import redact
 
 if TYPE_CHECKING:
@@ -293,6 +294,8 @@ class ModelStore:
                 self.last_error = None
                 return False
             loaded = self._cached_or_load(version, meta)  # the alias lookup's record: no second read
+            if current is not None:
+                fault_point("serve.reload_loaded")
             self.champion = loaded  # the swap: one reference assignment
             with self._cache_lock:
                 self._others.pop(version, None)

@@ -37,6 +37,7 @@ from pipeline.model.calibration import calibrate, calibrate_multi_label, tune_th
 from pipeline.model.inference import predict_logits
 from pipeline.model.modeling import load_classifier_to_train, load_tokenizer, resolve_model_source
 from pipeline.model.runtime import Runtime, choose_runtime
+from pipeline.ops.faults import fault_point
 from pipeline.training import lora
 from pipeline.training.distill import distillation_loss, teacher_probabilities
 from pipeline.training.fast_dropout import use_fast_dropout
@@ -544,6 +545,7 @@ class _Evaluation:
             log.info("epoch %d step %d: %s", state.epoch, state.step, {k: round(v, 4) for k, v in row.items()})
             if self.checkpoint:  # before the callback: a failing tracker must not cost this progress
                 self.checkpoint.save(run, state, epoch_done)
+                fault_point("train.checkpointed")
             if self.on_evaluation:
                 self.on_evaluation(row)
         return run.cfg.patience is not None and state.stale >= run.cfg.patience
