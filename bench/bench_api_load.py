@@ -58,6 +58,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=200, help="requests before measuring")
     p.add_argument("--soak", type=float, metavar="SECONDS", help="a soak of this length: reloads, shadow, memory")
     p.add_argument("--reload-every", type=float, default=30.0, help="seconds between hot swaps in a soak")
+    p.add_argument(
+        "--engine-model",
+        type=Path,
+        help="the served model's folder: also time its engine (same backend, same texts, before the server starts)",
+    )
     args = p.parse_args()
     if args.soak and args.url:
         p.error("--soak starts its own server over the store given by --set (it moves the champion alias)")
@@ -324,18 +329,43 @@ def scraped(url: str, prefixes: tuple[str, ...]) -> dict[str, float]:
     return found
 
 
+def engine_texts_per_second(model: Path, texts: list[str], overrides: list[str]) -> dict[str, Any]:
+    """The served backend's own speed on the same texts (torch's default threads, best of 3 after a warm-up): the
+    figure the API is compared with."""
+    from pipeline.config import load_config
+    from pipeline.serving.backends import FP32, FastClassifier
+
+    cfg = load_config(REPO / "params.yaml", overrides, {})
+    fp32 = FastClassifier.load(model, FP32, cfg.model.max_length, 64)
+    backend = cfg.serve.backend
+    clf = fp32 if backend == FP32 else fp32.converted(backend)
+    clf.predict_proba(texts[:64])
+    best = min(_timed(clf.predict_proba, texts) for _ in range(3))
+    result = {"backend": backend, "texts": len(texts), "seconds": round(best, 3), "texts_per_second": len(texts) / best}
+    print(f"engine {backend}: {result['texts_per_second']:.1f} texts/s", flush=True)
+    return result
+
+
+def _timed(run: Any, texts: list[str]) -> float:
+    started = time.perf_counter()
+    run(texts)
+    return time.perf_counter() - started
+
+
 def main() -> int:
     args = parse_args()
     import httpx
 
     texts, _ = read_texts(args.data, 2000)
     proc, log_path = None, None
-    store, peak = None, None
-    if args.soak:
-        import torch
-        from common import matmul_gflops
+    import torch
+    from common import matmul_gflops
 
-        peak = {"bf16": matmul_gflops(torch.bfloat16), "fp32": matmul_gflops(torch.float32)}  # before the server runs
+    peak = {"bf16": matmul_gflops(torch.bfloat16), "fp32": matmul_gflops(torch.float32)}  # before the server runs
+    print(f"matmul peak: bf16 {peak['bf16']:.0f} GFLOP/s, fp32 {peak['fp32']:.0f}", flush=True)
+    engine = engine_texts_per_second(args.engine_model, texts, args.set) if args.engine_model else None
+    store = None
+    if args.soak:
         store = SoakStore(args.set)
         args.set = [*args.set, "serve.shadow=challenger", "serve.refresh_seconds=0"]  # swaps only by our reloads
         args.requests, args.duration = 10**9, args.soak
@@ -377,9 +407,9 @@ def main() -> int:
                 proc.kill()
     info = machine()
     info["load_average_before"] = list(load_before)
-    if peak is not None:
-        info["matmul_peak_gflops"] = peak
+    info["matmul_peak_gflops"] = peak
     info["note"] = "server and load generator share the same cores (loopback)"
+    share = round(result["texts_per_second"] / engine["texts_per_second"], 3) if engine else None
     path = write_result(
         "bench_api_load" + (f"-{args.tag}" if args.tag else ("-soak" if args.soak else "")),
         {
@@ -395,6 +425,8 @@ def main() -> int:
                 k: model.get(k) for k in ("name", "version", "backend", "requested_backend", "parity", "metrics")
             },
             "machine": info,
+            "engine": engine,
+            "api_share_of_engine": share,
             "results": result,
         },
     )
@@ -405,6 +437,8 @@ def main() -> int:
         f"latency p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms, max {lat['max']} ms; "
         f"CPU seconds {result['cpu_seconds']}"
     )
+    if share is not None:
+        print(f"API at {share:.0%} of the engine's texts/s")
     soak = result.get("soak")
     if soak is not None:
         print(
