@@ -1,13 +1,17 @@
 """The training flow: ingest -> validate -> clean/encode -> [cross-validate] -> train -> evaluate -> behaviour -> gate
 -> register.
 
-Thin Prefect wrappers over ``pipeline.stages`` and ``pipeline.registry.promotion``. Every run is one MLflow run;
+Thin Prefect wrappers over ``pipeline.stages`` and ``pipeline.registry.promotion``. Every run is one MLflow run
+and works in its own folder ``artifacts/runs/<run id>/`` (prepared data, checkpoints, model, evaluation files), so
+runs in one project (a manual one, a scheduled or drift-triggered retrain) never mix; after the snapshot commit it
+works from the frame it committed, not from data/. ``artifacts/latest`` points at the last finished run.
 gate -> register -> (champion moved meanwhile: score it again, gate again) -> promote is
 ``promotion.gate_and_promote``, the last step, shared with `emotion register`.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -35,29 +39,29 @@ from pipeline.training.train import TrainResult
 
 
 @task(name="ingest", cache_policy=NO_CACHE)
-def ingest_task(cfg: Config) -> tuple[Any, str]:
+def ingest_task(cfg: Config, layout: stages.Layout) -> tuple[Any, str]:
     """A staged snapshot: data/, data.dvc and the remote change only in commit_task, after validation."""
-    return stages.ingest_stage(cfg)
+    return stages.ingest_stage(cfg, layout)
 
 
 @task(name="commit-snapshot", cache_policy=NO_CACHE)
-def commit_task(cfg: Config, staged: Any) -> tuple[Any, str]:
-    return stages.commit_snapshot(cfg, staged)
+def commit_task(cfg: Config, staged: Any, layout: stages.Layout) -> tuple[Any, str]:
+    return stages.commit_snapshot(cfg, staged, layout)
 
 
 @task(name="validate", cache_key_fn=validation_cache_key, cache_expiration=timedelta(days=30))
-def validate_task(cfg: Config, frame: Any, data_hash: str) -> tuple[list[str], Any]:
+def validate_task(cfg: Config, frame: Any, data_hash: str, layout: stages.Layout) -> tuple[list[str], Any]:
     """Cached on the snapshot hash, labels, check settings and code: an unchanged snapshot is checked once."""
-    return stages.validate_stage(cfg, frame)
+    return stages.validate_stage(cfg, frame, layout)
 
 
 @task(name="clean-and-encode", cache_policy=NO_CACHE)
-def prepare_task(cfg: Config, frame: Any, labels: list[str]) -> tuple[PreparedData, Any]:
-    return stages.prepare_stage(cfg, frame, labels)
+def prepare_task(cfg: Config, frame: Any, labels: list[str], layout: stages.Layout) -> tuple[PreparedData, Any]:
+    return stages.prepare_stage(cfg, frame, labels, layout)
 
 
 @task(name="train", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def train_task(cfg: Config, prepared: PreparedData, run_id: str) -> TrainResult:
+def train_task(cfg: Config, prepared: PreparedData, run_id: str, layout: stages.Layout) -> TrainResult:
     mlflow_client = tracking.client(cfg)
 
     def log_epoch(row: dict[str, float]) -> None:
@@ -65,23 +69,25 @@ def train_task(cfg: Config, prepared: PreparedData, run_id: str) -> TrainResult:
             mlflow_client, run_id, {k: v for k, v in row.items() if k not in ("epoch", "step")}, step=int(row["epoch"])
         )
 
-    return stages.train_stage(cfg, prepared, log_epoch)  # a retry resumes from the last checkpoint
+    return stages.train_stage(cfg, prepared, log_epoch, layout)  # a retry resumes from the run's last checkpoint
 
 
 @task(name="cv-fold", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def cv_fold_task(cfg: Config, fold: Fold, run_id: str) -> dict[str, float]:
-    return stages.cv_fold_stage(cfg, fold, run_id)  # a retry resumes the fold from its checkpoint
+def cv_fold_task(cfg: Config, fold: Fold, run_id: str, layout: stages.Layout) -> dict[str, float]:
+    return stages.cv_fold_stage(cfg, fold, run_id, layout)  # a retry resumes the fold from its checkpoint
 
 
-def cross_validate(cfg: Config, snapshot: Snapshot, prepared: PreparedData, run_id: str) -> CrossValidation | None:
+def cross_validate(
+    cfg: Config, snapshot: Snapshot, prepared: PreparedData, run_id: str, layout: stages.Layout
+) -> CrossValidation | None:
     """evaluate.cv_folds: K folds of train + validation, each an MLflow child run, before the final model."""
     official_split = snapshot.report is None or not snapshot.report.split_assigned
     folds = stages.cv_folds_stage(cfg, prepared, official_split)
     if not folds:
         return None
     started = time.perf_counter()
-    scores = [cv_fold_task(cfg, fold, run_id) for fold in folds]
-    return stages.cv_summary_stage(cfg, folds, scores, run_id, started)
+    scores = [cv_fold_task(cfg, fold, run_id, layout) for fold in folds]
+    return stages.cv_summary_stage(cfg, folds, scores, run_id, started, layout)
 
 
 @task(name="teacher", cache_policy=NO_CACHE)
@@ -145,13 +151,13 @@ def train_teachers(
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate_task(cfg: Config, prepared: PreparedData) -> tuple[Evaluation, dict[str, Path]]:
-    return stages.evaluate_stage(cfg, prepared)
+def evaluate_task(cfg: Config, prepared: PreparedData, layout: stages.Layout) -> tuple[Evaluation, dict[str, Path]]:
+    return stages.evaluate_stage(cfg, prepared, layout)
 
 
 @task(name="behaviour", cache_policy=NO_CACHE)
-def behaviour_task(cfg: Config, prepared: PreparedData) -> BehaviourReport:
-    return stages.behaviour_stage(cfg, prepared)
+def behaviour_task(cfg: Config, prepared: PreparedData, layout: stages.Layout) -> BehaviourReport:
+    return stages.behaviour_stage(cfg, prepared, layout)
 
 
 @task(name="score-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
@@ -168,74 +174,92 @@ def promote_task(cfg: Config, evaluated: promotion.EvaluatedRun, prepared: Prepa
 
 
 @flow(name="emotion-training", log_prints=True)
-def training_flow(cfg: Config) -> dict[str, Any]:
-    """Run the whole training path once and return a summary of what happened."""
+def training_flow(cfg: Config, resume: str | None = None) -> dict[str, Any]:
+    """Run the whole training path once in a run folder of its own and return a summary of what happened.
+
+    ``resume``: the MLflow run id of a killed or failed run, continued in its folder from its last checkpoint.
+    A finished run moves ``artifacts/latest`` to its folder; a failed one leaves it where it was.
+    """
     mlflow_client = tracking.client(cfg)
-    layout = stages.Layout.of(cfg)
-    plan = teachers.plan(cfg, layout.root)  # [] unless train.distill.teacher_seeds
-    cfg = teachers.student_config(cfg, plan)  # before the run starts: its params name the teachers' folders
-    run_id = tracking.start_run(cfg, mlflow_client)
-    status = "FAILED"
-    try:
-        snapshot, data_hash = ingest_task(cfg)  # staged, with the hash it will have once committed
+    run_id = _resumable(cfg, mlflow_client, resume) if resume else tracking.start_run(cfg, mlflow_client)
+    layout = stages.Layout.for_run(cfg, run_id)
+    plan = teachers.plan(cfg, layout.root, layout.checkpoints)  # [] unless train.distill.teacher_seeds
+    if plan:  # the student learns from these folders; the run's tags name them (its params keep the config's)
+        cfg = teachers.student_config(cfg, plan)
+        tracking.set_tags(mlflow_client, run_id, {"distill.teacher_dirs": json.dumps(cfg.train.teachers)})
+    with stages.run_lock(cfg, run_id):
+        status = "FAILED"
         try:
-            lineage = promotion.lineage_of(cfg, data_hash, run_id)
-            tracking.set_tags(mlflow_client, run_id, lineage)
-            if snapshot.report is not None:  # how the files were read, and the malformed rows left out
-                read_params, read_metrics = snapshot.report.tracking_values()
-                tracking.log_param_values(mlflow_client, run_id, read_params)
-                tracking.log_metrics(mlflow_client, run_id, read_metrics)
-            labels, validation = validate_task(cfg, snapshot.frame, data_hash)
-            validation.write(layout.reports)  # outside the cached task: a cache hit still leaves the report
-            console.stage("validate", validation.summary().splitlines()[0])
-        except BaseException:
-            stages.discard_snapshot(snapshot)  # a refused dataset never reaches data/, data.dvc or the remote
-            raise
+            summary = _train_and_register(cfg, mlflow_client, run_id, layout, plan)
+            status = "FINISHED"
         finally:
-            if (layout.reports / "validation_report.md").exists():
-                mlflow_client.log_artifacts(run_id, str(layout.reports), "reports")
-        snapshot, committed = commit_task(cfg, snapshot)
-        if committed != data_hash:  # DVC hashed it differently than predicted: record what it stored
-            data_hash, lineage = committed, promotion.lineage_of(cfg, committed, run_id)
-            tracking.set_tags(mlflow_client, run_id, lineage)
-        log_reference(cfg, mlflow_client, run_id, snapshot.frame)  # what monitoring compares new text with
-        prepared, changes = prepare_task(cfg, snapshot.frame, labels)
-        mlflow_client.log_artifacts(run_id, str(layout.reports), "reports")
-        tracking.log_files(
-            mlflow_client, run_id, [layout.plots / "class_distribution.png", layout.plots / "text_length.png"], "eda"
-        )
-        cv = cross_validate(cfg, snapshot, prepared, run_id)
-        taught = train_teachers(cfg, plan, prepared, run_id) if plan else []
-        trained = train_task(cfg, prepared, run_id)  # the student, when there are teachers
-        tracking.log_metrics(
-            mlflow_client,
-            run_id,
-            {
-                "train_samples_per_second": trained.samples_per_second,
-                "train_seconds": trained.train_seconds,
-                "best_epoch": trained.best_epoch,
-                "selected_val_macro_f1": trained.val_macro_f1,
-                "weight_average_kept": float(trained.averaged),
-                "trainable_parameters": trained.trainable_parameters,
-                "total_parameters": trained.total_parameters,
-                **trained.calibration,
-            },
-        )
-        adapter = layout.model / lora.ADAPTER_DIR
-        if adapter.exists():  # LoRA: the adapter alone, beside the merged model logged at registration
-            mlflow_client.log_artifacts(run_id, str(adapter), "adapter")
-        evaluation, _ = evaluate_task(cfg, prepared)
-        tracking.log_metrics(mlflow_client, run_id, evaluation.metrics, prefix="test_")
-        behaviour = behaviour_task(cfg, prepared)
-        tracking.log_metrics(mlflow_client, run_id, promotion.behaviour_metrics(behaviour), prefix="behaviour_")
-        evaluated = promotion.EvaluatedRun(
-            labels, evaluation.metrics, behaviour, trained.calibration, lineage, layout, cross_validation=cv
-        )
-        result = promote_task(cfg, evaluated, prepared)
-        status = "FINISHED"
+            console.attach_run_log(mlflow_client, run_id)
+            tracking.end_run(mlflow_client, run_id, status)
+        latest = stages.publish_latest(cfg, layout)
+    return summary | {"run_dir": str(layout.root), "latest": str(latest)}
+
+
+def _resumable(cfg: Config, mlflow_client: Any, run_id: str) -> str:
+    """A run to continue: known to MLflow, not finished, its folder still there."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = mlflow_client.get_run(run_id)
+    except MlflowException as exc:
+        raise PipelineError(
+            f"no MLflow run {run_id} to resume in {cfg.tracking_uri}: see the run ids in the UI"
+        ) from exc
+    if run.info.status == "FINISHED":
+        raise PipelineError(f"run {run_id} has finished: nothing to resume; start a new one with `emotion run`")
+    folder = stages.Layout.for_run(cfg, run_id).root
+    if not folder.is_dir():
+        raise PipelineError(f"run {run_id} has no folder {folder} to resume in: start a new run with `emotion run`")
+    mlflow_client.update_run(run_id, status="RUNNING")
+    return run_id
+
+
+def _train_and_register(
+    cfg: Config, mlflow_client: Any, run_id: str, layout: stages.Layout, plan: list[teachers.Teacher]
+) -> dict[str, Any]:
+    snapshot, data_hash = ingest_task(cfg, layout)  # staged, with the hash it will have once committed
+    try:
+        lineage = promotion.lineage_of(cfg, data_hash, run_id)
+        tracking.set_tags(mlflow_client, run_id, lineage)
+        if snapshot.report is not None:  # how the files were read, and the malformed rows left out
+            read_params, read_metrics = snapshot.report.tracking_values()
+            tracking.log_param_values(mlflow_client, run_id, read_params)
+            tracking.log_metrics(mlflow_client, run_id, read_metrics)
+        labels, validation = validate_task(cfg, snapshot.frame, data_hash, layout)
+        validation.write(layout.reports)  # outside the cached task: a cache hit still leaves the report
+        console.stage("validate", validation.summary().splitlines()[0])
+    except BaseException:
+        stages.discard_snapshot(snapshot)  # a refused dataset never reaches data/, data.dvc or the remote
+        raise
     finally:
-        console.attach_run_log(mlflow_client, run_id)
-        tracking.end_run(mlflow_client, run_id, status)
+        if (layout.reports / "validation_report.md").exists():
+            mlflow_client.log_artifacts(run_id, str(layout.reports), "reports")
+    snapshot, committed = commit_task(cfg, snapshot, layout)  # from here on: its frame, never data/ again
+    if committed != data_hash:  # DVC hashed it differently than predicted: record what it stored
+        data_hash, lineage = committed, promotion.lineage_of(cfg, committed, run_id)
+        tracking.set_tags(mlflow_client, run_id, lineage)
+    log_reference(cfg, mlflow_client, run_id, snapshot.frame)  # what monitoring compares new text with
+    prepared, changes = prepare_task(cfg, snapshot.frame, labels, layout)
+    mlflow_client.log_artifacts(run_id, str(layout.reports), "reports")
+    tracking.log_files(
+        mlflow_client, run_id, [layout.plots / "class_distribution.png", layout.plots / "text_length.png"], "eda"
+    )
+    cv = cross_validate(cfg, snapshot, prepared, run_id, layout)
+    taught = train_teachers(cfg, plan, prepared, run_id) if plan else []
+    trained = train_task(cfg, prepared, run_id, layout)  # the student, when there are teachers
+    _log_training(mlflow_client, run_id, trained, layout)
+    evaluation, _ = evaluate_task(cfg, prepared, layout)
+    tracking.log_metrics(mlflow_client, run_id, evaluation.metrics, prefix="test_")
+    behaviour = behaviour_task(cfg, prepared, layout)
+    tracking.log_metrics(mlflow_client, run_id, promotion.behaviour_metrics(behaviour), prefix="behaviour_")
+    evaluated = promotion.EvaluatedRun(
+        labels, evaluation.metrics, behaviour, trained.calibration, lineage, layout, cross_validation=cv
+    )
+    result = promote_task(cfg, evaluated, prepared)
     return {
         "run_id": run_id,
         "data_source": redact(snapshot.source),  # a URI source may carry a password
@@ -264,3 +288,23 @@ def training_flow(cfg: Config) -> dict[str, Any]:
         "version": result.version,
         "aliases": result.aliases,
     }
+
+
+def _log_training(mlflow_client: Any, run_id: str, trained: TrainResult, layout: stages.Layout) -> None:
+    tracking.log_metrics(
+        mlflow_client,
+        run_id,
+        {
+            "train_samples_per_second": trained.samples_per_second,
+            "train_seconds": trained.train_seconds,
+            "best_epoch": trained.best_epoch,
+            "selected_val_macro_f1": trained.val_macro_f1,
+            "weight_average_kept": float(trained.averaged),
+            "trainable_parameters": trained.trainable_parameters,
+            "total_parameters": trained.total_parameters,
+            **trained.calibration,
+        },
+    )
+    adapter = layout.model / lora.ADAPTER_DIR
+    if adapter.exists():  # LoRA: the adapter alone, beside the merged model logged at registration
+        mlflow_client.log_artifacts(run_id, str(adapter), "adapter")

@@ -64,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name in ("prefect.task_runs", "prefect.flow_runs"):
         logging.getLogger(name).addFilter(_NoTracebackForUserErrors())
     with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):  # stdout = the JSON summary only
-        summary = training_flow(cfg) | {"log_file": str(log_file)}
+        summary = training_flow(cfg, resume=args.resume) | {"log_file": str(log_file)}
     print(json.dumps(summary, indent=2, default=str) if args.json else format_summary(summary))
     return 0
 
@@ -394,6 +394,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     if not summary["gate"]["passed"]:
         before = summary["champion_before"]
         lines.append(f"          champion unchanged ({'version ' + before if before else 'none yet'})")
+    if summary.get("run_dir"):
+        lines.append(f"folder    {summary['run_dir']}  (artifacts/latest points here)")
     if summary.get("log_file"):
         lines.append(f"log       {summary['log_file']}")
     return "\n".join(lines)
@@ -428,6 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
     tune_cmd.add_argument("--trials", type=int, help="trials this worker runs (default: tune.trials)")
     tune_cmd.add_argument("--storage", help="Optuna storage URL to join, e.g. postgresql://... (default: tune.storage)")
     tune_cmd.add_argument("--study", help="study name (default: tune.study)")
+    run.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        help="continue a killed or failed run (its MLflow run id) in artifacts/runs/RUN_ID from its last checkpoint",
+    )
     add("ingest", cmd_ingest, "snapshot the data source into data/ and version it with DVC")
     inspect = add("inspect", cmd_inspect, "describe a data file and print the --set flags that train on it")
     inspect.add_argument("path", help="a file, folder, glob or list item to inspect (as data.source takes it)")

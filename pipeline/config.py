@@ -212,7 +212,7 @@ class TrainConfig(_Section):
     # average the weights at every evaluation from this epoch on; the average is kept if it beats the best single
     # evaluation on validation macro-F1 (checkpoint averaging); None = off
     average_from: int | None = Field(None, ge=1)
-    checkpoint_dir: str = "artifacts/checkpoints"  # resumable state; a restarted run continues from here
+    checkpoint_dir: str = "artifacts/checkpoints"  # `emotion train`'s resumable state (`emotion run`: its run folder)
     resume: bool = True
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -474,6 +474,7 @@ class Config(_Section):
     project_dir: str = "."  # relative paths below resolve against this
     recipes: list[str] = []  # recipe files layered over params.yaml, as named (recipes/<name>.yaml or a path)
     artifacts_dir: str = "artifacts"
+    lock_timeout: float = Field(600.0, ge=0)  # seconds to wait for the project or registry lock before giving up
     data: DataConfig = DataConfig()
     clean: CleanConfig = CleanConfig()
     checks: ValidationConfig = ValidationConfig()

@@ -5,6 +5,7 @@ The CLI commands (and so the DVC stages) and the Prefect tasks call exactly thes
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -23,6 +24,7 @@ from pipeline.data import clean, encode, ingest, validate
 from pipeline.errors import PipelineError
 from pipeline.evaluation import cross_validation, evaluate
 from pipeline.ops.faults import fault_point
+from pipeline.ops import lock
 from pipeline.registry import versioning
 from pipeline.training import teachers, train
 
@@ -32,9 +34,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+RUNS_DIR = "runs"  # artifacts/runs/<run id>/: one folder per `emotion run`
+LATEST = "latest"  # artifacts/latest -> runs/<run id> of the last finished run
+
+
 @dataclass(frozen=True)
 class Layout:
-    """Where every stage reads and writes, derived from the config."""
+    """Where every stage reads and writes, derived from the config.
+
+    ``Layout.of``: the fixed ``artifacts/`` outputs of the DVC stages. ``Layout.for_run``: a run's own folder,
+    so two runs in one project never read or overwrite each other's prepared data, checkpoints or model.
+    """
 
     snapshot: Path
     reports: Path
@@ -42,18 +52,73 @@ class Layout:
     model: Path
     plots: Path
     root: Path
+    checkpoints: Path
 
     @classmethod
     def of(cls, cfg: Config) -> Layout:
         root = cfg.artifacts
         return cls(
-            cfg.path(cfg.data.snapshot_dir), root / "reports", root / "prepared", root / "model", root / "plots", root
+            cfg.path(cfg.data.snapshot_dir),
+            root / "reports",
+            root / "prepared",
+            root / "model",
+            root / "plots",
+            root,
+            cfg.path(cfg.train.checkpoint_dir),
+        )
+
+    @classmethod
+    def for_run(cls, cfg: Config, run_id: str) -> Layout:
+        root = cfg.artifacts / RUNS_DIR / run_id
+        snapshot = cfg.path(cfg.data.snapshot_dir)  # only until the run's snapshot is committed
+        return cls(
+            snapshot, root / "reports", root / "prepared", root / "model", root / "plots", root, root / "checkpoints"
         )
 
     @property
     def ingest_report(self) -> Path:
         """What reading the source found (not in data/: the snapshot folder's DVC hash stays the data's own)."""
         return self.root / "ingest_report.json"
+
+
+def project_lock(cfg: Config, purpose: str) -> contextlib.AbstractContextManager[object]:
+    """The project's lock (``artifacts/locks/project.lock``) over what must be serial: the snapshot swap, latest."""
+    return lock.held(cfg.artifacts / "locks" / "project.lock", purpose, cfg.lock_timeout)
+
+
+def run_lock(cfg: Config, run_id: str) -> contextlib.AbstractContextManager[object]:
+    """Held for a run's whole life, so a ``--resume`` cannot enter a run folder a live process works in."""
+    return lock.held(cfg.artifacts / "locks" / f"run-{run_id}.lock", f"run {run_id}", 0)
+
+
+def publish_latest(cfg: Config, layout: Layout) -> Path:
+    """Point ``artifacts/latest`` at a finished run's folder, atomically (a symlink renamed over the old one).
+
+    Where symlinks are unavailable, ``latest`` is a small file holding the folder's path, replaced the same way.
+    """
+    latest = cfg.artifacts / LATEST
+    tmp = latest.with_name(f".{LATEST}-{os.getpid()}")
+    target = layout.root.relative_to(cfg.artifacts)
+    with project_lock(cfg, "publish artifacts/latest"):
+        tmp.unlink(missing_ok=True)
+        try:
+            tmp.symlink_to(target, target_is_directory=True)
+        except (OSError, NotImplementedError):
+            tmp.write_text(f"{target}\n")
+        if latest.is_dir() and not latest.is_symlink():
+            raise PipelineError(f"{latest} is a folder, not the pointer to the last run: move it away")
+        os.replace(tmp, latest)
+    return latest
+
+
+def latest_run(cfg: Config) -> Path | None:
+    """The folder of the last finished run (``artifacts/latest``), or None before the first one."""
+    latest = cfg.artifacts / LATEST
+    if latest.is_symlink():
+        return latest.resolve()
+    if latest.is_file():
+        return cfg.artifacts / latest.read_text().strip()
+    return None
 
 
 def _since(started: float) -> float:
@@ -66,7 +131,7 @@ def staging_dir(cfg: Config) -> Path:
     return target.with_name(f"{target.name}.staging-{os.getpid()}")
 
 
-def ingest_stage(cfg: Config) -> tuple[ingest.Snapshot, str]:
+def ingest_stage(cfg: Config, layout: Layout | None = None) -> tuple[ingest.Snapshot, str]:
     """Snapshot the source into a staging folder beside ``data/``; returns it and the hash it will have.
 
     Nothing the project tracks changes yet: ``commit_snapshot`` swaps it in once validation passed, and
@@ -75,7 +140,9 @@ def ingest_stage(cfg: Config) -> tuple[ingest.Snapshot, str]:
     started = time.perf_counter()
     project = Path(cfg.project_dir).resolve()
     staged = ingest.ingest(cfg.data, staging_dir(cfg), project)
-    ingest.write_report(staged, Layout.of(cfg).ingest_report)  # bound to the snapshot bytes, so valid after the swap
+    ingest.write_report(
+        staged, (layout or Layout.of(cfg)).ingest_report
+    )  # bound to the snapshot bytes, so valid after the swap
     data_hash = versioning.dvc_dir_hash(staged.path) if cfg.data.dvc_track else versioning.content_hash(staged.path)
     counts = staged.split_counts()
     rows = ", ".join(f"{split} {n}" for split, n in counts.items())
@@ -90,11 +157,24 @@ def discard_snapshot(staged: ingest.Snapshot) -> None:
     shutil.rmtree(staged.path.parent, ignore_errors=True)
 
 
-def commit_snapshot(cfg: Config, staged: ingest.Snapshot) -> tuple[ingest.Snapshot, str]:
+def commit_snapshot(cfg: Config, staged: ingest.Snapshot, layout: Layout | None = None) -> tuple[ingest.Snapshot, str]:
     """Swap a validated staged snapshot into ``data/`` and version it (``dvc add``, push); returns it and its hash.
 
-    The old folder is kept aside until DVC succeeded, so a failed add or push leaves data/ and data.dvc as they were.
+    Under the project lock: two runs never swap or ``dvc add`` at once. A run works on from the returned snapshot's
+    frame, never from data/ again (the next run may swap it). The fixed ``artifacts/ingest_report.json`` follows
+    data/, for the DVC stages.
     """
+    with project_lock(cfg, "snapshot swap"):
+        snapshot, data_hash = _swap_snapshot(cfg, staged)
+        report, fixed = (layout or Layout.of(cfg)).ingest_report, Layout.of(cfg).ingest_report
+        if report != fixed and report.exists():
+            shutil.copyfile(report, fixed)
+    return snapshot, data_hash
+
+
+def _swap_snapshot(cfg: Config, staged: ingest.Snapshot) -> tuple[ingest.Snapshot, str]:
+    """The old folder is kept aside until DVC succeeded, so a failed add or push leaves data/ and data.dvc as
+    they were."""
     project = Path(cfg.project_dir).resolve()
     target, pointer = Layout.of(cfg).snapshot, pointer_of(cfg)
     ingest.check_replaceable(target)
@@ -151,11 +231,14 @@ def restore_stage(cfg: Config, data_hash: str) -> Path:
     """Put the exact snapshot with ``data_hash`` back into data/ (and data.dvc); returns the snapshot file."""
     if not data_hash.endswith(".dir"):
         raise PipelineError(f"'{data_hash}' is not a DVC directory hash: was that data tracked with DVC?")
-    versioning.dvc_restore(Path(cfg.project_dir).resolve(), pointer_of(cfg), data_hash)
+    with project_lock(cfg, "snapshot restore"):
+        versioning.dvc_restore(Path(cfg.project_dir).resolve(), pointer_of(cfg), data_hash)
     return Layout.of(cfg).snapshot / ingest.SNAPSHOT_NAME
 
 
-def validate_stage(cfg: Config, frame: pd.DataFrame) -> tuple[list[str], validate.ValidationReport]:
+def validate_stage(
+    cfg: Config, frame: pd.DataFrame, layout: Layout | None = None
+) -> tuple[list[str], validate.ValidationReport]:
     """Decide the label set and run the data checks (with the ingest report of this snapshot, when there is one);
     raises DataValidationError with the report."""
     labels = encode.label_set(frame, cfg.data.labels)
@@ -166,7 +249,7 @@ def validate_stage(cfg: Config, frame: pd.DataFrame) -> tuple[list[str], validat
         )
     if not labels:
         raise PipelineError("no labels: declare data.labels in params.yaml or provide a train split with labels")
-    layout = Layout.of(cfg)
+    layout = layout or Layout.of(cfg)
     # the report is bound to snapshot bytes: those in data/, or those this process staged and is validating
     source = ingest.read_report(layout.ingest_report, layout.snapshot) or ingest.read_report(
         layout.ingest_report, staging_dir(cfg)
@@ -179,10 +262,12 @@ def validate_stage(cfg: Config, frame: pd.DataFrame) -> tuple[list[str], validat
     return labels, validate.validate(frame, labels, layout.reports, cfg.checks, source)
 
 
-def prepare_stage(cfg: Config, frame: pd.DataFrame, labels: list[str]) -> tuple[encode.PreparedData, pd.DataFrame]:
+def prepare_stage(
+    cfg: Config, frame: pd.DataFrame, labels: list[str], layout: Layout | None = None
+) -> tuple[encode.PreparedData, pd.DataFrame]:
     """Clean and encode validated rows, save them with the label map; returns them and the cleaning table."""
     started = time.perf_counter()
-    layout = Layout.of(cfg)
+    layout = layout or Layout.of(cfg)
     from pipeline.evaluation.plots import write_data_plots
 
     cleaned = clean.clean(frame, cfg.clean)
@@ -198,16 +283,20 @@ def prepare_stage(cfg: Config, frame: pd.DataFrame, labels: list[str]) -> tuple[
 
 
 def train_stage(
-    cfg: Config, prepared: encode.PreparedData, on_evaluation: train.EpochCallback | None = None
+    cfg: Config,
+    prepared: encode.PreparedData,
+    on_evaluation: train.EpochCallback | None = None,
+    layout: Layout | None = None,
 ) -> train.TrainResult:
-    """Fine-tune, save the model folder, and write the training curve (CSV for DVC, PNG for people)."""
+    """Fine-tune, save the model folder, and write the training curve (CSV for DVC, PNG for people).
+
+    Checkpoints go to the layout's own folder: a run resumes only its own (a killed one, or a retried task).
+    """
     from pipeline.evaluation.plots import write_training_curve
 
-    layout = Layout.of(cfg)
-    teachers.check_student_config(cfg, layout.root)
-    result = train.train(
-        prepared, cfg.model, cfg.train, layout.model, on_evaluation, checkpoint_dir=cfg.path(cfg.train.checkpoint_dir)
-    )
+    layout = layout or Layout.of(cfg)
+    teachers.check_student_config(cfg, layout.root, layout.checkpoints)
+    result = train.train(prepared, cfg.model, cfg.train, layout.model, on_evaluation, layout.checkpoints)
     if result.rank == 0:  # under torchrun the other ranks only train
         clean.save_text_policy(layout.model, cfg.clean)
         write_training_curve(result.history, layout.plots)
@@ -240,13 +329,13 @@ def score_model(cfg: Config, model_dir: Path, prepared: encode.PreparedData) -> 
     )
 
 
-def behaviour_stage(cfg: Config, prepared: encode.PreparedData) -> BehaviourReport:
+def behaviour_stage(cfg: Config, prepared: encode.PreparedData, layout: Layout | None = None) -> BehaviourReport:
     """Minimum-functionality and invariance tests of the trained model; written to artifacts/behaviour.json."""
     from pipeline.evaluation.behaviour import run_suite
     from pipeline.model.predict import Predictor
 
     started = time.perf_counter()
-    layout = Layout.of(cfg)
+    layout = layout or Layout.of(cfg)
     predictor = Predictor(layout.model, cfg.train.device, cfg.train.precision, cfg.model.max_length)
     report = run_suite(
         predictor.predict_proba, prepared.label_map.labels, prepared.texts("test"), cfg.gate.invariance_tolerance
@@ -261,10 +350,12 @@ def behaviour_stage(cfg: Config, prepared: encode.PreparedData) -> BehaviourRepo
     return report
 
 
-def evaluate_stage(cfg: Config, prepared: encode.PreparedData) -> tuple[evaluate.Evaluation, dict[str, Path]]:
+def evaluate_stage(
+    cfg: Config, prepared: encode.PreparedData, layout: Layout | None = None
+) -> tuple[evaluate.Evaluation, dict[str, Path]]:
     """Score the trained model on test and write metrics.json, the report and the plots."""
     started = time.perf_counter()
-    layout = Layout.of(cfg)
+    layout = layout or Layout.of(cfg)
     evaluation = score_model(cfg, layout.model, prepared)
     paths = evaluate.write_evaluation(evaluation, layout.root, layout.plots)
     scores = f"accuracy {evaluation.metrics['accuracy']:.4f}, macro-F1 {evaluation.metrics['macro_f1']:.4f}"
@@ -280,7 +371,9 @@ def cv_folds_stage(cfg: Config, prepared: encode.PreparedData, official_split: b
     return cross_validation.make_folds(prepared, cfg.evaluate.cv_folds, cfg.data.split_seed)
 
 
-def cv_fold_stage(cfg: Config, fold: cross_validation.Fold, parent_run_id: str) -> dict[str, float]:
+def cv_fold_stage(
+    cfg: Config, fold: cross_validation.Fold, parent_run_id: str, layout: Layout | None = None
+) -> dict[str, float]:
     """Train on a fold's training rows (selecting on its inner validation slice), score its held-out rows, as an
     MLflow child run of ``parent_run_id``; returns the point metrics. The fold's model is deleted: only scores stay."""
     from pipeline.registry import tracking
@@ -289,7 +382,8 @@ def cv_fold_stage(cfg: Config, fold: cross_validation.Fold, parent_run_id: str) 
     run_id = tracking.start_child_run(cfg, mlflow_client, parent_run_id, f"cv-fold-{fold.index}")
     sizes = {f"cv.{split}_rows": len(frame) for split, frame in fold.data.splits.items()}
     tracking.log_param_values(mlflow_client, run_id, {"cv.fold": fold.index} | sizes)
-    work = Layout.of(cfg).root / "cv" / f"fold-{fold.index}"
+    layout = layout or Layout.of(cfg)
+    work = layout.root / "cv" / f"fold-{fold.index}"
     status = "FAILED"
 
     def log_epoch(row: dict[str, float]) -> None:
@@ -297,7 +391,7 @@ def cv_fold_stage(cfg: Config, fold: cross_validation.Fold, parent_run_id: str) 
         tracking.log_metrics(mlflow_client, run_id, scores, step=int(row["epoch"]))
 
     try:
-        checkpoints = cfg.path(cfg.train.checkpoint_dir) / f"cv-fold-{fold.index}"
+        checkpoints = layout.checkpoints / f"cv-fold-{fold.index}"
         train.train(fold.data, cfg.model, cfg.train, work / "model", log_epoch, checkpoint_dir=checkpoints)
         clean.save_text_policy(work / "model", cfg.clean)  # scored exactly as the final model is
         scores = cross_validation.point_metrics(score_model(cfg, work / "model", fold.data).metrics)
@@ -316,12 +410,13 @@ def cv_summary_stage(
     scores: list[dict[str, float]],
     parent_run_id: str,
     started: float,
+    layout: Layout | None = None,
 ) -> cross_validation.CrossValidation:
     """Mean and std per metric: cv.json and the per-fold table written, logged on the parent run, one console line."""
     from pipeline.registry import tracking
 
     result = cross_validation.CrossValidation(scores, cfg.data.split_seed, [len(f.data.splits["test"]) for f in folds])
-    layout = Layout.of(cfg)
+    layout = layout or Layout.of(cfg)
     paths = result.write(layout.root, layout.reports)
     mlflow_client = tracking.client(cfg)
     tracking.log_metrics(mlflow_client, parent_run_id, result.tracking_metrics())

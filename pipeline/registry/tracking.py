@@ -340,13 +340,12 @@ class Promotion:
     at: str
 
 
-def _lock(cfg: Config) -> Any:
-    """Local fast path: processes on this machine queue on a file lock before they ask the registry for its lease."""
-    from filelock import FileLock
+def _lock(cfg: Config) -> contextlib.AbstractContextManager[object]:
+    """Local fast path: processes on this machine queue on a file lock before they ask the registry for its lease
+    (the project lock's mechanism: a timeout names the holder; a crashed holder blocks nobody)."""
+    from pipeline.ops.lock import held
 
-    path = cfg.path(cfg.mlflow.lock_file)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(path), timeout=120)
+    return held(cfg.path(cfg.mlflow.lock_file), "promotion", cfg.lock_timeout)
 
 
 def _try_lease(cfg: Config, mlflow_client: Any, lease: str, token: str) -> bool:

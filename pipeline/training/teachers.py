@@ -46,9 +46,10 @@ class TaughtTeacher:
     train_seconds: float
 
 
-def plan(cfg: Config, artifacts_root: Path) -> list[Teacher]:
-    """The teachers ``train.distill.teacher_seeds`` asks for, in seed order as given ([] = no distillation run)."""
-    models, checkpoints = artifacts_root / TEACHERS_DIR, cfg.path(cfg.train.checkpoint_dir) / TEACHERS_DIR
+def plan(cfg: Config, artifacts_root: Path, checkpoints_root: Path) -> list[Teacher]:
+    """The teachers ``train.distill.teacher_seeds`` asks for, in seed order as given ([] = no distillation run),
+    with their models and checkpoints inside the run's folders."""
+    models, checkpoints = artifacts_root / TEACHERS_DIR, checkpoints_root / TEACHERS_DIR
     return [
         Teacher(seed, cfg.train.teacher(seed), models / f"seed{seed}", checkpoints / f"seed{seed}")
         for seed in cfg.train.distill.teacher_seeds
@@ -63,10 +64,12 @@ def student_config(cfg: Config, teachers: list[Teacher]) -> Config:
     return cfg.model_copy(update={"train": cfg.train.model_copy(update={"teachers": folders})})
 
 
-def check_student_config(cfg: Config, artifacts_root: Path) -> None:
+def check_student_config(cfg: Config, artifacts_root: Path, checkpoints_root: Path) -> None:
     """Refuse to train a model that should learn from teachers not trained yet (``emotion train`` and its DVC stage
     train one model; the training flow trains the teachers first and passes the student's config)."""
-    missing = [t.name for t in plan(cfg, artifacts_root) if str(t.model_dir) not in cfg.train.teachers]
+    missing = [
+        t.name for t in plan(cfg, artifacts_root, checkpoints_root) if str(t.model_dir) not in cfg.train.teachers
+    ]
     if missing:
         raise PipelineError(
             f"train.distill.teacher_seeds asks for teachers ({', '.join(missing)}) trained in the run: `emotion run` "

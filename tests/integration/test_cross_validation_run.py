@@ -58,11 +58,11 @@ def test_run_cross_validates_then_registers_the_final_model(project: Path, tiny_
     assert parent.data.metrics["cv_macro_f1_mean"] == pytest.approx(sum(fold_f1) / 3, abs=1e-6)
     assert parent.data.metrics["cv_macro_f1_std"] == pytest.approx(pd.Series(fold_f1).std(), abs=1e-6)
     assert "cv_accuracy_std" in parent.data.metrics and "test_macro_f1" in parent.data.metrics
-    saved = json.loads((project / "artifacts" / "cv.json").read_text())
+    saved = json.loads((project / "artifacts" / "latest" / "cv.json").read_text())
     assert saved["folds"] == 3 and sum(saved["held_out_rows"]) == held_out
-    test_rows = len(pd.read_json(project / "artifacts" / "prepared" / "test.jsonl", lines=True))
+    test_rows = len(pd.read_json(project / "artifacts" / "latest" / "prepared" / "test.jsonl", lines=True))
     pool_rows = sum(
-        len(pd.read_json(project / "artifacts" / "prepared" / f"{s}.jsonl", lines=True))
+        len(pd.read_json(project / "artifacts" / "latest" / "prepared" / f"{s}.jsonl", lines=True))
         for s in ("train", "validation")
     )
     assert held_out == pool_rows and test_rows > 0  # the folds cover train + validation, never test
@@ -72,4 +72,4 @@ def test_run_cross_validates_then_registers_the_final_model(project: Path, tiny_
     version = client.get_model_version(MODEL, "1")
     assert version.run_id == parent_id
     assert "### Cross-validation" in version.description and "over 3 folds" in version.description
-    assert not (project / "artifacts" / "cv").exists() or not any((project / "artifacts" / "cv").iterdir())
+    assert not (project / "artifacts" / "latest" / "cv").exists() or not any((project / "artifacts" / "latest" / "cv").iterdir())

@@ -36,9 +36,9 @@ def test_seven_label_csv_with_own_columns_and_no_splits(tiny_config, tmp_path: P
         )
     )
     assert summary["rows"] == {"train": 112, "validation": 14, "test": 14}  # stratified 80/10/10 of 140
-    label_map = json.loads((project / "artifacts" / "prepared" / "label_map.json").read_text())
+    label_map = json.loads((project / "artifacts" / "latest" / "prepared" / "label_map.json").read_text())
     assert label_map == {"labels": SEVEN, "multi_label": False}
-    test = pd.read_json(project / "artifacts" / "prepared" / "test.jsonl", lines=True)
+    test = pd.read_json(project / "artifacts" / "latest" / "prepared" / "test.jsonl", lines=True)
     assert sorted(test["label"].value_counts().tolist()) == [2] * 7  # every label in test, equally
     assert summary["version"] == "1"
     tags = tracking.client(tiny_config()).get_model_version("emotion-classifier", "1").tags
@@ -79,7 +79,7 @@ def test_goemotions_multi_label_end_to_end(tiny_config, tmp_path: Path, project:
         "metrics"
     ]
     assert summary["version"] == "1"
-    model_dir = project / "artifacts" / "model"
+    model_dir = project / "artifacts" / "latest" / "model"
     saved = json.loads((model_dir / "calibration.json").read_text())
     assert saved["method"] == "per-label thresholds" and len(saved["thresholds"]) == 28
     prediction = Predictor(model_dir).predict(["thank you so much, this made my day"])[0]

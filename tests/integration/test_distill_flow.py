@@ -50,7 +50,8 @@ def test_emotion_run_distill_recipe_trains_teachers_then_registers_the_student(
     assert re.search(r"^teachers +seed1 val macro-F1 [0-9.]+, seed2 val macro-F1", done.stderr, re.M), done.stderr
 
     cfg = load_config(PARAMS, overrides, environ={}, recipes=["emotion-distill"])
-    folders = [project / "artifacts" / "teachers" / name for name in ("seed1", "seed2")]
+    run_dir = project / "artifacts" / "runs" / summary["run_id"]
+    folders = [run_dir / "teachers" / name for name in ("seed1", "seed2")]
     assert all((folder / "config.json").is_file() for folder in folders)
     teacher_runs = children(cfg, summary["run_id"])
     assert [r.data.tags["mlflow.runName"] for r in teacher_runs] == ["teacher-seed1", "teacher-seed2"]
@@ -66,9 +67,9 @@ def test_emotion_run_distill_recipe_trains_teachers_then_registers_the_student(
     student = client.get_run(version.run_id)
     assert student.data.params["train.seed"] == "45"
     assert float(student.data.params["train.distill_weight"]) > 0
-    assert student.data.params["train.teachers"] == str([str(folder) for folder in folders])
+    assert json.loads(student.data.tags["distill.teacher_dirs"]) == [str(folder) for folder in folders]
     assert student.data.tags["gate"] in ("passed", "failed") and "passed" in summary["gate"]
-    assert (project / "artifacts" / "gate.json").is_file()
+    assert (run_dir / "gate.json").is_file()
 
 
 @pytest.mark.usefixtures("prefect_harness")

@@ -24,7 +24,7 @@ def test_lora_run_registers_a_merged_model_and_logs_the_adapter(tiny_config, pro
 
     training = summary["training"]
     assert 0 < training["trainable_parameters"] < training["total_parameters"]
-    written = json.loads((project / "artifacts" / "training_summary.json").read_text())
+    written = json.loads((project / "artifacts" / "latest" / "training_summary.json").read_text())
     assert (written["trainable_parameters"], written["total_parameters"]) == (
         training["trainable_parameters"],
         training["total_parameters"],

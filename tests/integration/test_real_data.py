@@ -69,7 +69,7 @@ def test_pipe_file_with_40_extra_columns_trains_by_inspected_flags(
     out = emotion_run(project, tiny_model_dir, inspection["flags"])
     assert "rows {'train': 112, 'validation': 14, 'test': 14}" in out
 
-    report = (project / "artifacts" / "reports" / "validation_report.md").read_text()
+    report = (project / "artifacts" / "latest" / "reports" / "validation_report.md").read_text()
     assert "| source rows well-formed | pass | 2 |" in report
     assert "emotions.txt line(s) 6, 51" in report
     assert "label case/whitespace normalised: 'ANGER' -> 'anger'" in report

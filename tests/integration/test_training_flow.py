@@ -72,9 +72,11 @@ def test_flow_trains_gates_registers_with_lineage(tiny_config, project: Path) ->
 
     from transformers import pipeline as hf_pipeline
 
-    scores = hf_pipeline("text-classification", model=str(project / "artifacts" / "model"), top_k=None)("i am scared")
+    run_dir = project / "artifacts" / "runs" / summary["run_id"]
+    assert Path(summary["run_dir"]) == run_dir and (project / "artifacts" / "latest").resolve() == run_dir
+    scores = hf_pipeline("text-classification", model=str(run_dir / "model"), top_k=None)("i am scared")
     assert sorted(s["label"] for s in scores[0]) == sorted(LABELS)
-    assert (project / "artifacts" / "plots" / "confusion_matrix.png").stat().st_size > 1000
+    assert (run_dir / "plots" / "confusion_matrix.png").stat().st_size > 1000
 
 
 def test_failing_gate_registers_challenger_and_keeps_champion(tiny_config) -> None:
@@ -106,7 +108,8 @@ def corrupt(folder: Path) -> Path:
 def test_corrupted_data_stops_at_validation_and_registers_nothing(tiny_config, tmp_path: Path, project: Path) -> None:
     from flows.training import training_flow
 
-    assert training_flow(tiny_config())["gate"]["passed"]
+    good = training_flow(tiny_config())
+    assert good["gate"]["passed"]
     bad = corrupt(copy_sample(tmp_path / "bad"))
     tracked = [project / "data" / "snapshot.jsonl", project / "data.dvc", *sorted((project / "dvc-remote").rglob("*"))]
     before = {path: path.read_bytes() for path in tracked if path.is_file()}
@@ -123,15 +126,18 @@ def test_corrupted_data_stops_at_validation_and_registers_nothing(tiny_config, t
     assert failed["label in declared set"].unexpected_count == 1
     assert failed["label in declared set"].examples[0]["text"] == "i am bored out of my mind"
     assert "missing split(s): test" in failed["every split present"].detail
-    report = (project / "artifacts" / "reports" / "validation_report.md").read_text()
-    assert "| label in declared set | FAIL | 1 |" in report
     cfg = tiny_config()
-    assert versions(cfg) == ["1"] and champion(cfg) == "1"
-    assert (project / "artifacts" / "prepared" / "test.jsonl").read_text() != ""  # the good run's outputs kept
     failed_runs = tracking.client(cfg).search_runs(
         [tracking.experiment_id(cfg, tracking.client(cfg))], "attributes.status = 'FAILED'"
     )
     assert len(failed_runs) == 1 and failed_runs[0].data.tags["data_source"] == str(bad)
+    failed_dir = project / "artifacts" / "runs" / failed_runs[0].info.run_id
+    report = (failed_dir / "reports" / "validation_report.md").read_text()  # the refused run's report, in its folder
+    assert "| label in declared set | FAIL | 1 |" in report
+    assert versions(cfg) == ["1"] and champion(cfg) == "1"
+    latest = project / "artifacts" / "latest"
+    assert latest.resolve() == Path(good["run_dir"])  # a failed run does not move latest
+    assert (latest / "prepared" / "test.jsonl").read_text() != ""  # the good run's outputs kept
 
 
 def test_cli_refuses_corrupted_data_without_traceback(tmp_path: Path, project: Path, tiny_model_dir: Path) -> None:

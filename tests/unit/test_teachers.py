@@ -43,7 +43,7 @@ def test_plan_gives_each_teacher_its_seed_folders_and_the_overrides(tmp_path: Pa
         "train.distill.teacher_seeds=[3, 1]",
         "train.distill.teacher_overrides={epochs: 2, learning_rate: 0.01}",
     )
-    plan = teachers.plan(cfg, tmp_path / "artifacts")
+    plan = teachers.plan(cfg, tmp_path / "artifacts", tmp_path / "artifacts" / "checkpoints")
 
     assert [t.name for t in plan] == ["seed3", "seed1"]
     assert [t.model_dir for t in plan] == [tmp_path / "artifacts" / "teachers" / f"seed{s}" for s in (3, 1)]
@@ -66,8 +66,9 @@ def test_training_one_model_refuses_a_config_whose_teachers_are_not_trained(tmp_
     cfg = config(tmp_path, "train.seed=9", "train.distill.teacher_seeds=[3, 1]")
     with pytest.raises(PipelineError, match=r"teachers \(seed3, seed1\) trained in the run: `emotion run`"):
         stages.train_stage(cfg, prepared=None)  # type: ignore[arg-type]  # refused before the data is read
-    student = teachers.student_config(cfg, teachers.plan(cfg, stages.Layout.of(cfg).root))
-    teachers.check_student_config(student, stages.Layout.of(cfg).root)  # the flow's student config passes
+    layout = stages.Layout.of(cfg)
+    student = teachers.student_config(cfg, teachers.plan(cfg, layout.root, layout.checkpoints))
+    teachers.check_student_config(student, layout.root, layout.checkpoints)  # the flow's student config passes
 
 
 def test_threads_share_the_cores_only_when_teachers_train_side_by_side_on_cpu() -> None:
