@@ -95,7 +95,7 @@ bench-quality: setup ## model quality: `emotion run --recipe <dataset>-distill` 
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_quality.py --dataset goemotions
 
 bench: setup bench-training ## quick benchmarks -> bench/results/: training throughput, fast inference, API load (after bench-model)
-	HF_HUB_OFFLINE=1 $(PY) bench/bench_inference.py --model $(BENCH_DIR)/artifacts/model --data $(EMOTION_DATA)/test.txt
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_inference.py --model $(BENCH_DIR)/artifacts/latest/model --data $(EMOTION_DATA)/test.txt
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_api_load.py --data $(EMOTION_DATA)/test.txt --set project_dir=$(BENCH_DIR) \
 		--set mlflow.tracking_uri=sqlite:///$(BENCH_DIR)/mlflow.db --set serve.parity_source=$(EMOTION_DATA)
 

@@ -9,7 +9,7 @@ onnx-int8 dynamically, onnx-int8-static with activation ranges calibrated on tex
 (``--calibration``, by default val.txt beside ``--data``; never the measured texts). A bf16 matrix multiply is timed
 in the same run, as a yardstick of what the (shared) machine delivered.
 
-    python bench/bench_inference.py --model /tmp/bench-proj/artifacts/model
+    python bench/bench_inference.py --model /tmp/bench-proj/artifacts/latest/model
     python bench/bench_inference.py --model embedded   # the embedded MiniLM with a random 6-label head
 
 Writes bench/results/bench_inference.json. Not a test: never collected by pytest.

@@ -10,8 +10,8 @@ should barely grow. The Ray engine's overhead: the same ``--slice`` texts scored
 connection and the actors. The bf16 and fp32 matmul peaks are measured in the same run.
 
     nice -n 10 python bench/bench_scoring.py                  # embedded MiniLM with a random head
-    nice -n 10 python bench/bench_scoring.py --model /tmp/bench-proj/artifacts/model
     nice -n 10 python bench/bench_scoring.py --engines-only --slice 200    # a quick check of the engine comparison
+    nice -n 10 python bench/bench_scoring.py --model /tmp/bench-proj/artifacts/latest/model
 
 Writes bench/results/bench_scoring.json. Not a test: never collected by pytest.
 """

@@ -17,7 +17,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "emotion" / "test.txt"
-DEFAULT_MODEL = Path("/tmp/bench-proj/artifacts/model")
+DEFAULT_MODEL = Path("/tmp/bench-proj/artifacts/latest/model")
 PACKAGES = ("torch", "transformers", "tokenizers", "fastapi", "uvicorn", "httpx", "numpy", "mlflow")
 
 
