@@ -230,7 +230,8 @@ def _train_and_register(
             tracking.log_param_values(mlflow_client, run_id, read_params)
             tracking.log_metrics(mlflow_client, run_id, read_metrics)
         labels, validation = validate_task(cfg, snapshot.frame, data_hash, layout)
-        validation.write(layout.reports)  # outside the cached task: a cache hit still leaves the report
+        validation.write(layout.reports)  # outside the cached task: a cache hit still leaves the reports
+        stages.keep_ingest_report(cfg, layout)
         console.stage("validate", validation.summary().splitlines()[0])
     except BaseException:
         stages.discard_snapshot(snapshot)  # a refused dataset never reaches data/, data.dvc or the remote

@@ -14,7 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -250,16 +250,25 @@ def validate_stage(
     if not labels:
         raise PipelineError("no labels: declare data.labels in params.yaml or provide a train split with labels")
     layout = layout or Layout.of(cfg)
-    # the report is bound to snapshot bytes: those in data/, or those this process staged and is validating
+    source = keep_ingest_report(cfg, layout)
+    return labels, validate.validate(frame, labels, layout.reports, cfg.checks, source)
+
+
+def keep_ingest_report(cfg: Config, layout: Layout) -> dict[str, Any] | None:
+    """Copy this snapshot's ingest report beside the validation report (so MLflow keeps it too); returns it.
+
+    The report is bound to snapshot bytes: those in data/, or those this process staged and is validating. The flow
+    calls it again after a cached validation, which did not run this.
+    """
     source = ingest.read_report(layout.ingest_report, layout.snapshot) or ingest.read_report(
         layout.ingest_report, staging_dir(cfg)
     )
-    copy = layout.reports / "ingest_report.json"  # beside the validation report, so MLflow keeps it too
+    copy = layout.reports / "ingest_report.json"
     copy.unlink(missing_ok=True)
     if source is not None:
         layout.reports.mkdir(parents=True, exist_ok=True)
         copy.write_text(json.dumps(source, indent=2, ensure_ascii=False))
-    return labels, validate.validate(frame, labels, layout.reports, cfg.checks, source)
+    return source
 
 
 def prepare_stage(
