@@ -187,7 +187,7 @@ def training_flow(cfg: Config, resume: str | None = None) -> dict[str, Any]:
     if plan:  # the student learns from these folders; the run's tags name them (its params keep the config's)
         cfg = teachers.student_config(cfg, plan)
         tracking.set_tags(mlflow_client, run_id, {"distill.teacher_dirs": json.dumps(cfg.train.teachers)})
-    with stages.run_lock(cfg, run_id):
+    with stages.run_lock(layout):
         status = "FAILED"
         try:
             summary = _train_and_register(cfg, mlflow_client, run_id, layout, plan)

@@ -86,9 +86,9 @@ def project_lock(cfg: Config, purpose: str) -> contextlib.AbstractContextManager
     return lock.held(cfg.artifacts / "locks" / "project.lock", purpose, cfg.lock_timeout)
 
 
-def run_lock(cfg: Config, run_id: str) -> contextlib.AbstractContextManager[object]:
-    """Held for a run's whole life, so a ``--resume`` cannot enter a run folder a live process works in."""
-    return lock.held(cfg.artifacts / "locks" / f"run-{run_id}.lock", f"run {run_id}", 0)
+def run_lock(layout: Layout) -> contextlib.AbstractContextManager[object]:
+    """``<run folder>/run.lock``, held for the run's whole life: a ``--resume`` cannot enter a live run's folder."""
+    return lock.held(layout.root / "run.lock", f"run {layout.root.name}", 0)
 
 
 def publish_latest(cfg: Config, layout: Layout) -> Path:
@@ -100,13 +100,13 @@ def publish_latest(cfg: Config, layout: Layout) -> Path:
     tmp = latest.with_name(f".{LATEST}-{os.getpid()}")
     target = layout.root.relative_to(cfg.artifacts)
     with project_lock(cfg, "publish artifacts/latest"):
+        if latest.is_dir() and not latest.is_symlink():
+            raise PipelineError(f"{latest} is a folder, not the pointer to the last run: move it away and run again")
         tmp.unlink(missing_ok=True)
         try:
             tmp.symlink_to(target, target_is_directory=True)
         except (OSError, NotImplementedError):
             tmp.write_text(f"{target}\n")
-        if latest.is_dir() and not latest.is_symlink():
-            raise PipelineError(f"{latest} is a folder, not the pointer to the last run: move it away")
         os.replace(tmp, latest)
     return latest
 

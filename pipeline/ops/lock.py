@@ -6,7 +6,8 @@ descriptors, so a crash never blocks the next run. Beside the lock file, ``<lock
 it. A holder file left by a crashed holder is only information: the next holder replaces it.
 
 Used for the project's snapshot swap and ``artifacts/latest`` (``artifacts/locks/project.lock``), for alias moves
-in the registry (``mlflow.lock_file``) and to keep a run folder to one process (``artifacts/locks/run-<id>.lock``).
+in the registry (``mlflow.lock_file``), to set up a new sqlite MLflow store, and to keep a run folder to one process
+(``artifacts/runs/<run id>/run.lock``).
 """
 
 from __future__ import annotations
