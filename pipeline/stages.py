@@ -23,8 +23,8 @@ from pipeline.config import Config
 from pipeline.data import clean, encode, ingest, validate
 from pipeline.errors import PipelineError
 from pipeline.evaluation import cross_validation, evaluate
-from pipeline.ops.faults import fault_point
 from pipeline.ops import lock
+from pipeline.ops.faults import fault_point
 from pipeline.registry import versioning
 from pipeline.training import teachers, train
 

@@ -351,7 +351,7 @@ class StaleChampion(PipelineError):
 class Promotion:
     version: str
     previous: str | None
-    kind: str  # gate | manual | rollback
+    kind: str  # gate | manual | rollback | recovered
     actor: str
     reason: str
     at: str
@@ -366,26 +366,40 @@ def _lock(cfg: Config) -> contextlib.AbstractContextManager[object]:
 
 
 def _try_lease(cfg: Config, mlflow_client: Any, lease: str, token: str) -> bool:
-    """Create the lease model (the database allows one of a name, so one client wins); clear it when expired."""
+    """Create the lease model (the database allows one of a name, so one client wins); clear it when expired, or
+    at once when its holder is a process on this host that has exited (a promoter killed mid-promotion)."""
     from mlflow.exceptions import MlflowException
 
+    from pipeline.ops.lock import Holder
+
     busy = ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST")  # held, or released while we looked
+    me = Holder.this_process("promotion")
     try:
         expires = f"{time.time() + LEASE_SECONDS:.3f}"
-        mlflow_client.create_registered_model(lease, tags={"token": token, "expires": expires})
+        tags = {"token": token, "expires": expires, "host": me.host, "pid": str(me.pid)}
+        mlflow_client.create_registered_model(lease, tags=tags)
         return True
     except MlflowException as exc:
         if exc.error_code not in busy:
             raise unavailable(cfg, f"take the promotion lease '{lease}'", exc) from exc
     try:
         held = mlflow_client.get_registered_model(lease)
-        if float(held.tags.get("expires", "0")) < time.time():
-            log.warning("removing the expired promotion lease %s (token %s)", lease, held.tags.get("token"))
+        if float(held.tags.get("expires", "0")) < time.time() or _holder_gone(held.tags):
+            log.warning("removing the abandoned promotion lease %s (%s)", lease, held.tags)
             mlflow_client.delete_registered_model(lease)
     except MlflowException as exc:
         if exc.error_code not in busy:
             raise unavailable(cfg, f"take the promotion lease '{lease}'", exc) from exc
     return False
+
+
+def _holder_gone(tags: dict[str, str]) -> bool:
+    """Whether a lease's holder is known to be dead: a process of this host that no longer exists."""
+    from pipeline.ops.lock import Holder
+
+    if "host" not in tags or not tags.get("pid", "").isdigit():
+        return False  # a lease from another version of the pipeline: wait for it to expire
+    return Holder(int(tags["pid"]), tags["host"], "", "", "promotion", "").is_gone()
 
 
 @contextlib.contextmanager
@@ -445,6 +459,7 @@ def _move_champion(cfg: Config, mlflow_client: Any, version: str, kind: str, act
     token = uuid.uuid4().hex[:12]
     claim, key = f"{number}:{token}", f"{HISTORY_PREFIX}{number:06d}.{token}"
     previous = _champion(cfg, mlflow_client)
+    _record_unrecorded_move(cfg, mlflow_client, previous)
     event = Promotion(version, previous, kind, actor, reason, datetime.now(UTC).isoformat(timespec="seconds"))
     mlflow_client.set_registered_model_tag(name, GENERATION_TAG, claim)
     if previous and previous != version:
@@ -468,6 +483,31 @@ def _move_champion(cfg: Config, mlflow_client: Any, version: str, kind: str, act
             f"{champion}): this promotion of version {version} is not recorded; see `emotion history`"
         )
     return event
+
+
+def _record_unrecorded_move(cfg: Config, mlflow_client: Any, champion: str | None) -> None:
+    """A promotion killed after it moved the champion and before it wrote history left a move nobody recorded: the
+    champion differs from the last history entry. Write it down (kind ``recovered``) so history stays complete."""
+    events = history(cfg, mlflow_client)
+    recorded = events[-1].version if events else None
+    if champion is None or champion == recorded:
+        return
+    tags = mlflow_client.get_model_version(cfg.mlflow.registered_model, champion).tags
+    reason = (
+        f"champion found on version {champion} while history ended at {recorded}: a promotion was interrupted "
+        "after moving the alias; recorded by the next promotion"
+    )
+    event = Promotion(
+        champion,
+        recorded,
+        "recovered",
+        tags.get("promoted_by", "unknown"),
+        reason,
+        datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    key = f"{HISTORY_PREFIX}{int(_generation(cfg, mlflow_client).split(':')[0]):06d}.recovered"
+    mlflow_client.set_registered_model_tag(cfg.mlflow.registered_model, key, json.dumps(asdict(event)))
+    log.warning("history: %s", reason)
 
 
 def _restore_aliases(cfg: Config, mlflow_client: Any) -> None:

@@ -72,4 +72,5 @@ def test_run_cross_validates_then_registers_the_final_model(project: Path, tiny_
     version = client.get_model_version(MODEL, "1")
     assert version.run_id == parent_id
     assert "### Cross-validation" in version.description and "over 3 folds" in version.description
-    assert not (project / "artifacts" / "latest" / "cv").exists() or not any((project / "artifacts" / "latest" / "cv").iterdir())
+    fold_work = project / "artifacts" / "latest" / "cv"
+    assert not fold_work.exists() or not any(fold_work.iterdir())

@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from pipeline.ops.faults import MARKER_VARIABLE, POINT_VARIABLE, POINTS
+from pipeline.registry import tracking
 from tests.conftest import BIN, PARAMS, free_port, init_project, tiny_overrides
 from tests.servers import stop, wait_for
 
@@ -130,8 +131,6 @@ def check_registry(cfg: Any) -> tuple[frozenset[str], str | None]:
     import mlflow.pyfunc
     import pandas as pd
 
-    from pipeline.registry import tracking
-
     client = tracking.client(cfg)
     versions = frozenset(str(v.version) for v in client.search_model_versions(f"name='{MODEL}'"))
     with tempfile.TemporaryDirectory(prefix="faults-model-") as tmp:
@@ -197,6 +196,8 @@ def kill_training_run(lab: Lab, point: str) -> None:
     after_rerun = check(cfg, after_kill)
     assert summary["version"] in after_rerun.versions - after_kill.versions  # the rerun registered a new version
     assert after_rerun.champion == summary["version"]  # and, the gate passing, promoted it
+    moves = [event.version for event in tracking.history(cfg, tracking.client(cfg))]
+    assert after_kill.champion in moves and moves[-1] == after_rerun.champion  # every champion move is recorded
 
 
 def served_version(url: str) -> str | None:
@@ -210,8 +211,6 @@ def served_version(url: str) -> str | None:
 
 def kill_server_during_reload(lab: Lab, point: str) -> None:
     """Kill `emotion serve` while it hot-reloads a new champion; restarted, it serves that champion."""
-    from pipeline.registry import tracking
-
     cfg = lab.config()
     before = check(cfg)
     target = max((v for v in before.versions if v != before.champion), key=int)

@@ -131,3 +131,57 @@ def test_promotion_reasons_and_version_tags_hide_passwords(cfg: Config, tiny_mod
     assert stored.tags["data_source"] == "s3://key:***@bucket/x" and "hunter2" not in stored.description
     assert "hunter2" not in stored.tags["promotion_reason"]
     assert tracking.history(cfg, client)[-1].reason == "retrained on ssh://u:***@host/data"
+
+
+def dead_pid() -> int:
+    """The pid of a process of this host that has exited."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def test_a_lease_left_by_a_killed_promoter_on_this_host_is_taken_at_once(cfg: Config, tiny_model_dir: Path) -> None:
+    import socket
+    import time
+
+    register_versions(cfg, tiny_model_dir, ["passed"])
+    client = tracking.client(cfg)
+    lease = MODEL + tracking.LEASE_SUFFIX
+    far = f"{time.time() + 3600:.3f}"  # not expired: only the dead holder frees it
+    client.create_registered_model(
+        lease, tags={"token": "dead", "expires": far, "host": socket.gethostname(), "pid": str(dead_pid())}
+    )
+    with tracking._registry_lease(cfg, client, "mine"):
+        assert client.get_registered_model(lease).tags["token"] == "mine"
+
+
+def test_a_lease_of_a_live_holder_is_not_taken(cfg: Config, tiny_model_dir: Path) -> None:
+    import os
+    import socket
+    import time
+
+    register_versions(cfg, tiny_model_dir, ["passed"])
+    client = tracking.client(cfg)
+    lease = MODEL + tracking.LEASE_SUFFIX
+    far = f"{time.time() + 3600:.3f}"
+    client.create_registered_model(
+        lease, tags={"token": "live", "expires": far, "host": socket.gethostname(), "pid": str(os.getppid())}
+    )
+    assert not tracking._try_lease(cfg, client, lease, "mine")
+    assert client.get_registered_model(lease).tags["token"] == "live"
+
+
+def test_a_champion_move_nobody_recorded_is_recorded_by_the_next_promotion(cfg: Config, tiny_model_dir: Path) -> None:
+    register_versions(cfg, tiny_model_dir, ["passed", "passed", "passed"])
+    client = tracking.client(cfg)
+    tracking.promote(cfg, client, "1", actor="a", reason="first")
+    tracking.set_alias(cfg, client, tracking.CHAMPION, "2")  # as a promotion killed before its history entry leaves it
+    tracking.promote(cfg, client, "3", actor="b", reason="third")
+    events = tracking.history(cfg, client)
+    assert [(e.version, e.previous, e.kind) for e in events] == [
+        ("1", None, "manual"),
+        ("2", "1", "recovered"),
+        ("3", "2", "manual"),
+    ]
