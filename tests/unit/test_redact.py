@@ -90,7 +90,17 @@ def test_the_served_models_parity_report_hides_passwords():
 
     reason = f"int8 accuracy 0.9 vs torch-fp32 0.9 on 10 test texts of {REMOTE!r}"
     parity = ParityReport("int8", True, reason, 0.9, 0.9, 1.0, 0.01, 10, REMOTE)
-    loaded = LoadedModel("m", "1", SimpleNamespace(labels=["joy"], backend="int8"), "int8", parity, {}, None, 0, 0)
+    loaded = LoadedModel(
+        "m",
+        "1",
+        SimpleNamespace(labels=["joy"], backend="int8", quantization="dynamic"),
+        "int8",
+        parity,
+        {},
+        None,
+        0,
+        0,
+    )
     info = loaded.info()
     assert info["parity"]["source"] == "https://bob:***@dvc.example.com/store" and info["parity"]["n"] == 10
     assert "hunter2" not in repr(info)
