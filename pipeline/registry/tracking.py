@@ -55,24 +55,29 @@ def client(cfg: Config) -> Any:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
-    mlflow_client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     if uri.startswith("sqlite:///") and uri not in _READY_SQLITE:
-        _set_up_sqlite(cfg, mlflow_client, Path(uri[len("sqlite:///") :]))
+        mlflow_client = _set_up_sqlite(cfg, uri)
         _READY_SQLITE.add(uri)
-    return mlflow_client
+        return mlflow_client
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 _READY_SQLITE: set[str] = set()  # sqlite stores this process has seen set up
 
 
-def _set_up_sqlite(cfg: Config, mlflow_client: Any, db: Path) -> None:
-    """Create (migrate) a sqlite store under a lock: two runs starting at once on a new project would both run
-    MLflow's schema migrations on the same file, and one fails."""
+def _set_up_sqlite(cfg: Config, uri: str) -> Any:
+    """The first client of a sqlite store in this process, created (the store migrates its schema when it is made)
+    and used under a lock: two runs starting at once on a new project would both run MLflow's schema migrations on
+    the same file, and one fails."""
+    from mlflow import MlflowClient
     from pipeline.ops.lock import held
 
+    db = Path(uri[len("sqlite:///") :])
     with held(db.with_name(db.name + ".setup.lock"), "MLflow store set-up", cfg.lock_timeout):
+        mlflow_client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         mlflow_client.search_experiments(max_results=1)  # the tracking tables
         mlflow_client.search_registered_models(max_results=1)  # the registry's, in the same file
+    return mlflow_client
 
 
 def experiment_id(cfg: Config, mlflow_client: Any) -> str:
