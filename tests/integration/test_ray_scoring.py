@@ -27,7 +27,9 @@ from tests.integration.test_scoring import big_input
 
 pytestmark = pytest.mark.slow
 
-RAY_ENV = os.environ | {"RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+# token auth off on this loopback cluster: Ray turns it on for a head when ~/.ray/auth_token exists (a local
+# ray.init() writes one), and a worker started without the token is then refused
+RAY_ENV = os.environ | {"RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled"}
 
 
 def _uses(proc: Path, marker: str) -> bool:
