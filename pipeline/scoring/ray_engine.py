@@ -158,11 +158,12 @@ def _score_on_cluster(inputs: Path, outputs: Path, model: ScoringModel, settings
             settings.max_length,
             settings.batch_size,
         ),
-        compute=ray.data.ActorPoolStrategy(size=actors),  # fixed; Ray Data spreads actors over the nodes
+        compute=ray.data.ActorPoolStrategy(size=actors),
         batch_size=settings.batch_size,
         batch_format="pandas",
         num_cpus=0 if gpus else 1,
         num_gpus=1 if gpus else 0,
+        scheduling_strategy="SPREAD",  # actors over the nodes, not packed on the one with the most free CPUs
     )
     scored.write_parquet(str(outputs), partition_cols=[SHARD])
 
