@@ -5,9 +5,10 @@ import asyncio
 import hmac
 import random
 import time
+from collections.abc import Awaitable
 from functools import cache, partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -146,6 +147,17 @@ async def reload(store: Store, metrics: Metrics) -> dict[str, Any]:
     return {"changed": changed, "version": champion.version if champion else None, "last_error": store.last_error}
 
 
+T = TypeVar("T")
+
+
+async def answered_within(work: Awaitable[T], limit: float, detail: str) -> T:
+    """``work``'s result, or 504 with ``detail`` after ``limit`` seconds (serve.request_timeout_seconds)."""
+    try:
+        return await asyncio.wait_for(work, limit)
+    except TimeoutError:
+        raise HTTPException(status_code=504, detail=detail) from None
+
+
 @router.post(
     "/predict",
     response_model=PredictResponse,
@@ -171,11 +183,10 @@ async def predict(body: PredictRequest, http: Request) -> Response:
     request = checked_request(body, cfg)
     texts = request.all_texts()
     role, loaded = await chosen_model(store, cfg, request.version)
-    try:
-        predictions = await asyncio.wait_for(batcher.predict(loaded, texts), cfg.serve.request_timeout_seconds)
-    except TimeoutError:
-        limit = cfg.serve.request_timeout_seconds
-        raise HTTPException(status_code=504, detail=f"no answer within {limit:g}s; retry later") from None
+    limit = cfg.serve.request_timeout_seconds
+    predictions = await answered_within(
+        batcher.predict(loaded, texts), limit, f"no answer within {limit:g}s; retry later"
+    )
     metrics.observe_predictions(loaded.version, role, predictions)
     if role == "champion" and shadow is not None:
         shadow.offer(loaded, texts, predictions)
@@ -213,18 +224,12 @@ async def explain(
         known = ", ".join(loaded.labels)
         raise invalid(("body", "label"), f"unknown label '{body.label}': version {loaded.version} knows {known}")
     steps, limit = cfg.serve.explain_steps, cfg.serve.request_timeout_seconds
-    try:  # on timeout an explanation still waiting is skipped; one already running finishes on the inference thread
-        found = await asyncio.wait_for(
-            batcher.run(
-                loaded, lambda: attributions.explain(loaded.classifier.predictor, body.text, body.label, steps)
-            ),
-            limit,
-        )
-    except TimeoutError:
-        raise HTTPException(
-            status_code=504,
-            detail=f"no explanation within {limit:g}s ({steps} integration steps); retry later or with a shorter text",
-        ) from None
+    # on timeout an explanation still waiting is skipped; one already running finishes on the inference thread
+    found = await answered_within(
+        batcher.run(loaded, lambda: attributions.explain(loaded.classifier.predictor, body.text, body.label, steps)),
+        limit,
+        f"no explanation within {limit:g}s ({steps} integration steps); retry later or with a shorter text",
+    )
     served = {"model": loaded.name, "version": loaded.version, "backend": loaded.backend, "n_steps": steps}
     return served | asdict(found)
 
