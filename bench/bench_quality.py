@@ -112,7 +112,7 @@ def result(
     from pipeline.registry.versioning import git_commit
 
     cfg = load_config(REPO / "params.yaml", overrides, environ={}, recipes=[f"{args.dataset}-distill"])
-    student = json.loads((project / "artifacts" / "training_summary.json").read_text())
+    student = json.loads((Path(summary["run_dir"]) / "training_summary.json").read_text())  # the run's own folder
     teacher_seconds = sum(t["train_seconds"] for t in summary["teachers"])
     metrics = summary["metrics"]
     return {
