@@ -226,8 +226,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     summary = score_files(
         cfg, args.inputs, Path(args.output), args.model, args.id_column, args.chunk_size, engine, address
     )
-    if args.json:
-        print(json.dumps(summary.to_dict(), indent=2))
+    if args.json:  # flushed now: a Ray driver's exit can skip the flush of a piped stdout (seen once in CI)
+        print(json.dumps(summary.to_dict(), indent=2), flush=True)
         return 0
     print(
         f"scored {summary.rows_scored} of {summary.rows_read} texts with {summary.model_name} version "
