@@ -21,7 +21,7 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup pipeline test test-fast lint format repro metrics plots predict mlflow-ui mlflow-server clean monitor tune serve-flows serve bench-model bench bench-training bench-quality services services-stop
+.PHONY: help setup pipeline test test-fast lint format repro metrics plots predict mlflow-ui mlflow-server clean monitor tune serve-flows serve bench-model bench bench-training bench-quality bench-cv services services-stop
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -93,6 +93,9 @@ bench-training: setup ## training throughput: HF Trainer common recipe vs our lo
 bench-quality: setup ## model quality: `emotion run --recipe <dataset>-distill` on emotion (~30 min), then GoEmotions (~85 min on 2 cores)
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_quality.py --dataset emotion --data $(EMOTION_DATA)
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_quality.py --dataset goemotions
+
+bench-cv: setup ## tuned vs default recipe, 5-fold CV on GoEmotions mapped to 7 labels (about an hour on 2 cores)
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_cv.py
 
 bench: setup bench-training ## quick benchmarks -> bench/results/: training throughput, fast inference, API load (after bench-model)
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_inference.py --model $(BENCH_DIR)/artifacts/latest/model --data $(EMOTION_DATA)/test.txt
