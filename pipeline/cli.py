@@ -395,10 +395,20 @@ def format_summary(summary: dict[str, Any]) -> str:
         before = summary["champion_before"]
         lines.append(f"          champion unchanged ({'version ' + before if before else 'none yet'})")
     if summary.get("run_dir"):
-        lines.append(f"folder    {summary['run_dir']}  (artifacts/latest points here)")
+        lines.append(f"folder    {_shown(summary['run_dir'])}  (artifacts/latest points here)")
     if summary.get("log_file"):
-        lines.append(f"log       {summary['log_file']}")
+        lines.append(f"log       {_shown(summary['log_file'])}")
     return "\n".join(lines)
+
+
+def _shown(path: str) -> str:
+    """A path relative to the working directory when it lies below it (a shorter line), else as given."""
+    from pathlib import Path
+
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -163,8 +163,12 @@ def test_model_card_and_run_summary_show_intervals() -> None:
         "aliases": ["challenger", "champion"],
         "run_id": "r",
         "champion_before": "3",
+        "run_dir": str(Path.cwd() / "artifacts" / "runs" / "r"),
+        "log_file": "/elsewhere/run.log",
     }
     text = format_summary(summary)
+    assert f"folder    {Path('artifacts/runs/r')}  (artifacts/latest" in text  # below the working directory: relative
+    assert "log       /elsewhere/run.log" in text  # elsewhere: as given
     assert f"macro-F1 {ours['macro_f1']:.4f} [{ours['macro_f1_ci_low']:.2f}, {ours['macro_f1_ci_high']:.2f}]" in text
     assert "macro_f1 vs champion v3: -0.0" in text
 
