@@ -90,7 +90,7 @@ bench-model: setup ## train the benchmark model on the emotion data into BENCH_D
 bench-training: setup ## training throughput: HF Trainer common recipe vs our loop, lever by lever (a few minutes)
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_training.py --samples 4000
 
-bench-quality: setup ## model quality: `emotion run --recipe <dataset>-distill` on emotion (~30 min), then GoEmotions (~85 min on 2 cores)
+bench-quality: setup ## model quality: `emotion run --recipe <dataset>-distill` on emotion (30-55 min), then GoEmotions (1.5-3 h on 2 cores, with the bf16 speed of the day)
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_quality.py --dataset emotion --data $(EMOTION_DATA)
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_quality.py --dataset goemotions
 
