@@ -38,8 +38,12 @@ def test_run_prints_stage_lines_and_summary_and_logs_the_rest(project: Path, tin
         assert chatter not in output, chatter
 
     assert lines[-1].startswith("log ")
-    log_file = Path(lines[-1].split(maxsplit=1)[1])
+    shown = Path(lines[-1].split(maxsplit=1)[1])
+    assert not shown.is_absolute(), "paths below the working directory are shown relative to it"
+    log_file = project / shown  # the run's working directory was the project
     assert log_file.parent == project / "artifacts" / "logs" and log_file.is_file()
+    folder = next(line for line in lines if line.startswith("folder "))
+    assert (project / folder.split()[1]).parent == project / "artifacts" / "runs"
     text = log_file.read_text()
     for chatter in ("prefect.flow_runs: Finished in state Completed()", "git add", "LOAD REPORT", "mlflow.store"):
         assert chatter in text, chatter
