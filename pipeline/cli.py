@@ -407,7 +407,7 @@ def _shown(path: str) -> str:
 
     try:
         return str(Path(path).relative_to(Path.cwd()))
-    except ValueError:
+    except (ValueError, OSError):  # not below it, or the working directory is gone
         return path
 
 
