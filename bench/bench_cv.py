@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,10 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from common import REPO, machine, matmul_gflops, write_result
+from common import REPO, machine, matmul_gflops, run_emotion, write_result
 
 DATA = REPO.parent / "shared" / "data" / "goemotions"
-EMOTION = Path(sys.executable).parent / "emotion"
 # Demszky et al. (2020), data/ekman_mapping.json of google-research/goemotions; "neutral" stays itself.
 EKMAN = {
     "anger": ["anger", "annoyance", "disapproval"],
@@ -110,19 +107,6 @@ def samples(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     return info
 
 
-def emotion(*argv: str, overrides: list[str], json_out: bool = False) -> dict[str, Any]:
-    """One `emotion` command with the repository's params.yaml and the given --set values; its --json summary."""
-    command = [str(EMOTION), *argv, "--config", str(REPO / "params.yaml")] + (["--json"] if json_out else [])
-    for item in overrides:
-        command += ["--set", item]
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE")}
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    done = subprocess.run(command, stdout=subprocess.PIPE, env=env, text=True)  # stderr: the stage lines
-    if done.returncode:
-        raise SystemExit(f"`emotion {argv[0]}` failed (exit {done.returncode}): {' '.join(command)}")
-    return json.loads(done.stdout) if json_out else {}
-
-
 def common_overrides(project: Path, source: Path, args: argparse.Namespace) -> list[str]:
     """A scratch project (no DVC tracking), the sample as the source, the labels inferred from it."""
     return [f"project_dir={project}", f"data.source={source}", "data.labels=null", "data.dvc_track=false", *args.set]
@@ -133,8 +117,8 @@ def tune(args: argparse.Namespace, root: Path) -> tuple[Path, float]:
     overrides = common_overrides(root / "tune", root / "tune.csv", args)
     recipe = root / "tuned.yaml"
     started = time.perf_counter()
-    emotion("ingest", overrides=overrides)
-    emotion("tune", "--trials", str(args.trials), overrides=[*overrides, f"tune.recipe={recipe}"])
+    run_emotion(["ingest"], overrides)
+    run_emotion(["tune", "--trials", str(args.trials)], [*overrides, f"tune.recipe={recipe}"])
     return recipe, (time.perf_counter() - started) / 60
 
 
@@ -142,7 +126,7 @@ def cross_validate(args: argparse.Namespace, root: Path, name: str, recipe: Path
     """`emotion run` with K-fold CV on the evaluation sample; its CV record, final test metrics and minutes."""
     overrides = common_overrides(root / name, root / "cv.csv", args) + [f"evaluate.cv_folds={args.folds}"]
     started = time.perf_counter()
-    summary = emotion("run", *(["--recipe", str(recipe)] if recipe else []), overrides=overrides, json_out=True)
+    summary = json.loads(run_emotion(["run", "--json", *(["--recipe", str(recipe)] if recipe else [])], overrides))
     minutes = (time.perf_counter() - started) / 60
     cv = summary["cross_validation"]
     shown = ["emotion run", *([f"--recipe {recipe.name}"] if recipe else []), *(f"--set {o}" for o in overrides)]
@@ -182,7 +166,7 @@ def main() -> int:
         root.mkdir(parents=True, exist_ok=True)
         data = samples(args, root)
         recipe, tune_minutes = tune(args, root)
-        tuned_settings = (recipe.read_text(), tune_minutes)
+        recipe_text = recipe.read_text()
         default = cross_validate(args, root, "default", None)
         tuned = cross_validate(args, root, "tuned", recipe)
     payload = {
@@ -191,7 +175,7 @@ def main() -> int:
         "dataset": "GoEmotions mapped to Ekman's 6 emotions + neutral, single-group comments, two disjoint samples",
         "samples": data,
         "folds": args.folds,
-        "tune": {"trials": args.trials, "wall_minutes": round(tuned_settings[1], 1), "recipe": tuned_settings[0]},
+        "tune": {"trials": args.trials, "wall_minutes": round(tune_minutes, 1), "recipe": recipe_text},
         "default": default,
         "tuned": tuned,
         "macro_f1": compare(default, tuned, "macro_f1"),

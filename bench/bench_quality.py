@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,10 +28,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, machine, matmul_gflops, write_result
+from common import REPO, machine, matmul_gflops, run_emotion, write_result
 
 DATA = REPO.parent / "shared" / "data"
-EMOTION = Path(sys.executable).parent / "emotion"
 REFERENCES = {
     "emotion": {
         "target": {"accuracy": 0.935, "macro_f1": 0.900},
@@ -84,24 +81,9 @@ def run_overrides(args: argparse.Namespace, project: Path) -> list[str]:
 def emotion_run(args: argparse.Namespace, project: Path) -> tuple[dict[str, Any], list[str], float]:
     """`emotion run --json` with the dataset's distillation recipe; its summary, the --set values and wall seconds."""
     overrides = run_overrides(args, project)
-    command = [
-        str(EMOTION),
-        "run",
-        "--json",
-        "--config",
-        str(REPO / "params.yaml"),
-        "--recipe",
-        f"{args.dataset}-distill",
-    ]
-    for item in overrides:
-        command += ["--set", item]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the project's own store
-    env.setdefault("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=project, stdout=subprocess.PIPE, env=env, text=True)  # stderr: stage lines
-    if done.returncode:
-        raise SystemExit(f"emotion run failed (exit {done.returncode}); its log is under {project}/artifacts/logs")
-    return json.loads(done.stdout), overrides, time.perf_counter() - started
+    out = run_emotion(["run", "--json", "--recipe", f"{args.dataset}-distill"], overrides, cwd=project)
+    return json.loads(out), overrides, time.perf_counter() - started
 
 
 def result(

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -82,6 +83,20 @@ def command() -> str:
     except ValueError:
         shown = exe.name
     return " ".join(shlex.quote(a) for a in [shown, *sys.argv])
+
+
+def run_emotion(argv: list[str], overrides: list[str], cwd: Path | None = None) -> str:
+    """One `emotion` command with the repository's params.yaml and --set values, in a scratch project of its own
+    (no inherited MLflow or Optuna store, offline); its stdout. Its stage lines go to stderr, the console."""
+    command = [str(Path(sys.executable).parent / "emotion"), *argv, "--config", str(REPO / "params.yaml")]
+    for item in overrides:
+        command += ["--set", item]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE")}
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    done = subprocess.run(command, cwd=cwd, stdout=subprocess.PIPE, env=env, text=True)
+    if done.returncode:
+        raise SystemExit(f"`emotion {argv[0]}` failed (exit {done.returncode}): {shlex.join(command)}")
+    return done.stdout
 
 
 def write_result(name: str, payload: dict[str, Any]) -> Path:
