@@ -119,10 +119,14 @@ def teacher_task(
 
 @flow(name="emotion-teachers")
 def teachers_flow(
-    cfg: Config, plan: list[teachers.Teacher], prepared: PreparedData, parent_run_id: str
+    cfg: Config, plan: list[teachers.Teacher], prepared_dir: Path, parent_run_id: str
 ) -> list[teachers.TaughtTeacher]:
     """Every teacher as a task: one after another (the first failure ends the run), or submitted to the flow's
-    task runner (``parallelism`` processes; the teachers in flight finish before the run fails, by name)."""
+    task runner (``parallelism`` processes; the teachers in flight finish before the run fails, by name).
+
+    Takes the run's prepared-data folder, not the data: a subflow's parameters go to the Prefect server, which
+    refuses more than 512 KB (GoEmotions' splits are about 6 MB)."""
+    prepared = PreparedData.load(prepared_dir)
     if cfg.train.distill.parallelism == 1:
         taught = [teacher_task(cfg, teacher, prepared, parent_run_id, None) for teacher in plan]
     else:
@@ -139,15 +143,15 @@ def teachers_flow(
 
 
 def train_teachers(
-    cfg: Config, plan: list[teachers.Teacher], prepared: PreparedData, run_id: str
+    cfg: Config, plan: list[teachers.Teacher], prepared_dir: Path, run_id: str
 ) -> list[teachers.TaughtTeacher]:
     """The teachers' subflow; side by side in processes, which keep each teacher's torch threads and random
     state its own (threads in one process would share both)."""
     width = cfg.train.distill.parallelism
     if width == 1:
-        return teachers_flow(cfg, plan, prepared, run_id)
+        return teachers_flow(cfg, plan, prepared_dir, run_id)
     runner: Any = ProcessPoolTaskRunner(max_workers=width)  # Prefect types with_options for thread-pool futures
-    return teachers_flow.with_options(task_runner=runner)(cfg, plan, prepared, run_id)
+    return teachers_flow.with_options(task_runner=runner)(cfg, plan, prepared_dir, run_id)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
@@ -250,7 +254,7 @@ def _train_and_register(
         mlflow_client, run_id, [layout.plots / "class_distribution.png", layout.plots / "text_length.png"], "eda"
     )
     cv = cross_validate(cfg, snapshot, prepared, run_id, layout)
-    taught = train_teachers(cfg, plan, prepared, run_id) if plan else []
+    taught = train_teachers(cfg, plan, layout.prepared, run_id) if plan else []
     trained = train_task(cfg, prepared, run_id, layout)  # the student, when there are teachers
     _log_training(mlflow_client, run_id, trained, layout)
     evaluation, _ = evaluate_task(cfg, prepared, layout)

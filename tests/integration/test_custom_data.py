@@ -45,11 +45,11 @@ def test_seven_label_csv_with_own_columns_and_no_splits(tiny_config, tmp_path: P
     assert tags["labels"] == ",".join(SEVEN)
 
 
-def goemotions_subset(dst: Path) -> Path:
+def goemotions_subset(dst: Path, train_rows: int = 600) -> Path:
     """A small GoEmotions folder in its own format (the real rows, read from ../shared)."""
     dst.mkdir()
     (dst / "labels.txt").write_text((SHARED_DATA / "goemotions" / "labels.txt").read_text())
-    for name, n in (("train.tsv", 600), ("dev.tsv", 120), ("test.tsv", 120)):
+    for name, n in (("train.tsv", train_rows), ("dev.tsv", 120), ("test.tsv", 120)):
         lines = (SHARED_DATA / "goemotions" / name).read_text(encoding="utf-8").splitlines()[:n]
         (dst / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return dst
@@ -90,3 +90,33 @@ def test_goemotions_multi_label_end_to_end(tiny_config, tmp_path: Path, project:
 
     scores = hf_pipeline("text-classification", model=str(model_dir), top_k=None)("what a lovely surprise")[0]
     assert len(scores) == 28 and {s["label"] for s in scores} == set(labels)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "goemotions").exists(), reason="../shared/data/goemotions not present")
+def test_multi_label_distillation_on_more_data_than_a_flow_run_parameter_holds(
+    tiny_config, tmp_path: Path, project: Path
+) -> None:
+    """The teachers' subflow gets the prepared data's folder: multi-label splits encode to JSON, and a Prefect
+    server refuses a flow run whose parameters exceed 512 KB (the full GoEmotions is 6 MB)."""
+    from flows.training import training_flow
+
+    source = goemotions_subset(tmp_path / "goemotions", train_rows=8000)
+    labels = (source / "labels.txt").read_text().split()
+    summary = training_flow(
+        tiny_config(
+            f"data.source={source}",
+            "data.multi_label=true",
+            f"data.labels={labels}",
+            "checks.severity.label_min_count=off",
+            "checks.severity.class_balance=off",
+            "train.max_steps=2",
+            "train.distill.teacher_seeds=[1]",
+        )
+    )
+
+    prepared = Path(summary["run_dir"]) / "prepared"
+    assert sum(path.stat().st_size for path in prepared.glob("*.jsonl")) > 524_288
+    assert [teacher["name"] for teacher in summary["teachers"]] == ["seed1"]
+    assert summary["version"] == "1"
+    version = tracking.client(tiny_config()).get_model_version("emotion-classifier", "1")
+    assert version.run_id == summary["run_id"]  # the student's run
