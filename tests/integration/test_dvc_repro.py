@@ -41,7 +41,28 @@ def changed_stages(project: Path) -> set[str]:
     return set(json.loads(sh(project, "dvc", "status", "--json").stdout))
 
 
-def test_dvc_repro_metrics_and_plots(project: Path, tiny_model_dir: Path) -> None:
+def assert_edits_mark_the_stages_that_run_them(project: Path) -> None:
+    """Editing a module (or a recipe) marks exactly the stages that run it as changed, and undoing it clears them."""
+    assert changed_stages(project) == set()
+    edits = {
+        # train, evaluate and register (which scores the champion) run model code; prepare does not
+        "pipeline/model/calibration.py": {"train", "evaluate", "register"},
+        "pipeline/data/validate.py": {"prepare"},  # prepare's outputs decide whether train runs again
+        "pipeline/evaluation/gate.py": {"evaluate", "register"},
+        "pipeline/registry/promotion.py": {"register"},
+        "pipeline/config.py": {"prepare", "train", "evaluate", "register"},
+        "recipes/emotion.yaml": {"prepare", "train", "evaluate", "register"},  # params.yaml may name it
+    }
+    for relative, stages in edits.items():
+        path = project / relative
+        original = path.read_text()
+        path.write_text(original + "# an edit\n")
+        assert changed_stages(project) == stages, relative
+        path.write_text(original)
+        assert changed_stages(project) == set(), relative
+
+
+def test_dvc_repro_metrics_plots_and_code_dependencies(project: Path, tiny_model_dir: Path) -> None:
     params = dvc_project(project, tiny_model_dir)
 
     sh(project, "emotion", "ingest")
@@ -60,26 +81,4 @@ def test_dvc_repro_metrics_and_plots(project: Path, tiny_model_dir: Path) -> Non
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     rerun = sh(project, "dvc", "repro")
     assert "Running stage 'train'" in rerun.stdout and "Stage 'prepare' didn't change" in rerun.stdout
-
-
-def test_editing_a_module_a_stage_runs_marks_that_stage_changed(project: Path, tiny_model_dir: Path) -> None:
-    dvc_project(project, tiny_model_dir, epochs=1)
-    sh(project, "emotion", "ingest")
-    sh(project, "dvc", "repro")
-    assert changed_stages(project) == set()
-    edits = {
-        # train, evaluate and register (which scores the champion) run model code; prepare does not
-        "pipeline/model/calibration.py": {"train", "evaluate", "register"},
-        "pipeline/data/validate.py": {"prepare"},  # prepare's outputs decide whether train runs again
-        "pipeline/evaluation/gate.py": {"evaluate", "register"},
-        "pipeline/registry/promotion.py": {"register"},
-        "pipeline/config.py": {"prepare", "train", "evaluate", "register"},
-        "recipes/emotion.yaml": {"prepare", "train", "evaluate", "register"},  # params.yaml may name it
-    }
-    for relative, stages in edits.items():
-        path = project / relative
-        original = path.read_text()
-        path.write_text(original + "# an edit\n")
-        assert changed_stages(project) == stages, relative
-        path.write_text(original)
-        assert changed_stages(project) == set(), relative
+    assert_edits_mark_the_stages_that_run_them(project)  # the same repo: saves an ingest and a repro
