@@ -55,6 +55,18 @@ def goemotions_subset(dst: Path, train_rows: int = 600) -> Path:
     return dst
 
 
+def goemotions_settings(source: Path) -> list[str]:
+    """A GoEmotions folder as multi-label data with its 28 labels; the subset's rarest labels pass the checks."""
+    labels = (source / "labels.txt").read_text().split()
+    return [
+        f"data.source={source}",
+        "data.multi_label=true",
+        f"data.labels={labels}",
+        "checks.severity.label_min_count=off",
+        "checks.severity.class_balance=off",
+    ]
+
+
 @pytest.mark.skipif(not (SHARED_DATA / "goemotions").exists(), reason="../shared/data/goemotions not present")
 def test_goemotions_multi_label_end_to_end(tiny_config, tmp_path: Path, project: Path) -> None:
     from flows.training import training_flow
@@ -62,17 +74,7 @@ def test_goemotions_multi_label_end_to_end(tiny_config, tmp_path: Path, project:
 
     source = goemotions_subset(tmp_path / "goemotions")
     labels = (source / "labels.txt").read_text().split()
-    summary = training_flow(
-        tiny_config(
-            f"data.source={source}",
-            "data.multi_label=true",
-            f"data.labels={labels}",
-            "checks.severity.label_min_count=off",
-            "checks.severity.class_balance=off",
-            "train.learning_rate=1e-2",
-            "train.epochs=2",
-        )
-    )
+    summary = training_flow(tiny_config(*goemotions_settings(source), "train.learning_rate=1e-2", "train.epochs=2"))
 
     assert summary["rows"] == {"train": 600, "validation": 120, "test": 120}
     assert {"micro_f1", "macro_f1", "weighted_f1", "f1_neutral"} <= set(summary["metrics"]) and "ece" not in summary[
@@ -101,17 +103,8 @@ def test_multi_label_distillation_on_more_data_than_a_flow_run_parameter_holds(
     from flows.training import training_flow
 
     source = goemotions_subset(tmp_path / "goemotions", train_rows=8000)
-    labels = (source / "labels.txt").read_text().split()
     summary = training_flow(
-        tiny_config(
-            f"data.source={source}",
-            "data.multi_label=true",
-            f"data.labels={labels}",
-            "checks.severity.label_min_count=off",
-            "checks.severity.class_balance=off",
-            "train.max_steps=2",
-            "train.distill.teacher_seeds=[1]",
-        )
+        tiny_config(*goemotions_settings(source), "train.max_steps=2", "train.distill.teacher_seeds=[1]")
     )
 
     prepared = Path(summary["run_dir"]) / "prepared"
