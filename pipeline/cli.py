@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from pipeline import console
@@ -189,8 +190,6 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from pipeline.model.predict import Predictor
 
     cfg = _config(args)
@@ -216,8 +215,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from pipeline.scoring.job import score_files
 
     cfg = _config(args)
@@ -403,8 +400,6 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def _shown(path: str) -> str:
     """A path relative to the working directory when it lies below it (a shorter line), else as given."""
-    from pathlib import Path
-
     try:
         return str(Path(path).relative_to(Path.cwd()))
     except (ValueError, OSError):  # not below it, or the working directory is gone

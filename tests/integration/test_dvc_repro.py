@@ -23,7 +23,7 @@ def sh(project: Path, *cmd: str) -> subprocess.CompletedProcess:
     return done
 
 
-def dvc_project(project: Path, tiny_model_dir: Path, epochs: int = 2) -> dict:
+def dvc_project(project: Path, tiny_model_dir: Path) -> dict:
     """The repository's stages, code and recipes in a temp DVC repo, with tiny-model params; returns the params."""
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(REPO / name, project / name)
@@ -31,7 +31,7 @@ def dvc_project(project: Path, tiny_model_dir: Path, epochs: int = 2) -> dict:
         shutil.copytree(REPO / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load(PARAMS.read_text())
     params["model"] |= {"name": str(tiny_model_dir), "max_length": 64}
-    params["train"] |= {"epochs": epochs, "batch_size": 32, "learning_rate": 1e-3}
+    params["train"] |= {"epochs": 2, "batch_size": 32, "learning_rate": 1e-3}
     params["mlflow"]["tracking_uri"] = f"sqlite:///{project}/mlflow/mlflow.db"
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     return params
