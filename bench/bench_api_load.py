@@ -36,6 +36,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_DATA, REPO, machine, read_texts, write_result
 
+from pipeline.registry import connection, model_versions
+
 EMOTION = Path(sys.executable).parent / "emotion"
 
 
@@ -225,33 +227,31 @@ class SoakStore:
 
     def __init__(self, overrides: list[str]) -> None:
         from pipeline.config import load_config_from_env
-        from pipeline.registry import tracking
 
-        self.tracking = tracking
         self.cfg = load_config_from_env(None, overrides)
-        self.client = tracking.client(self.cfg)
-        champion = tracking.version_by_alias(self.cfg, self.client, tracking.CHAMPION)
+        self.client = connection.client(self.cfg.registry)
+        champion = model_versions.version_by_alias(self.cfg.registry, self.client, model_versions.CHAMPION)
         if champion is None:
             raise SystemExit("the store has no champion: train one first (make bench-model)")
         self.champion = champion
-        challenger = self._version_for(tracking.CHALLENGER, "shadow challenger")
+        challenger = self._version_for(model_versions.CHALLENGER, "shadow challenger")
         self.swap = [str(champion.version), self._version_for(SOAK_ALIAS, "hot-swap target")]
         print(f"soak: champion {self.swap[0]}, swapped with {self.swap[1]}; challenger {challenger}", flush=True)
 
     def _version_for(self, alias: str, why: str) -> str:
         """The version holding ``alias`` if it is not the champion's, else a new copy of the champion's model."""
-        found = self.tracking.version_by_alias(self.cfg, self.client, alias)
+        found = model_versions.version_by_alias(self.cfg.registry, self.client, alias)
         if found is not None and str(found.version) != str(self.champion.version):
             return str(found.version)
         c = self.champion
         copy = self.client.create_model_version(
             c.name, c.source, c.run_id, tags={**c.tags, "bench": why}, model_id=getattr(c, "model_id", None)
         )
-        self.tracking.set_alias(self.cfg, self.client, alias, str(copy.version))
+        model_versions.set_alias(self.cfg.registry, self.client, alias, str(copy.version))
         return str(copy.version)
 
     def move_champion(self, version: str) -> None:
-        self.tracking.set_alias(self.cfg, self.client, self.tracking.CHAMPION, version)
+        model_versions.set_alias(self.cfg.registry, self.client, model_versions.CHAMPION, version)
 
     def restore(self) -> None:
         self.move_champion(str(self.champion.version))

@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from pipeline.config import Config, load_config_from_env
 from pipeline.errors import PipelineError
 from pipeline.scoring.job import ScoreSummary, score_files
-from pipeline.scoring.tracking import log_scoring_run
+from pipeline.scoring.scoring_run import log_scoring_run
 
 RETRY_DELAYS: list[float] = [2, 10, 30]
 

@@ -11,6 +11,7 @@ gate -> register -> (champion moved meanwhile: score it again, gate again) -> pr
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from datetime import timedelta
@@ -33,20 +34,9 @@ from pipeline.evaluation.cross_validation import CrossValidation, Fold
 from pipeline.evaluation.evaluate import Evaluation
 from pipeline.monitoring.reference import log_reference
 from pipeline.redact import redact
-from pipeline.registry import promotion, tracking
-from pipeline.training import lora, teachers
+from pipeline.registry import connection, promotion, run_log
+from pipeline.training import teachers
 from pipeline.training.train import TrainResult
-
-
-@task(name="ingest", cache_policy=NO_CACHE)
-def ingest_task(cfg: Config, layout: stages.Layout) -> tuple[Any, str]:
-    """A staged snapshot: data/, data.dvc and the remote change only in commit_task, after validation."""
-    return stages.ingest_stage(cfg, layout)
-
-
-@task(name="commit-snapshot", cache_policy=NO_CACHE)
-def commit_task(cfg: Config, staged: Any, layout: stages.Layout) -> tuple[Any, str]:
-    return stages.commit_snapshot(cfg, staged, layout)
 
 
 @task(name="validate", cache_key_fn=validation_cache_key, cache_expiration=timedelta(days=30))
@@ -62,10 +52,10 @@ def prepare_task(cfg: Config, frame: Any, labels: list[str], layout: stages.Layo
 
 @task(name="train", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
 def train_task(cfg: Config, prepared: PreparedData, run_id: str, layout: stages.Layout) -> TrainResult:
-    mlflow_client = tracking.client(cfg)
+    mlflow_client = connection.client(cfg.registry)
 
     def log_epoch(row: dict[str, float]) -> None:
-        tracking.log_metrics(
+        run_log.log_metrics(
             mlflow_client, run_id, {k: v for k, v in row.items() if k not in ("epoch", "step")}, step=int(row["epoch"])
         )
 
@@ -95,23 +85,28 @@ def teacher_task(
     cfg: Config, teacher: teachers.Teacher, prepared: PreparedData, parent_run_id: str, threads: int | None
 ) -> teachers.TaughtTeacher:
     """One teacher as an MLflow child run of the training run: its settings, curve and validation figures."""
-    mlflow_client = tracking.client(cfg)
-    params = tracking.flatten({"train": teacher.train.model_dump()}) | {"model.name": cfg.model.name}
-    run_id = tracking.start_child_run(
-        cfg, mlflow_client, parent_run_id, f"teacher-{teacher.name}", params, {"model_dir": str(teacher.model_dir)}
+    mlflow_client = connection.client(cfg.registry)
+    params = run_log.flatten({"train": teacher.train.model_dump()}) | {"model.name": cfg.model.name}
+    run_id = run_log.start_child_run(
+        cfg.registry,
+        mlflow_client,
+        parent_run_id,
+        f"teacher-{teacher.name}",
+        params,
+        {"model_dir": str(teacher.model_dir), "model_name": cfg.model.name},
     )
     status = "FAILED"
     try:
 
         def log_epoch(row: dict[str, float]) -> None:
             metrics = {k: v for k, v in row.items() if k not in ("epoch", "step")}
-            tracking.log_metrics(mlflow_client, run_id, metrics, step=int(row["epoch"]))
+            run_log.log_metrics(mlflow_client, run_id, metrics, step=int(row["epoch"]))
 
         result = teachers.train_teacher(teacher, prepared, cfg.model, log_epoch, threads)
-        tracking.log_metrics(mlflow_client, run_id, teachers.result_metrics(result))
+        run_log.log_metrics(mlflow_client, run_id, teachers.result_metrics(result))
         status = "FINISHED"
     finally:
-        tracking.end_run(mlflow_client, run_id, status)
+        run_log.end_run(mlflow_client, run_id, status)
     return teachers.TaughtTeacher(
         teacher.name, str(teacher.model_dir), run_id, result.val_macro_f1, result.train_seconds
     )
@@ -166,13 +161,13 @@ def behaviour_task(cfg: Config, prepared: PreparedData, layout: stages.Layout) -
 
 @task(name="score-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
 def champion_task(cfg: Config, prepared: PreparedData) -> promotion.ChampionScore:
-    return promotion.score_champion(cfg, prepared)
+    return stages.score_champion(cfg, prepared)
 
 
 @task(name="gate-and-promote", cache_policy=NO_CACHE)
 def promote_task(cfg: Config, evaluated: promotion.EvaluatedRun, prepared: PreparedData) -> promotion.PromotionResult:
     """Gate, register (alias challenger), promote; champion scoring runs as its own retried task."""
-    return promotion.gate_and_promote(
+    return stages.gate_and_promote(
         cfg, evaluated, prepared, actor=f"training-flow run {evaluated.run_id}", score=champion_task
     )
 
@@ -184,13 +179,13 @@ def training_flow(cfg: Config, resume: str | None = None) -> dict[str, Any]:
     ``resume``: the MLflow run id of a killed or failed run, continued in its folder from its last checkpoint.
     A finished run moves ``artifacts/latest`` to its folder; a failed one leaves it where it was.
     """
-    mlflow_client = tracking.client(cfg)
-    run_id = _resumable(cfg, mlflow_client, resume) if resume else tracking.start_run(cfg, mlflow_client)
+    mlflow_client = connection.client(cfg.registry)
+    run_id = _resumable(cfg, mlflow_client, resume) if resume else stages.start_run(cfg, mlflow_client)
     layout = stages.Layout.for_run(cfg, run_id)
-    plan = teachers.plan(cfg, layout.root, layout.checkpoints)  # [] unless train.distill.teacher_seeds
+    plan = teachers.plan(cfg.train, layout.root, layout.checkpoints)  # [] unless train.distill.teacher_seeds
     if plan:  # the student learns from these folders; the run's tags name them (its params keep the config's)
-        cfg = teachers.student_config(cfg, plan)
-        tracking.set_tags(mlflow_client, run_id, {"distill.teacher_dirs": json.dumps(cfg.train.teachers)})
+        cfg = cfg.model_copy(update={"train": teachers.student_config(cfg.train, plan)})
+        run_log.set_tags(mlflow_client, run_id, {"distill.teacher_dirs": json.dumps(cfg.train.teachers)})
     with stages.run_lock(layout):
         status = "FAILED"
         try:
@@ -198,7 +193,7 @@ def training_flow(cfg: Config, resume: str | None = None) -> dict[str, Any]:
             status = "FINISHED"
         finally:
             console.attach_run_log(mlflow_client, run_id)
-            tracking.end_run(mlflow_client, run_id, status)
+            run_log.end_run(mlflow_client, run_id, status)
         latest = stages.publish_latest(cfg, layout)
     return summary | {"run_dir": str(layout.root), "latest": str(latest)}
 
@@ -225,43 +220,29 @@ def _resumable(cfg: Config, mlflow_client: Any, run_id: str) -> str:
 def _train_and_register(
     cfg: Config, mlflow_client: Any, run_id: str, layout: stages.Layout, plan: list[teachers.Teacher]
 ) -> dict[str, Any]:
-    snapshot, data_hash = ingest_task(cfg, layout)  # staged, with the hash it will have once committed
-    try:
-        lineage = promotion.lineage_of(cfg, data_hash, run_id)
-        tracking.set_tags(mlflow_client, run_id, lineage)
-        if snapshot.report is not None:  # how the files were read, and the malformed rows left out
-            read_params, read_metrics = snapshot.report.tracking_values()
-            tracking.log_param_values(mlflow_client, run_id, read_params)
-            tracking.log_metrics(mlflow_client, run_id, read_metrics)
-        labels, validation = validate_task(cfg, snapshot.frame, data_hash, layout)
-        validation.write(layout.reports)  # outside the cached task: a cache hit still leaves the reports
-        stages.keep_ingest_report(cfg, layout)
-        console.stage("validate", validation.summary().splitlines()[0])
-    except BaseException:
-        stages.discard_snapshot(snapshot)  # a refused dataset never reaches data/, data.dvc or the remote
-        raise
-    finally:
-        if (layout.reports / "validation_report.md").exists():
-            mlflow_client.log_artifacts(run_id, str(layout.reports), "reports")
-    snapshot, committed = commit_task(cfg, snapshot, layout)  # from here on: its frame, never data/ again
-    if committed != data_hash:  # DVC hashed it differently than predicted: record what it stored
-        data_hash, lineage = committed, promotion.lineage_of(cfg, committed, run_id)
-        tracking.set_tags(mlflow_client, run_id, lineage)
+    """The run's steps in order, each followed by one call that logs what it returned."""
+    record = functools.partial(run_log.record, mlflow_client, run_id)
+    with stages.staged_snapshot(cfg, layout) as staging:  # data/, data.dvc and the remote change only on leaving
+        record(stages.ingest_logged(staging.snapshot, stages.lineage_of(cfg, staging.data_hash, run_id)))
+        try:
+            labels, validation = validate_task(cfg, staging.snapshot.frame, staging.data_hash, layout)
+            stages.keep_validation(cfg, validation, layout)  # outside the cached task: a cache hit leaves them too
+        finally:
+            record(stages.reports_logged(layout))
+    snapshot, data_hash = staging.snapshot, staging.data_hash  # from here on: its frame, never data/ again
+    lineage = stages.lineage_of(cfg, data_hash, run_id)  # the hash DVC stored
+    record(run_log.Logged(tags=lineage))
     log_reference(cfg, mlflow_client, run_id, snapshot.frame)  # what monitoring compares new text with
     prepared, changes = prepare_task(cfg, snapshot.frame, labels, layout)
-    mlflow_client.log_artifacts(run_id, str(layout.reports), "reports")
-    tracking.log_files(
-        mlflow_client, run_id, [layout.plots / "class_distribution.png", layout.plots / "text_length.png"], "eda"
-    )
+    record(stages.prepare_logged(layout))
     cv = cross_validate(cfg, snapshot, prepared, run_id, layout)
     taught = train_teachers(cfg, plan, layout.prepared, run_id) if plan else []
     trained = train_task(cfg, prepared, run_id, layout)  # the student, when there are teachers
-    _log_training(mlflow_client, run_id, trained, layout)
+    record(stages.training_logged(trained, layout))
     evaluation, _ = evaluate_task(cfg, prepared, layout)
-    tracking.log_metrics(mlflow_client, run_id, evaluation.metrics, prefix="test_")
     behaviour = behaviour_task(cfg, prepared, layout)
-    tracking.log_metrics(mlflow_client, run_id, promotion.behaviour_metrics(behaviour), prefix="behaviour_")
-    evaluated = promotion.EvaluatedRun(
+    record(stages.evaluation_logged(evaluation.metrics, behaviour))
+    evaluated = stages.evaluated_run(
         labels, evaluation.metrics, behaviour, trained.calibration, lineage, layout, cross_validation=cv
     )
     result = promote_task(cfg, evaluated, prepared)
@@ -293,23 +274,3 @@ def _train_and_register(
         "version": result.version,
         "aliases": result.aliases,
     }
-
-
-def _log_training(mlflow_client: Any, run_id: str, trained: TrainResult, layout: stages.Layout) -> None:
-    tracking.log_metrics(
-        mlflow_client,
-        run_id,
-        {
-            "train_samples_per_second": trained.samples_per_second,
-            "train_seconds": trained.train_seconds,
-            "best_epoch": trained.best_epoch,
-            "selected_val_macro_f1": trained.val_macro_f1,
-            "weight_average_kept": float(trained.averaged),
-            "trainable_parameters": trained.trainable_parameters,
-            "total_parameters": trained.total_parameters,
-            **trained.calibration,
-        },
-    )
-    adapter = layout.model / lora.ADAPTER_DIR
-    if adapter.exists():  # LoRA: the adapter alone, beside the merged model logged at registration
-        mlflow_client.log_artifacts(run_id, str(adapter), "adapter")

@@ -1,5 +1,5 @@
 """The tuning flow: the committed snapshot's train and validation splits -> an Optuna study -> the best trial as a
-recipe. Wiring only; the search is ``pipeline.training.tune``.
+recipe. Wiring only; the search is ``pipeline.stages.tune``.
 
 The study loop is one task, not a task per trial: the sampler and the pruner read every earlier trial from the
 study storage before proposing or stopping the next, so trials in one process run one after another anyway, and a
@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from pipeline.config import Config, load_config_from_env
 from pipeline.data.encode import PreparedData
-from pipeline.training import tune
+from pipeline.stages import tune
 
 
 @task(name="search-data", cache_policy=NO_CACHE)

@@ -71,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from pipeline.training import tune
+    from pipeline.stages import tune
 
     flags = {"tune.trials": args.trials, "tune.storage": args.storage, "tune.study": args.study}
     args.set = [*(args.set or []), *(f"{key}={value}" for key, value in flags.items() if value is not None)]
@@ -103,14 +103,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_restore_data(args: argparse.Namespace) -> int:
     from pipeline import stages
-    from pipeline.registry import tracking
+    from pipeline.registry import connection
 
     cfg = _config(args)
     data_hash = args.hash
     if data_hash is None and args.version is None:
         raise PipelineError("give a model VERSION or --hash")
     if data_hash is None:
-        mlflow_client = tracking.client(cfg)
+        mlflow_client = connection.client(cfg.registry)
         try:
             version = mlflow_client.get_model_version(cfg.mlflow.registered_model, str(args.version))
         except Exception as exc:
@@ -175,10 +175,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from pipeline.registry import promotion
+    from pipeline import stages
 
     cfg = _config(args)
-    result = promotion.register_artifacts(cfg, actor=f"emotion register by {_actor()}")
+    result = stages.register_artifacts(cfg, actor=f"emotion register by {_actor()}")
     print(f"gate      {'PASSED' if result.verdict.passed else 'FAILED'}")
     lines = result.verdict.reasons + [note for note in result.notes if note not in result.verdict.reasons]
     print("\n".join(f"          {line}" for line in lines))
@@ -196,11 +196,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.model and "://" not in args.model and ":/" not in args.model:
         model_dir = Path(args.model)  # a folder; Predictor says clearly if it holds no model
     else:
-        from pipeline.registry import tracking
+        from pipeline.registry import connection, model_versions, run_log
 
-        tracking.client(cfg)
-        uri = args.model or f"models:/{cfg.mlflow.registered_model}@{tracking.CHAMPION}"
-        model_dir = tracking.download_model(uri)
+        connection.client(cfg.registry)
+        uri = args.model or f"models:/{cfg.mlflow.registered_model}@{model_versions.CHAMPION}"
+        model_dir = run_log.download_model(uri)
     predictor = Predictor(model_dir, max_length=cfg.model.max_length)
     if args.explain:
         return _print_explanations(predictor, args.texts, cfg.serve.explain_steps, args.json)
@@ -256,10 +256,10 @@ def _actor() -> str:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from pipeline.registry import tracking
+    from pipeline.registry import connection, model_versions
 
     cfg = _config(args)
-    rows = tracking.list_versions(cfg, tracking.client(cfg))
+    rows = model_versions.list_versions(cfg.registry, connection.client(cfg.registry))
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -282,13 +282,13 @@ def _print_event(event: Any) -> None:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from pipeline.registry import tracking
+    from pipeline.registry import champion_alias, connection
 
     cfg = _config(args)
     _print_event(
-        tracking.promote(
-            cfg,
-            tracking.client(cfg),
+        champion_alias.promote(
+            cfg.registry,
+            connection.client(cfg.registry),
             str(args.version),
             actor=_actor(),
             reason=args.reason,
@@ -300,20 +300,22 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from pipeline.registry import tracking
+    from pipeline.registry import champion_alias, connection
 
     cfg = _config(args)
-    _print_event(tracking.rollback(cfg, tracking.client(cfg), actor=_actor(), reason=args.reason))
+    _print_event(
+        champion_alias.rollback(cfg.registry, connection.client(cfg.registry), actor=_actor(), reason=args.reason)
+    )
     return 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from pipeline.registry import tracking
+    from pipeline.registry import champion_alias, connection
 
     cfg = _config(args)
-    events = tracking.history(cfg, tracking.client(cfg))
+    events = champion_alias.history(cfg.registry, connection.client(cfg.registry))
     if args.json:
         print(json.dumps([asdict(e) for e in events], indent=2))
     for event in [] if args.json else events:

@@ -11,14 +11,15 @@ from __future__ import annotations
 import codecs
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline import paths
 from pipeline.errors import PipelineError
-from pipeline.paths import check_write_paths
 
 EMBEDDED_MODEL = "embedded"
 SAMPLE_SOURCE = "sample"
@@ -415,7 +416,7 @@ class SearchParam(_Section):
 
 
 class TuneConfig(_Section):
-    """Hyperparameter search (`emotion tune`, pipeline/training/tune.py): Optuna TPE with median pruning on
+    """Hyperparameter search (`emotion tune`, pipeline/stages/tune.py): Optuna TPE with median pruning on
     validation macro-F1; the best trial is written as a recipe."""
 
     trials: int = Field(20, ge=1)  # trials this worker runs (several workers on one study each run this many)
@@ -515,6 +516,49 @@ class Config(_Section):
         if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
             return prefix + str(self.path(uri[len(prefix) :]))
         return uri
+
+    def write_folders(self) -> dict[str, Path]:
+        """Every folder the config names for writing, by config key, resolved against the project."""
+        folders = {
+            "data.snapshot_dir": self.path(self.data.snapshot_dir),
+            "artifacts_dir": self.path(self.artifacts_dir),
+            "train.checkpoint_dir": self.path(self.train.checkpoint_dir),
+            "mlflow.artifact_root": self.path(self.mlflow.artifact_root),
+            "monitor.merged_dir": self.path(self.monitor.merged_dir),
+            paths.LOCK_KEY: self.path(self.mlflow.lock_file).parent,
+        }
+        remote = self.data.dvc_remote
+        if remote is not None and "://" not in remote:  # a folder, not a URL
+            folders["data.dvc_remote"] = self.path(remote)
+        return {key: path.resolve() for key, path in folders.items()}
+
+    @property
+    def registry(self) -> RegistrySettings:
+        """What the registry layer needs of this config, resolved: it never sees the whole Config."""
+        return RegistrySettings(
+            tracking_uri=self.tracking_uri,
+            artifact_root=self.path(self.mlflow.artifact_root),
+            experiment=self.mlflow.experiment,
+            model_name=self.mlflow.registered_model,
+            lock_file=self.path(self.mlflow.lock_file),
+            lock_timeout=self.lock_timeout,
+            min_shadow_samples=self.gate.min_shadow_samples,
+            min_shadow_agreement=self.gate.min_shadow_agreement,
+        )
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    """The MLflow store and registered model a command works with, and the rules of moving its champion."""
+
+    tracking_uri: str  # relative sqlite paths made absolute
+    artifact_root: Path  # where a local store's experiment keeps artifacts
+    experiment: str
+    model_name: str  # the registered model
+    lock_file: Path  # alias moves on this machine queue on it
+    lock_timeout: float
+    min_shadow_samples: int  # a manual promotion needs this shadow evidence (gate.min_shadow_*)
+    min_shadow_agreement: float
 
 
 class _Loader(yaml.SafeLoader):
@@ -666,7 +710,8 @@ def load_config(
         tree = _merge(tree, {"serve": {"admin_token": env_token}})
     tree = _merge(tree, cli) | {"recipes": names}
     cfg = _validate(tree, "invalid configuration")
-    check_write_paths(cfg)  # before any command writes: no folder setting may point at the project or the registry
+    paths.check_write_paths(cfg.write_folders(), Path(cfg.project_dir).resolve(), paths.sqlite_folder(cfg.tracking_uri))
+    # before any command writes: no folder setting may point at the project or the registry
     return cfg
 
 

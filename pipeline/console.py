@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,11 @@ DETAILED = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", 
 
 stage_log = logging.getLogger(STAGE_LOGGER)
 stage_log.setLevel(logging.INFO)  # shown even where the root logger only passes warnings (a Prefect worker)
+
+
+def since(started: float) -> float:
+    """Seconds since a ``time.perf_counter()`` reading: the figure a stage line shows."""
+    return time.perf_counter() - started
 
 
 def stage(name: str, detail: str, seconds: float | None = None) -> None:

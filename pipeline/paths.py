@@ -6,12 +6,8 @@ own folders (``--set data.snapshot_dir=mlflow`` once replaced the whole model re
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pipeline.errors import PipelineError
-
-if TYPE_CHECKING:
-    from pipeline.config import Config
 
 SQLITE_PREFIX = "sqlite:///"
 LOCK_KEY = "mlflow.lock_file (its folder)"
@@ -19,40 +15,6 @@ LOCK_KEY = "mlflow.lock_file (its folder)"
 EXCLUSIVE = ("data.snapshot_dir", "data.dvc_remote")
 # (inner key, outer key): configured folders that may live inside another one without mixing their content
 NESTING_ALLOWED = {("train.checkpoint_dir", "artifacts_dir"), ("monitor.merged_dir", "artifacts_dir")}
-
-
-def write_folders(cfg: Config) -> dict[str, Path]:
-    """Every folder the config names for writing, by config key, resolved against the project."""
-    folders = {
-        "data.snapshot_dir": cfg.path(cfg.data.snapshot_dir),
-        "artifacts_dir": cfg.path(cfg.artifacts_dir),
-        "train.checkpoint_dir": cfg.path(cfg.train.checkpoint_dir),
-        "mlflow.artifact_root": cfg.path(cfg.mlflow.artifact_root),
-        "monitor.merged_dir": cfg.path(cfg.monitor.merged_dir),
-        LOCK_KEY: cfg.path(cfg.mlflow.lock_file).parent,
-    }
-    remote = local_remote(cfg)
-    if remote is not None:
-        folders["data.dvc_remote"] = remote
-    return {key: path.resolve() for key, path in folders.items()}
-
-
-def local_remote(cfg: Config) -> Path | None:
-    """The DVC remote's folder when it is one (not a URL), else None."""
-    remote = cfg.data.dvc_remote
-    if remote is None or "://" in remote:
-        return None
-    return cfg.path(remote)
-
-
-def mlflow_store(cfg: Config) -> Path | None:
-    """The folder holding the MLflow tracking database (sqlite) or file store, when it is local."""
-    uri = cfg.tracking_uri
-    if uri.startswith(SQLITE_PREFIX):
-        return Path(uri[len(SQLITE_PREFIX) - 1 :]).resolve().parent
-    if uri.startswith("file:"):
-        return Path(uri.removeprefix("file:").removeprefix("//")).resolve()
-    return None
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -97,11 +59,20 @@ def _check_apart(folders: dict[str, Path]) -> None:
                 raise _refuse(other, b, f"inside {key} ({a})")
 
 
-def check_write_paths(cfg: Config) -> None:
-    """Refuse (PipelineError naming the key) any configured write folder that is not a dedicated folder."""
-    project = Path(cfg.project_dir).resolve()
-    store = mlflow_store(cfg)
-    folders = write_folders(cfg)
+def sqlite_folder(uri: str) -> Path | None:
+    """The folder holding an MLflow tracking database (sqlite) or file store, when the URI names a local one."""
+    if uri.startswith(SQLITE_PREFIX):
+        return Path(uri[len(SQLITE_PREFIX) - 1 :]).resolve().parent
+    if uri.startswith("file:"):
+        return Path(uri.removeprefix("file:").removeprefix("//")).resolve()
+    return None
+
+
+def check_write_paths(folders: dict[str, Path], project: Path, store: Path | None) -> None:
+    """Refuse (PipelineError naming the key) any configured write folder that is not a dedicated folder.
+
+    ``folders``: each write folder by config key, resolved; ``store``: the local MLflow store's folder, if any.
+    """
     for key, path in folders.items():
         _check_reserved(key, path, project, store)
     _check_apart(folders)

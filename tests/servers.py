@@ -59,7 +59,7 @@ def prefect_server(home: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """`prefect server start` (sqlite in ``home``) on a free loopback port: its API URL and a client environment."""
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
-    # mlflow.set_tracking_uri (tracking.client) exports MLFLOW_TRACKING_URI: keep earlier tests' stores out
+    # mlflow.set_tracking_uri (connection.client) exports MLFLOW_TRACKING_URI: keep earlier tests' stores out
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
     env |= {
         "PREFECT_HOME": str(home),

@@ -73,9 +73,9 @@ def log_reference(cfg: Config, mlflow_client: Any, run_id: str, frame: pd.DataFr
 def _logged_reference(cfg: Config, champion: Champion) -> pd.DataFrame | None:
     if not champion.run_id:
         return None
-    from pipeline.registry import tracking
+    from pipeline.registry import connection
 
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     try:
         names = {a.path for a in client.list_artifacts(champion.run_id, REFERENCE_ARTIFACT_DIR)}
         if f"{REFERENCE_ARTIFACT_DIR}/{REFERENCE_FILE}" not in names:

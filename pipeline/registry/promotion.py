@@ -1,17 +1,16 @@
 """Promotion: the one way a model reaches the registry alias ``champion``.
 
 Score the current champion on the challenger's test set, compare the two on the same rows (paired bootstrap,
-McNemar), gate, register the challenger once (alias
-``challenger``), and promote it only while the champion it was compared with is still the champion. If another
-run moved the champion meanwhile, score the new one and gate again (up to ``PROMOTION_ATTEMPTS`` times).
-The Prefect flow, the `emotion register` command and its DVC stage all call ``gate_and_promote``.
+McNemar), gate, register the challenger once (alias ``challenger``), and promote it only while the champion it was
+compared with is still the champion. If another run moved the champion meanwhile, score the new one and gate again
+(up to ``PROMOTION_ATTEMPTS`` times). Scoring the champion is the caller's (it needs a model and the config): the
+stage layer passes it in as ``score``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,16 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import console, stages
-from pipeline.config import Config
+from pipeline import console
+from pipeline.config import EvaluateConfig, GateConfig, RegistrySettings
 from pipeline.data.encode import PreparedData
-from pipeline.data.ingest import describe_source
-from pipeline.errors import PipelineError
 from pipeline.evaluation import evaluate, gate, intervals, model_card
 from pipeline.evaluation.behaviour import BehaviourReport
 from pipeline.evaluation.cross_validation import CrossValidation
 from pipeline.ops.faults import fault_point
-from pipeline.registry import tracking, versioning
+from pipeline.registry import champion_alias, connection, model_versions, run_log
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +42,9 @@ class EvaluatedRun:
     behaviour: BehaviourReport
     calibration: dict[str, float]  # temperature and validation figures
     lineage: dict[str, str]  # data_hash, data_source, git_commit, run_id: tags of the version and the run
-    layout: stages.Layout  # the model folder, and where the evaluation and gate files are
+    root: Path  # where the evaluation and gate files are (the run's folder)
+    plots: Path
+    model: Path  # the model folder to register
     cross_validation: CrossValidation | None = None  # evaluate.cv_folds: the folds' mean and std, for the card
 
     @property
@@ -54,7 +53,7 @@ class EvaluatedRun:
 
     def files(self) -> list[Path]:
         """Everything the run logs under ``evaluation/``: scores, plots, behaviour, gate verdict, comparison."""
-        root, plots = self.layout.root, self.layout.plots
+        root, plots = self.root, self.plots
         return [
             root / evaluate.METRICS_FILE,
             root / evaluate.PREDICTIONS_FILE,
@@ -92,54 +91,32 @@ class PromotionResult:
 
     @property
     def promoted(self) -> bool:
-        return tracking.CHAMPION in self.aliases
+        return model_versions.CHAMPION in self.aliases
 
 
-ChampionScorer = Callable[[Config, PreparedData], ChampionScore]
-
-
-def lineage_of(cfg: Config, data_hash: str, run_id: str) -> dict[str, str]:
-    """What a version was made from: data snapshot, source, code commit and the MLflow run."""
-    return {
-        "data_hash": data_hash,
-        "data_source": describe_source(cfg.data.source),
-        "git_commit": versioning.git_commit(Path(cfg.project_dir).resolve()),
-        "run_id": run_id,
-    }
-
-
-def score_champion(cfg: Config, prepared: PreparedData) -> ChampionScore:
-    """Score the current champion on this run's test set, so both models are judged on the same texts."""
-    current = tracking.version_by_alias(cfg, tracking.client(cfg), tracking.CHAMPION)
-    if current is None:
-        return ChampionScore(None, None)
-    version = str(current.version)
-    with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
-        model_dir = tracking.download_model(f"models:/{cfg.mlflow.registered_model}/{version}", Path(tmp))
-        try:
-            evaluation = stages.score_model(cfg, model_dir, prepared)
-        except PipelineError as exc:
-            return ChampionScore(version, None, [f"champion v{version} not comparable on this test set: {exc}"])
-    notes = [f"champion v{version} scored on the same test set"]
-    return ChampionScore(version, evaluation.metrics, notes, evaluation.y_pred)
+ChampionScorer = Callable[[PreparedData], ChampionScore]  # the current champion on these test rows
 
 
 def paired_comparison(
-    cfg: Config, evaluated: EvaluatedRun, prepared: PreparedData, champion: ChampionScore
+    evaluate_cfg: EvaluateConfig,
+    confidence: float,
+    evaluated: EvaluatedRun,
+    prepared: PreparedData,
+    champion: ChampionScore,
 ) -> intervals.PairedComparison | None:
     """Challenger vs champion on the same test rows (None when there is no comparable champion)."""
     if champion.metrics is None or champion.predictions is None:
         return None
     y_true = prepared.targets("test")
-    candidate = evaluate.load_predictions(evaluated.layout.root / evaluate.PREDICTIONS_FILE, y_true)
+    candidate = evaluate.load_predictions(evaluated.root / evaluate.PREDICTIONS_FILE, y_true)
     return intervals.compare(
         y_true,
         candidate,
         champion.predictions,
         evaluated.labels,
-        cfg.evaluate.bootstrap_samples,
-        cfg.gate.confidence,
-        cfg.evaluate.seed,
+        evaluate_cfg.bootstrap_samples,
+        confidence,
+        evaluate_cfg.seed,
     )
 
 
@@ -173,8 +150,8 @@ def write_gate_files(
     paired: intervals.PairedComparison | None = None,
 ) -> None:
     """gate.json (for DVC and machines), gate.md and comparison.md (for people)."""
-    root = evaluated.layout.root
-    tracking.write_json(
+    root = evaluated.root
+    run_log.write_json(
         root / GATE_JSON,
         verdict.to_dict() | {"champion_version": champion.version, "champion_metrics": champion.metrics},
     )
@@ -185,32 +162,43 @@ def write_gate_files(
 
 
 def _record(
-    cfg: Config, mlflow_client: Any, evaluated: EvaluatedRun, version: str | None, tags: dict[str, str], card: str
+    registry: RegistrySettings,
+    mlflow_client: Any,
+    evaluated: EvaluatedRun,
+    version: str | None,
+    tags: dict[str, str],
+    card: str,
+    export_onnx: bool,
 ) -> str:
     """Register the challenger once per run; on a re-gate, or when a retried task finds the version its first try
     created, bring its tags and card up to date instead (no second logged model, no second version)."""
     if version is not None:
-        tracking.update_version(cfg, mlflow_client, version, tags, card)
+        model_versions.update_version(registry, mlflow_client, version, tags, card)
         return version
-    version = tracking.version_of_run(cfg, mlflow_client, evaluated.run_id)
+    version = model_versions.version_of_run(registry, mlflow_client, evaluated.run_id)
     if version is None:
-        logged = tracking.log_model(evaluated.run_id, evaluated.layout.model, evaluated.labels, cfg.serve.export_onnx)
+        logged = run_log.log_model(evaluated.run_id, evaluated.model, evaluated.labels, export_onnx)
         fault_point("register.logged")
-        version = tracking.register(cfg, mlflow_client, logged, evaluated.run_id, tags, card)
+        version = model_versions.register(registry, mlflow_client, logged, evaluated.run_id, tags, card)
         fault_point("register.created")
     else:
-        tracking.update_version(cfg, mlflow_client, version, tags, card)
-    tracking.set_alias(cfg, mlflow_client, tracking.CHALLENGER, version)
+        model_versions.update_version(registry, mlflow_client, version, tags, card)
+    model_versions.set_alias(registry, mlflow_client, model_versions.CHALLENGER, version)
     return version
 
 
 def _promote(
-    cfg: Config, mlflow_client: Any, version: str, verdict: gate.GateVerdict, champion: ChampionScore, actor: str
+    registry: RegistrySettings,
+    mlflow_client: Any,
+    version: str,
+    verdict: gate.GateVerdict,
+    champion: ChampionScore,
+    actor: str,
 ) -> None:
     """Champion -> version, unless the champion is no longer the one the gate compared with (StaleChampion)."""
     against = f"v{champion.version}" if champion.version else "none"
-    tracking.promote(
-        cfg,
+    champion_alias.promote(
+        registry,
         mlflow_client,
         version,
         actor=actor,
@@ -221,29 +209,33 @@ def _promote(
 
 
 def gate_and_promote(
-    cfg: Config,
+    registry: RegistrySettings,
+    gate_cfg: GateConfig,
+    evaluate_cfg: EvaluateConfig,
     evaluated: EvaluatedRun,
     prepared: PreparedData,
     *,
     actor: str,
-    score: ChampionScorer = score_champion,
+    score: ChampionScorer,
+    export_onnx: bool,
 ) -> PromotionResult:
     """Gate the challenger against the champion of the moment, register it, and promote it if it passed.
 
     ``prepared`` holds the test set the champion is scored on; ``score`` scores the champion (the flow passes a
-    retried task). The evaluation files, the champion's scores and the verdict are logged to the run.
+    retried task). The evaluation files, the champion's scores and the verdict are logged to the run; with
+    ``export_onnx`` the registered model carries its ONNX export.
     """
-    mlflow_client = tracking.client(cfg)
+    mlflow_client = connection.client(registry)
     version: str | None = None
     notes: list[str] = []
     promoted = False
     for attempt in range(1, PROMOTION_ATTEMPTS + 1):
-        champion = score(cfg, prepared)
-        paired = paired_comparison(cfg, evaluated, prepared, champion)
+        champion = score(prepared)
+        paired = paired_comparison(evaluate_cfg, gate_cfg.confidence, evaluated, prepared, champion)
         verdict = gate.decide(
             evaluated.metrics,
             champion.metrics,
-            cfg.gate,
+            gate_cfg,
             evaluated.labels,
             evaluated.behaviour,
             champion.notes + notes[-1:],
@@ -260,7 +252,8 @@ def gate_and_promote(
             champion.version,
             evaluated.cross_validation,
         )
-        version = _record(cfg, mlflow_client, evaluated, version, version_tags(evaluated, verdict, champion), card)
+        tags = version_tags(evaluated, verdict, champion)
+        version = _record(registry, mlflow_client, evaluated, version, tags, card, export_onnx)
         if champion.version == version:  # a retried task: its first try promoted this run's version already
             promoted = True
             break
@@ -272,10 +265,10 @@ def gate_and_promote(
                 )
             break
         try:
-            _promote(cfg, mlflow_client, version, verdict, champion, actor)
+            _promote(registry, mlflow_client, version, verdict, champion, actor)
             promoted = True
             break
-        except tracking.StaleChampion as exc:
+        except champion_alias.StaleChampion as exc:
             log.warning("attempt %d: %s; scoring the new champion and gating again", attempt, exc)
             notes.append(f"re-gated after: {exc}")
     else:
@@ -290,11 +283,11 @@ def gate_and_promote(
     status = "FAILED" if not verdict.passed else ("passed, held for a person to promote" if verdict.hold else "passed")
     console.stage("gate", f"{status}, {failed}")
     role = "champion" if promoted else "challenger"
-    console.stage("register", f"{cfg.mlflow.registered_model} version {version}, {role}")
+    console.stage("register", f"{registry.model_name} version {version}, {role}")
     return PromotionResult(
         verdict=verdict,
         version=version,
-        aliases=[tracking.CHALLENGER] + ([tracking.CHAMPION] if promoted else []),
+        aliases=[model_versions.CHALLENGER] + ([model_versions.CHAMPION] if promoted else []),
         champion_before=champion.version,
         champion_metrics=champion.metrics,
         notes=notes,
@@ -311,9 +304,9 @@ def _log_outcome(
 ) -> None:
     """The run keeps the evaluation files, the champion's scores on its test set, the paired differences
     (``vs_champion_<metric>`` with ``_ci_low/_ci_high``), the verdict and the version."""
-    tracking.log_files(mlflow_client, evaluated.run_id, evaluated.files(), "evaluation")
+    run_log.log_files(mlflow_client, evaluated.run_id, evaluated.files(), "evaluation")
     if champion.metrics:
-        tracking.log_metrics(mlflow_client, evaluated.run_id, champion.metrics, prefix="champion_test_")
+        run_log.log_metrics(mlflow_client, evaluated.run_id, champion.metrics, prefix="champion_test_")
     if paired is not None:
         differences = {
             f"{key}{suffix}": value
@@ -321,67 +314,7 @@ def _log_outcome(
             for suffix, value in (("", diff.value), ("_ci_low", diff.low), ("_ci_high", diff.high))
         }
         differences["accuracy_mcnemar_mid_p"] = paired.mcnemar.p_mid
-        tracking.log_metrics(mlflow_client, evaluated.run_id, differences, prefix="vs_champion_")
-    tracking.set_tags(
+        run_log.log_metrics(mlflow_client, evaluated.run_id, differences, prefix="vs_champion_")
+    run_log.set_tags(
         mlflow_client, evaluated.run_id, {"gate": "passed" if verdict.passed else "failed", "model_version": version}
     )
-
-
-def data_hash_of(cfg: Config) -> str:
-    """The hash of the snapshot in data/: the DVC hash in data.dvc when DVC tracks it, else the file's md5."""
-    pointer = stages.pointer_of(cfg)
-    if cfg.data.dvc_track and pointer.exists():
-        return versioning.dvc_hash(pointer)
-    from pipeline.data.ingest import SNAPSHOT_NAME
-
-    snapshot = stages.Layout.of(cfg).snapshot / SNAPSHOT_NAME
-    if not snapshot.exists():
-        raise PipelineError(f"no data snapshot at {snapshot}: run `emotion ingest` first")
-    return versioning.content_hash(snapshot)
-
-
-def _read_json(path: Path, missing: str) -> dict[str, Any]:
-    if not path.exists():
-        raise PipelineError(f"{path} is missing: {missing}")
-    return json.loads(path.read_text())
-
-
-def register_artifacts(cfg: Config, actor: str) -> PromotionResult:
-    """Gate and promote the model that `emotion prepare/train/evaluate` left in artifacts/, as a new MLflow run.
-
-    The behaviour suite runs here, on the model at hand (a behaviour.json on disk may belong to an older model).
-    """
-    from pipeline.model.calibration import CALIBRATION_FILE
-
-    layout = stages.Layout.of(cfg)
-    prepared = PreparedData.load(layout.prepared)
-    labels = prepared.label_map.labels
-    metrics = _read_json(layout.root / evaluate.METRICS_FILE, "run `emotion evaluate` first")
-    if missing := [label for label in labels if f"f1_{label}" not in metrics]:
-        raise PipelineError(f"metrics.json has no scores for {missing}: run `emotion evaluate` on this model first")
-    evaluate.load_predictions(
-        layout.root / evaluate.PREDICTIONS_FILE, prepared.targets("test")
-    )  # stale: fail before the run
-    saved = _read_json(layout.model / CALIBRATION_FILE, "run `emotion train` first")
-    calibration = {k: float(v) for k, v in saved.items() if isinstance(v, (int, float))}
-    behaviour = stages.behaviour_stage(cfg, prepared)
-    mlflow_client = tracking.client(cfg)
-    run_id = tracking.start_run(cfg, mlflow_client)
-    status = "FAILED"
-    try:
-        lineage = lineage_of(cfg, data_hash_of(cfg), run_id)
-        tracking.set_tags(mlflow_client, run_id, lineage)
-        tracking.log_metrics(mlflow_client, run_id, calibration)
-        tracking.log_metrics(mlflow_client, run_id, metrics, prefix="test_")
-        tracking.log_metrics(mlflow_client, run_id, behaviour_metrics(behaviour), prefix="behaviour_")
-        evaluated = EvaluatedRun(labels, metrics, behaviour, calibration, lineage, layout)
-        result = gate_and_promote(cfg, evaluated, prepared, actor=actor)
-        status = "FINISHED"
-    finally:
-        tracking.end_run(mlflow_client, run_id, status)
-    return result
-
-
-def behaviour_metrics(behaviour: BehaviourReport) -> dict[str, float]:
-    """The behaviour report's figures MLflow can chart."""
-    return {k: v for k, v in behaviour.to_dict().items() if isinstance(v, float)}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.config import Config
+from pipeline.config import RegistrySettings
 
 SAMPLES, AGREEMENT, DISTANCE, CHAMPION = "shadow.samples", "shadow.agreement", "shadow.prob_distance", "shadow.champion"
 
@@ -55,9 +55,9 @@ def from_tags(tags: dict[str, str], champion: str, shadow: str) -> ShadowStats:
     return ShadowStats(champion, shadow, samples, round(agreement * samples), distance * samples)
 
 
-def record(cfg: Config, mlflow_client: Any, stats: ShadowStats, run_id: str | None) -> None:
+def record(registry: RegistrySettings, mlflow_client: Any, stats: ShadowStats, run_id: str | None) -> None:
     """Write ``stats`` as the shadow version's tags, and as metrics (step = samples) of the run that trained it."""
-    name = cfg.mlflow.registered_model
+    name = registry.model_name
     values = {SAMPLES: stats.samples, AGREEMENT: stats.agreement, DISTANCE: stats.prob_distance}
     for key, value in values.items():
         mlflow_client.set_model_version_tag(name, stats.shadow, key, f"{value:.6g}" if key != SAMPLES else str(value))
@@ -70,23 +70,22 @@ def record(cfg: Config, mlflow_client: Any, stats: ShadowStats, run_id: str | No
             mlflow_client.log_metric(run_id, key.replace(".", "_"), values[key], step=stats.samples)
 
 
-def promotion_problem(cfg: Config, version: Any) -> str | None:
+def promotion_problem(registry: RegistrySettings, version: Any) -> str | None:
     """Why ``version`` (a registry ModelVersion) lacks the shadow evidence the gate asks for, or None."""
-    gate = cfg.gate
-    if gate.min_shadow_samples <= 0:
+    if registry.min_shadow_samples <= 0:
         return None
     tags = version.tags
     stats = from_tags(tags, tags.get(CHAMPION, ""), str(version.version))
-    where = f"{cfg.mlflow.registered_model} version {version.version}"
-    if stats.samples < gate.min_shadow_samples:
+    where = f"{registry.model_name} version {version.version}"
+    if stats.samples < registry.min_shadow_samples:
         return (
             f"{where} was shadow-scored on {stats.samples} texts, fewer than gate.min_shadow_samples="
-            f"{gate.min_shadow_samples}: serve it in shadow (serve.shadow=<its alias>) until it has, or use --force"
+            f"{registry.min_shadow_samples}: serve it in shadow (serve.shadow=<its alias>) until it has, or use --force"
         )
-    if stats.agreement < gate.min_shadow_agreement:
+    if stats.agreement < registry.min_shadow_agreement:
         return (
             f"{where} agreed with champion version {tags.get(CHAMPION)} on {stats.agreement:.1%} of {stats.samples} "
-            f"shadow-scored texts, below gate.min_shadow_agreement={gate.min_shadow_agreement:.1%}: "
+            f"shadow-scored texts, below gate.min_shadow_agreement={registry.min_shadow_agreement:.1%}: "
             "look at where they disagree, or use --force"
         )
     return None

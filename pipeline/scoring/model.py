@@ -66,9 +66,9 @@ def resolve_model(cfg: Config, spec: str | None) -> ScoringModel:
 def _by_alias(cfg: Config, name: str, alias: str) -> ScoringModel:
     from mlflow.exceptions import MlflowException
 
-    from pipeline.registry import tracking
+    from pipeline.registry import connection
 
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     try:
         version = client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
@@ -83,8 +83,8 @@ def local_folder(cfg: Config, model: ScoringModel, dst: Path) -> ScoringModel:
     """The model with its folder on disk (downloaded into ``dst`` if it comes from the registry)."""
     if model.folder is not None:
         return model
-    from pipeline.registry import tracking
+    from pipeline.registry import connection, run_log
 
-    tracking.client(cfg)
+    connection.client(cfg.registry)
     assert model.uri is not None
-    return ScoringModel(model.name, model.version, model.uri, tracking.download_model(model.uri, dst))
+    return ScoringModel(model.name, model.version, model.uri, run_log.download_model(model.uri, dst))

@@ -12,7 +12,7 @@ import pandas as pd
 from mlflow.models import set_model
 from mlflow.pyfunc.model import PythonModel
 
-from pipeline.registry.tracking import HF_ARTIFACT
+from pipeline.registry.run_log import HF_ARTIFACT
 
 
 class EmotionClassifier(PythonModel):

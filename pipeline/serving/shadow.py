@@ -138,5 +138,5 @@ class Shadow:
         tally = self.tally
         if tally is None or tally.samples == self._recorded:
             return
-        shadow_stats.record(self.cfg, self.store.client, tally, self._run_id)
+        shadow_stats.record(self.cfg.registry, self.store.client, tally, self._run_id)
         self._recorded = tally.samples

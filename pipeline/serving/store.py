@@ -117,7 +117,7 @@ class ModelStore:
     """The served model versions: the champion (swapped atomically on reload) and a few others on demand."""
 
     def __init__(self, cfg: Config) -> None:
-        from pipeline.registry import tracking
+        from pipeline.registry import connection
 
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in server logs
         import torch
@@ -127,7 +127,7 @@ class ModelStore:
         torch.set_num_threads(cfg.serve.threads or max(1, (os.cpu_count() or 2) - 1))
         self.cfg = cfg
         self.name = cfg.mlflow.registered_model
-        self.client = tracking.client(cfg)
+        self.client = connection.client(cfg.registry)
         self.champion: LoadedModel | None = None  # replaced by one assignment, never mutated
         self.last_check: float | None = None
         self.last_error: str | None = None
@@ -160,12 +160,12 @@ class ModelStore:
     def _version(self, version: str) -> ModelVersion:
         """The registry's record of a version (tags, run id); ModelNotFound when there is none (404), or when the
         registry cannot be read (503, with a sanitised message)."""
-        from pipeline.registry import tracking
+        from pipeline.registry import connection
 
         try:
             return self.client.get_model_version(self.name, version)
         except Exception as exc:
-            if tracking.does_not_exist(exc):
+            if connection.does_not_exist(exc):
                 raise ModelNotFound(f"{self.name} has no version {version}") from exc
             log.exception("reading %s version %s from the registry failed", self.name, version)
             raise ModelNotFound(sanitised("the registry could not be read", exc), 503) from exc
@@ -176,15 +176,15 @@ class ModelStore:
 
         Callers hold ``_load_lock`` (see ``_cached_or_load``).
         """
-        from pipeline.registry import tracking
+        from pipeline.registry import run_log
         from pipeline.serving.backends import build_classifier
 
         serve = self.cfg.serve
         start = time.perf_counter()
         tmp = Path(tempfile.mkdtemp(prefix=f"emotion-serve-v{version}-"))
         try:
-            folder = tracking.download_model(f"models:/{self.name}/{version}", tmp)
-            onnx_file = tracking.download_onnx(meta.run_id, tmp) if serve.backend.startswith("onnx") else None
+            folder = run_log.download_model(f"models:/{self.name}/{version}", tmp)
+            onnx_file = run_log.download_onnx(meta.run_id, tmp) if serve.backend.startswith("onnx") else None
             had_static = onnx_file is not None and onnx_file.with_name(STATIC_INT8_FILE).exists()
             classifier, parity = build_classifier(
                 folder,
@@ -211,7 +211,7 @@ class ModelStore:
     ) -> None:
         """For the int8 ONNX backends: tag the version with the quantization served ("dynamic", "static", or
         "refused" when fp32 is served), and log a newly calibrated int8 file on the run so it is built once."""
-        from pipeline.registry import tracking
+        from pipeline.registry import run_log
 
         if "int8" not in self.cfg.serve.backend:
             return
@@ -221,7 +221,7 @@ class ModelStore:
                 self.client.set_model_version_tag(self.name, version, QUANTIZATION_TAG, used)
             static = onnx_file.with_name(STATIC_INT8_FILE)
             if used == "static" and not had_static and meta.run_id:
-                tracking.log_static_int8(self.client, meta.run_id, static)
+                run_log.log_static_int8(self.client, meta.run_id, static)
                 log.info("logged the calibrated int8 model of version %s on run %s", version, meta.run_id)
         except Exception:  # the model is loaded and checked; failing to record that must not stop it serving
             log.exception("could not record the int8 quantization of version %s", version)
@@ -264,10 +264,10 @@ class ModelStore:
 
     def _refresh_follower(self, alias: str) -> None:
         """Load the version now holding ``alias``; on failure keep the one loaded before (and log why)."""
-        from pipeline.registry import tracking
+        from pipeline.registry import model_versions
 
         try:
-            meta = tracking.version_by_alias(self.cfg, self.client, alias)
+            meta = model_versions.version_by_alias(self.cfg.registry, self.client, alias)
             current = self._followed.get(alias)
             if meta is None:
                 self._followed = {k: v for k, v in self._followed.items() if k != alias}
@@ -281,10 +281,10 @@ class ModelStore:
 
     def _refresh_champion(self) -> bool:
         """Swap in the serving alias's current version; False when unchanged, missing or failing (see last_error)."""
-        from pipeline.registry import tracking
+        from pipeline.registry import model_versions
 
         try:
-            meta = tracking.version_by_alias(self.cfg, self.client, self.cfg.serve.alias)
+            meta = model_versions.version_by_alias(self.cfg.registry, self.client, self.cfg.serve.alias)
             if meta is None:
                 self.last_error = f"no version of {self.name} has the alias '{self.cfg.serve.alias}' yet"
                 return False
@@ -367,10 +367,10 @@ class ModelStore:
             self._last_on_demand_load = now
 
     def versions(self) -> list[dict[str, Any]]:
-        from pipeline.registry import tracking
+        from pipeline.registry import model_versions
 
         try:
-            rows = tracking.list_versions(self.cfg, self.client)
+            rows = model_versions.list_versions(self.cfg.registry, self.client)
         except PipelineError:
             return []
         with self._cache_lock:
@@ -379,9 +379,9 @@ class ModelStore:
 
     def aliases_of(self, version: str) -> list[str]:
         """The version's aliases; none when the registry cannot be read (the model's info is served anyway)."""
-        from pipeline.registry import tracking
+        from pipeline.registry import model_versions
 
         try:
-            return tracking.aliases_by_version(self.cfg, self.client).get(str(version), [])
+            return model_versions.aliases_by_version(self.cfg.registry, self.client).get(str(version), [])
         except Exception:  # PipelineError, or an unreachable tracking server
             return []

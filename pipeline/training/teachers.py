@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import Config, ModelConfig, TrainConfig
+from pipeline.config import ModelConfig, TrainConfig
 from pipeline.data.encode import PreparedData
 from pipeline.errors import PipelineError
 from pipeline.training.train import EpochCallback, TrainResult, train
@@ -46,29 +46,29 @@ class TaughtTeacher:
     train_seconds: float
 
 
-def plan(cfg: Config, artifacts_root: Path, checkpoints_root: Path) -> list[Teacher]:
+def plan(train_cfg: TrainConfig, artifacts_root: Path, checkpoints_root: Path) -> list[Teacher]:
     """The teachers ``train.distill.teacher_seeds`` asks for, in seed order as given ([] = no distillation run),
     with their models and checkpoints inside the run's folders."""
     models, checkpoints = artifacts_root / TEACHERS_DIR, checkpoints_root / TEACHERS_DIR
     return [
-        Teacher(seed, cfg.train.teacher(seed), models / f"seed{seed}", checkpoints / f"seed{seed}")
-        for seed in cfg.train.distill.teacher_seeds
+        Teacher(seed, train_cfg.teacher(seed), models / f"seed{seed}", checkpoints / f"seed{seed}")
+        for seed in train_cfg.distill.teacher_seeds
     ]
 
 
-def student_config(cfg: Config, teachers: list[Teacher]) -> Config:
-    """The run's config for the student: the saved ``train.teachers`` plus the teachers trained in the run."""
+def student_config(train_cfg: TrainConfig, teachers: list[Teacher]) -> TrainConfig:
+    """The student's train settings: the saved ``train.teachers`` plus the teachers trained in the run."""
     if not teachers:
-        return cfg
-    folders = [*cfg.train.teachers, *(str(t.model_dir) for t in teachers)]
-    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"teachers": folders})})
+        return train_cfg
+    folders = [*train_cfg.teachers, *(str(t.model_dir) for t in teachers)]
+    return train_cfg.model_copy(update={"teachers": folders})
 
 
-def check_student_config(cfg: Config, artifacts_root: Path, checkpoints_root: Path) -> None:
+def check_student_config(train_cfg: TrainConfig, artifacts_root: Path, checkpoints_root: Path) -> None:
     """Refuse to train a model that should learn from teachers not trained yet (``emotion train`` and its DVC stage
     train one model; the training flow trains the teachers first and passes the student's config)."""
     missing = [
-        t.name for t in plan(cfg, artifacts_root, checkpoints_root) if str(t.model_dir) not in cfg.train.teachers
+        t.name for t in plan(train_cfg, artifacts_root, checkpoints_root) if str(t.model_dir) not in train_cfg.teachers
     ]
     if missing:
         raise PipelineError(

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.data.ingest import sample_data_dir
-from pipeline.registry import tracking
+from pipeline.registry import connection
 from tests.conftest import BIN, PARAMS, tiny_overrides
 
 pytestmark = pytest.mark.slow
@@ -45,7 +45,7 @@ def test_run_cross_validates_then_registers_the_final_model(project: Path, tiny_
     assert len(cv_lines) == 1 and " ± " in cv_lines[0] and "over 3 folds" in cv_lines[0], output[-3000:]
 
     cfg = load_config(PARAMS, overrides, environ={})
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     parent_id = next(line.split()[-1] for line in output.splitlines() if line.startswith("mlflow    run "))
     experiment = client.get_experiment_by_name(cfg.mlflow.experiment).experiment_id
     children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent_id}'")

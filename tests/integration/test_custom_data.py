@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.registry import tracking
+from pipeline.registry import connection
 from tests.conftest import SHARED_DATA
 from tests.synthetic_text import SEVEN, THINGS, WORDS
 
@@ -41,7 +41,7 @@ def test_seven_label_csv_with_own_columns_and_no_splits(tiny_config, tmp_path: P
     test = pd.read_json(project / "artifacts" / "latest" / "prepared" / "test.jsonl", lines=True)
     assert sorted(test["label"].value_counts().tolist()) == [2] * 7  # every label in test, equally
     assert summary["version"] == "1"
-    tags = tracking.client(tiny_config()).get_model_version("emotion-classifier", "1").tags
+    tags = connection.client(tiny_config().registry).get_model_version("emotion-classifier", "1").tags
     assert tags["labels"] == ",".join(SEVEN)
 
 
@@ -111,5 +111,5 @@ def test_multi_label_distillation_on_more_data_than_a_flow_run_parameter_holds(
     assert sum(path.stat().st_size for path in prepared.glob("*.jsonl")) > 524_288
     assert [teacher["name"] for teacher in summary["teachers"]] == ["seed1"]
     assert summary["version"] == "1"
-    version = tracking.client(tiny_config()).get_model_version("emotion-classifier", "1")
+    version = connection.client(tiny_config().registry).get_model_version("emotion-classifier", "1")
     assert version.run_id == summary["run_id"]  # the student's run

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.registry import tracking
+from pipeline.registry import connection
 from tests.conftest import BIN, PARAMS, tiny_overrides
 
 pytestmark = pytest.mark.slow
@@ -21,7 +21,7 @@ MODEL = "emotion-classifier"
 
 
 def children(cfg, run_id: str) -> list:
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
     found = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
     return sorted(found, key=lambda run: run.data.tags["mlflow.runName"])
@@ -61,7 +61,7 @@ def test_emotion_run_distill_recipe_trains_teachers_then_registers_the_student(
     assert all("selected_val_macro_f1" in r.data.metrics for r in teacher_runs)
     assert [t["run_id"] for t in summary["teachers"]] == [r.info.run_id for r in teacher_runs]
 
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     version = client.get_model_version(MODEL, summary["version"])
     assert version.run_id == summary["run_id"]  # the student's run, not a teacher's
     student = client.get_run(version.run_id)
@@ -89,7 +89,7 @@ def test_a_failing_teacher_fails_the_run_by_name_and_registers_nothing(tiny_conf
     with pytest.raises(PipelineError, match="teacher seed7 failed"):
         training_flow(cfg)
 
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     assert client.search_model_versions(f"name='{MODEL}'") == []
     parent = client.search_runs([client.get_experiment_by_name(cfg.mlflow.experiment).experiment_id])
     parent = [run for run in parent if "mlflow.parentRunId" not in run.data.tags]

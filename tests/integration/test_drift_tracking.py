@@ -10,9 +10,9 @@ import pytest
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.monitoring.champion import load_champion
-from pipeline.monitoring.tracking import log_drift_check
+from pipeline.monitoring.drift_run import log_drift_check
 from pipeline.monitoring.verdict import DriftVerdict, FeatureDrift
-from pipeline.registry import tracking
+from pipeline.registry import champion_alias, connection, model_versions, run_log
 from tests.conftest import PARAMS
 
 pytestmark = pytest.mark.slow
@@ -27,12 +27,14 @@ def cfg(tmp_path: Path):
 
 def register_from_own_runs(cfg, model_dir: Path, count: int) -> list[str]:
     """``count`` real versions, each from its own training run (so each has a different run id)."""
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     versions = []
     for _ in range(count):
-        run_id = client.create_run(tracking.experiment_id(cfg, client)).info.run_id
-        logged = tracking.log_model(run_id, model_dir, ["joy", "fear"])
-        versions.append(tracking.register(cfg, client, logged, run_id, {"gate": "passed", "data_hash": "h"}, "card"))
+        run_id = client.create_run(connection.experiment_id(cfg.registry, client)).info.run_id
+        logged = run_log.log_model(run_id, model_dir, ["joy", "fear"])
+        versions.append(
+            model_versions.register(cfg.registry, client, logged, run_id, {"gate": "passed", "data_hash": "h"}, "card")
+        )
     return versions
 
 
@@ -54,15 +56,15 @@ def verdict_on(champion: dict[str, str]) -> DriftVerdict:
 
 
 def logged_run(cfg, run_id: str):
-    return tracking.client(cfg).get_run(run_id)
+    return connection.client(cfg.registry).get_run(run_id)
 
 
 def test_drift_check_run_is_tagged_with_the_champion_versions_training_run(
     cfg, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     register_from_own_runs(cfg, tiny_model_dir, 2)
-    client = tracking.client(cfg)
-    tracking.promote(cfg, client, "2", actor="test", reason="champion to monitor")
+    client = connection.client(cfg.registry)
+    champion_alias.promote(cfg.registry, client, "2", actor="test", reason="champion to monitor")
     champion_run = client.get_model_version(MODEL, "2").run_id
     assert champion_run != client.get_model_version(MODEL, "1").run_id
 

@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from pipeline.ops.faults import MARKER_VARIABLE, POINT_VARIABLE, POINTS
-from pipeline.registry import tracking
+from pipeline.registry import champion_alias, connection, model_versions, run_log
 from tests.conftest import BIN, PARAMS, free_port, init_project, tiny_overrides
 from tests.servers import stop, wait_for
 
@@ -131,13 +131,13 @@ def check_registry(cfg: Any) -> tuple[frozenset[str], str | None]:
     import mlflow.pyfunc
     import pandas as pd
 
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     versions = frozenset(str(v.version) for v in client.search_model_versions(f"name='{MODEL}'"))
     with tempfile.TemporaryDirectory(prefix="faults-model-") as tmp:
         for version in versions:
-            folder = tracking.download_model(f"models:/{MODEL}/{version}", Path(tmp) / version)
+            folder = run_log.download_model(f"models:/{MODEL}/{version}", Path(tmp) / version)
             assert (folder / "config.json").exists() and (folder / "model.safetensors").exists(), version
-    champion = tracking.version_by_alias(cfg, client, tracking.CHAMPION)
+    champion = model_versions.version_by_alias(cfg.registry, client, model_versions.CHAMPION)
     if champion is None:
         return versions, None
     served = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(pd.DataFrame({"text": ["i am so happy"]}))
@@ -196,7 +196,7 @@ def kill_training_run(lab: Lab, point: str) -> None:
     after_rerun = check(cfg, after_kill)
     assert summary["version"] in after_rerun.versions - after_kill.versions  # the rerun registered a new version
     assert after_rerun.champion == summary["version"]  # and, the gate passing, promoted it
-    moves = [event.version for event in tracking.history(cfg, tracking.client(cfg))]
+    moves = [event.version for event in champion_alias.history(cfg.registry, connection.client(cfg.registry))]
     assert after_kill.champion in moves and moves[-1] == after_rerun.champion  # every champion move is recorded
 
 
@@ -220,7 +220,9 @@ def kill_server_during_reload(lab: Lab, point: str) -> None:
 
     def promote_while_serving(process: subprocess.Popen, log: Path) -> None:
         wait_for("the server to serve the champion", lambda: served_version(url) == before.champion, process, log)
-        tracking.promote(cfg, tracking.client(cfg), target, actor="test_faults", reason="hot reload", force=True)
+        champion_alias.promote(
+            cfg.registry, connection.client(cfg.registry), target, actor="test_faults", reason="hot reload", force=True
+        )
 
     lab.kill_at(point, argv, promote_while_serving)  # the refresh thread loads the new champion
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from pipeline.data.ingest import sample_data_dir
-from pipeline.registry import tracking
+from pipeline.registry import connection, run_log
 from tests.conftest import BIN, PARAMS, tiny_overrides
 
 pytestmark = pytest.mark.slow
@@ -81,14 +81,14 @@ def test_two_runs_at_once_on_different_data_register_their_own_models(
     cfg_overrides = tiny_overrides(project, tiny_model_dir)
     from pipeline.config import load_config
 
-    client = tracking.client(load_config(PARAMS, cfg_overrides, environ={}))
+    client = connection.client(load_config(PARAMS, cfg_overrides, environ={}).registry)
     digests = []
     for summary, marked in ((first, False), (second, True)):
         run_dir = project / "artifacts" / "runs" / summary["run_id"]
         assert Path(summary["run_dir"]) == run_dir and (run_dir / "model" / "config.json").is_file()
         version = client.get_model_version(MODEL, summary["version"])
         assert version.run_id == summary["run_id"]
-        downloaded = tracking.download_model(f"models:/{MODEL}/{summary['version']}", tmp_path / f"v{version.version}")
+        downloaded = run_log.download_model(f"models:/{MODEL}/{summary['version']}", tmp_path / f"v{version.version}")
         weights = sha256(downloaded / "model.safetensors")
         assert weights == sha256(run_dir / "model" / "model.safetensors")  # registered what this run trained
         digests.append(weights)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.registry import tracking
+from pipeline.registry import connection
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -32,7 +32,7 @@ def test_lora_run_registers_a_merged_model_and_logs_the_adapter(tiny_config, pro
     share = 100 * training["trainable_parameters"] / training["total_parameters"]
     assert f"trainable of {training['total_parameters']:,} ({share:.2f}%)" in format_summary(summary)
 
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     run = client.get_run(summary["run_id"])
     assert run.data.params["train.peft.enabled"] == "True"
     assert run.data.metrics["trainable_parameters"] == training["trainable_parameters"]

@@ -21,7 +21,7 @@ import pytest
 from pipeline.config import load_config
 from pipeline.monitoring.champion import champion_snapshot, load_champion, snapshot_matches
 from pipeline.monitoring.reference import log_reference, reference_texts
-from pipeline.registry import tracking
+from pipeline.registry import connection, model_versions
 from pipeline.registry.versioning import dvc_hash
 from tests.conftest import BIN, PARAMS, SHARED_DATA, init_project, tiny_overrides
 
@@ -87,15 +87,15 @@ def monitored(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, pr
 
 
 def versions(cfg) -> dict[str, object]:
-    return {str(v.version): v for v in tracking.client(cfg).search_model_versions(f"name='{MODEL}'")}
+    return {str(v.version): v for v in connection.client(cfg.registry).search_model_versions(f"name='{MODEL}'")}
 
 
 def champion(cfg) -> str:
-    return str(tracking.version_by_alias(cfg, tracking.client(cfg), "champion").version)
+    return str(model_versions.version_by_alias(cfg.registry, connection.client(cfg.registry), "champion").version)
 
 
 def monitoring_runs(cfg) -> list:
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     experiment = client.get_experiment_by_name(cfg.monitor.experiment)
     return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"]) if experiment else []
 
@@ -140,7 +140,7 @@ def test_in_distribution_batch_no_drift_no_retraining_reference_cached(monitored
     assert logged[0].data.metrics["drift_score.sentence_embedding"] == pytest.approx(
         first["scores"]["sentence_embedding"], abs=1e-4
     )
-    client = tracking.client(monitored.cfg)
+    client = connection.client(monitored.cfg.registry)
     assert {a.path for a in client.list_artifacts(logged[0].info.run_id, "drift")} == {
         "drift/drift_report.html",
         "drift/verdict.json",
@@ -212,7 +212,7 @@ def test_reference_rebuilds_without_the_dvc_cache_and_prefers_a_logged_sample(mo
     logged, provenance = reference_texts(cfg, champ)  # the training flow logged a sample on its run
     assert provenance == f"logged reference on run {champ.run_id}" and len(logged) == 600
 
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     artifacts = Path(client.get_run(champ.run_id).info.artifact_uri.removeprefix("file://"))
     shutil.rmtree(artifacts / "reference")  # as for a run from before references were logged
     rows, provenance = reference_texts(cfg, champ)

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import stages
 from pipeline.errors import PipelineError
 from pipeline.ops import services as svc
-from pipeline.registry import tracking
+from pipeline.registry import champion_alias, connection, model_versions, run_log
 from tests.conftest import PARAMS, REPO, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -73,13 +74,14 @@ def test_services_start_once_and_refuse_a_taken_port(services: svc.Services, tmp
 PROMOTER = """
 import sys
 from pipeline.config import load_config
-from pipeline.registry import tracking
+from pipeline.registry import champion_alias, connection, model_versions, run_log
 params, project, uri, version, rounds = sys.argv[1:]
 lock = f"mlflow.lock_file={project}/locks-{version}/registry.lock"  # not shared: only the registry protects aliases
 cfg = load_config(params, [f"project_dir={project}", f"mlflow.tracking_uri={uri}", lock], {})
-client = tracking.client(cfg)
+client = connection.client(cfg.registry)
 for i in range(int(rounds)):
-    tracking.promote(cfg, client, version if i % 2 == 0 else "1", actor=f"machine-{version}", reason=str(i))
+    target = version if i % 2 == 0 else "1"
+    champion_alias.promote(cfg.registry, client, target, actor=f"machine-{version}", reason=str(i))
 """
 
 
@@ -90,14 +92,14 @@ def test_flow_on_postgres_and_concurrent_promotions_without_a_shared_lock(
 
     cfg = tiny_config(f"mlflow.tracking_uri={services.mlflow_url}")
     summary = training_flow(cfg)
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     first = client.get_model_version(MODEL, summary["version"])
     assert summary["version"] == "1" and client.get_model_version_by_alias(MODEL, "champion").version == "1"
     assert client.get_run(first.run_id).info.artifact_uri.startswith("mlflow-artifacts:")  # proxied by the server
     for _ in range(2):  # versions 2 and 3, each from its own run (one version per run), to promote back and forth
-        run_id = tracking.start_run(cfg, client)
-        logged = tracking.log_model(run_id, tiny_model_dir, ["joy", "fear"])  # uploaded through the server
-        tracking.register(cfg, client, logged, run_id, {"gate": "passed"}, "card")
+        run_id = stages.start_run(cfg, client)
+        logged = run_log.log_model(run_id, tiny_model_dir, ["joy", "fear"])  # uploaded through the server
+        model_versions.register(cfg.registry, client, logged, run_id, {"gate": "passed"}, "card")
 
     rounds = 6
     promoters = [
@@ -112,16 +114,16 @@ def test_flow_on_postgres_and_concurrent_promotions_without_a_shared_lock(
     for promoter in promoters:
         assert promoter.wait(timeout=600) == 0, promoter.stderr.read()[-3000:]
 
-    events = tracking.history(cfg, client)
+    events = champion_alias.history(cfg.registry, client)
     assert len(events) == 1 + 2 * rounds  # the flow's promotion, then none lost
     for before, after in itertools.pairwise(events):  # each promotion saw the champion the one before it set
         assert after.previous == before.version
     model = client.get_registered_model(MODEL)
-    assert {k.split(".")[1] for k in model.tags if k.startswith(tracking.HISTORY_PREFIX)} == {
+    assert {k.split(".")[1] for k in model.tags if k.startswith(champion_alias.HISTORY_PREFIX)} == {
         f"{n:06d}" for n in range(1, 2 * rounds + 2)
     }  # one entry per generation, none overwritten
-    assert model.tags[tracking.GENERATION_TAG].startswith(f"{2 * rounds + 1}:")
+    assert model.tags[champion_alias.GENERATION_TAG].startswith(f"{2 * rounds + 1}:")
     assert str(model.aliases["champion"]) == events[-1].version
     if events[-1].previous != events[-1].version:
         assert str(model.aliases["previous"]) == events[-1].previous
-    assert client.search_registered_models(f"name='{MODEL}{tracking.LEASE_SUFFIX}'") == []
+    assert client.search_registered_models(f"name='{MODEL}{champion_alias.LEASE_SUFFIX}'") == []

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_config
-from pipeline.registry import tracking
+from pipeline.registry import connection, model_versions
 from tests.conftest import BIN, PARAMS, REPO, init_project, tiny_overrides
 from tests.servers import WAIT_SECONDS, run_and_wait, stop, wait_for
 
@@ -119,7 +119,10 @@ def test_deployments_on_a_real_server(
             cfg = load_config(PARAMS, overrides, environ={})
             monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the flow reads the environment
             assert retrain_flow(str(PARAMS), overrides, trigger="manual")["version"] == "1"
-            assert str(tracking.version_by_alias(cfg, tracking.client(cfg), "champion").version) == "1"
+            assert (
+                str(model_versions.version_by_alias(cfg.registry, connection.client(cfg.registry), "champion").version)
+                == "1"
+            )
 
             batch = sample_batch(tmp_path / "posts.txt")
             run_and_wait(client, "emotion-drift-check/daily", {"batch": str(batch)}, log, serving)
@@ -133,9 +136,11 @@ def test_deployments_on_a_real_server(
         code = stop(serving, signal.SIGINT)
     assert code == 0, log.read_text()[-3000:]
 
-    mlflow_client = tracking.client(cfg)
+    mlflow_client = connection.client(cfg.registry)
     v2 = mlflow_client.get_model_version("emotion-classifier", "2")
     assert v2.tags["gate"] == "passed" and Path(v2.tags["data_source"]).is_relative_to(project / "artifacts" / "merged")
-    assert str(tracking.version_by_alias(cfg, mlflow_client, "champion").version) == "2"  # passed: promoted
+    assert (
+        str(model_versions.version_by_alias(cfg.registry, mlflow_client, "champion").version) == "2"
+    )  # passed: promoted
     reports = list((project / "artifacts" / "monitoring").glob("*-posts/drift_report.html"))
     assert len(reports) == 1

@@ -1,4 +1,4 @@
-"""promotion.gate_and_promote and `emotion register` on a real sqlite MLflow registry with the tiny model.
+"""stages.gate_and_promote and `emotion register` on a real sqlite MLflow registry with the tiny model.
 
 One evaluated project is trained per module; each test gets its own empty registry.
 """
@@ -15,7 +15,7 @@ import pytest
 from pipeline import cli, stages
 from pipeline.config import Config, load_config
 from pipeline.data.encode import PreparedData
-from pipeline.registry import promotion, tracking
+from pipeline.registry import champion_alias, connection, model_versions, promotion, run_log
 from pipeline.registry.versioning import dvc_hash
 from tests.conftest import PARAMS, classifier_folder, init_project, tiny_overrides
 
@@ -34,11 +34,11 @@ def evaluated_project(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: 
     trained = stages.train_stage(cfg, prepared)
     evaluation, _ = stages.evaluate_stage(cfg, prepared)
     behaviour = stages.behaviour_stage(cfg, prepared)
-    lineage = promotion.lineage_of(cfg, data_hash, run_id="")
+    lineage = stages.lineage_of(cfg, data_hash, run_id="")
     layout = stages.Layout.of(cfg)
     return (
         project,
-        promotion.EvaluatedRun(labels, evaluation.metrics, behaviour, trained.calibration, lineage, layout),
+        stages.evaluated_run(labels, evaluation.metrics, behaviour, trained.calibration, lineage, layout),
         prepared,
     )
 
@@ -58,32 +58,32 @@ def setup(evaluated_project, tiny_model_dir: Path, tmp_path: Path):
         return load_config(PARAMS, tiny_overrides(project, tiny_model_dir, *registry, *extra), environ={})
 
     def evaluated(cfg: Config) -> promotion.EvaluatedRun:
-        run_id = tracking.start_run(cfg, tracking.client(cfg))
+        run_id = stages.start_run(cfg, connection.client(cfg.registry))
         return dataclasses.replace(template, lineage=template.lineage | {"run_id": run_id})
 
     return config, evaluated, prepared
 
 
 def aliases(cfg: Config) -> dict[str, str]:
-    return {k: str(v) for k, v in tracking.client(cfg).get_registered_model(MODEL).aliases.items()}
+    return {k: str(v) for k, v in connection.client(cfg.registry).get_registered_model(MODEL).aliases.items()}
 
 
 def test_passing_challenger_becomes_champion_and_the_next_is_compared_with_it(setup) -> None:
     config, evaluated, prepared = setup
     cfg = config()
-    first = promotion.gate_and_promote(cfg, evaluated(cfg), prepared, actor="test")
+    first = stages.gate_and_promote(cfg, evaluated(cfg), prepared, actor="test")
     assert first.verdict.passed and first.promoted and first.champion_before is None
     assert (first.version, first.aliases) == ("1", ["challenger", "champion"])
     assert "no comparable champion: the absolute checks alone decide" in first.verdict.notes
 
     run = evaluated(cfg)
-    second = promotion.gate_and_promote(cfg, run, prepared, actor="test")
+    second = stages.gate_and_promote(cfg, run, prepared, actor="test")
     assert second.promoted and second.version == "2" and second.champion_before == "1"
     assert second.champion_metrics == pytest.approx(run.metrics)  # the same model, re-scored on the same test set
     assert "macro_f1 vs champion" in {c.name for c in second.verdict.checks}
     assert aliases(cfg) == {"champion": "2", "challenger": "2", "previous": "1"}
 
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     version = client.get_model_version(MODEL, "2")
     assert version.tags["gate"] == "passed" and version.tags["compared_with_champion"] == "1"
     assert version.tags["run_id"] == run.run_id and "PASSED" in version.description
@@ -92,15 +92,15 @@ def test_passing_challenger_becomes_champion_and_the_next_is_compared_with_it(se
     assert logged.data.metrics["champion_test_macro_f1"] == pytest.approx(run.metrics["macro_f1"])
     files = {a.path for a in client.list_artifacts(run.run_id, "evaluation")}
     assert {"evaluation/gate.json", "evaluation/comparison.md", "evaluation/behaviour.json"} <= files
-    assert [e.kind for e in tracking.history(cfg, client)] == ["gate", "gate"]
+    assert [e.kind for e in champion_alias.history(cfg.registry, client)] == ["gate", "gate"]
 
 
 def test_the_champion_comparison_is_paired_and_every_score_has_its_interval(setup) -> None:
     config, evaluated, prepared = setup
     cfg = config()
-    promotion.gate_and_promote(cfg, evaluated(cfg), prepared, actor="test")
+    stages.gate_and_promote(cfg, evaluated(cfg), prepared, actor="test")
     run = evaluated(cfg)
-    result = promotion.gate_and_promote(cfg, run, prepared, actor="test")
+    result = stages.gate_and_promote(cfg, run, prepared, actor="test")
 
     macro = next(c for c in result.verdict.checks if c.name == "macro_f1 vs champion")
     assert (macro.value, macro.interval) == (0.0, (0.0, 0.0))  # the same model on the same rows: no difference
@@ -116,7 +116,7 @@ def test_the_champion_comparison_is_paired_and_every_score_has_its_interval(setu
         metrics["macro_f1_ci_high"],
     ]
 
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     logged = client.get_run(run.run_id).data.metrics
     assert logged["vs_champion_macro_f1"] == 0.0 and logged["vs_champion_macro_f1_ci_high"] == 0.0
     assert logged["champion_test_macro_f1_ci_low"] == pytest.approx(metrics["macro_f1_ci_low"])
@@ -129,41 +129,45 @@ def test_the_champion_comparison_is_paired_and_every_score_has_its_interval(setu
 def test_failing_challenger_is_registered_as_challenger_only(setup) -> None:
     config, evaluated, prepared = setup
     cfg = config()
-    promotion.gate_and_promote(cfg, evaluated(cfg), prepared, actor="test")
+    stages.gate_and_promote(cfg, evaluated(cfg), prepared, actor="test")
     strict = config("gate.min_macro_f1=1.0")
-    result = promotion.gate_and_promote(strict, evaluated(strict), prepared, actor="test")
+    result = stages.gate_and_promote(strict, evaluated(strict), prepared, actor="test")
 
     assert not result.verdict.passed and result.aliases == ["challenger"] and result.champion_before == "1"
     assert "macro_f1" in {c.name for c in result.verdict.failed}
     assert aliases(cfg) == {"champion": "1", "challenger": "2"}
-    assert tracking.client(cfg).get_model_version(MODEL, "2").tags["gate"] == "failed"
+    assert connection.client(cfg.registry).get_model_version(MODEL, "2").tags["gate"] == "failed"
     written = json.loads((strict.artifacts / "gate.json").read_text())
     assert written["passed"] is False and written["champion_version"] == "1"
 
 
 def register_other(cfg: Config, model_dir: Path, labels: list[str]) -> str:
     """A second version that passed its gate in 'another run' (registered, not champion)."""
-    client = tracking.client(cfg)
-    run_id = tracking.start_run(cfg, client)
-    return tracking.register(cfg, client, tracking.log_model(run_id, model_dir, labels), run_id, {"gate": "passed"}, "")
+    client = connection.client(cfg.registry)
+    run_id = stages.start_run(cfg, client)
+    return model_versions.register(
+        cfg.registry, client, run_log.log_model(run_id, model_dir, labels), run_id, {"gate": "passed"}, ""
+    )
 
 
 def test_champion_moved_meanwhile_is_rescored_and_regated(setup) -> None:
     config, evaluated, prepared = setup
     cfg = config()
     run = evaluated(cfg)
-    promotion.gate_and_promote(cfg, run, prepared, actor="test")
-    other = register_other(cfg, run.layout.model, run.labels)
+    stages.gate_and_promote(cfg, run, prepared, actor="test")
+    other = register_other(cfg, run.model, run.labels)
     scored: list[str | None] = []
 
     def score_then_lose_the_race(cfg: Config, prepared: PreparedData) -> promotion.ChampionScore:
-        champion = promotion.score_champion(cfg, prepared)
+        champion = stages.score_champion(cfg, prepared)
         scored.append(champion.version)
         if len(scored) == 1:  # another run promotes its model after this one scored the champion
-            tracking.promote(cfg, tracking.client(cfg), other, actor="another run", reason="won the race")
+            champion_alias.promote(
+                cfg.registry, connection.client(cfg.registry), other, actor="another run", reason="won the race"
+            )
         return champion
 
-    result = promotion.gate_and_promote(cfg, evaluated(cfg), prepared, actor="test", score=score_then_lose_the_race)
+    result = stages.gate_and_promote(cfg, evaluated(cfg), prepared, actor="test", score=score_then_lose_the_race)
 
     assert scored == ["1", other]  # the new champion was scored too
     assert result.promoted and result.version == "3" and result.champion_before == other
@@ -172,11 +176,11 @@ def test_champion_moved_meanwhile_is_rescored_and_regated(setup) -> None:
         result.notes[0] in result.verdict.notes
         and f"champion v{other} scored on the same test set" in result.verdict.notes
     )
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     assert len(client.search_model_versions(f"name='{MODEL}'")) == 3  # registered once, updated on the re-gate
     assert client.get_model_version(MODEL, "3").tags["compared_with_champion"] == other
     assert aliases(cfg) == {"champion": "3", "challenger": "3", "previous": other}
-    assert [(e.kind, e.version) for e in tracking.history(cfg, client)] == [
+    assert [(e.kind, e.version) for e in champion_alias.history(cfg.registry, client)] == [
         ("gate", "1"),
         ("manual", other),
         ("gate", "3"),
@@ -187,15 +191,21 @@ def test_a_champion_that_keeps_moving_leaves_the_challenger_unpromoted(setup) ->
     config, evaluated, prepared = setup
     cfg = config()
     run = evaluated(cfg)
-    promotion.gate_and_promote(cfg, run, prepared, actor="test")
-    other = register_other(cfg, run.layout.model, run.labels)
+    stages.gate_and_promote(cfg, run, prepared, actor="test")
+    other = register_other(cfg, run.model, run.labels)
 
     def always_lose_the_race(cfg: Config, prepared: PreparedData) -> promotion.ChampionScore:
-        champion = promotion.score_champion(cfg, prepared)
-        tracking.promote(cfg, tracking.client(cfg), other if champion.version == "1" else "1", actor="x", reason="r")
+        champion = stages.score_champion(cfg, prepared)
+        champion_alias.promote(
+            cfg.registry,
+            connection.client(cfg.registry),
+            other if champion.version == "1" else "1",
+            actor="x",
+            reason="r",
+        )
         return champion
 
-    result = promotion.gate_and_promote(cfg, evaluated(cfg), prepared, actor="test", score=always_lose_the_race)
+    result = stages.gate_and_promote(cfg, evaluated(cfg), prepared, actor="test", score=always_lose_the_race)
 
     assert result.verdict.passed and result.aliases == ["challenger"]
     assert len(result.notes) == promotion.PROMOTION_ATTEMPTS + 1 and "gave up after 3 attempts" in result.notes[-1]
@@ -207,12 +217,12 @@ def test_a_champion_with_another_label_set_is_kept_until_a_person_promotes(
 ) -> None:
     config, evaluated, prepared = setup
     cfg = config()
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     old_labels = ["calm", "upset"]
     old = register_other(cfg, classifier_folder(tiny_model_dir, tmp_path / "old", old_labels), old_labels)
-    tracking.promote(cfg, client, old, actor="alice", reason="the old label set")
+    champion_alias.promote(cfg.registry, client, old, actor="alice", reason="the old label set")
 
-    result = promotion.gate_and_promote(cfg, evaluated(cfg), prepared, actor="test")
+    result = stages.gate_and_promote(cfg, evaluated(cfg), prepared, actor="test")
 
     assert result.verdict.passed and not result.promoted and result.champion_before == "1"
     hold = result.verdict.hold or ""
@@ -226,19 +236,21 @@ def test_a_champion_with_another_label_set_is_kept_until_a_person_promotes(
     assert "held for a person" in (cfg.artifacts / promotion.GATE_MD).read_text()
     assert json.loads((cfg.artifacts / promotion.GATE_JSON).read_text())["hold"] == hold
 
-    tracking.promote(cfg, client, "2", actor="bob", reason="the new label set replaces the old one")  # a person
+    champion_alias.promote(
+        cfg.registry, client, "2", actor="bob", reason="the new label set replaces the old one"
+    )  # a person
     assert aliases(cfg) == {"champion": "2", "challenger": "2", "previous": "1"}
 
 
 def test_a_champion_without_a_paired_comparison_is_kept(setup) -> None:
     config, evaluated, prepared = setup
     cfg = config()
-    promotion.gate_and_promote(cfg, evaluated(cfg), prepared, actor="test")
+    stages.gate_and_promote(cfg, evaluated(cfg), prepared, actor="test")
 
     def without_rows(cfg: Config, prepared: PreparedData) -> promotion.ChampionScore:
-        return dataclasses.replace(promotion.score_champion(cfg, prepared), predictions=None)  # no shared rows
+        return dataclasses.replace(stages.score_champion(cfg, prepared), predictions=None)  # no shared rows
 
-    result = promotion.gate_and_promote(cfg, evaluated(cfg), prepared, actor="test", score=without_rows)
+    result = stages.gate_and_promote(cfg, evaluated(cfg), prepared, actor="test", score=without_rows)
     assert result.verdict.passed and not result.promoted
     assert "no paired comparison on shared test rows" in (result.verdict.hold or "")
     assert aliases(cfg) == {"champion": "1", "challenger": "2"}
@@ -249,13 +261,15 @@ def test_a_registry_error_while_gating_stops_before_registering(setup) -> None:
 
     config, evaluated, prepared = setup
     cfg = config()
-    promotion.gate_and_promote(cfg, evaluated(cfg), prepared, actor="test")
+    stages.gate_and_promote(cfg, evaluated(cfg), prepared, actor="test")
     run = evaluated(cfg)
-    with broken_alias_table(cfg), pytest.raises(tracking.RegistryUnavailable, match="alias 'champion'"):
-        promotion.gate_and_promote(cfg, run, prepared, actor="test")  # not taken for 'no champion'
-    client = tracking.client(cfg)
+    with broken_alias_table(cfg), pytest.raises(connection.RegistryUnavailable, match="alias 'champion'"):
+        stages.gate_and_promote(cfg, run, prepared, actor="test")  # not taken for 'no champion'
+    client = connection.client(cfg.registry)
     assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
-    assert aliases(cfg) == {"champion": "1", "challenger": "1"} and len(tracking.history(cfg, client)) == 1
+    assert (
+        aliases(cfg) == {"champion": "1", "challenger": "1"} and len(champion_alias.history(cfg.registry, client)) == 1
+    )
     assert "model_version" not in client.get_run(run.run_id).data.tags
 
 
@@ -263,15 +277,15 @@ def test_a_retried_gate_and_promote_keeps_one_version_and_one_promotion(setup) -
     config, evaluated, prepared = setup
     cfg = config()
     run = evaluated(cfg)
-    first = promotion.gate_and_promote(cfg, run, prepared, actor="test")
-    again = promotion.gate_and_promote(cfg, run, prepared, actor="test")  # the task retried after it finished
+    first = stages.gate_and_promote(cfg, run, prepared, actor="test")
+    again = stages.gate_and_promote(cfg, run, prepared, actor="test")  # the task retried after it finished
     assert first.version == again.version == "1" and again.promoted
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
-    experiment = tracking.experiment_id(cfg, client)
+    experiment = connection.experiment_id(cfg.registry, client)
     logged = client.search_logged_models([experiment], filter_string=f"source_run_id='{run.run_id}'")
     assert len(logged) == 1  # the retry did not log the model again
-    assert [e.version for e in tracking.history(cfg, client)] == ["1"]
+    assert [e.version for e in champion_alias.history(cfg.registry, client)] == ["1"]
 
 
 def test_a_prefect_task_retried_after_registering_leaves_one_version(setup, prefect_harness: None) -> None:
@@ -285,7 +299,7 @@ def test_a_prefect_task_retried_after_registering_leaves_one_version(setup, pref
 
     @task(retries=1, retry_delay_seconds=0, cache_policy=NO_CACHE)
     def register_then_crash() -> str:
-        result = promotion.gate_and_promote(cfg, run, prepared, actor="test")
+        result = stages.gate_and_promote(cfg, run, prepared, actor="test")
         tries.append(result.version)
         if len(tries) == 1:
             raise ConnectionError("the worker lost its connection after registering")
@@ -296,7 +310,7 @@ def test_a_prefect_task_retried_after_registering_leaves_one_version(setup, pref
         return register_then_crash()
 
     assert retrying() == "1" and tries == ["1", "1"]
-    assert len(tracking.client(cfg).search_model_versions(f"name='{MODEL}'")) == 1
+    assert len(connection.client(cfg.registry).search_model_versions(f"name='{MODEL}'")) == 1
 
 
 @pytest.fixture
@@ -319,7 +333,7 @@ def test_cli_prepare_train_evaluate_register(project: Path, tiny_model_dir: Path
     assert "gate      PASSED" in out and f"registry  {MODEL} version 1 -> aliases: challenger, champion" in out
 
     cfg = load_config(PARAMS, tiny_overrides(project, tiny_model_dir), environ={})
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     version = client.get_model_version_by_alias(MODEL, "champion")
     assert str(version.version) == "1" and version.tags["data_hash"] == dvc_hash(project / "data.dvc")
     run = client.get_run(version.run_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.cli import format_summary
-from pipeline.registry import tracking
+from pipeline.registry import champion_alias, connection
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -23,7 +23,7 @@ def test_worse_challenger_is_refused_better_promoted_then_rolled_back(tiny_confi
         f"macro-F1 {metrics['macro_f1']:.4f} [{metrics['macro_f1_ci_low']:.2f}, {metrics['macro_f1_ci_high']:.2f}]"
     )
     assert interval in format_summary(weak)
-    logged = tracking.client(tiny_config()).get_run(weak["run_id"]).data.metrics
+    logged = connection.client(tiny_config().registry).get_run(weak["run_id"]).data.metrics
     assert logged["test_macro_f1_ci_low"] == pytest.approx(metrics["macro_f1_ci_low"], abs=1e-4)
     assert logged["test_macro_f1_ci_high"] == pytest.approx(metrics["macro_f1_ci_high"], abs=1e-4)
 
@@ -40,7 +40,7 @@ def test_worse_challenger_is_refused_better_promoted_then_rolled_back(tiny_confi
     assert better["gate"]["passed"] and better["champion_before"] == weak["version"]
 
     cfg = tiny_config()
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     assert {k: str(v) for k, v in client.get_registered_model("emotion-classifier").aliases.items()} == {
         "champion": better["version"],
         "previous": weak["version"],
@@ -52,6 +52,6 @@ def test_worse_challenger_is_refused_better_promoted_then_rolled_back(tiny_confi
     card = client.get_model_version("emotion-classifier", better["version"]).description
     assert "### Intended use" in card and "### Limitations" in card and "PASSED" in card
 
-    tracking.rollback(cfg, client, actor="test", reason="better model misbehaves in production")
+    champion_alias.rollback(cfg.registry, client, actor="test", reason="better model misbehaves in production")
     assert str(client.get_model_version_by_alias("emotion-classifier", "champion").version) == weak["version"]
-    assert [e.kind for e in tracking.history(cfg, client)] == ["gate", "gate", "rollback"]
+    assert [e.kind for e in champion_alias.history(cfg.registry, client)] == ["gate", "gate", "rollback"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import cli
-from pipeline.registry import tracking
+from pipeline.registry import connection
 from tests.conftest import BIN, PARAMS, tiny_overrides
 from tests.synthetic_text import SEVEN, THINGS, WORDS
 
@@ -74,8 +74,8 @@ def test_pipe_file_with_40_extra_columns_trains_by_inspected_flags(
     assert "emotions.txt line(s) 6, 51" in report
     assert "label case/whitespace normalised: 'ANGER' -> 'anger'" in report
     cfg = tiny_config()
-    client = tracking.client(cfg)
-    run = client.search_runs([tracking.experiment_id(cfg, client)])[0]
+    client = connection.client(cfg.registry)
+    run = client.search_runs([connection.experiment_id(cfg.registry, client)])[0]
     assert run.data.params["data_bad_rows"] == "2" and run.data.metrics["data_bad_rows"] == 2.0
     assert run.data.params["data_read.delimiters"] == "pipe" and run.data.params["data.bad_rows"] == "skip"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "reports")}

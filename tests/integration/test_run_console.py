@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_config
-from pipeline.registry import tracking
+from pipeline.registry import connection
 from tests.conftest import BIN, PARAMS, tiny_overrides
 
 pytestmark = pytest.mark.slow
@@ -51,5 +51,5 @@ def test_run_prints_stage_lines_and_summary_and_logs_the_rest(project: Path, tin
 
     run_id = next(line.split()[-1] for line in lines if line.startswith("mlflow    run "))
     cfg = load_config(PARAMS, overrides, environ={})
-    logged = tracking.client(cfg).list_artifacts(run_id, "logs")
+    logged = connection.client(cfg.registry).list_artifacts(run_id, "logs")
     assert [Path(a.path).name for a in logged] == [log_file.name]

@@ -81,16 +81,18 @@ def test_killed_run_resumes_without_rescoring_finished_shards(
 @pytest.mark.usefixtures("prefect_harness")
 def test_flow_scores_with_the_champion_and_logs_an_mlflow_run(tmp_path: Path, tiny_classifier_dir: Path) -> None:
     from flows.scoring import scoring_flow
-    from pipeline.registry import tracking
+    from pipeline.registry import connection, model_versions, run_log
 
     cfg = load_config(
         PARAMS, [f"project_dir={tmp_path}", f"mlflow.lock_file={tmp_path}/mlflow/registry.lock"], environ={}
     )
-    client = tracking.client(cfg)
-    run_id = client.create_run(tracking.experiment_id(cfg, client)).info.run_id
+    client = connection.client(cfg.registry)
+    run_id = client.create_run(connection.experiment_id(cfg.registry, client)).info.run_id
     labels = ["sadness", "joy", "love", "anger", "fear", "surprise"]
-    version = tracking.register(cfg, client, tracking.log_model(run_id, tiny_classifier_dir, labels), run_id, {}, "")
-    tracking.set_alias(cfg, client, tracking.CHAMPION, version)
+    version = model_versions.register(
+        cfg.registry, client, run_log.log_model(run_id, tiny_classifier_dir, labels), run_id, {}, ""
+    )
+    model_versions.set_alias(cfg.registry, client, model_versions.CHAMPION, version)
 
     inp = big_input(tmp_path / "batch.csv", 1)
     rows = len(pd.read_csv(inp))

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.registry import tracking
+from pipeline.registry import champion_alias, connection, model_versions, run_log
 from tests.conftest import BIN, PARAMS, free_port, init_project, tiny_overrides
 
 pytestmark = pytest.mark.slow
@@ -94,8 +94,8 @@ def trained_registry(folder: Path, tiny_model_dir: Path) -> dict[str, Any]:
     cfg = serve_config(project, tiny_model_dir)
     training_flow(cfg)
     training_flow(serve_config(project, tiny_model_dir, "train.seed=7"))
-    client = tracking.client(cfg)
-    tracking.set_alias(cfg, client, tracking.CHAMPION, "1")
+    client = connection.client(cfg.registry)
+    model_versions.set_alias(cfg.registry, client, model_versions.CHAMPION, "1")
     return {"project": project, "cfg": cfg, "client": client}
 
 
@@ -321,7 +321,7 @@ def test_hot_reload_when_the_champion_moves(api: httpx.Client, store: dict[str, 
     worker.start()
     try:
         wait_for(lambda: len(seen) >= 3, "requests before the reload")
-        tracking.set_alias(store["cfg"], store["client"], tracking.CHAMPION, "2")
+        model_versions.set_alias(store.registry["cfg"], store["client"], model_versions.CHAMPION, "2")
         wait_for(lambda: api.get("/health").json()["version"] == "2", "the new champion to be served")
         count = len(seen)
         wait_for(lambda: len(seen) >= count + 3, "requests after the reload")
@@ -336,7 +336,7 @@ def test_hot_reload_when_the_champion_moves(api: httpx.Client, store: dict[str, 
 
     # POST /reload answers at once with nothing to do, and after moving the alias back it swaps on request
     assert api.post("/reload").json() == {"changed": False, "version": "2", "last_error": None}
-    tracking.set_alias(store["cfg"], store["client"], tracking.CHAMPION, "1")
+    model_versions.set_alias(store.registry["cfg"], store["client"], model_versions.CHAMPION, "1")
     reloaded = api.post("/reload").json()
     if reloaded["changed"] is False:  # the interval thread may have won the race; either way 1 is served
         assert reloaded["version"] == "1"
@@ -470,7 +470,7 @@ def test_metrics_count_what_was_served(store: dict[str, Any], tiny_model_dir: Pa
 
 def test_canary_fraction_one_answers_with_the_challenger(store: dict[str, Any], tiny_model_dir: Path) -> None:
     cfg = serve_config(store["project"], tiny_model_dir, "serve.canary_fraction=1.0")
-    challenger = str(tracking.version_by_alias(cfg, store["client"], tracking.CHALLENGER).version)
+    challenger = str(model_versions.version_by_alias(cfg.registry, store["client"], model_versions.CHALLENGER).version)
     assert challenger == "2"
     with Server(cfg) as server, httpx.Client(base_url=server.url, timeout=60) as http:
         versions = {http.post("/predict", json={"text": text}).json()["version"] for text in SHADOW_TEXTS[:4]}
@@ -491,7 +491,7 @@ def test_canary_fraction_one_answers_with_the_challenger(store: dict[str, Any], 
 def shadow_served(cfg: Any, texts: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict]:
     """Serve ``texts`` two at a time with the shadow on; then the same pairs pinned to version 2 (the shadow sees
     exactly these batches, so its answers are the same). Waits until the tags hold every shadow sample."""
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     before = int(client.get_model_version("emotion-classifier", "2").tags.get("shadow.samples", "0"))
     pairs = [texts[i : i + 2] for i in range(0, len(texts), 2)]
     with Server(cfg) as server, httpx.Client(base_url=server.url, timeout=60) as http:
@@ -557,19 +557,19 @@ def test_promote_requires_shadow_evidence(
     assert cli.main(["promote", "2", "--reason", "looks better", *common]) == 2
     err = capsys.readouterr().err
     assert f"version 2 was shadow-scored on {have} texts, fewer than gate.min_shadow_samples={need}" in err
-    assert str(tracking.version_by_alias(store["cfg"], client, tracking.CHAMPION).version) == "1"
+    assert str(model_versions.version_by_alias(store.registry["cfg"], client, model_versions.CHAMPION).version) == "1"
 
     cfg = serve_config(project, tiny_model_dir, "serve.shadow=challenger", "serve.shadow_log_seconds=0.3")
     shadow_served(cfg, SHADOW_TEXTS[:6])
     assert client.get_model_version("emotion-classifier", "2").tags["shadow.samples"] == str(need)
     assert cli.main(["promote", "2", "--reason", "enough shadow", *common, "--set=gate.min_shadow_agreement=0"]) == 0
-    assert str(tracking.version_by_alias(store["cfg"], client, tracking.CHAMPION).version) == "2"
+    assert str(model_versions.version_by_alias(store.registry["cfg"], client, model_versions.CHAMPION).version) == "2"
 
     # version 1 was never shadow-scored: refused, then forced, and the history says what was overridden
     assert cli.main(["promote", "1", "--reason", "back", *common]) == 2
     assert "version 1 was shadow-scored on 0 texts" in capsys.readouterr().err
     assert cli.main(["promote", "1", "--reason", "back", "--force", *common]) == 0
-    last = tracking.history(store["cfg"], client)[-1]
+    last = champion_alias.history(store.registry["cfg"], client)[-1]
     assert last.version == "1" and last.reason.startswith("back [forced: ") and "gate.min_shadow_samples" in last.reason
 
 
@@ -581,7 +581,7 @@ def test_onnx_fp32_backend_serves_the_logged_export(
 
     client = store["client"]
     run_id = client.get_model_version("emotion-classifier", "1").run_id
-    assert [a.path for a in client.list_artifacts(run_id, "onnx")] == [tracking.ONNX_ARTIFACT]
+    assert [a.path for a in client.list_artifacts(run_id, "onnx")] == [run_log.ONNX_ARTIFACT]
     cfg = serve_config(store["project"], tiny_model_dir, "serve.backend=onnx-fp32")
     with (
         caplog.at_level(logging.INFO, logger="pipeline"),

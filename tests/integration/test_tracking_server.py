@@ -84,7 +84,7 @@ def test_flow_registers_through_server_and_models_serve_answers_calibrated(
     from pipeline.model.calibration import load_temperature
     from pipeline.model.inference import predict_logits, softmax
     from pipeline.model.predict import Predictor
-    from pipeline.registry import tracking
+    from pipeline.registry import connection, run_log
 
     summary = training_flow(tiny_config(f"mlflow.tracking_uri={tracking_server}", "train.learning_rate=1e-2"))
 
@@ -124,8 +124,8 @@ def test_flow_registers_through_server_and_models_serve_answers_calibrated(
     finally:
         stop(serve)
 
-    tracking.client(tiny_config(f"mlflow.tracking_uri={tracking_server}"))
-    folder = tracking.download_model("models:/emotion-classifier@champion", tmp_path / "champion")
+    connection.client(tiny_config(f"mlflow.tracking_uri={tracking_server}").registry)
+    folder = run_log.download_model("models:/emotion-classifier@champion", tmp_path / "champion")
     temperature = load_temperature(folder)
     assert temperature != pytest.approx(1.0, abs=1e-3)  # a fitted temperature travels with the model
     predictor = Predictor(folder)

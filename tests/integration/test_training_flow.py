@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import DataValidationError
-from pipeline.registry import tracking
+from pipeline.registry import connection, model_versions
 from pipeline.registry.versioning import dvc_hash
 from tests.conftest import BIN, PARAMS, copy_sample, tiny_overrides
 
@@ -21,12 +21,12 @@ LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
 
 
 def versions(cfg) -> list[str]:
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     return sorted(str(v.version) for v in client.search_model_versions(f"name='{MODEL}'"))
 
 
 def champion(cfg) -> str | None:
-    found = tracking.version_by_alias(cfg, tracking.client(cfg), "champion")
+    found = model_versions.version_by_alias(cfg.registry, connection.client(cfg.registry), "champion")
     return str(found.version) if found else None
 
 
@@ -39,7 +39,7 @@ def test_flow_trains_gates_registers_with_lineage(tiny_config, project: Path) ->
     assert summary["gate"]["passed"], summary["gate"]
     assert summary["version"] == "1" and summary["aliases"] == ["challenger", "champion"]
     assert summary["rows"] == {"train": 480, "validation": 120, "test": 120}
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     version = client.get_model_version_by_alias(MODEL, "champion")
     assert str(version.version) == "1"
     assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == "1"
@@ -93,8 +93,10 @@ def test_failing_gate_registers_challenger_and_keeps_champion(tiny_config) -> No
     cfg = tiny_config()
     assert versions(cfg) == ["1", "2"]
     assert champion(cfg) == "1"
-    assert str(tracking.version_by_alias(cfg, tracking.client(cfg), "challenger").version) == "2"
-    assert tracking.client(cfg).get_model_version(MODEL, "2").tags["gate"] == "failed"
+    assert (
+        str(model_versions.version_by_alias(cfg.registry, connection.client(cfg.registry), "challenger").version) == "2"
+    )
+    assert connection.client(cfg.registry).get_model_version(MODEL, "2").tags["gate"] == "failed"
 
 
 def corrupt(folder: Path) -> Path:
@@ -127,8 +129,8 @@ def test_corrupted_data_stops_at_validation_and_registers_nothing(tiny_config, t
     assert failed["label in declared set"].examples[0]["text"] == "i am bored out of my mind"
     assert "missing split(s): test" in failed["every split present"].detail
     cfg = tiny_config()
-    failed_runs = tracking.client(cfg).search_runs(
-        [tracking.experiment_id(cfg, tracking.client(cfg))], "attributes.status = 'FAILED'"
+    failed_runs = connection.client(cfg.registry).search_runs(
+        [connection.experiment_id(cfg.registry, connection.client(cfg.registry))], "attributes.status = 'FAILED'"
     )
     assert len(failed_runs) == 1 and failed_runs[0].data.tags["data_source"] == str(bad)
     failed_dir = project / "artifacts" / "runs" / failed_runs[0].info.run_id

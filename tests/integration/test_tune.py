@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_config
-from pipeline.registry import tracking
+from pipeline.registry import connection
 from tests.conftest import BIN, PARAMS, tiny_overrides
 
 pytestmark = pytest.mark.slow
@@ -58,7 +58,7 @@ def test_tune_runs_a_study_and_writes_a_recipe_that_run_accepts(project: Path, t
     assert set(best.params) == set(space)  # every parameter of the configured space was searched
 
     cfg = load_config(PARAMS, overrides, environ={})
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     experiment = client.get_experiment_by_name("emotion-tuning")
     parent_id = next(line.split()[2] for line in output.splitlines() if line.startswith("mlflow    run "))
     children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")

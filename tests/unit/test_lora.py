@@ -149,7 +149,7 @@ def test_peft_defaults_of_params_yaml_agree_with_the_config_model():
 def test_gpu_lora_llama_recipe_is_a_valid_layer_over_params_yaml():
     import json
 
-    from pipeline.registry.tracking import flatten
+    from pipeline.registry.run_log import flatten
 
     recipe = yaml.safe_load((PARAMS.parent / "recipes" / "gpu-lora-llama.yaml").read_text())
     overrides = [f"{key}={json.dumps(value)}" for key, value in flatten(recipe).items()]

@@ -35,11 +35,12 @@ def test_redact(text: str, expected: str):
 
 
 def test_logged_params_hide_passwords(tmp_path: Path):
-    from pipeline.registry import tracking
+    from pipeline import stages
+    from pipeline.registry import connection
 
     cfg = load_config(PARAMS, [f"project_dir={tmp_path}", f"data.dvc_remote={REMOTE}"], environ={})
-    mlflow_client = tracking.client(cfg)
-    run_id = tracking.start_run(cfg, mlflow_client)  # logs every setting as a param
+    mlflow_client = connection.client(cfg.registry)
+    run_id = stages.start_run(cfg, mlflow_client)  # logs every setting as a param
     params = mlflow_client.get_run(run_id).data.params
     assert params["data.dvc_remote"] == "https://bob:***@dvc.example.com/store"
     assert not any("hunter2" in value for value in params.values())

@@ -59,13 +59,13 @@ def version(**tags: str) -> Any:
 
 def test_promotion_needs_shadow_samples_and_agreement_only_when_configured() -> None:
     evidence = {"shadow.samples": "150", "shadow.agreement": "0.8", "shadow.champion": "3"}
-    assert promotion_problem(Config(), version()) is None  # gate.min_shadow_samples 0: not required
+    assert promotion_problem(Config().registry, version()) is None  # gate.min_shadow_samples 0: not required
     cfg = Config.model_validate({"gate": {"min_shadow_samples": 200, "min_shadow_agreement": 0.9}})
     assert "shadow-scored on 150 texts, fewer than gate.min_shadow_samples=200" in promotion_problem(
-        cfg, version(**evidence)
+        cfg.registry, version(**evidence)
     )
-    assert "shadow-scored on 0 texts" in promotion_problem(cfg, version())
+    assert "shadow-scored on 0 texts" in promotion_problem(cfg.registry, version())
     enough = evidence | {"shadow.samples": "200"}
-    problem = promotion_problem(cfg, version(**enough))
+    problem = promotion_problem(cfg.registry, version(**enough))
     assert "agreed with champion version 3 on 80.0% of 200" in problem and "min_shadow_agreement=90.0%" in problem
-    assert promotion_problem(cfg, version(**(enough | {"shadow.agreement": "0.95"}))) is None
+    assert promotion_problem(cfg.registry, version(**(enough | {"shadow.agreement": "0.95"}))) is None

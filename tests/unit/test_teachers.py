@@ -43,7 +43,7 @@ def test_plan_gives_each_teacher_its_seed_folders_and_the_overrides(tmp_path: Pa
         "train.distill.teacher_seeds=[3, 1]",
         "train.distill.teacher_overrides={epochs: 2, learning_rate: 0.01}",
     )
-    plan = teachers.plan(cfg, tmp_path / "artifacts", tmp_path / "artifacts" / "checkpoints")
+    plan = teachers.plan(cfg.train, tmp_path / "artifacts", tmp_path / "artifacts" / "checkpoints")
 
     assert [t.name for t in plan] == ["seed3", "seed1"]
     assert [t.model_dir for t in plan] == [tmp_path / "artifacts" / "teachers" / f"seed{s}" for s in (3, 1)]
@@ -54,10 +54,10 @@ def test_plan_gives_each_teacher_its_seed_folders_and_the_overrides(tmp_path: Pa
     assert (first.seed, first.epochs, first.learning_rate, first.teachers) == (3, 2, 0.01, [])
     assert first.distill.teacher_seeds == [] and first.batch_size == cfg.train.batch_size
 
-    student = teachers.student_config(cfg, plan).train
+    student = teachers.student_config(cfg.train, plan)
     assert (student.seed, student.epochs) == (9, 5)
     assert student.teachers == ["/saved/teacher", *(str(t.model_dir) for t in plan)]
-    assert teachers.student_config(cfg, []) is cfg
+    assert teachers.student_config(cfg.train, []) is cfg.train
 
 
 def test_training_one_model_refuses_a_config_whose_teachers_are_not_trained(tmp_path: Path) -> None:
@@ -67,7 +67,7 @@ def test_training_one_model_refuses_a_config_whose_teachers_are_not_trained(tmp_
     with pytest.raises(PipelineError, match=r"teachers \(seed3, seed1\) trained in the run: `emotion run`"):
         stages.train_stage(cfg, prepared=None)  # type: ignore[arg-type]  # refused before the data is read
     layout = stages.Layout.of(cfg)
-    student = teachers.student_config(cfg, teachers.plan(cfg, layout.root, layout.checkpoints))
+    student = teachers.student_config(cfg.train, teachers.plan(cfg.train, layout.root, layout.checkpoints))
     teachers.check_student_config(student, layout.root, layout.checkpoints)  # the flow's student config passes
 
 

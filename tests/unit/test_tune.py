@@ -1,4 +1,4 @@
-"""pipeline.training.tune: the search space as config, pruning at an evaluation, and a search that never sees test."""
+"""pipeline.stages.tune: the search space as config, pruning at an evaluation, and a search that never sees test."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from pipeline.config import load_config
 from pipeline.data.encode import LabelMap, PreparedData
 from pipeline.errors import PipelineError
-from pipeline.registry import tracking
-from pipeline.training import tune
+from pipeline.registry import connection
+from pipeline.stages import tune
 from pipeline.training.train import TrainResult
 from tests.conftest import PARAMS
 
@@ -109,7 +109,7 @@ def test_study_never_gives_the_test_split_to_training(tmp_path: Path, monkeypatc
     assert result.trials_run == 3 and result.states == {"complete": 3} and len(printed) == 3
     assert result.best_value == pytest.approx(result.best_params["learning_rate"] * 100)
 
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     experiment = client.get_experiment_by_name(cfg.tune.experiment)
     children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{result.mlflow_run_id}'")
     assert len(children) == 3 and all(

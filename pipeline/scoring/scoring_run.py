@@ -12,9 +12,9 @@ log = logging.getLogger(__name__)
 
 def log_scoring_run(cfg: Config, summary: ScoreSummary, run_name: str | None = None) -> str:
     """Log one scoring job; the run is tagged with the model and the files, so an output leads back to both."""
-    from pipeline.registry import tracking
+    from pipeline.registry import connection, run_log
 
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     experiment_cfg = cfg.model_copy(
         update={"mlflow": cfg.mlflow.model_copy(update={"experiment": cfg.score.experiment})}
     )
@@ -24,7 +24,7 @@ def log_scoring_run(cfg: Config, summary: ScoreSummary, run_name: str | None = N
         "output": summary.output,
         "inputs": ",".join(summary.inputs)[:5000],
     }
-    run = client.create_run(tracking.experiment_id(experiment_cfg, client), run_name=run_name, tags=tags)
+    run = client.create_run(connection.experiment_id(experiment_cfg.registry, client), run_name=run_name, tags=tags)
     run_id = run.info.run_id
     scored = max(summary.rows_scored, 1)
     metrics = {
@@ -37,8 +37,8 @@ def log_scoring_run(cfg: Config, summary: ScoreSummary, run_name: str | None = N
         "texts_per_second": summary.texts_per_second,
         **{f"label_share.{label}": count / scored for label, count in summary.label_counts.items()},
     }
-    tracking.log_metrics(client, run_id, metrics)
-    tracking.log_param_values(client, run_id, tracking.flatten(cfg.score.model_dump(), "score."))
+    run_log.log_metrics(client, run_id, metrics)
+    run_log.log_param_values(client, run_id, run_log.flatten(cfg.score.model_dump(), "score."))
     client.log_dict(run_id, summary.to_dict(), "scoring/summary.json")
     client.set_terminated(run_id, "FINISHED")
     log.info("scoring logged to MLflow run %s (experiment %s)", run_id, cfg.score.experiment)

@@ -28,7 +28,7 @@ from pipeline.data.encode import PreparedData
 from pipeline.data.ingest import read_snapshot
 from pipeline.errors import PipelineError
 from pipeline.redact import redact
-from pipeline.registry import tracking
+from pipeline.registry import connection, run_log
 from pipeline.training import train
 
 if TYPE_CHECKING:
@@ -121,32 +121,32 @@ class _Tracker:
         experiment_cfg = cfg.model_copy(
             update={"mlflow": cfg.mlflow.model_copy(update={"experiment": cfg.tune.experiment})}
         )
-        client = tracking.client(cfg)
-        experiment_id = tracking.experiment_id(experiment_cfg, client)
+        client = connection.client(cfg.registry)
+        experiment_id = connection.experiment_id(experiment_cfg.registry, client)
         tags = {
             "tune.study": cfg.tune.study,
             "tune.storage": redact(storage),
             "mlflow.runName": f"tune {cfg.tune.study}",
         }
         parent = client.create_run(experiment_id, tags=tags)
-        tracking.log_params(client, parent.info.run_id, cfg)
+        run_log.log_param_values(client, parent.info.run_id, run_log.flatten(cfg.model_dump()))
         return cls(client, experiment_id, parent.info.run_id, cfg.tune.study)
 
     def start_trial(self, number: int, params: dict[str, Any]) -> str:
         tags = {PARENT_TAG: self.parent_id, "tune.study": self.study, "tune.trial": str(number)}
         run = self.client.create_run(self.experiment_id, tags=tags | {"mlflow.runName": f"trial {number}"})
-        tracking.log_param_values(self.client, run.info.run_id, {f"train.{k}": v for k, v in params.items()})
+        run_log.log_param_values(self.client, run.info.run_id, {f"train.{k}": v for k, v in params.items()})
         return str(run.info.run_id)
 
     def log_evaluation(self, run_id: str, row: dict[str, float], evaluation: int) -> None:
         metrics = {k: v for k, v in row.items() if k.startswith("val_") or k == "train_loss"}
-        tracking.log_metrics(self.client, run_id, metrics, step=evaluation)
+        run_log.log_metrics(self.client, run_id, metrics, step=evaluation)
 
     def end_trial(self, run_id: str, state: str, value: float | None = None) -> None:
         if value is not None:
-            tracking.log_metrics(self.client, run_id, {"selected_val_macro_f1": value})
+            run_log.log_metrics(self.client, run_id, {"selected_val_macro_f1": value})
         self.client.set_tag(run_id, "tune.state", state)
-        tracking.end_run(self.client, run_id, "FAILED" if state == "fail" else "FINISHED")
+        run_log.end_run(self.client, run_id, "FAILED" if state == "fail" else "FINISHED")
 
 
 @dataclass
@@ -261,11 +261,11 @@ def run_study(cfg: Config, data: PreparedData, on_trial: TrialCallback | None = 
         best = study.best_trial
         recipe = write_recipe(cfg, best)
         tracker.client.log_artifact(tracker.parent_id, str(recipe), "recipe")
-        tracking.set_tags(tracker.client, tracker.parent_id, {"tune.best_trial": str(best.number)})
-        tracking.log_metrics(tracker.client, tracker.parent_id, {"best_val_macro_f1": float(best.value or 0.0)})
+        run_log.set_tags(tracker.client, tracker.parent_id, {"tune.best_trial": str(best.number)})
+        run_log.log_metrics(tracker.client, tracker.parent_id, {"best_val_macro_f1": float(best.value or 0.0)})
         status = "FINISHED"
     finally:
-        tracking.end_run(tracker.client, tracker.parent_id, status)
+        run_log.end_run(tracker.client, tracker.parent_id, status)
     states: dict[str, int] = {}
     for t in trials:
         states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1

@@ -36,9 +36,9 @@ def log_drift_check(cfg: Config, verdict: DriftVerdict, out_dir: Path, run_name:
 
     The run is tagged with the champion's version and training run, so a check leads back to the model it judged.
     """
-    from pipeline.registry import tracking
+    from pipeline.registry import connection, run_log
 
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     experiment_cfg = cfg.model_copy(
         update={"mlflow": cfg.mlflow.model_copy(update={"experiment": cfg.monitor.experiment})}
     )
@@ -52,12 +52,12 @@ def log_drift_check(cfg: Config, verdict: DriftVerdict, out_dir: Path, run_name:
         "reference_provenance": verdict.reference.get("provenance"),
     }
     run = client.create_run(
-        tracking.experiment_id(experiment_cfg, client),
+        connection.experiment_id(experiment_cfg.registry, client),
         run_name=run_name,
         tags={k: str(v)[:5000] for k, v in tags.items() if v is not None},
     )
     run_id = run.info.run_id
-    tracking.log_metrics(
+    run_log.log_metrics(
         client,
         run_id,
         {
@@ -68,7 +68,7 @@ def log_drift_check(cfg: Config, verdict: DriftVerdict, out_dir: Path, run_name:
             "reference_rows": verdict.reference.get("rows", 0),
         },
     )
-    tracking.log_param_values(client, run_id, tracking.flatten(cfg.monitor.model_dump(), "monitor."))
+    run_log.log_param_values(client, run_id, run_log.flatten(cfg.monitor.model_dump(), "monitor."))
     for name in ("drift_report.html", "verdict.json"):
         if (out_dir / name).exists():
             client.log_artifact(run_id, str(out_dir / name), "drift")
