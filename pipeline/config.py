@@ -107,8 +107,12 @@ class DataConfig(_Section):
 
 
 class CleanConfig(_Section):
-    """Text normalization applied before encoding; the raw snapshot is never changed."""
+    """Text repair and normalization applied before encoding (and, from the model folder, at prediction); the raw
+    snapshot is never changed."""
 
+    repair_html: bool = True  # HTML entities unescaped: &quot; &amp; &#39; -> " & '
+    repair_mojibake: bool = True  # ftfy fixes UTF-8 read as Latin-1/cp1252: donâ€™t -> don’t, ï¿½ -> U+FFFD
+    repair_line_breaks: bool = True  # literal two-character \n, \r and stray carriage returns -> line breaks
     unicode_form: Literal["NFC", "NFKC", "none"] = "NFKC"
     lowercase: bool = False
     mask_urls: bool = True  # http(s)://... and www.... -> url_token
