@@ -64,10 +64,18 @@ class CleanResult:
 
 
 def unescape_html(text: str) -> str:
-    """``&quot;``, ``&amp;``, ``&#39;`` as the characters they stand for (ftfy: only entities ending in ';')."""
+    """``&quot;``, ``&amp;``, ``&#39;`` as the characters they stand for (ftfy: only entities ending in ';').
+
+    Twice-escaped text (``&amp;lt;3``) is unescaped fully, so repairing a repaired text changes nothing: the
+    evaluation and drift paths pass cleaned texts through the model folder's policy once more.
+    """
     import ftfy.fixes
 
-    return ftfy.fixes.unescape_html(text) if "&" in text and HTML_ENTITY.search(text) else text
+    for _ in range(3):
+        if "&" not in text or not HTML_ENTITY.search(text):
+            break
+        text = ftfy.fixes.unescape_html(text)
+    return text
 
 
 def fix_mojibake(text: str) -> str:

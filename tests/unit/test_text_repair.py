@@ -50,6 +50,7 @@ def semeval_tweets_with_literal_newline(limit: int) -> list[str]:
     [
         ("I &quot;love&quot; it &amp; you &lt;3", 'I "love" it & you <3'),
         ("it&#39;s fine", "it's fine"),
+        ("escaped twice &amp;lt;3 &amp;quot;", 'escaped twice <3 "'),
         ("AT&T and R&D stay", "AT&T and R&D stay"),  # no entity: nothing to unescape
         ("donâ€™t stop", "don’t stop"),  # UTF-8 read as cp1252
         ("carï¿½too lazy", "car\ufffdtoo lazy"),  # the lost character becomes U+FFFD, the garbage goes
@@ -166,3 +167,12 @@ def test_prediction_applies_the_saved_repair(tiny_model_dir: Path, tmp_path: Pat
     assert prepared == clean(frame([(t, "joy", "train") for t in raw]), cfg).frame["text"].tolist()
     assert "&quot;" not in prepared[0] and "ï¿½" not in prepared[1] and "\\n" not in prepared[2]
     assert len(predictor.predict(raw)) == 3
+
+
+def test_repair_of_repaired_text_changes_nothing() -> None:
+    """Evaluation and drift score cleaned texts through the model folder's policy again: that must be a no-op."""
+    cfg = CleanConfig()
+    raw = crowdflower_rows("&quot;", 20) + crowdflower_rows("ï¿½", 20) + semeval_tweets_with_literal_newline(20)
+    raw.append("twice &amp;amp;lt;3 \\\\n end")
+    once = [prepare_text(t, cfg) for t in raw]
+    assert [prepare_text(t, cfg) for t in once] == once
