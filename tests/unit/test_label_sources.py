@@ -161,16 +161,33 @@ def test_semeval_empty_rows_refused_when_asked(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_semeval_columns_validate_and_encode_as_multi_label(tmp_path: Path) -> None:
-    """Through the real stages: validation passes, the prepared data is multi-label over 12 labels."""
-    cfg = semeval_cfg(tmp_path, "data.label_columns=auto", "clean.drop_leakage=false")
+def test_semeval_columns_train_and_evaluate_as_multi_label(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Through the real stages (tiny model, 3 steps): validation passes, the model is multi-label over 12 labels,
+    evaluation scores every test row, and the model folder repairs served texts as cleaning did."""
+    from pipeline.model.predict import Predictor
+
+    cfg = semeval_cfg(
+        tmp_path,
+        "data.label_columns=auto",
+        f"model.name={tiny_model_dir}",
+        "model.max_length=64",
+        "train.max_steps=3",
+        "train.device=cpu",
+        "evaluate.bootstrap_samples=100",
+    )
     snapshot, _ = stages.ingest_stage(cfg)
     labels, report = stages.validate_stage(cfg, snapshot.frame)
     assert report.passed and sorted(labels) == sorted([*SEMEVAL_LABELS, "neutral"])
     prepared, changes = stages.prepare_stage(cfg, snapshot.frame, labels)
-    assert prepared.label_map.multi_label is True
-    assert prepared.targets("train").shape[1] == 12
+    assert prepared.label_map.multi_label is True and prepared.targets("train").shape[1] == 12
     assert changes.loc["train", "repaired_literal_newlines"] > 300  # SemEval's literal \n, repaired in cleaning
+    stages.train_stage(cfg, prepared)
+    evaluation, _ = stages.evaluate_stage(cfg, prepared)
+    assert evaluation.multi_label and len(evaluation.metrics) > 0
+    predictor = Predictor(stages.Layout.of(cfg).model)
+    assert predictor.multi_label and predictor.labels == prepared.label_map.labels
+    raw = "Hahaha!\\nHe is a bully &amp; a clown"
+    assert predictor.prepare([raw]) == ["Hahaha! He is a bully & a clown"]
 
 
 def test_indicator_columns_in_any_reader_type_and_subset() -> None:
