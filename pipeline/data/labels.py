@@ -216,11 +216,16 @@ def _indicators(column: pd.Series) -> pd.Series | None:
     return None if values.isna().any() else values.astype(int)
 
 
+def indicator_columns(frame: pd.DataFrame) -> dict[str, pd.Series]:
+    """Every column of only 0s and 1s besides text, split and label (what ``data.label_columns=auto`` takes)."""
+    return {str(c): v for c in frame.columns if str(c) not in NOT_LABELS and (v := _indicators(frame[c])) is not None}
+
+
 def _resolve_columns(frame: pd.DataFrame, wanted: list[str] | str) -> dict[str, pd.Series]:
     """The indicator columns by name: those listed (each must be all 0/1), or every all-0/1 column for ``auto``."""
     available = [str(c) for c in frame.columns]
     if wanted == "auto":
-        found = {c: v for c in available if c not in NOT_LABELS and (v := _indicators(frame[c])) is not None}
+        found = indicator_columns(frame)
         if len(found) < 2:
             raise PipelineError(
                 f"data.label_columns=auto found {len(found)} column(s) of 0/1 values among {', '.join(available)}: "
@@ -241,7 +246,7 @@ def _resolve_columns(frame: pd.DataFrame, wanted: list[str] | str) -> dict[str, 
             bad = frame[column][frame[column].map(_indicator).isna()]
             raise PipelineError(
                 f"data.label_columns: column '{column}' is not a 0/1 indicator column: {len(bad)} row(s) hold "
-                f"other values, e.g. {bad.iloc[0]!r} (row {int(bad.index[0]) + 1}); list only 0/1 columns"
+                f"other values, e.g. {bad.iloc[0]!r} (data row {int(bad.index[0]) + 1}); list only 0/1 columns"
             )
         out[column] = values
     return out
@@ -253,7 +258,7 @@ def labels_from_columns(frame: pd.DataFrame, columns: list[str] | str, empty: st
     Rows with no indicator set get the label ``neutral``, are left out, or stop the run (``empty``: neutral | drop
     | error); the indicator columns stay in the frame (the snapshot keeps only text, label and split).
     """
-    found = _resolve_columns(frame, columns)
+    found = _resolve_columns(frame.set_axis([str(c) for c in frame.columns], axis=1), columns)  # names as written
     names = list(found)
     hot = pd.DataFrame(found).to_numpy(dtype=bool)
     none = np.logical_not(hot.any(axis=1))
@@ -261,7 +266,7 @@ def labels_from_columns(frame: pd.DataFrame, columns: list[str] | str, empty: st
     if none.any() and empty == "error":
         rows = ", ".join(str(i + 1) for i in np.flatnonzero(none)[:5])
         raise PipelineError(
-            f"{int(none.sum())} row(s) have no label set in {', '.join(names)} (e.g. rows {rows}): set "
+            f"{int(none.sum())} row(s) have no label set in {', '.join(names)} (e.g. data rows {rows}): set "
             f"data.empty_labels=neutral to label them '{EMPTY_LABEL}', or data.empty_labels=drop to leave them out"
         )
     fallback = [EMPTY_LABEL] if empty == "neutral" else []

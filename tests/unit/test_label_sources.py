@@ -199,13 +199,17 @@ def test_indicator_columns_in_any_reader_type_and_subset() -> None:
     assert out["label"].tolist() == [["Anger", "fear"], ["fear"], ["neutral"]]
     auto = labels_from_columns(frame, "auto", "drop", LabelReport())
     assert auto["label"].tolist() == [["Anger", "fear"], ["fear", "joy"]]  # id (7, 8, 9) is not an indicator
+    numbered = pd.DataFrame({"text": ["a", "b"], 0: [1, 0], 1: [1, 1]})  # a reader's integer column names
+    assert labels_from_columns(numbered, "auto", "error", LabelReport())["label"].tolist() == [["0", "1"], ["1"]]
 
 
 def test_indicator_column_errors_name_the_problem() -> None:
     frame = pd.DataFrame({"text": ["a", "b"], "anger": ["1", "0"], "score": ["0.5", "1"]})
     with pytest.raises(PipelineError, match="names 'fear', which the data lacks; its columns: text, anger, score"):
         labels_from_columns(frame, ["anger", "fear"], "neutral", LabelReport())
-    with pytest.raises(PipelineError, match=r"'score' is not a 0/1 indicator column: 1 row\(s\) .*'0.5' \(row 1\)"):
+    with pytest.raises(
+        PipelineError, match=r"'score' is not a 0/1 indicator column: 1 row\(s\) .*'0.5' \(data row 1\)"
+    ):
         labels_from_columns(frame, ["anger", "score"], "neutral", LabelReport())
     with pytest.raises(PipelineError, match=r"auto found 1 column\(s\) of 0/1 values"):
         labels_from_columns(frame, "auto", "neutral", LabelReport())
