@@ -57,9 +57,8 @@ class DataConfig(_Section):
     # several 0/1 indicator columns, one per label (SemEval-2018 E-c), make a multi-label dataset: their names, or
     # "auto" (every column of only 0s and 1s besides text and split); sets multi_label; None = data.label_column
     label_columns: list[str] | Literal["auto"] | None = None
-    empty_labels: Literal["neutral", "drop", "error"] = (
-        "neutral"  # label_columns rows with no 1: neutral | drop | error
-    )
+    # label_columns rows with no 1: labelled neutral | left out (drop) | the run stops (error)
+    empty_labels: Literal["neutral", "drop", "error"] = "neutral"
     # named ranges turning a column of numeric scores (e.g. valence 1-5) into labels: {low: [1, 2.5], ...};
     # low <= score < high (the top range includes its high); None = a column of scores is refused
     label_bins: dict[str, list[float]] | None = None
