@@ -9,6 +9,7 @@ params trees, e.g. a benchmark's training settings) layer over params.yaml. Any 
 from __future__ import annotations
 
 import codecs
+import itertools
 import os
 import re
 from dataclasses import dataclass
@@ -54,6 +55,14 @@ class DataConfig(_Section):
     labels: list[str] | None = list(EMOTION_LABELS)  # declared label set, in id order; None = infer from train
     multi_label: bool = False  # labels are lists (GoEmotions, or a column of separated labels)
     label_separator: str = ","  # between labels in a multi-label CSV/TSV cell
+    # several 0/1 indicator columns, one per label (SemEval-2018 E-c), make a multi-label dataset: their names, or
+    # "auto" (every column of only 0s and 1s besides text and split); sets multi_label; None = data.label_column
+    label_columns: list[str] | Literal["auto"] | None = None
+    # label_columns rows with no 1: labelled neutral | left out (drop) | the run stops (error)
+    empty_labels: Literal["neutral", "drop", "error"] = "neutral"
+    # named ranges turning a column of numeric scores (e.g. valence 1-5) into labels: {low: [1, 2.5], ...};
+    # low <= score < high (the top range includes its high); None = a column of scores is refused
+    label_bins: dict[str, list[float]] | None = None
     # numeric label ids name these labels (id = position); null = labels as written
     label_names: list[str] | None = None
     # applied after case/whitespace normalisation: rename, merge (same target), drop (null)
@@ -106,10 +115,48 @@ class DataConfig(_Section):
     def _labels(cls, value: list[str] | None) -> list[str] | None:
         return [" ".join(str(v).split()).lower() for v in value] if value is not None else None  # as the data's
 
+    @field_validator("label_columns")
+    @classmethod
+    def _label_columns(cls, value: list[str] | str | None) -> list[str] | str | None:
+        if isinstance(value, list) and (not value or len(set(value)) != len(value)):
+            raise ValueError(f"list the indicator columns once each (or use auto), got {value}")
+        return value
+
+    @field_validator("label_bins")
+    @classmethod
+    def _label_bins(cls, value: dict[str, list[float]] | None) -> dict[str, list[float]] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("name at least one range, e.g. {low: [1, 2.5], high: [2.5, 5]}, or use null")
+        for name, span in value.items():
+            if len(span) != 2 or not span[0] < span[1]:
+                raise ValueError(f"range '{name}' must be [low, high] with low < high, got {span}")
+        spans = sorted(value.values())
+        for (_, high), (low, _) in itertools.pairwise(spans):
+            if low < high:
+                raise ValueError(f"ranges overlap: one ends at {high:g} after the next starts at {low:g}")
+        return value
+
+    @model_validator(mode="after")
+    def _label_shape(self) -> DataConfig:
+        """Indicator columns always make multi-label data: multi_label follows them instead of being refused."""
+        if self.label_columns is not None and self.label_bins is not None:
+            raise ValueError("label_columns (0/1 columns) and label_bins (one score column) exclude each other")
+        if self.label_bins is not None and self.multi_label:
+            raise ValueError("label_bins turns one score per row into one label: it needs multi_label: false")
+        if self.label_columns is not None:
+            self.multi_label = True
+        return self
+
 
 class CleanConfig(_Section):
-    """Text normalization applied before encoding; the raw snapshot is never changed."""
+    """Text repair and normalization applied before encoding (and, from the model folder, at prediction); the raw
+    snapshot is never changed."""
 
+    repair_html: bool = True  # HTML entities unescaped: &quot; &amp; &#39; -> " & '
+    repair_mojibake: bool = True  # ftfy fixes UTF-8 read as Latin-1/cp1252: donâ€™t -> don’t, ï¿½ -> U+FFFD
+    repair_line_breaks: bool = True  # literal two-character \n, \r and stray carriage returns -> line breaks
     unicode_form: Literal["NFC", "NFKC", "none"] = "NFKC"
     lowercase: bool = False
     mask_urls: bool = True  # http(s)://... and www.... -> url_token

@@ -2,6 +2,10 @@
 
 Rules, in order (each row is counted by the first rule that removes it):
 
+0. repair every text, one rule at a time, each counted (``repair_*``): HTML entities unescaped (``&quot;`` -> ``"``),
+   mojibake fixed with ftfy (``donâ€™t`` -> ``don’t``; ``ï¿½``, a character lost before publication, becomes
+   U+FFFD, which the tokenizer drops), literal two-character ``\\n`` / ``\\r`` sequences and carriage returns
+   turned into line breaks (which step 1 collapses);
 1. normalize every text: Unicode normal form (``unicode_form``), whitespace collapsed, optional lower-casing;
    then URLs masked to ``url_token`` and user mentions (``@name``) to ``mention_token`` (each optional);
 2. drop rows whose text is missing or empty after normalization;
@@ -15,22 +19,27 @@ Texts are compared after step 1, so what cleaning treats as equal is what the mo
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from pipeline import console
 from pipeline.config import CleanConfig
 from pipeline.data.ingest import SPLITS
 
 log = logging.getLogger(__name__)
 
+REPAIR_COLUMNS = ("repaired_html", "repaired_mojibake", "repaired_literal_newlines", "repaired_crlf")
 CHANGE_COLUMNS = (
     "rows_in",
+    *REPAIR_COLUMNS,
     "normalized",
     "urls_masked",
     "mentions_masked",
@@ -43,12 +52,82 @@ CHANGE_COLUMNS = (
 URL = re.compile(r"(?:\bhttps?://|\bwww\.)[^\s<>\"']*[^\s<>\"'.,;:!?)\]}]", re.IGNORECASE)
 MENTION = re.compile(r"(?<![\w@])@\w+")
 HELD_OUT = ("validation", "test")
+HTML_ENTITY = re.compile(r"&#?\w{1,10};")
+LITERAL_BREAK = re.compile(r"\\r\\n|\\[nr]")  # the two characters backslash-n (or -r), as some exports write them
+REPAIR_KEYS = ("repair_html", "repair_mojibake", "repair_line_breaks")
 
 
 @dataclass
 class CleanResult:
     frame: pd.DataFrame
     changes: pd.DataFrame  # one row per split, the columns of CHANGE_COLUMNS
+
+
+def unescape_html(text: str) -> str:
+    """``&quot;``, ``&amp;``, ``&#39;`` as the characters they stand for (ftfy: only entities ending in ';').
+
+    Twice-escaped text (``&amp;lt;3``) is unescaped fully, so repairing a repaired text changes nothing: the
+    evaluation and drift paths pass cleaned texts through the model folder's policy once more.
+    """
+    import ftfy.fixes
+
+    for _ in range(3):
+        if "&" not in text or not HTML_ENTITY.search(text):
+            break
+        text = ftfy.fixes.unescape_html(text)
+    return text
+
+
+def fix_mojibake(text: str) -> str:
+    """UTF-8 decoded as Latin-1/cp1252 (``â€™``, ``ï¿½``) fixed with ftfy, nothing else of ftfy's changes."""
+    if text.isascii():  # mojibake is always non-ASCII: skip ftfy for most texts
+        return text
+    import ftfy
+
+    only_encoding = ftfy.TextFixerConfig(
+        unescape_html=False,
+        remove_terminal_escapes=False,
+        fix_latin_ligatures=False,
+        fix_character_width=False,
+        uncurl_quotes=False,
+        fix_line_breaks=False,
+        remove_control_chars=False,
+        normalization=None,
+        explain=False,
+    )
+    return str(ftfy.fix_text(text, only_encoding))
+
+
+def fix_literal_newlines(text: str) -> str:
+    """The two characters ``\\n`` (or ``\\r``, ``\\r\\n``) a tweet export left in place of a line break."""
+    return LITERAL_BREAK.sub("\n", text) if "\\" in text else text
+
+
+def fix_crlf(text: str) -> str:
+    """Carriage returns (CRLF line ends of the source, lone CRs) as plain line breaks."""
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
+RepairRule = Callable[[str], str]
+
+
+def repair_rules(cfg: CleanConfig) -> list[tuple[str, RepairRule]]:
+    """The repair rules the policy turns on, in order, each with its column in the change table."""
+    rules: list[tuple[str, RepairRule]] = []
+    if cfg.repair_html:
+        rules.append(("repaired_html", unescape_html))
+    if cfg.repair_mojibake:
+        rules.append(("repaired_mojibake", fix_mojibake))
+    if cfg.repair_line_breaks:
+        rules += [("repaired_literal_newlines", fix_literal_newlines), ("repaired_crlf", fix_crlf)]
+    return rules
+
+
+def repair_text(text: str, cfg: CleanConfig) -> str:
+    """Every repair rule of the policy applied to one text (before normalization)."""
+    for _, rule in repair_rules(cfg):
+        text = rule(text)
+    return text
 
 
 def normalize_text(text: str, cfg: CleanConfig) -> str:
@@ -71,7 +150,7 @@ def mask_mentions(text: str, cfg: CleanConfig) -> str:
 
 def prepare_text(text: str, cfg: CleanConfig) -> str:
     """Everything cleaning does to one text: applied at training time and, from the model folder, at serving."""
-    return mask_mentions(mask_urls(normalize_text(text, cfg), cfg), cfg)
+    return mask_mentions(mask_urls(normalize_text(repair_text(text, cfg), cfg), cfg), cfg)
 
 
 PREPROCESSING_FILE = "preprocessing.json"
@@ -83,18 +162,26 @@ def save_text_policy(model_dir: Path, cfg: CleanConfig) -> None:
 
 
 def load_text_policy(model_dir: Path) -> CleanConfig | None:
+    """The stored policy; one saved before text repair existed keeps repair off, as its model was trained."""
     path = Path(model_dir) / PREPROCESSING_FILE
-    return CleanConfig.model_validate_json(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    return CleanConfig.model_validate({key: False for key in REPAIR_KEYS} | saved)
 
 
 def policy(cfg: CleanConfig) -> str:
     """The cleaning policy in one line, for the log."""
+    repairs = [
+        name for key, name in zip(REPAIR_KEYS, ("html entities", "mojibake", "line breaks")) if getattr(cfg, key)
+    ]
     return (
         f"unicode {cfg.unicode_form}, whitespace collapsed, lowercase {'on' if cfg.lowercase else 'off'}, "
         f"urls {'masked as ' + cfg.url_token if cfg.mask_urls else 'kept'}, "
         f"mentions {'masked as ' + cfg.mention_token if cfg.mask_mentions else 'kept'}, empty rows dropped, "
         f"conflicting labels {cfg.conflicts}, duplicates {'dropped' if cfg.drop_duplicates else 'kept'}, "
-        f"leakage {'dropped from validation/test' if cfg.drop_leakage else 'kept'}"
+        f"leakage {'dropped from validation/test' if cfg.drop_leakage else 'kept'}, "
+        f"text repair: {', '.join(repairs) or 'off'}"
     )
 
 
@@ -131,9 +218,15 @@ def _conflicts(frame: pd.DataFrame, alive: pd.Series, rule: str) -> pd.Series:
 def clean(frame: pd.DataFrame, cfg: CleanConfig) -> CleanResult:
     """Apply the cleaning policy to a copy of ``frame``; returns the kept rows and a per-split table of changes."""
     out = frame.copy().reset_index(drop=True)
-    raw = out["text"]
-    text = raw.map(lambda t: normalize_text(t, cfg) if isinstance(t, str) else "")
-    normalized = (text != raw) & raw.map(lambda t: isinstance(t, str))
+    present = out["text"].map(lambda t: isinstance(t, str))
+    raw = out["text"].where(present, "")
+    repaired: dict[str, pd.Series] = {name: pd.Series(False, index=out.index) for name in REPAIR_COLUMNS}
+    for name, rule in repair_rules(cfg):
+        fixed = raw.map(rule)
+        repaired[name] = fixed != raw
+        raw = fixed
+    text = raw.map(lambda t: normalize_text(t, cfg))
+    normalized = (text != raw) & present
     masked_urls = text.map(lambda t: mask_urls(t, cfg))
     urls = masked_urls != text
     masked = masked_urls.map(lambda t: mask_mentions(t, cfg))
@@ -156,7 +249,7 @@ def clean(frame: pd.DataFrame, cfg: CleanConfig) -> CleanResult:
     alive &= ~leaked
 
     by = out["split"]
-    flags = {
+    flags = repaired | {
         "normalized": normalized,
         "urls_masked": urls,
         "mentions_masked": mentions,
@@ -173,4 +266,12 @@ def clean(frame: pd.DataFrame, cfg: CleanConfig) -> CleanResult:
     cleaned = out[alive].reset_index(drop=True)
     log.info("cleaning policy: %s", policy(cfg))
     log.info("cleaning, per split:\n%s", stats.to_string())
+    _announce_repairs(stats)
     return CleanResult(cleaned, stats)
+
+
+def _announce_repairs(stats: pd.DataFrame) -> None:
+    """One console line with the rows each repair rule changed, when any did."""
+    totals = {name.removeprefix("repaired_"): int(stats[name].sum()) for name in REPAIR_COLUMNS}
+    if any(totals.values()):
+        console.stage("text repair", ", ".join(f"{rule.replace('_', ' ')} {n}" for rule, n in totals.items()) + " rows")

@@ -23,7 +23,7 @@ import pandas as pd
 
 from pipeline.config import SAMPLE_SOURCE, DataConfig
 from pipeline.data import readers
-from pipeline.data.labels import LabelReport, apply_labels
+from pipeline.data.labels import LabelReport, label_frame
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ def _note_missing_columns(frame: pd.DataFrame, path: Path, cfg: DataConfig, repo
     """A configured column the file lacks: say which columns it has and the closest name (validation refuses it)."""
     for column, key in COLUMN_KEYS.items():
         wanted = getattr(cfg, key)
-        if wanted in frame.columns:
+        if wanted in frame.columns or (column == "label" and cfg.label_columns is not None):
             continue
         columns = [str(c) for c in frame.columns]
         closest = _closest(wanted, columns)
@@ -408,7 +408,7 @@ def read_source(cfg: DataConfig, base_dir: Path = Path("."), report: SourceRepor
         paths = readers.expand_sources(source, base_dir)
         single_dir = len(paths) == 1 and paths[0].is_dir()
         frame = _read_directory(paths[0], cfg, report) if single_dir else _read_files(paths, cfg, report)
-    frame, label_report = apply_labels(frame, cfg.label_names, cfg.label_map)
+    frame, label_report = label_frame(frame, cfg)  # indicator columns or score bins, ids, spellings, the map
     if report is not None:
         report.labels = label_report
     return frame

@@ -81,6 +81,10 @@ def test_clean_drops_duplicates_within_a_split_only():
     ]
     assert result.changes.loc["train"].to_dict() == {
         "rows_in": 3,
+        "repaired_html": 0,
+        "repaired_mojibake": 0,
+        "repaired_literal_newlines": 0,
+        "repaired_crlf": 0,
         "normalized": 1,
         "urls_masked": 0,
         "mentions_masked": 0,
@@ -101,6 +105,10 @@ def test_changes_table_columns_and_split_order():
         == list(CHANGE_COLUMNS)
         == [
             "rows_in",
+            "repaired_html",
+            "repaired_mojibake",
+            "repaired_literal_newlines",
+            "repaired_crlf",
             "normalized",
             "urls_masked",
             "mentions_masked",
