@@ -26,9 +26,9 @@ from pipeline.monitoring.batches import Batch, read_batch
 from pipeline.monitoring.champion import Champion, champion_snapshot, load_champion
 from pipeline.monitoring.descriptors import predictor_for, score_frame
 from pipeline.monitoring.detection import detect_drift
+from pipeline.monitoring.drift_run import log_drift_check
 from pipeline.monitoring.merge import MergeResult, merge_labelled, retrain_overrides
 from pipeline.monitoring.reference import Reference, build_reference, reference_key
-from pipeline.monitoring.drift_run import log_drift_check
 from pipeline.monitoring.verdict import DriftVerdict
 
 RETRY_DELAYS: list[float] = [2, 10, 30]  # seconds: tracking server or artifact store hiccups
