@@ -636,6 +636,45 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+# settings that name inputs: a relative one given with --set means the folder where it was typed. The project's own
+# folders (data.snapshot_dir, artifacts_dir, the MLflow store, ...) stay relative to project_dir: they are its layout
+ANCHORED_PATHS = (
+    "data.source",
+    "model.name",
+    "train.teachers",
+    "serve.parity_source",
+    "monitor.batch_source",
+    "score.batch_source",
+)
+NOT_PATHS = {SAMPLE_SOURCE, EMBEDDED_MODEL}
+
+
+def _anchored(value: Any, cwd: Path, key: str) -> Any:
+    """``value`` with a relative path made absolute against ``cwd``; sources that are not paths stay as given
+    (``sample``, ``embedded``, ``hf:...``, URLs; a model name that is no folder here is a hub id)."""
+    if isinstance(value, list):
+        return [_anchored(item, cwd, key) for item in value]
+    if not isinstance(value, str) or not value or value in NOT_PATHS or "://" in value or value.startswith("hf:"):
+        return value
+    if Path(value).expanduser().is_absolute():
+        return value
+    if key == "model.name" and not (cwd / value).exists():
+        return value  # a hub id such as bert-base-uncased
+    return str(cwd / value)
+
+
+def anchor_paths(tree: dict[str, Any], cwd: Path) -> dict[str, Any]:
+    """The ``--set`` tree with every relative input path resolved against ``cwd``, the folder it was typed in:
+    ``--set serve.parity_source=../data --set project_dir=/tmp/p`` reads ``../data`` from here, not from /tmp/p."""
+    out = dict(tree)
+    for key in ANCHORED_PATHS:
+        section, leaf = key.split(".")
+        holder = out.get(section)
+        if isinstance(holder, dict) and leaf in holder:
+            out[section] = holder | {leaf: _anchored(holder[leaf], cwd, key)}
+    return out
+
+
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     """Turn ``["a.b=1", "c=x"]`` into a nested dict, parsing each value as YAML."""
     tree: dict[str, Any] = {}
@@ -741,7 +780,7 @@ def load_config(
         tree = _read_yaml(path, "config file")
     elif params:
         raise PipelineError(f"config file {path} not found")
-    cli = parse_overrides(overrides)
+    cli = anchor_paths(parse_overrides(overrides), Path.cwd())
     names = _recipe_names(recipes if recipes is not None else cli.get("recipes", tree.get("recipes", [])))
     project_dir = cli.get("project_dir", tree.get("project_dir", "."))
     for name in names:

@@ -315,3 +315,56 @@ def test_recipes_must_be_names(params_file: Path):
 
 def test_read_recipe_returns_only_what_the_file_sets():
     assert set(read_recipe("cpu-quick", REPO)) == {"model", "train", "monitor"}
+
+
+def test_relative_input_paths_given_with_set_mean_the_folder_they_were_typed_in(tmp_path: Path, monkeypatch) -> None:
+    """The bench trap: `--set serve.parity_source=../data` beside `--set project_dir=/tmp/p` read ../data from the
+    project, found nothing and served fp32 silently. Inputs are read from where the user typed; the project's own
+    folders stay inside the project."""
+    here = tmp_path / "typed-here"
+    (here / "teacher").mkdir(parents=True)
+    monkeypatch.chdir(here)
+    cfg = load_config(
+        PARAMS,
+        [
+            f"project_dir={tmp_path / 'project'}",
+            "serve.parity_source=../data/emotion",
+            "data.source=raw/*.csv",
+            "monitor.batch_source=batch.jsonl",
+            "train.teachers=[teacher]",
+            "model.name=teacher",
+            "data.snapshot_dir=snap",
+        ],
+        environ={},
+    )
+    assert cfg.serve.parity_source == str(here / "../data/emotion")
+    assert cfg.data.source == str(here / "raw/*.csv")
+    assert cfg.monitor.batch_source == str(here / "batch.jsonl")
+    assert cfg.train.teachers == [str(here / "teacher")] and cfg.model.name == str(here / "teacher")
+    assert cfg.path(cfg.data.snapshot_dir) == (tmp_path / "project" / "snap").resolve()  # the project's layout
+
+
+@pytest.mark.parametrize(
+    ("override", "kept"),
+    [
+        ("data.source=sample", "sample"),
+        ("data.source=hf:dair-ai/emotion", "hf:dair-ai/emotion"),
+        ("data.source=s3://bucket/emotion.csv", "s3://bucket/emotion.csv"),
+        ("model.name=embedded", "embedded"),
+        ("model.name=bert-base-uncased", "bert-base-uncased"),  # no such folder here: a hub id
+        ("data.source=/abs/train.csv", "/abs/train.csv"),
+    ],
+)
+def test_sources_that_are_not_relative_paths_are_kept_as_given(tmp_path: Path, monkeypatch, override, kept) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(PARAMS, [override, "data.labels=null"], environ={})
+    key = override.split("=")[0].split(".")
+    assert getattr(getattr(cfg, key[0]), key[1]) == kept
+
+
+def test_paths_in_params_yaml_stay_relative_to_the_project(tmp_path: Path, monkeypatch) -> None:
+    params = tmp_path / "project" / "params.yaml"
+    params.parent.mkdir()
+    params.write_text("serve:\n  parity_source: ../data\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config(params, [], environ={}).serve.parity_source == "../data"

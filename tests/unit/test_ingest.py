@@ -287,15 +287,22 @@ def test_read_snapshot_missing_is_a_pipeline_error(tmp_path: Path):
         ingest.read_snapshot(tmp_path / "data")
 
 
-def test_relative_source_resolves_against_project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_relative_source_in_the_params_file_resolves_against_project_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A relative data.source written in params.yaml is the project's; one typed with --set is the shell's (see
+    test_config.py)."""
     from pipeline.stages import ingest_stage
 
     project = tmp_path / "project"
     write(project / "mydata" / "train.txt", "x;joy\n")
+    params = tmp_path / "params.yaml"
+    params.write_text(PARAMS.read_text().replace("source: sample", "source: mydata", 1))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    cfg = load_config(PARAMS, [f"project_dir={project}", "data.source=mydata", "data.dvc_track=false"], environ={})
+    cfg = load_config(params, [f"project_dir={project}", "data.dvc_track=false"], environ={})
+    assert cfg.data.source == "mydata"
     snapshot, _ = ingest_stage(cfg)
     assert snapshot.split_counts() == {"train": 1}
 
