@@ -77,7 +77,7 @@ class Predictor:
         return probabilities(logits, self.multi_label, self.temperature), pooled
 
     def predict(self, texts: list[str]) -> list[Prediction]:
-        from pipeline.evaluation.evaluate import multi_label_decisions
+        from pipeline.model.calibration import multi_label_decisions
 
         probs = self.predict_proba(texts)
         chosen = multi_label_decisions(probs, self.thresholds) if self.thresholds is not None else None  # multi-label

@@ -51,7 +51,7 @@ def score_chunk(chunk: pd.DataFrame, predictor: Predictor, model: ScoringModel) 
     out = pd.DataFrame({ROW_ID: chunk[ROW_ID].to_numpy(), "text": texts})
     out["label"] = labels[probs.argmax(axis=1)] if len(texts) else pd.Series(dtype=str)
     if predictor.multi_label:
-        from pipeline.evaluation.evaluate import multi_label_decisions
+        from pipeline.model.calibration import multi_label_decisions
 
         chosen = (
             multi_label_decisions(probs, predictor.thresholds)

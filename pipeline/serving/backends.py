@@ -225,7 +225,7 @@ def _compare(reference: FastClassifier, candidate: FastClassifier, data: ParityD
         return "accuracy", float((ref == gold).mean()), float((cand == gold).mean()), float((ref == cand).mean())
     from sklearn.metrics import f1_score
 
-    from pipeline.evaluation.evaluate import multi_label_decisions
+    from pipeline.model.calibration import multi_label_decisions
 
     thresholds = reference.predictor.thresholds  # the tuned per-label thresholds (0.5 where none were tuned)
     gold = np.zeros_like(ref_probs, dtype=int)
