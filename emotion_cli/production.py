@@ -14,17 +14,12 @@ from emotion_cli.common import AddCommand, config, quiet_user_error_tracebacks
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from pipeline.model.predict import Predictor
+    from pipeline.registry import model_spec
 
     cfg = config(args)
-    if args.model and "://" not in args.model and ":/" not in args.model:
-        model_dir = Path(args.model)  # a folder; Predictor says clearly if it holds no model
-    else:
-        from pipeline.registry import tracking
-
-        tracking.client(cfg)
-        uri = args.model or f"models:/{cfg.mlflow.registered_model}@{tracking.CHAMPION}"
-        model_dir = tracking.download_model(uri)
-    predictor = Predictor(model_dir, max_length=cfg.model.max_length)
+    model = model_spec.download(model_spec.resolve(args.model, model_spec.Registry.of(cfg)))
+    assert model.folder is not None
+    predictor = Predictor(model.folder, max_length=cfg.model.max_length)
     if args.explain:
         return _print_explanations(predictor, args.texts, cfg.serve.explain_steps, args.json)
     predictions = predictor.predict(args.texts)
@@ -102,7 +97,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 def add_commands(add: AddCommand) -> None:
     predict = add("predict", cmd_predict, "classify texts with the champion model (or --model)")
     predict.add_argument("texts", nargs="+", help="texts to classify")
-    predict.add_argument("--model", help="a model folder or MLflow model URI (default: models:/<name>@champion)")
+    predict.add_argument("--model", help="a version, @alias, models:/ URI or model folder (default: the champion)")
     predict.add_argument("--json", action="store_true", help="print predictions as JSON")
     predict.add_argument(
         "--explain", action="store_true", help="print each word's attribution to the predicted label (slower)"

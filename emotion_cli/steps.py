@@ -61,20 +61,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_restore_data(args: argparse.Namespace) -> int:
     from pipeline import stages
-    from pipeline.registry import tracking
+    from pipeline.registry import model_spec
 
     cfg = config(args)
     data_hash = args.hash
     if data_hash is None and args.version is None:
         raise PipelineError("give a model VERSION or --hash")
     if data_hash is None:
-        mlflow_client = tracking.client(cfg)
-        try:
-            version = mlflow_client.get_model_version(cfg.mlflow.registered_model, str(args.version))
-        except Exception as exc:
-            raise PipelineError(
-                f"{cfg.mlflow.registered_model} has no version {args.version}: see `emotion models`"
-            ) from exc
+        registry = model_spec.Registry.of(cfg)
+        version = model_spec.by_version(registry, registry.model, str(args.version)).record
         data_hash = version.tags.get("data_hash")
         if not data_hash:
             raise PipelineError(f"version {args.version} records no data_hash tag")
