@@ -19,7 +19,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     cfg = config(args)
     model = model_spec.download(model_spec.resolve(args.model, model_spec.Registry.of(cfg)))
     assert model.folder is not None
-    predictor = Predictor(model.folder, max_length=cfg.model.max_length)
+    predictor = Predictor(model.folder, max_length=cfg.model.max_length, batch_size=cfg.model.inference_batch_size)
     if args.explain:
         return _print_explanations(predictor, args.texts, cfg.serve.explain_steps, args.json)
     predictions = predictor.predict(args.texts)
