@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from pipeline.config import Config
 
 HEAD_BYTES = 1 << 20
-FORMS = "a version number, an @alias, a models:/NAME/VERSION or models:/NAME@alias URI, or a model folder"
+REGISTRY_FORMS = "a version number, an @alias, a models:/NAME/VERSION or models:/NAME@alias URI"
+FORMS = f"{REGISTRY_FORMS}, or a model folder"
 _URI = re.compile(r"models:/(?P<name>[^/@]+)(?:/(?P<version>[^/@]+)|@(?P<alias>[^/@]+))")
 
 
@@ -71,6 +72,8 @@ def resolve(spec: str | None, registry: Registry) -> ModelRef:
     if spec is None:
         return by_alias(registry, registry.model, tracking.CHAMPION)
     spec = spec.strip()
+    if not spec:
+        raise PipelineError(f"--model is empty: give {FORMS}")
     if Path(spec).expanduser().exists():
         return from_folder(Path(spec))
     if spec.startswith("@"):
@@ -78,15 +81,15 @@ def resolve(spec: str | None, registry: Registry) -> ModelRef:
     if spec.startswith("models:"):
         match = _URI.fullmatch(spec)
         if match is None:
-            raise PipelineError(f"--model {spec!r} is not a model folder, {FORMS.removesuffix(', or a model folder')}")
+            raise PipelineError(f"--model {spec!r} is not a model folder, {REGISTRY_FORMS}")
         if match["alias"]:
             return by_alias(registry, match["name"], match["alias"])
         return by_version(registry, match["name"], match["version"])
     if re.fullmatch(r"[vV]?[+-]?[\d.]+", spec):  # meant as a version: 3 is one, v3, -1 or 3.0 are not
         return by_version(registry, registry.model, spec)
     if "://" in spec or re.match(r"^\w+:/", spec):
-        raise PipelineError(f"--model {spec!r} is not a model folder, {FORMS.removesuffix(', or a model folder')}")
-    raise UnknownModel(f"no model folder {spec} (and it is not {FORMS.removesuffix(', or a model folder')})")
+        raise PipelineError(f"--model {spec!r} is not a model folder, {REGISTRY_FORMS}")
+    raise UnknownModel(f"no model folder {spec} (and it is not {REGISTRY_FORMS})")
 
 
 def from_folder(folder: Path) -> ModelRef:

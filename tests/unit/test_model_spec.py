@@ -108,6 +108,7 @@ def test_a_folder_needs_no_registry_and_its_version_follows_its_content(
         ("models:/broken", PipelineError, "is not a model folder, a version number, an @alias"),
         ("runs:/0123/model", PipelineError, "is not a model folder, a version number, an @alias"),
         ("/nonexistent/dir", UnknownModel, "no model folder /nonexistent/dir"),
+        ("  ", PipelineError, "--model is empty"),
     ],
 )
 def test_each_mistake_has_its_own_error(
