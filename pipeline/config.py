@@ -203,6 +203,9 @@ class ModelConfig(_Section):
 
     name: str = EMBEDDED_MODEL
     max_length: int = Field(128, gt=0)
+    # texts per forward pass when a model scores validation, test or drift texts (length-sorted); serving and batch
+    # scoring have their own (serve.batch_size, score.batch_size)
+    inference_batch_size: int = Field(64, ge=1)
 
 
 class PeftSettings(_Section):

@@ -20,7 +20,7 @@ from pipeline.config import EvaluateConfig
 from pipeline.errors import PipelineError
 from pipeline.evaluation.intervals import PairedComparison, metric_intervals
 from pipeline.evaluation.plots import plot_confusion_matrix
-from pipeline.model.calibration import expected_calibration_error
+from pipeline.model.calibration import expected_calibration_error, multi_label_decisions
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +57,6 @@ class Evaluation:
             for a in np.flatnonzero(t)
             for p in np.flatnonzero(q)
         ]
-
-
-def multi_label_decisions(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Labels at or above their threshold; the top label when none is, so every text gets one."""
-    decided = (probs >= thresholds).astype(int)
-    empty = decided.sum(axis=1) == 0
-    decided[empty, probs[empty].argmax(axis=1)] = 1
-    return decided
 
 
 def score(

@@ -77,6 +77,14 @@ def load_thresholds(model_dir: Path, n_labels: int) -> np.ndarray:
     return np.array(saved, dtype=np.float32) if saved else np.full(n_labels, 0.5, dtype=np.float32)
 
 
+def multi_label_decisions(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Labels at or above their threshold; the top label when none is, so every text gets one."""
+    decided = (probs >= thresholds).astype(int)
+    empty = decided.sum(axis=1) == 0
+    decided[empty, probs[empty].argmax(axis=1)] = 1
+    return decided
+
+
 def f1_curves(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """F1 of each label (rows) at each grid threshold (columns): sklearn's F1 counts (zero_division=0), all at once."""
     truth = targets.astype(bool)

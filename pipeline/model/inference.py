@@ -28,8 +28,8 @@ def predict_outputs(
     tokenizer: Any,
     texts: list[str],
     runtime: Runtime,
-    max_length: int = 128,
-    batch_size: int = 64,
+    max_length: int,
+    batch_size: int,
     embeddings: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Raw logits for each text, in input order, and (with ``embeddings``) their mean-pooled sentence embeddings
@@ -51,7 +51,7 @@ def predict_outputs(
 
 
 def predict_logits(
-    model: Any, tokenizer: Any, texts: list[str], runtime: Runtime, max_length: int = 128, batch_size: int = 64
+    model: Any, tokenizer: Any, texts: list[str], runtime: Runtime, max_length: int, batch_size: int
 ) -> np.ndarray:
     """Raw logits for each text, in input order."""
     return predict_outputs(model, tokenizer, texts, runtime, max_length, batch_size)[0]

@@ -8,9 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import ModelConfig
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
+
+# The model section's own defaults, for callers that pass no sizes (the stage layer's evaluation passes no batch
+# size yet): the numbers live in the config class and params.yaml only.
+_MODEL_DEFAULTS = ModelConfig()
 
 
 @dataclass(frozen=True)
@@ -30,8 +35,8 @@ class Predictor:
         model_dir: Path,
         device: str = "auto",
         precision: str = "auto",
-        max_length: int = 128,
-        batch_size: int = 64,
+        max_length: int = _MODEL_DEFAULTS.max_length,
+        batch_size: int = _MODEL_DEFAULTS.inference_batch_size,
     ) -> None:
         from pipeline.data.clean import load_text_policy
         from pipeline.model.calibration import load_temperature, load_thresholds
@@ -77,7 +82,7 @@ class Predictor:
         return probabilities(logits, self.multi_label, self.temperature), pooled
 
     def predict(self, texts: list[str]) -> list[Prediction]:
-        from pipeline.evaluation.evaluate import multi_label_decisions
+        from pipeline.model.calibration import multi_label_decisions
 
         probs = self.predict_proba(texts)
         chosen = multi_label_decisions(probs, self.thresholds) if self.thresholds is not None else None  # multi-label

@@ -44,17 +44,19 @@ class Champion:
 
 def load_champion(cfg: Config, dst: Path) -> Champion:
     """Find the champion version, download its model into ``dst``, and read its lineage."""
-    from pipeline.registry import connection, model_versions, run_log
+    from pipeline.registry import model_spec
 
-    client = connection.client(cfg.registry)
-    version = model_versions.version_by_alias(cfg.registry, client, model_versions.CHAMPION)
-    if version is None:
+    registry = model_spec.Registry.of(cfg.registry)
+    try:
+        found = model_spec.resolve(None, registry)  # None: the champion
+    except model_spec.UnknownModel as exc:
         raise PipelineError(
             f"no champion of '{cfg.mlflow.registered_model}' in {cfg.tracking_uri}: train and promote "
             "one with `emotion run` before monitoring drift"
-        )
-    model_dir = run_log.download_model(f"models:/{cfg.mlflow.registered_model}/{version.version}", dst)
-    run = client.get_run(version.run_id) if version.run_id else None
+        ) from exc
+    model_dir, version = model_spec.download(found, dst).folder, found.record
+    assert model_dir is not None
+    run = registry.client().get_run(version.run_id) if version.run_id else None
     tags = {**(run.data.tags if run else {}), **(version.tags or {})}
     id2label = json.loads((model_dir / "config.json").read_text()).get("id2label") or {}
     labels = [id2label[k] for k in sorted(id2label, key=int)]

@@ -95,15 +95,18 @@ def embedding_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c.startswith(EMBEDDING_PREFIX)]
 
 
-_PREDICTORS: dict[tuple[str, str, str, int], Predictor] = {}
+_PREDICTORS: dict[tuple[str, str, str, int, int], Predictor] = {}
 
 
 def predictor_for(cfg: Config, model_dir: Path) -> Predictor:
     """A Predictor for the model folder, loaded once per process (the reference and the batch share it)."""
     from pipeline.model.predict import Predictor
 
-    key = (str(model_dir), cfg.train.device, cfg.train.precision, cfg.model.max_length)
+    model = cfg.model
+    key = (str(model_dir), cfg.train.device, cfg.train.precision, model.max_length, model.inference_batch_size)
     if key not in _PREDICTORS:
         _PREDICTORS.clear()
-        _PREDICTORS[key] = Predictor(model_dir, cfg.train.device, cfg.train.precision, cfg.model.max_length)
+        _PREDICTORS[key] = Predictor(
+            model_dir, cfg.train.device, cfg.train.precision, model.max_length, model.inference_batch_size
+        )
     return _PREDICTORS[key]

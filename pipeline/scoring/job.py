@@ -13,8 +13,9 @@ from typing import Any
 
 from pipeline.config import Config
 from pipeline.errors import PipelineError
+from pipeline.registry import model_spec
+from pipeline.registry.model_spec import ModelRef
 from pipeline.scoring import reader, shards, writer
-from pipeline.scoring.model import ScoringModel, local_folder, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class ScoreSummary:
         return asdict(self)
 
 
-def _manifest(files: list[Path], model: ScoringModel, cfg: Config, chunk_size: int, id_column: str | None) -> dict:
+def _manifest(files: list[Path], model: ModelRef, cfg: Config, chunk_size: int, id_column: str | None) -> dict:
     return {
         "inputs": [shards.fingerprint(p) for p in files],
         "model": {"name": model.name, "version": model.version},
@@ -68,7 +69,7 @@ def _run_engine(
     files: list[Path],
     parts: Path,
     done: set[int],
-    model: ScoringModel,
+    model: ModelRef,
     size: int,
     id_column: str | None,
 ) -> tuple[list[Path], int, list[str]]:
@@ -113,11 +114,11 @@ def score_files(
     start = time.perf_counter()
     files = reader.input_files(inputs, Path(cfg.project_dir).resolve())
     size = chunk_size or cfg.score.chunk_size
-    resolved = resolve_model(cfg, model)
+    resolved = model_spec.resolve(model, model_spec.Registry.of(cfg.registry))
     parts = shards.parts_dir(output)
     done = set(shards.prepare(parts, _manifest(files, resolved, cfg, size, id_column)))
     with tempfile.TemporaryDirectory(prefix="emotion-score-model-") as tmp:
-        resolved = local_folder(cfg, resolved, Path(tmp))
+        resolved = model_spec.download(resolved, Path(tmp))
         log.info(
             "scoring %d file(s) with %s version %s into %s (engine %s)",
             len(files),

@@ -21,7 +21,7 @@ from pipeline.scoring.reader import ROW_ID
 
 if TYPE_CHECKING:
     from pipeline.model.predict import Predictor
-    from pipeline.scoring.model import ScoringModel
+    from pipeline.registry.model_spec import ModelRef
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def valid_texts(chunk: pd.DataFrame, skip_invalid: bool) -> tuple[pd.DataFrame, 
     return chunk.loc[~invalid].assign(text=as_str[~invalid]).reset_index(drop=True), int(invalid.sum())
 
 
-def score_chunk(chunk: pd.DataFrame, predictor: Predictor, model: ScoringModel) -> pd.DataFrame:
+def score_chunk(chunk: pd.DataFrame, predictor: Predictor, model: ModelRef) -> pd.DataFrame:
     """Valid texts (``id``, ``text``) in; ``id``, ``text``, ``label`` (``labels`` for a multi-label model), one
     calibrated ``p_<label>`` per label, ``model_name`` and ``model_version`` out."""
     texts = chunk["text"].tolist()
@@ -51,7 +51,7 @@ def score_chunk(chunk: pd.DataFrame, predictor: Predictor, model: ScoringModel) 
     out = pd.DataFrame({ROW_ID: chunk[ROW_ID].to_numpy(), "text": texts})
     out["label"] = labels[probs.argmax(axis=1)] if len(texts) else pd.Series(dtype=str)
     if predictor.multi_label:
-        from pipeline.evaluation.evaluate import multi_label_decisions
+        from pipeline.model.calibration import multi_label_decisions
 
         chosen = (
             multi_label_decisions(probs, predictor.thresholds)
@@ -80,7 +80,7 @@ def run_local(
     parts: Path,
     done: set[int],
     predictor: Predictor,
-    model: ScoringModel,
+    model: ModelRef,
     skip_invalid: bool,
     total: int | None = None,
 ) -> tuple[list[Path], int]:

@@ -24,9 +24,9 @@ from typing import Any
 import pandas as pd
 
 from pipeline.errors import PipelineError
+from pipeline.registry.model_spec import ModelRef
 from pipeline.scoring import shards
 from pipeline.scoring.local import score_chunk, valid_texts
-from pipeline.scoring.model import ScoringModel
 from pipeline.scoring.reader import ROW_ID
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class ScorerActor:
 
         from pipeline.model.predict import Predictor
 
-        self.model = ScoringModel(name, version, None, Path(folder))
+        self.model = ModelRef(name, version, None, Path(folder))
         self.predictor = Predictor(Path(folder), precision=precision, max_length=max_length, batch_size=batch_size)
         self.node = ray.get_runtime_context().get_node_id()
 
@@ -137,7 +137,7 @@ def _stage_inputs(
     return paths, pending
 
 
-def _score_on_cluster(inputs: Path, outputs: Path, model: ScoringModel, settings: RaySettings) -> None:
+def _score_on_cluster(inputs: Path, outputs: Path, model: ModelRef, settings: RaySettings) -> None:
     """Ray Data: read the input shards, score on an actor pool (one model per actor), write by shard."""
     import ray
 
@@ -179,7 +179,7 @@ def run_ray(
     chunks: Iterator[pd.DataFrame],
     parts: Path,
     done: set[int],
-    model: ScoringModel,
+    model: ModelRef,
     settings: RaySettings,
     skip_invalid: bool,
 ) -> tuple[list[Path], int, list[str]]:

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.errors import PipelineError
-from pipeline.scoring.model import head_digest
+from pipeline.registry.model_spec import head_digest
 
 log = logging.getLogger(__name__)
 

@@ -51,10 +51,9 @@ class FastClassifier:
         self.backend = backend
 
     @classmethod
-    def load(
-        cls, model_dir: str | Path, backend: str = FP32, max_length: int = 128, batch_size: int = 64
-    ) -> FastClassifier:
-        """Load a Hugging Face model folder on CPU in fp32, then convert it to ``backend``."""
+    def load(cls, model_dir: str | Path, backend: str, max_length: int, batch_size: int) -> FastClassifier:
+        """Load a Hugging Face model folder on CPU in fp32, then convert it to ``backend``; the sizes are the
+        caller's config (``model.max_length``, ``serve.batch_size``)."""
         from pipeline.model.predict import Predictor
 
         _check_backend(backend)
@@ -225,7 +224,7 @@ def _compare(reference: FastClassifier, candidate: FastClassifier, data: ParityD
         return "accuracy", float((ref == gold).mean()), float((cand == gold).mean()), float((ref == cand).mean())
     from sklearn.metrics import f1_score
 
-    from pipeline.evaluation.evaluate import multi_label_decisions
+    from pipeline.model.calibration import multi_label_decisions
 
     thresholds = reference.predictor.thresholds  # the tuned per-label thresholds (0.5 where none were tuned)
     gold = np.zeros_like(ref_probs, dtype=int)
@@ -304,8 +303,8 @@ def build_classifier(
     backend: str,
     parity_data: ParityData | None,
     tolerance: float,
-    max_length: int = 128,
-    batch_size: int = 64,
+    max_length: int,
+    batch_size: int,
     parity_error: str | None = None,
     onnx_file: Path | None = None,
 ) -> tuple[FastClassifier, ParityReport | None]:

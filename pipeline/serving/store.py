@@ -117,7 +117,7 @@ class ModelStore:
     """The served model versions: the champion (swapped atomically on reload) and a few others on demand."""
 
     def __init__(self, cfg: Config) -> None:
-        from pipeline.registry import connection
+        from pipeline.registry import connection, model_spec
 
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in server logs
         import torch
@@ -128,6 +128,7 @@ class ModelStore:
         self.cfg = cfg
         self.name = cfg.mlflow.registered_model
         self.client = connection.client(cfg.registry)
+        self.registry = model_spec.Registry(self.name, lambda: self.client, cfg.tracking_uri)
         self.champion: LoadedModel | None = None  # replaced by one assignment, never mutated
         self.last_check: float | None = None
         self.last_error: str | None = None
@@ -160,15 +161,25 @@ class ModelStore:
     def _version(self, version: str) -> ModelVersion:
         """The registry's record of a version (tags, run id); ModelNotFound when there is none (404), or when the
         registry cannot be read (503, with a sanitised message)."""
-        from pipeline.registry import connection
+        from pipeline.registry import connection, model_spec
 
         try:
-            return self.client.get_model_version(self.name, version)
-        except Exception as exc:
-            if connection.does_not_exist(exc):
-                raise ModelNotFound(f"{self.name} has no version {version}") from exc
+            return model_spec.by_version(self.registry, self.name, version).record
+        except connection.RegistryUnavailable as exc:
             log.exception("reading %s version %s from the registry failed", self.name, version)
             raise ModelNotFound(sanitised("the registry could not be read", exc), 503) from exc
+        except PipelineError as exc:  # no such version, or not a version number
+            raise ModelNotFound(f"{self.name} has no version {version}") from exc
+
+    def _holder(self, alias: str) -> ModelVersion | None:
+        """The registry's record of the version holding ``alias``, None when none does (a registry that cannot
+        answer raises RegistryUnavailable: it is never taken for 'no such alias')."""
+        from pipeline.registry import model_spec
+
+        try:
+            return model_spec.by_alias(self.registry, self.name, alias).record
+        except model_spec.UnknownModel:
+            return None
 
     def _load(self, version: str, meta: ModelVersion) -> LoadedModel:
         """Download, load, convert, parity-check and warm up one version (``meta``: its registry record);
@@ -264,10 +275,8 @@ class ModelStore:
 
     def _refresh_follower(self, alias: str) -> None:
         """Load the version now holding ``alias``; on failure keep the one loaded before (and log why)."""
-        from pipeline.registry import model_versions
-
         try:
-            meta = model_versions.version_by_alias(self.cfg.registry, self.client, alias)
+            meta = self._holder(alias)
             current = self._followed.get(alias)
             if meta is None:
                 self._followed = {k: v for k, v in self._followed.items() if k != alias}
@@ -281,10 +290,8 @@ class ModelStore:
 
     def _refresh_champion(self) -> bool:
         """Swap in the serving alias's current version; False when unchanged, missing or failing (see last_error)."""
-        from pipeline.registry import model_versions
-
         try:
-            meta = model_versions.version_by_alias(self.cfg.registry, self.client, self.cfg.serve.alias)
+            meta = self._holder(self.cfg.serve.alias)
             if meta is None:
                 self.last_error = f"no version of {self.name} has the alias '{self.cfg.serve.alias}' yet"
                 return False

@@ -124,7 +124,9 @@ def score_model(cfg: Config, model_dir: Path, prepared: encode.PreparedData) -> 
     """
     from pipeline.model.predict import Predictor
 
-    predictor = Predictor(model_dir, cfg.train.device, cfg.train.precision, cfg.model.max_length)
+    predictor = Predictor(
+        model_dir, cfg.train.device, cfg.train.precision, cfg.model.max_length, cfg.model.inference_batch_size
+    )
     if predictor.labels != prepared.label_map.labels:
         raise PipelineError(
             f"model {model_dir} predicts {predictor.labels}, but the data has labels {prepared.label_map.labels}"
@@ -142,7 +144,9 @@ def behaviour_stage(cfg: Config, prepared: encode.PreparedData, layout: Layout |
 
     started = time.perf_counter()
     layout = layout or Layout.of(cfg)
-    predictor = Predictor(layout.model, cfg.train.device, cfg.train.precision, cfg.model.max_length)
+    predictor = Predictor(
+        layout.model, cfg.train.device, cfg.train.precision, cfg.model.max_length, cfg.model.inference_batch_size
+    )
     report = run_suite(
         predictor.predict_proba, prepared.label_map.labels, prepared.texts("test"), cfg.gate.invariance_tolerance
     )

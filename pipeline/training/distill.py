@@ -28,6 +28,7 @@ def teacher_probabilities(
     texts: list[str],
     runtime: Runtime,
     max_length: int,
+    batch_size: int,
     multi_label: bool,
     temperature: float,
 ) -> np.ndarray:
@@ -44,7 +45,7 @@ def teacher_probabilities(
         theirs = model_labels(model)
         if theirs != labels:
             raise PipelineError(f"train.teachers: '{folder}' predicts {theirs}, the data has {labels}")
-        logits = predict_logits(model, load_tokenizer(folder), texts, runtime, max_length)
+        logits = predict_logits(model, load_tokenizer(folder), texts, runtime, max_length, batch_size)
         total += probabilities(logits / temperature, multi_label)
         log.info("teacher %s scored %d training texts", folder, len(texts))
     return total / len(teachers)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.config import ModelConfig
 from pipeline.data.encode import PreparedData
 from pipeline.errors import PipelineError
 from pipeline.model.modeling import load_classifier, load_tokenizer
@@ -43,11 +44,12 @@ def greedy_soup(
     run_dirs: list[Path],
     data: PreparedData,
     output_dir: Path,
-    max_length: int = 128,
+    model_cfg: ModelConfig,
     device: str = "auto",
     precision: str = "auto",
 ) -> Soup:
-    """Average the runs in ``run_dirs`` (model folders) that help on validation; save the soup to ``output_dir``."""
+    """Average the runs in ``run_dirs`` (model folders) that help on validation; save the soup to ``output_dir``.
+    ``model_cfg``: the sizes validation is scored with (``max_length``, ``inference_batch_size``)."""
     if not run_dirs:
         raise PipelineError("a soup needs at least one trained model folder")
     runtime = choose_runtime(device, precision)
@@ -62,13 +64,13 @@ def greedy_soup(
         model.load_state_dict(state)
         states[run.name], scores[run.name] = (
             state,
-            validation_scores(model, tokenizer, data, runtime, max_length)["val_macro_f1"],
+            validation_scores(model, tokenizer, data, runtime, model_cfg)["val_macro_f1"],
         )
     ranked = sorted(scores, key=scores.__getitem__, reverse=True)
     kept, best = ranked[:1], scores[ranked[0]]
     for name in ranked[1:]:
         model.load_state_dict(_mean([states[k] for k in kept + [name]]))
-        f1 = validation_scores(model, tokenizer, data, runtime, max_length)["val_macro_f1"]
+        f1 = validation_scores(model, tokenizer, data, runtime, model_cfg)["val_macro_f1"]
         log.info(
             "soup %s + %s: val macro-F1 %.4f (best so far %.4f) -> %s",
             "+".join(kept),
@@ -80,5 +82,5 @@ def greedy_soup(
         if f1 >= best:
             kept, best = kept + [name], f1
     model.load_state_dict(_mean([states[k] for k in kept]))
-    calibration = save_model(model, tokenizer, data, runtime, max_length, output_dir)
+    calibration = save_model(model, tokenizer, data, runtime, model_cfg, output_dir)
     return Soup(output_dir, kept, scores, best, calibration)

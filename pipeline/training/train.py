@@ -191,10 +191,10 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
 
 
 def validation_scores(
-    model: Any, tokenizer: Any, data: PreparedData, runtime: Runtime, max_length: int
+    model: Any, tokenizer: Any, data: PreparedData, runtime: Runtime, model_cfg: ModelConfig
 ) -> dict[str, float]:
     """Validation loss, accuracy and macro-F1, judged as served (multi-label: with thresholds tuned on it)."""
-    logits = predict_logits(model, tokenizer, data.texts("validation"), runtime, max_length)
+    logits = _validation_logits(model, tokenizer, data, runtime, model_cfg)
     y_true = data.targets("validation")
     multi = data.label_map.multi_label
     loss = loss_fn(torch.from_numpy(logits), torch.from_numpy(y_true), multi).item()
@@ -211,15 +211,22 @@ def validation_scores(
     }
 
 
+def _validation_logits(
+    model: Any, tokenizer: Any, data: PreparedData, runtime: Runtime, model_cfg: ModelConfig
+) -> np.ndarray:
+    texts = data.texts("validation")
+    return predict_logits(model, tokenizer, texts, runtime, model_cfg.max_length, model_cfg.inference_batch_size)
+
+
 def save_model(
-    model: Any, tokenizer: Any, data: PreparedData, runtime: Runtime, max_length: int, output_dir: Path
+    model: Any, tokenizer: Any, data: PreparedData, runtime: Runtime, model_cfg: ModelConfig, output_dir: Path
 ) -> dict[str, float]:
     """Save a folder `transformers.pipeline` loads, calibrated on validation (temperature, or per-label
     thresholds for multi-label); returns the calibration figures."""
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
-    val_logits = predict_logits(model, tokenizer, data.texts("validation"), runtime, max_length)
+    val_logits = _validation_logits(model, tokenizer, data, runtime, model_cfg)
     calibrate_fn = calibrate_multi_label if data.label_map.multi_label else calibrate
     return calibrate_fn(val_logits, data.targets("validation"), output_dir)
 
@@ -287,7 +294,7 @@ class _Run:
     total_steps: int
 
     def validation_scores(self) -> dict[str, float]:
-        return validation_scores(self.model, self.tokenizer, self.data, self.runtime, self.model_cfg.max_length)
+        return validation_scores(self.model, self.tokenizer, self.data, self.runtime, self.model_cfg)
 
 
 @dataclass
@@ -406,7 +413,14 @@ def _soft_targets(
     texts = data.texts("train")
     return torch.from_numpy(
         teacher_probabilities(
-            cfg.teachers, labels, texts, runtime, model_cfg.max_length, multi, cfg.distill_temperature
+            cfg.teachers,
+            labels,
+            texts,
+            runtime,
+            model_cfg.max_length,
+            model_cfg.inference_batch_size,
+            multi,
+            cfg.distill_temperature,
         )
     )
 
@@ -632,9 +646,7 @@ def _select(run: _Run, state: _LoopState, result: TrainResult) -> None:
 def _save_selected(run: _Run, state: _LoopState, result: TrainResult, checkpoint: _Checkpoint | None) -> None:
     """Save and calibrate the selected model (rank 0); a finished run clears its checkpoint to start fresh next time."""
     model = lora.export(run.model, result.model_dir)  # LoRA: adapter saved, then merged into the weights
-    result.calibration = save_model(
-        model, run.tokenizer, run.data, run.runtime, run.model_cfg.max_length, result.model_dir
-    )
+    result.calibration = save_model(model, run.tokenizer, run.data, run.runtime, run.model_cfg, result.model_dir)
     if checkpoint:
         checkpoint.remove()
     log.info(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cli
+import emotion_cli as cli
 from pipeline.registry.versioning import dvc_hash
 from tests.conftest import PARAMS, copy_sample, tiny_overrides
 

@@ -16,8 +16,8 @@ LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
 
 
 def test_lora_run_registers_a_merged_model_and_logs_the_adapter(tiny_config, project: Path) -> None:
+    from emotion_cli import format_summary
     from flows.training import training_flow
-    from pipeline.cli import format_summary
 
     cfg = tiny_config("train.peft.enabled=true", "train.peft.rank=4", "train.gradient_checkpointing=true")
     summary = training_flow(cfg)

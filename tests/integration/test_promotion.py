@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cli, stages
+import emotion_cli as cli
+from pipeline import stages
 from pipeline.config import Config, load_config
 from pipeline.data.encode import PreparedData
 from pipeline.registry import champion_alias, connection, model_versions, promotion, run_log

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.cli import format_summary
+from emotion_cli import format_summary
 from pipeline.registry import champion_alias, connection
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]

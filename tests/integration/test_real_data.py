@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cli
+import emotion_cli as cli
 from pipeline.registry import connection
 from tests.conftest import BIN, PARAMS, tiny_overrides
 from tests.synthetic_text import SEVEN, THINGS, WORDS

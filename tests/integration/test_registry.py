@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cli
+import emotion_cli as cli
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.registry import champion_alias, connection, model_versions, run_log

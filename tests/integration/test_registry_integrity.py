@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cli
+import emotion_cli as cli
 from pipeline.config import Config, load_config
 from pipeline.registry import champion_alias, connection, model_versions, run_log
 from tests.conftest import PARAMS, free_port

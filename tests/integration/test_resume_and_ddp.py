@@ -114,7 +114,7 @@ def test_two_process_ddp_ranks_agree_and_only_rank0_saves(project: Path, tiny_mo
             "--master_addr=127.0.0.1",
             f"--master_port={free_port()}",
             "-m",
-            "pipeline.cli",
+            "emotion_cli",
             "train",
             *args,
         ],
@@ -150,7 +150,7 @@ def test_two_node_ddp_with_c10d_rendezvous_agrees_and_only_rank0_saves(project: 
     launch += ["--rdzv-endpoint", endpoint, "--rdzv-id", "emotion-test"]
     nodes = [
         subprocess.Popen(
-            [*launch, "--node-rank", str(rank), "-m", "pipeline.cli", "train", *args],
+            [*launch, "--node-rank", str(rank), "-m", "emotion_cli", "train", *args],
             cwd=project,
             env=env,
             stdout=subprocess.PIPE,

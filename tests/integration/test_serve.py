@@ -544,7 +544,7 @@ def test_promote_requires_shadow_evidence(
 ) -> None:
     """`emotion promote` refuses a challenger with too few shadow samples, accepts it once it has them (a restarted
     service keeps counting from the tags), and --force overrides the requirement, recorded in the history."""
-    from pipeline import cli
+    import emotion_cli as cli
 
     project, client = store["project"], store["client"]
     # the tiny random models pass or fail the regression gate by chance; here only the shadow requirement matters

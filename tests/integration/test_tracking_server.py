@@ -129,7 +129,9 @@ def test_flow_registers_through_server_and_models_serve_answers_calibrated(
     temperature = load_temperature(folder)
     assert temperature != pytest.approx(1.0, abs=1e-3)  # a fitted temperature travels with the model
     predictor = Predictor(folder)
-    raw = predict_logits(predictor.model, predictor.tokenizer, texts, predictor.runtime)
+    raw = predict_logits(
+        predictor.model, predictor.tokenizer, texts, predictor.runtime, predictor.max_length, predictor.batch_size
+    )
     expected = softmax(raw / temperature)
     labels = predictor.labels
     got = np.array([[row[f"prob_{label}"] for label in labels] for row in served])

@@ -1,4 +1,4 @@
-"""pipeline.cli: fast help, one-line `error:` messages with exit codes instead of tracebacks, prepare/predict."""
+"""emotion_cli: fast help, one-line `error:` messages with exit codes instead of tracebacks, prepare/predict."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cli
+import emotion_cli as cli
+from emotion_cli import common
 from pipeline.config import load_config
 from pipeline.data import ingest
 from tests.conftest import BIN, PARAMS, copy_sample
@@ -41,7 +42,7 @@ def error_lines(stderr: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "command", [[str(BIN / "emotion")], [sys.executable, "-m", "pipeline.cli"]], ids=["entry-point", "python-m"]
+    "command", [[str(BIN / "emotion")], [sys.executable, "-m", "emotion_cli"]], ids=["entry-point", "python-m"]
 )
 def test_help_exits_zero_quickly(command: list[str], tmp_path: Path):
     started = time.monotonic()
@@ -55,7 +56,7 @@ def test_help_exits_zero_quickly(command: list[str], tmp_path: Path):
 
 def test_importing_the_cli_loads_no_heavy_library(tmp_path: Path):
     code = (
-        "import sys, pipeline.cli; heavy = ('torch', 'transformers', 'mlflow', 'great_expectations', 'prefect', "
+        "import sys, emotion_cli; heavy = ('torch', 'transformers', 'mlflow', 'great_expectations', 'prefect', "
         "'dvc', 'pandas'); print([m for m in heavy if m in sys.modules])"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
@@ -262,7 +263,7 @@ def test_recipe_layers_under_set_and_travels_with_the_overrides(tmp_path: Path):
     args = cli.build_parser().parse_args(
         ["train", *base_args(tmp_path), "--recipe", "emotion", "--set", "train.epochs=2", "--recipe", "cpu-quick"]
     )
-    cfg = cli._config(args)
+    cfg = common.config(args)
     assert cfg.recipes == ["emotion", "cpu-quick"]
     assert cfg.train.learning_rate == 1.5e-4  # emotion
     assert (cfg.train.batch_size, cfg.model.max_length) == (32, 64)  # cpu-quick over emotion

@@ -20,7 +20,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pipeline import cli, stages
+import emotion_cli as cli
+from pipeline import stages
 from pipeline.config import Config, DataConfig, load_config
 from pipeline.data import ingest
 from pipeline.data.inspect import inspect

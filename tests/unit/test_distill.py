@@ -62,8 +62,10 @@ def test_temperature_squared_keeps_the_loss_on_the_hard_label_scale():
 def test_teacher_probabilities_are_the_mean_of_each_teachers_tempered_softmax(teachers, sample_prepared):
     runtime = choose_runtime("cpu", "fp32")
     texts = sample_prepared.texts("train")[:20]
-    mean = teacher_probabilities(teachers, LABELS, texts, runtime, 64, False, 2.0)
-    each = [softmax(predict_logits(load_classifier(t), load_tokenizer(t), texts, runtime, 64) / 2.0) for t in teachers]
+    mean = teacher_probabilities(teachers, LABELS, texts, runtime, 64, 64, False, 2.0)
+    each = [
+        softmax(predict_logits(load_classifier(t), load_tokenizer(t), texts, runtime, 64, 64) / 2.0) for t in teachers
+    ]
     np.testing.assert_allclose(mean, (each[0] + each[1]) / 2, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(mean.sum(axis=1), 1.0, rtol=1e-5)
     assert not np.allclose(each[0], each[1])  # two different teachers, really averaged
@@ -73,11 +75,11 @@ def test_teachers_must_exist_and_share_the_label_order(teachers, sample_prepared
     runtime = choose_runtime("cpu", "fp32")
     texts = sample_prepared.texts("train")[:4]
     with pytest.raises(PipelineError, match="no saved model in '.*missing'"):
-        teacher_probabilities([str(tmp_path / "missing")], LABELS, texts, runtime, 64, False, 1.0)
+        teacher_probabilities([str(tmp_path / "missing")], LABELS, texts, runtime, 64, 64, False, 1.0)
     shuffled = LABELS[1:] + LABELS[:1]
     load_classifier(str(tiny_model_dir), labels=shuffled).save_pretrained(tmp_path / "shuffled")
     with pytest.raises(PipelineError, match="shuffled' predicts"):
-        teacher_probabilities([teachers[0], str(tmp_path / "shuffled")], LABELS, texts, runtime, 64, False, 1.0)
+        teacher_probabilities([teachers[0], str(tmp_path / "shuffled")], LABELS, texts, runtime, 64, 64, False, 1.0)
 
 
 def _with_labels_rotated(data: PreparedData) -> PreparedData:

@@ -394,7 +394,7 @@ def test_retries_skip_user_errors() -> None:
 
 
 def test_cli_has_monitor_and_schedule() -> None:
-    from pipeline.cli import build_parser
+    from emotion_cli import build_parser
 
     args = build_parser().parse_args(["monitor", "batch.csv", "--json", "--set", "monitor.trigger=off"])
     assert args.path == "batch.csv" and args.json and args.set == ["monitor.trigger=off"]

@@ -55,7 +55,7 @@ def test_unknown_label_and_empty_text_are_user_errors(predictor: Predictor) -> N
 def test_fast_backends_are_explained_with_their_own_weights_in_fp32(trained, backend: str) -> None:
     from pipeline.serving.backends import FastClassifier
 
-    fast = FastClassifier.load(trained[1], "torch-fp32").converted(backend)
+    fast = FastClassifier.load(trained[1], "torch-fp32", 128, 64).converted(backend)
     result = explain(fast.predictor, TEXT, n_steps=64)
     assert abs(sum(result.scores) - (result.logit - result.baseline_logit) - result.delta) < 1e-4
     assert next(fast.model.parameters()).dtype != torch.float32 or backend == "int8"  # served model untouched

@@ -70,9 +70,9 @@ def test_bad_inputs_are_user_errors(fp32: FastClassifier, model_dir: Path, tmp_p
     with pytest.raises(PipelineError, match="empty"):
         fp32.predict_proba(["fine", "   "])
     with pytest.raises(PipelineError, match="unknown inference backend"):
-        FastClassifier.load(model_dir, "fp16")
+        FastClassifier.load(model_dir, "fp16", 64, 64)
     with pytest.raises(PipelineError, match="config.json missing"):
-        FastClassifier.load(tmp_path)
+        FastClassifier.load(tmp_path, FP32, 64, 64)
     assert fp32.predict_proba([]).shape == (0, 6)
 
 
@@ -99,7 +99,7 @@ def test_parity_check_on_the_sample_test_split(
 
     # build_classifier uses the backend only when the same check passes; otherwise fp32, with the reason logged
     with caplog.at_level(logging.WARNING, logger="pipeline.serving.backends"):
-        chosen, built_report = build_classifier(model_dir, backend, sample_parity, 0.003, max_length=64)
+        chosen, built_report = build_classifier(model_dir, backend, sample_parity, 0.003, max_length=64, batch_size=64)
     assert built_report.passed == report.passed
     if report.passed:
         assert chosen.backend == backend and "within" in built_report.reason
@@ -138,7 +138,7 @@ def test_parity_check_refuses_a_model_that_answers_differently(
     out = tmp_path / "constant"
     model.save_pretrained(out)
     load_tokenizer(str(model_dir)).save_pretrained(out)
-    degenerate = FastClassifier.load(out, FP32, max_length=64)
+    degenerate = FastClassifier.load(out, FP32, max_length=64, batch_size=64)
 
     refused = parity_check(fp32, degenerate, data, tolerance=0.003)
     assert not refused.passed
@@ -154,11 +154,13 @@ def test_parity_cannot_run_without_matching_data(
     assert not report.passed and "labels the model does not know (boredom)" in report.reason
 
     with caplog.at_level(logging.WARNING, logger="pipeline.serving.backends"):
-        chosen, report = build_classifier(model_dir, BF16, None, 0.003, max_length=64, parity_error="file missing")
+        chosen, report = build_classifier(
+            model_dir, BF16, None, 0.003, max_length=64, batch_size=64, parity_error="file missing"
+        )
     assert chosen.backend == FP32 and not report.passed
     assert "no parity data (file missing)" in report.reason and "refusing backend torch-bf16" in caplog.text
 
-    chosen, report = build_classifier(model_dir, FP32, None, 0.003, max_length=64)
+    chosen, report = build_classifier(model_dir, FP32, None, 0.003, max_length=64, batch_size=64)
     assert chosen.backend == FP32 and report is None  # fp32 needs no check
 
 

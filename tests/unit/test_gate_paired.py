@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.cli import format_summary
+from emotion_cli import format_summary
 from pipeline.config import EvaluateConfig, GateConfig
 from pipeline.errors import PipelineError
 from pipeline.evaluation import intervals, model_card

@@ -129,7 +129,7 @@ def _pipeline_probs(model_dir: Path) -> np.ndarray:
 def _assert_merged_export_matches_adapter(base_dir: Path, model_dir: Path) -> None:
     runtime = choose_runtime("cpu", "fp32")
     adapted = _with_adapter(base_dir, model_dir)
-    expected = softmax(predict_logits(adapted, load_tokenizer(str(model_dir)), TEXTS, runtime, 64))
+    expected = softmax(predict_logits(adapted, load_tokenizer(str(model_dir)), TEXTS, runtime, 64, 64))
     np.testing.assert_allclose(_pipeline_probs(model_dir), expected, atol=1e-5)
 
 
@@ -210,7 +210,7 @@ def test_llama_lora_pads_with_eos_pools_last_token_and_exports(sample_prepared, 
     # last-token pooling skips padding: a text scores the same alone and padded in a batch
     runtime = choose_runtime("cpu", "fp32")
     tokenizer = load_tokenizer(str(tmp_path / "model"))
-    alone = predict_logits(saved, tokenizer, TEXTS[3:], runtime, 64)
+    alone = predict_logits(saved, tokenizer, TEXTS[3:], runtime, 64, 64)
     batched = predict_logits(saved, tokenizer, TEXTS, runtime, 64, batch_size=4)
     np.testing.assert_allclose(batched[3:], alone, atol=1e-5)
 

@@ -58,11 +58,11 @@ def test_onnx_int8_is_used_only_through_the_parity_check(
     assert np.abs(probs - fp32.predict_proba(TEXTS)).max() < 0.05
 
     # a tolerance of 1 (100 points) always passes: the int8 session is served
-    chosen, report = build_classifier(model_dir, ONNX_INT8, sample_parity, 1.0, max_length=64)
+    chosen, report = build_classifier(model_dir, ONNX_INT8, sample_parity, 1.0, max_length=64, batch_size=64)
     assert chosen.backend == ONNX_INT8 and report.passed and report.metric == "accuracy" and report.n == 120
     # a negative tolerance never passes: fp32 is served and the log says why
     with caplog.at_level(logging.WARNING, logger="pipeline.serving.backends"):
-        chosen, report = build_classifier(model_dir, ONNX_INT8, sample_parity, -0.01, max_length=64)
+        chosen, report = build_classifier(model_dir, ONNX_INT8, sample_parity, -0.01, max_length=64, batch_size=64)
     assert chosen.backend == FP32 and not report.passed
     assert "onnx-int8 accuracy" in report.reason and "outside the tolerance" in report.reason
     assert "refusing backend onnx-int8, serving fp32 instead" in caplog.text
@@ -83,7 +83,7 @@ def test_multi_label_parity_uses_micro_f1(tiny_model_dir: Path, tmp_path: Path) 
     )
     model.save_pretrained(tmp_path)
     load_tokenizer(str(tiny_model_dir)).save_pretrained(tmp_path)
-    reference = FastClassifier.load(tmp_path, FP32, max_length=64)
+    reference = FastClassifier.load(tmp_path, FP32, max_length=64, batch_size=64)
     data = ParityData(TEXTS, [["joy"], ["fear", "anger"], ["fear"], ["anger"], ["joy", "fear"]], "multi.csv")
 
     report = parity_check(reference, reference.converted(ONNX_FP32), data, tolerance=0.0)
@@ -156,12 +156,16 @@ def test_onnx_int8_falls_back_to_static_when_dynamic_fails_parity(
 
     monkeypatch.setattr(backends, "parity_check", dynamic_fails)
     source = export_onnx(model_dir, tmp_path / "model.onnx")
-    chosen, report = build_classifier(model_dir, ONNX_INT8, sample_parity, 1.0, max_length=64, onnx_file=source)
+    chosen, report = build_classifier(
+        model_dir, ONNX_INT8, sample_parity, 1.0, max_length=64, batch_size=64, onnx_file=source
+    )
     assert chosen.backend == ONNX_INT8_STATIC and report.passed and report.dynamic["candidate_accuracy"] is not None
     assert (tmp_path / STATIC_INT8_FILE).exists()
 
     # both fail: fp32 is served, and the report keeps both reasons
-    chosen, report = build_classifier(model_dir, ONNX_INT8, sample_parity, -0.01, max_length=64, onnx_file=source)
+    chosen, report = build_classifier(
+        model_dir, ONNX_INT8, sample_parity, -0.01, max_length=64, batch_size=64, onnx_file=source
+    )
     assert chosen.backend == FP32 and not report.passed and report.backend == ONNX_INT8_STATIC
     assert "dynamic int8 refused" in report.reason
 
@@ -172,6 +176,8 @@ def test_dynamic_int8_that_passes_builds_no_static_model(
     from pipeline.model.onnx_export import STATIC_INT8_FILE, export_onnx
 
     source = export_onnx(model_dir, tmp_path / "model.onnx")
-    chosen, report = build_classifier(model_dir, ONNX_INT8, sample_parity, 1.0, max_length=64, onnx_file=source)
+    chosen, report = build_classifier(
+        model_dir, ONNX_INT8, sample_parity, 1.0, max_length=64, batch_size=64, onnx_file=source
+    )
     assert chosen.backend == ONNX_INT8 and chosen.quantization == "dynamic" and report.dynamic is None
     assert not (tmp_path / STATIC_INT8_FILE).exists()

@@ -108,7 +108,7 @@ def test_id_column_glob_and_folder_inputs(tmp_path: Path, tiny_classifier_dir: P
 
 
 def test_multi_label_model_writes_its_decisions(tmp_path: Path, tiny_model_dir: Path) -> None:
-    from pipeline.evaluation.evaluate import multi_label_decisions
+    from pipeline.model.calibration import multi_label_decisions
     from pipeline.model.predict import Predictor
 
     model = classifier_folder(tiny_model_dir, tmp_path / "multi", ["a", "b", "c"], multi_label=True)

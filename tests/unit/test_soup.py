@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline.config import ModelConfig
 from pipeline.errors import PipelineError
 from pipeline.model.modeling import load_classifier
 from pipeline.training.soup import greedy_soup
@@ -47,7 +48,7 @@ def test_greedy_soup_averages_the_runs_that_help_on_validation(runs, sample_prep
     from transformers import pipeline
 
     assert not torch.equal(_weights(runs[0])["classifier.weight"], _weights(runs[1])["classifier.weight"])
-    soup = greedy_soup(runs, sample_prepared, tmp_path / "soup", max_length=64, device="cpu")
+    soup = greedy_soup(runs, sample_prepared, tmp_path / "soup", ModelConfig(max_length=64), device="cpu")
     assert sorted(soup.run_scores) == ["seed7", "seed8", "seed9"]
     assert soup.ingredients[0] == max(soup.run_scores, key=soup.run_scores.get)  # best run first
     assert soup.val_macro_f1 >= max(soup.run_scores.values())  # never worse on validation than the best run
@@ -64,6 +65,8 @@ def test_soup_refuses_models_of_another_shape(runs, sample_prepared, tiny_model_
     other = load_classifier(str(tiny_model_dir), labels=LABELS[:3])
     other.save_pretrained(tmp_path / "three-labels")
     with pytest.raises(PipelineError, match="three-labels is not the same architecture"):
-        greedy_soup([runs[0], tmp_path / "three-labels"], sample_prepared, tmp_path / "soup", device="cpu")
+        greedy_soup(
+            [runs[0], tmp_path / "three-labels"], sample_prepared, tmp_path / "soup", ModelConfig(), device="cpu"
+        )
     with pytest.raises(PipelineError, match="at least one"):
-        greedy_soup([], sample_prepared, tmp_path / "soup", device="cpu")
+        greedy_soup([], sample_prepared, tmp_path / "soup", ModelConfig(), device="cpu")

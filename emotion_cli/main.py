@@ -1,0 +1,76 @@
+"""The `emotion` command: the same steps as the Prefect flow and the DVC stages, for people.
+
+Heavy libraries are imported inside the commands, so `emotion --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from emotion_cli import production, registry, steps
+from emotion_cli.common import Command, RecipeAction
+from pipeline import console
+from pipeline.errors import DataValidationError, PipelineError
+
+QUIET_ENV = {
+    "DO_NOT_TRACK": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "MLFLOW_ENABLE_TELEMETRY": "false",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "pipeline",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",  # the default 20 s ran out on a busy 2-core machine
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emotion", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging, all of it on the console (run: not only in its log file)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", default=None, help="params file (default: ./params.yaml)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+        p.add_argument(
+            "--recipe",
+            action=RecipeAction,
+            metavar="NAME_OR_PATH",
+            help="layer recipes/NAME.yaml (or a .yaml file) over the params file, before --set (repeatable)",
+        )
+        p.set_defaults(func=func)
+        return p
+
+    for group in (steps, registry, production):  # in this order in `emotion --help`
+        group.add_commands(add)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    console.setup(args.verbose)  # `emotion run` narrows it to stage lines and a per-run log file
+    code = 1
+    try:
+        code = args.func(args)
+    except DataValidationError as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        if exc.report is not None:
+            print(exc.report.summary(), file=sys.stderr)
+        code = 3
+    except PipelineError as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        code = 2
+    finally:
+        if code != 0 and (log_file := console.run_log()) is not None:
+            print(f"log: {log_file}", file=sys.stderr)
+    return code
