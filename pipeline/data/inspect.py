@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.config import DataConfig
-from pipeline.data import ingest, readers
+from pipeline.data import formats, ingest, readers
 from pipeline.data.labels import normalise_label
 from pipeline.errors import PipelineError
 
@@ -142,16 +142,15 @@ def _is_dair_ai(text: str) -> bool:
     return all(0 < len(lab) <= 30 for lab in labels) and len(set(labels)) <= min(MAX_LABELS, max(2, len(lines) // 2))
 
 
-def _detect(path: Path, base: DataConfig) -> tuple[DataConfig, dict[str, Any], pd.DataFrame, readers.FileReport]:
+def detect(path: Path, base: DataConfig) -> tuple[DataConfig, dict[str, Any], pd.DataFrame, readers.FileReport]:
     """Read one file with detected settings: (config used, settings that differ from defaults, raw frame, report)."""
     raw, name = readers.read_bytes(path)
-    suffix_format = ingest.SUFFIX_FORMATS.get(Path(name).suffix.lower())
+    by_name = formats.by_suffix(name)
+    suffix_format = by_name.name if by_name else None
     settings: dict[str, Any] = {}
     report = readers.FileReport(str(path), suffix_format or "?")
-    if suffix_format == "parquet":
-        return _config(base, settings), settings, pd.read_parquet(io.BytesIO(raw)), report
-    if suffix_format == "xlsx":
-        frame = readers.read_xlsx(raw, ingest.read_options(base), report)
+    if by_name is not None and not by_name.detected:  # its reader needs no settings worked out
+        frame = formats.parse(by_name, formats.Input(raw, path, formats.read_options(base), report))
         return _config(base, settings), settings, frame, report
     text, report.encoding = readers.decode(raw, "auto", path)
     if report.encoding == readers.FALLBACK_ENCODING or report.encoding == "latin-1":
@@ -168,7 +167,7 @@ def _detect(path: Path, base: DataConfig) -> tuple[DataConfig, dict[str, Any], p
         return _config(base, settings), settings, frame, report
     if suffix_format == "text" and _is_dair_ai(text):
         report.format = "text"
-        return _config(base, settings), settings, ingest._read_text_format(text), report
+        return _config(base, settings), settings, formats.read_text_label(text), report
     return _detect_delimited(text, suffix_format, base, settings, report)
 
 
@@ -286,7 +285,7 @@ def inspect(source: str, base: DataConfig, base_dir: Path = Path(".")) -> Inspec
     paths = readers.expand_sources(source, base_dir)
     if len(paths) == 1 and paths[0].is_dir():
         return _inspect_folder(source, paths[0], base, base_dir)
-    cfg, settings, frame, report = _detect(paths[0], base)
+    cfg, settings, frame, report = detect(paths[0], base)
     result = Inspection(
         source,
         report.format,
@@ -326,7 +325,7 @@ def _inspect_folder(source: str, folder: Path, base: DataConfig, base_dir: Path)
         inner.settings.pop("split_column", None)
         inner.check = _check(inner, base, base_dir)
         return inner
-    folders = readers.read_label_folders(folder, ingest.read_options(base), ingest.SPLIT_ALIASES)
+    folders = readers.read_label_folders(folder, formats.read_options(base), ingest.SPLIT_ALIASES)
     if folders is None:
         raise PipelineError(f"{folder} holds no split files and no label folders of .txt files")
     frame, reports = folders
