@@ -1,0 +1,108 @@
+"""The format registry: every entry is read alike by ingest, inspect and score, and the config lists the same names.
+
+Each format has a fixture writer below; an entry added to ``pipeline/data/formats.py`` without one fails
+``test_every_format_reads_alike`` for that entry (see docs/formats.md).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import get_args
+
+import pandas as pd
+import pytest
+
+from pipeline.config import DataConfig
+from pipeline.data import formats, ingest
+from pipeline.data.inspect import detect, inspect
+from pipeline.scoring import reader
+
+ROWS = [
+    ("I can't believe it worked, what a relief today", "joy"),
+    ("the train was late again and nobody told us why", "anger"),
+    ("je suis très content du résultat final, vraiment", "joy"),
+    ("my old dog passed away last night in his sleep", "sadness"),
+    ("they cancelled the concert an hour before it began", "anger"),
+    ("nothing will feel the same without her around", "sadness"),
+]
+TEXTS = [text for text, _ in ROWS]
+GOEMOTIONS_LABELS = ["anger", "joy", "sadness"]
+
+
+@dataclass(frozen=True)
+class Fixture:
+    source: Path  # what data.source and `emotion inspect` are given
+    data_file: Path  # the file itself (what `emotion score` is given)
+
+
+def _frame() -> pd.DataFrame:
+    return pd.DataFrame(ROWS, columns=["text", "label"])
+
+
+def _one_file(name: str, write: Callable[[Path], None]) -> Callable[[Path], Fixture]:
+    def writer(folder: Path) -> Fixture:
+        path = folder / name
+        write(path)
+        return Fixture(path, path)
+
+    return writer
+
+
+def _goemotions(folder: Path) -> Fixture:
+    """GoEmotions as published: labels.txt beside headerless ``text<TAB>ids<TAB>id`` split files."""
+    source = folder / "goemotions"
+    source.mkdir()
+    (source / "labels.txt").write_text("\n".join(GOEMOTIONS_LABELS) + "\n")
+    lines = [f"{text}\t{GOEMOTIONS_LABELS.index(label)}\tc{i}" for i, (text, label) in enumerate(ROWS)]
+    (source / "train.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return Fixture(source, source / "train.tsv")
+
+
+WRITERS: dict[str, Callable[[Path], Fixture]] = {
+    "text": _one_file("in.txt", lambda p: p.write_text("".join(f"{t};{lab}\n" for t, lab in ROWS), "utf-8")),
+    "csv": _one_file("in.csv", lambda p: _frame().to_csv(p, index=False)),
+    "tsv": _one_file("in.tsv", lambda p: _frame().to_csv(p, sep="\t", index=False)),
+    "jsonl": _one_file("in.jsonl", lambda p: _frame().to_json(p, orient="records", lines=True, force_ascii=False)),
+    "json": _one_file("in.json", lambda p: p.write_text(json.dumps(_frame().to_dict(orient="records")), "utf-8")),
+    "parquet": _one_file("in.parquet", lambda p: _frame().to_parquet(p, index=False)),
+    "xlsx": _one_file("in.xlsx", lambda p: _frame().to_excel(p, index=False, engine="openpyxl")),
+    "goemotions": _goemotions,
+}
+
+
+def test_the_config_lists_the_registrys_formats() -> None:
+    declared = set(get_args(DataConfig.model_fields["format"].annotation))
+    assert declared == {"auto"} | set(formats.FORMATS)
+
+
+def test_suffixes_name_one_format_each() -> None:
+    suffixes = [s for f in formats.FORMATS.values() for s in f.suffixes]
+    assert len(suffixes) == len(set(suffixes)) and all(s.startswith(".") and s == s.lower() for s in suffixes)
+
+
+@pytest.mark.parametrize("name", sorted(formats.FORMATS))
+def test_every_format_reads_alike(name: str, tmp_path: Path) -> None:
+    """Ingest (declared and by suffix), inspect and score read the same texts from a file of each format."""
+    writer = WRITERS.get(name)
+    assert writer is not None, f"format {name!r} has no fixture writer: add one to WRITERS in {__file__}"
+    fixture = writer(tmp_path)
+    declared = DataConfig(source=str(fixture.source), format=name)  # type: ignore[arg-type]
+
+    ingested = ingest.read_source(declared, tmp_path)
+    assert ingested["text"].tolist() == TEXTS
+    if formats.FORMATS[name].suffixes:
+        by_suffix = ingest.read_source(DataConfig(source=str(fixture.source)), tmp_path)
+        assert by_suffix["text"].tolist() == TEXTS
+        assert by_suffix["label"].tolist() == [label for _, label in ROWS]
+
+    inspected = inspect(str(fixture.source), DataConfig(), tmp_path)
+    assert inspected.rows == len(ROWS) and inspected.check.startswith(f"ok: {len(ROWS)} rows"), inspected.check
+    _, _, frame, _ = detect(fixture.data_file, DataConfig())
+    assert frame[inspected.text_column].tolist() == TEXTS
+
+    files = reader.input_files([str(fixture.data_file)])
+    scored = pd.concat(list(reader.chunks(files, declared, 4, None)), ignore_index=True)
+    assert scored["text"].tolist() == TEXTS and scored["id"].tolist() == list(range(len(ROWS)))
