@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ import pandas as pd
 from pipeline.config import DataConfig
 from pipeline.data import readers
 from pipeline.errors import PipelineError
+
+SAMPLE_ROWS = 10_000  # rows of a streaming, non-line format (Parquet) read as a sample
 
 
 @dataclass
@@ -59,6 +62,7 @@ class Format:
     labelled: bool = False  # the reader names its columns text and label itself (data.*_column do not apply)
     detected: bool = False  # inspect works its settings (encoding, delimiter, header, JSON shape) out of the content
     delimited: bool = False  # delimited text with a header row (one line of the file is not a row)
+    lines: bool = False  # a file's first lines are a file of this format, so a sample may be its head
     count: Callable[[Path], int] | None = None  # an exact row count without reading the rows
 
 
@@ -248,15 +252,39 @@ FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
         Format(
-            "text", (".txt",), lambda s: read_text_label(s.text()), _text_label_chunks, labelled=True, detected=True
+            "text",
+            (".txt",),
+            lambda s: read_text_label(s.text()),
+            _text_label_chunks,
+            labelled=True,
+            detected=True,
+            lines=True,
         ),
-        Format("csv", (".csv", ".psv"), _delimited(None), _delimited_chunks(None), detected=True, delimited=True),
-        Format("tsv", (".tsv", ".tab"), _delimited("\t"), _delimited_chunks("\t"), detected=True, delimited=True),
-        Format("jsonl", (".jsonl",), _read_json, _jsonl_chunks, detected=True),
+        Format(
+            "csv",
+            (".csv", ".psv"),
+            _delimited(None),
+            _delimited_chunks(None),
+            detected=True,
+            delimited=True,
+            lines=True,
+        ),
+        Format(
+            "tsv",
+            (".tsv", ".tab"),
+            _delimited("\t"),
+            _delimited_chunks("\t"),
+            detected=True,
+            delimited=True,
+            lines=True,
+        ),
+        Format("jsonl", (".jsonl",), _read_json, _jsonl_chunks, detected=True, lines=True),
         Format("json", (".json",), _read_json, detected=True),
         Format("parquet", (".parquet", ".pq"), _read_parquet, _parquet_chunks, count=_parquet_rows),
         Format("xlsx", (".xlsx",), _read_xlsx),
-        Format("goemotions", (), _read_goemotions, _goemotions_chunks, labelled=True),  # chosen by labels.txt
+        Format(
+            "goemotions", (), _read_goemotions, _goemotions_chunks, labelled=True, lines=True
+        ),  # chosen by labels.txt
     )
 }
 SUFFIXES = {suffix: f for f in FORMATS.values() for suffix in f.suffixes}
@@ -298,19 +326,69 @@ def read_options(cfg: DataConfig) -> readers.ReadOptions:
     )
 
 
-def parse(fmt: Format, source: Input) -> pd.DataFrame:
-    """The format's whole-file reader; what the file's content makes it fail on is a one-line error naming the file."""
+@contextmanager
+def _named_errors(fmt: Format, path: Path) -> Iterator[None]:
+    """What a file's content makes a reader fail on, as a one-line error naming the file."""
     try:
-        return fmt.read(source)
+        yield
     except PipelineError as exc:
-        raise exc if str(source.path) in str(exc) else PipelineError(f"{source.path}: {exc}") from exc
+        raise exc if str(path) in str(exc) else PipelineError(f"{path}: {exc}") from exc
     except pd.errors.EmptyDataError as exc:
-        raise PipelineError(f"{source.path} is empty: it holds no rows") from exc
+        raise PipelineError(f"{path} is empty: it holds no rows") from exc
     except (ValueError, OSError, pd.errors.ParserError) as exc:
-        raise PipelineError(f"cannot read {source.path} as {fmt.name}: {exc}") from exc
+        raise PipelineError(f"cannot read {path} as {fmt.name}: {exc}") from exc
 
 
-def stream(fmt: Format, source: Stream) -> Iterator[pd.DataFrame]:
+def parse(fmt: Format, source: Input) -> pd.DataFrame:
+    """The format's whole-file reader, its failures named."""
+    with _named_errors(fmt, source.path):
+        return fmt.read(source)
+
+
+@dataclass
+class Loaded:
+    """A file read by its format: the rows, what reading found, and whether they are only a sample."""
+
+    format: Format
+    frame: pd.DataFrame
+    report: readers.FileReport
+    sampled: bool = False
+
+
+def load(
+    path: Path,
+    declared: str,
+    options: readers.ReadOptions,
+    label_names: list[str] | None = None,
+    limit: int | None = None,
+) -> Loaded:
+    """A file's rows (data.format ``declared``, else its suffix). With ``limit`` bytes, a bounded sample: the head
+    (whole lines) of a line-based format, the first chunk of one that streams, else the whole file."""
+    if limit is None:
+        raw, name = readers.read_bytes(path)
+        head = readers.Head(raw, name, False)
+    else:
+        head = readers.read_head(path, limit)
+    fmt = format_of(head.name, declared, path)
+    report = readers.FileReport(str(path), fmt.name)
+    if head.truncated and not fmt.lines:
+        if fmt.chunks is not None and readers.data_name(path) == path.name:  # streams, uncompressed
+            return Loaded(fmt, _first_chunk(fmt, Stream(path, options, SAMPLE_ROWS, None, label_names)), report, True)
+        head = readers.Head(readers.read_bytes(path)[0], head.name, False)
+    frame = parse(fmt, Input(head.raw, path, options, report, label_names))
+    return Loaded(fmt, frame, report, head.truncated)
+
+
+def _first_chunk(fmt: Format, source: Stream) -> pd.DataFrame:
+    with _named_errors(fmt, source.path):
+        chunks = stream(fmt, source)
+        try:
+            return next(chunks, pd.DataFrame())
+        finally:
+            chunks.close()
+
+
+def stream(fmt: Format, source: Stream) -> Generator[pd.DataFrame, None, None]:
     """The file's rows in chunks: streamed where the format streams, else read whole (bad-row policy applied) and
     cut, so every format of the registry can be scored."""
     if fmt.chunks is not None:

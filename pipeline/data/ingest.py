@@ -163,13 +163,16 @@ def _note_missing_columns(frame: pd.DataFrame, path: Path, cfg: DataConfig, repo
 
 
 def read_table(
-    path: Path, cfg: DataConfig, label_names: list[str] | None = None, report: SourceReport | None = None
+    path: Path,
+    cfg: DataConfig,
+    label_names: list[str] | None = None,
+    report: SourceReport | None = None,
+    limit: int | None = None,
 ) -> pd.DataFrame:
-    """Read one file (maybe gzip/zip-compressed) and rename the configured columns to text / label / split."""
-    raw, name = readers.read_bytes(path)
-    fmt = formats.format_of(name, cfg.format, path)
-    file_report = readers.FileReport(str(path), fmt.name)
-    frame = formats.parse(fmt, formats.Input(raw, path, formats.read_options(cfg), file_report, label_names))
+    """Read one file (maybe gzip/zip-compressed; with ``limit`` bytes only a sample of it, as `emotion inspect`
+    checks) and rename the configured columns to text / label / split."""
+    loaded = formats.load(path, cfg.format, formats.read_options(cfg), label_names, limit)
+    fmt, frame, file_report = loaded.format, loaded.frame, loaded.report
     readers.apply_bad_row_policy(file_report, cfg.bad_rows)
     file_report.rows = len(frame)
     if report is not None:
@@ -218,7 +221,9 @@ def _split_files(directory: Path) -> dict[str, Path]:
     return found
 
 
-def _read_directory(directory: Path, cfg: DataConfig, report: SourceReport | None) -> pd.DataFrame:
+def _read_directory(
+    directory: Path, cfg: DataConfig, report: SourceReport | None, limit: int | None = None
+) -> pd.DataFrame:
     """Split files (train / validation / test, any supported format), else one sub-folder of .txt files per label."""
     label_names = None
     if (directory / LABEL_NAMES_FILE).exists() and cfg.format in ("auto", "goemotions"):
@@ -238,19 +243,24 @@ def _read_directory(directory: Path, cfg: DataConfig, report: SourceReport | Non
         return frame
     parts = []
     for split, path in split_files.items():
-        frame = read_table(path, cfg, label_names, report)
+        frame = read_table(path, cfg, label_names, report, limit)
         frame["split"] = split
         parts.append(frame)
     return pd.concat(parts, ignore_index=True)
 
 
-def _read_files(paths: list[Path], cfg: DataConfig, report: SourceReport | None) -> pd.DataFrame:
+def _read_files(
+    paths: list[Path], cfg: DataConfig, report: SourceReport | None, limit: int | None = None
+) -> pd.DataFrame:
     """Several files: split files when every name is a split (train.csv, dev.csv, ...), else one table."""
     splits = [_split_of(p) for p in paths]
     named = all(splits) and len(set(splits)) == len(splits)
     parts = []
     for path, split in zip(paths, splits):
-        frame = _read_directory(path, cfg, report) if path.is_dir() else read_table(path, cfg, report=report)
+        if path.is_dir():
+            frame = _read_directory(path, cfg, report, limit)
+        else:
+            frame = read_table(path, cfg, report=report, limit=limit)
         if named:
             frame["split"] = split
         parts.append(frame)
@@ -288,20 +298,23 @@ def _read_hf(dataset_id: str, cfg: DataConfig) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def read_source(cfg: DataConfig, base_dir: Path = Path("."), report: SourceReport | None = None) -> pd.DataFrame:
+def read_source(
+    cfg: DataConfig, base_dir: Path = Path("."), report: SourceReport | None = None, limit: int | None = None
+) -> pd.DataFrame:
     """Read ``cfg.source`` (relative paths against ``base_dir``) into a frame with text, label, split columns.
 
     Labels come out named, normalised and mapped (pipeline/data/labels.py); ``report`` collects what was found.
+    ``limit`` reads a bounded sample of each file (formats.load), as `emotion inspect` checks its proposal.
     """
     source = cfg.source
     if isinstance(source, str) and source.startswith("hf:"):
         frame = _read_hf(source[3:], cfg)
     elif source == SAMPLE_SOURCE:
-        frame = _read_directory(sample_data_dir(), cfg, report)
+        frame = _read_directory(sample_data_dir(), cfg, report, limit)
     else:
         paths = readers.expand_sources(source, base_dir)
         single_dir = len(paths) == 1 and paths[0].is_dir()
-        frame = _read_directory(paths[0], cfg, report) if single_dir else _read_files(paths, cfg, report)
+        frame = _read_directory(paths[0], cfg, report, limit) if single_dir else _read_files(paths, cfg, report, limit)
     frame, label_report = apply_labels(frame, cfg.label_names, cfg.label_map)
     if report is not None:
         report.labels = label_report

@@ -18,9 +18,10 @@ import logging
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import pandas as pd
 
@@ -38,6 +39,15 @@ BOMS = (  # UTF-32 first: its little-endian BOM starts with UTF-16's
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
+NEWLINES = {
+    bom: "\n".encode(codec)
+    for bom, codec in (  # UTF-32 first, as in BOMS
+        (codecs.BOM_UTF32_LE, "utf-32-le"),
+        (codecs.BOM_UTF32_BE, "utf-32-be"),
+        (codecs.BOM_UTF16_LE, "utf-16-le"),
+        (codecs.BOM_UTF16_BE, "utf-16-be"),
+    )
+}
 BINARY_MAGIC = {
     b"%PDF": "a PDF document",
     b"\x89PNG": "a PNG image",
@@ -132,13 +142,98 @@ def _unzip(path: Path, raw: bytes) -> tuple[bytes, str]:
         names = archive.namelist()
         if "xl/workbook.xml" in names:  # a spreadsheet is a zip too
             return raw, path.name if path.suffix.lower() == ".xlsx" else path.stem + ".xlsx"
-        members = [n for n in names if not n.endswith("/") and not n.startswith("__MACOSX/")]
-        if len(members) != 1:
-            raise PipelineError(
-                f"{path} holds {len(members)} files ({', '.join(members[:5])}); a zip source must hold exactly one: "
-                "extract it and point data.source at the folder or a glob"
-            )
-        return archive.read(members[0]), Path(members[0]).name
+        member = _zip_member(path, archive)
+        return archive.read(member), Path(member).name
+
+
+def _zip_member(path: Path, archive: zipfile.ZipFile) -> str:
+    members = [n for n in archive.namelist() if not n.endswith("/") and not n.startswith("__MACOSX/")]
+    if len(members) != 1:
+        raise PipelineError(
+            f"{path} holds {len(members)} files ({', '.join(members[:5])}); a zip source must hold exactly one: "
+            "extract it and point data.source at the folder or a glob"
+        )
+    return members[0]
+
+
+@dataclass(frozen=True)
+class Head:
+    """The first bytes of a file (decompressed, whole lines only) and whether more of it follows."""
+
+    raw: bytes
+    name: str  # the name its format is told by
+    truncated: bool
+
+
+@contextmanager
+def _data_stream(path: Path) -> Iterator[tuple[IO[bytes], str]]:
+    """The file's decompressed bytes as a stream, without reading them all: gzip, a zip of one file, or plain."""
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+            fh.seek(0)
+            if magic[:2] == b"\x1f\x8b":
+                with gzip.open(fh) as inner:
+                    yield cast("IO[bytes]", inner), data_name(path)  # GzipFile reads as IO[bytes] does
+            elif magic == b"PK\x03\x04":
+                with zipfile.ZipFile(fh) as archive:
+                    member = _zip_member(path, archive)
+                    with archive.open(member) as inner:
+                        yield inner, Path(member).name
+            else:
+                yield fh, data_name(path)
+    except (gzip.BadGzipFile, EOFError, zipfile.BadZipFile) as exc:
+        raise PipelineError(f"{path} is a damaged archive: {exc}") from exc
+    except OSError as exc:
+        raise PipelineError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def read_head(path: Path, limit: int) -> Head:
+    """At most ``limit`` bytes of the (decompressed) file, cut after its last whole line; a workbook whole."""
+    if _is_workbook(path):
+        raw, name = read_bytes(path)
+        return Head(raw, name, False)
+    with _data_stream(path) as (fh, name):
+        raw = fh.read(limit + 1)
+    if len(raw) <= limit:
+        return Head(raw, name, False)
+    return Head(_whole_lines(raw[:limit]), name, True)
+
+
+def count_lines(path: Path) -> tuple[int, int]:
+    """(lines, bytes) of the (decompressed) file, read block by block in constant memory."""
+    lines = size = 0
+    with _data_stream(path) as (fh, _):
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            lines += block.count(b"\n")
+            size += len(block)
+    return lines, size
+
+
+def _whole_lines(raw: bytes) -> bytes:
+    """``raw`` up to its last newline, in the unit of its BOM's encoding; a line longer than ``raw`` is cut
+    where no character is split."""
+    bom, newline = next(((b, n) for b, n in NEWLINES.items() if raw.startswith(b)), (b"", b"\n"))
+    end = len(raw)
+    while (found := raw.rfind(newline, len(bom), end)) >= 0:
+        if (found - len(bom)) % len(newline) == 0:
+            return raw[: found + len(newline)]
+        end = found + len(newline) - 1
+    if bom:
+        return raw[: len(raw) - (len(raw) - len(bom)) % len(newline)]
+    for back in range(1, min(4, len(raw)) + 1):  # drop a UTF-8 sequence the cut split (its lead byte and on)
+        if raw[-back] < 0x80:
+            break
+        if raw[-back] >= 0xC0:
+            return raw[:-back]
+    return raw
+
+
+def _is_workbook(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return "xl/workbook.xml" in archive.namelist()
 
 
 def refuse_binary(raw: bytes, path: Path) -> None:

@@ -15,8 +15,10 @@ from typing import get_args
 import pandas as pd
 import pytest
 
+from pipeline import cli
 from pipeline.config import DataConfig
 from pipeline.data import formats, ingest
+from pipeline.data import inspect as inspect_module
 from pipeline.data.inspect import detect, inspect
 from pipeline.scoring import reader
 
@@ -100,9 +102,75 @@ def test_every_format_reads_alike(name: str, tmp_path: Path) -> None:
 
     inspected = inspect(str(fixture.source), DataConfig(), tmp_path)
     assert inspected.rows == len(ROWS) and inspected.check.startswith(f"ok: {len(ROWS)} rows"), inspected.check
-    _, _, frame, _ = detect(fixture.data_file, DataConfig())
+    frame = detect(fixture.data_file, DataConfig(), inspect_module.SAMPLE_BYTES).frame
     assert frame[inspected.text_column].tolist() == TEXTS
 
     files = reader.input_files([str(fixture.data_file)])
     scored = pd.concat(list(reader.chunks(files, declared, 4, None)), ignore_index=True)
     assert scored["text"].tolist() == TEXTS and scored["id"].tolist() == list(range(len(ROWS)))
+
+
+# --- bounded memory and clear errors on large or damaged files ---------------------------------------------------
+
+
+def _valid_rows_then_junk(path: Path, rows: int, size: int) -> Path:
+    """A CSV whose ``rows`` valid rows are followed by sparse junk (blank lines, empty fields, a long line of
+    commas) up to ``size`` bytes: what an export with a broken tail looks like."""
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write("text,label\n")
+        for i in range(rows):
+            fh.write(f"row {i} of the export which I liked a lot,{ROWS[i % len(ROWS)][1]}\n")
+        block = "\n" * 3000 + ",\n" * 3000 + " , \n" * 1000 + "," * 200_000 + "\n"
+        while fh.tell() < size:
+            fh.write(block)
+    return path
+
+
+def test_inspect_reads_a_bounded_sample_of_a_large_file_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import tracemalloc
+
+    big = _valid_rows_then_junk(tmp_path / "big.csv", 300, 24 << 20)
+    monkeypatch.setattr(inspect_module, "SAMPLE_BYTES", 256 << 10)
+    tracemalloc.start()
+    try:
+        result = inspect(str(big), DataConfig(), tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 12 << 20, f"inspect held {peak / 2**20:.0f} MB for a 256 KB sample of a 24 MB file"
+    assert result.rows == 300 and result.text_column == "text" and result.label_column == "label"
+    lines, megabytes = big.read_bytes().count(b"\n"), big.stat().st_size / 2**20
+    assert (
+        result.sample.startswith("the first 0.2 MB (") and f" of {lines:,} lines, {megabytes:.1f} MB)" in result.sample
+    )
+    assert result.check.startswith("ok: 300 rows of the sample"), result.check
+    assert cli.main(["inspect", str(big)]) == 0
+    assert "sample     the first 0.2 MB" in capsys.readouterr().out
+
+
+def test_inspect_samples_a_large_parquet_file_by_its_first_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "big.parquet"
+    rows = 3 * formats.SAMPLE_ROWS
+    texts = [f"text number {i} with some words {i * 7919 % 104729}" for i in range(rows)]
+    pd.DataFrame({"text": texts, "label": [ROWS[i % 6][1] for i in range(rows)]}).to_parquet(path, row_group_size=5000)
+    monkeypatch.setattr(inspect_module, "SAMPLE_BYTES", 64 << 10)
+    assert path.stat().st_size > 64 << 10
+    result = inspect(str(path), DataConfig(), tmp_path)
+    assert result.rows == formats.SAMPLE_ROWS and result.sample == f"the first 10,000 of {rows:,} rows"
+    assert result.check.startswith(f"ok: {formats.SAMPLE_ROWS} rows of the sample"), result.check
+
+
+@pytest.mark.parametrize("content", [b"", b"text,label\nnot parquet at all,joy\n"], ids=["empty", "csv inside"])
+def test_inspect_on_a_file_named_parquet_that_is_not_one_is_a_one_line_error(
+    content: bytes, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "data.parquet"
+    path.write_bytes(content)
+    assert cli.main(["inspect", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: cannot read {path} as parquet: ") and "\n" not in err
+    assert "Traceback" not in err
