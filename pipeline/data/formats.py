@@ -64,6 +64,9 @@ class Format:
     delimited: bool = False  # delimited text with a header row (one line of the file is not a row)
     lines: bool = False  # a file's first lines are a file of this format, so a sample may be its head
     count: Callable[[Path], int] | None = None  # an exact row count without reading the rows
+    # the whole file read from disk line by line (an uncompressed file is never all in memory); it raises
+    # Unstreamable where the bytes must be read instead
+    read_file: Callable[[Stream, readers.FileReport], pd.DataFrame] | None = None
 
 
 # --- delimited text (csv, tsv) ---------------------------------------------------------------------------------
@@ -82,6 +85,30 @@ def _delimited(default: str | None) -> Callable[[Input], pd.DataFrame]:
         text = source.text()
         delimiter = _delimiter_of(text, source.options, default)
         return readers.read_delimited(text, delimiter, source.options, source.report)
+
+    return read
+
+
+class Unstreamable(Exception):
+    """A file a streaming reader leaves to the format's bytes reader (an encoding other than UTF-8, bad bytes)."""
+
+
+def _delimited_file(default: str | None) -> Callable[[Stream, readers.FileReport], pd.DataFrame]:
+    """UTF-8 delimited text read from disk as ``_delimited`` reads its bytes; other encodings are left to it, so
+    that decode() chooses them (and words their errors) exactly as before."""
+
+    def read(stream: Stream, report: readers.FileReport) -> pd.DataFrame:
+        encoding = readers.stream_encoding(stream.path, stream.options.encoding)
+        if encoding not in ("utf-8", "utf-8-sig"):
+            raise Unstreamable(encoding)
+        report.encoding = encoding
+        try:
+            with stream.path.open(encoding=encoding, newline="") as fh:
+                delimiter = _delimiter_of(fh.read(readers.SNIFF_CHARS + 1), stream.options, default)
+                fh.seek(0)
+                return readers.read_delimited_lines(fh, delimiter, stream.options, report)
+        except UnicodeDecodeError as exc:
+            raise Unstreamable(str(exc)) from exc
 
     return read
 
@@ -265,6 +292,7 @@ FORMATS: dict[str, Format] = {
             (".csv", ".psv"),
             _delimited(None),
             _delimited_chunks(None),
+            read_file=_delimited_file(None),
             detected=True,
             delimited=True,
             lines=True,
@@ -274,6 +302,7 @@ FORMATS: dict[str, Format] = {
             (".tsv", ".tab"),
             _delimited("\t"),
             _delimited_chunks("\t"),
+            read_file=_delimited_file("\t"),
             detected=True,
             delimited=True,
             lines=True,
@@ -365,6 +394,9 @@ def load(
     """A file's rows (data.format ``declared``, else its suffix). With ``limit`` bytes, a bounded sample: the head
     (whole lines) of a line-based format, the first chunk of one that streams, else the whole file."""
     if limit is None:
+        streamed = _load_streamed(path, declared, options, label_names)
+        if streamed is not None:
+            return streamed
         raw, name = readers.read_bytes(path)
         head = readers.Head(raw, name, False)
     else:
@@ -377,6 +409,23 @@ def load(
         head = readers.Head(readers.read_bytes(path)[0], head.name, False)
     frame = parse(fmt, Input(head.raw, path, options, report, label_names))
     return Loaded(fmt, frame, report, head.truncated)
+
+
+def _load_streamed(
+    path: Path, declared: str, options: readers.ReadOptions, label_names: list[str] | None
+) -> Loaded | None:
+    """An uncompressed file whose format reads files from disk, read so; None: read its bytes instead."""
+    if not readers.is_plain(path):
+        return None
+    fmt = format_of(readers.data_name(path), declared, path)
+    if fmt.read_file is None:
+        return None
+    report = readers.FileReport(str(path), fmt.name)
+    try:
+        with _named_errors(fmt, path):
+            return Loaded(fmt, fmt.read_file(Stream(path, options, 0, None, label_names), report), report)
+    except Unstreamable:
+        return None
 
 
 def _first_chunk(fmt: Format, source: Stream) -> pd.DataFrame:
