@@ -42,7 +42,7 @@ class Input:
 
 @dataclass(frozen=True)
 class Stream:
-    """One file to read chunk by chunk (never whole): where it is, how to read it, how many rows a chunk holds."""
+    """One file read from disk, never as one block of bytes: where it is, how to read it, rows per chunk."""
 
     path: Path
     options: readers.ReadOptions
@@ -56,7 +56,7 @@ class Format:
     """One readable format. ``chunks`` is None for formats that cannot stream: they are read whole, then cut."""
 
     name: str  # the data.format value
-    suffixes: tuple[str, ...]  # lower-case, with the dot; the first names the format in messages
+    suffixes: tuple[str, ...]  # lower-case, with the dot
     read: Callable[[Input], pd.DataFrame]
     chunks: Callable[[Stream], Iterator[pd.DataFrame]] | None = None
     labelled: bool = False  # the reader names its columns text and label itself (data.*_column do not apply)
@@ -119,12 +119,12 @@ def _delimited_chunks(default: str | None) -> Callable[[Stream], Iterator[pd.Dat
         with stream.path.open(encoding=readers.stream_encoding(stream.path, opts.encoding), newline="") as fh:
             delimiter = _delimiter_of(fh.read(readers.SNIFF_CHARS), opts, default)
             fh.seek(0)
-            yield from iter_delimited(fh, delimiter, stream)
+            yield from _iter_delimited(fh, delimiter, stream)
 
     return chunks
 
 
-def iter_delimited(lines: Iterable[str], delimiter: str, stream: Stream) -> Iterator[pd.DataFrame]:
+def _iter_delimited(lines: Iterable[str], delimiter: str, stream: Stream) -> Iterator[pd.DataFrame]:
     """Delimited records in chunks, with ingest's rules: a record whose field count differs from the header's is
     malformed and follows data.bad_rows (error: refused as soon as one is met, with its line; skip / warn: left
     out and reported at the end)."""
