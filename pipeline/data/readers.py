@@ -379,7 +379,7 @@ def _iter_kept(
     try:
         for fields in reader:
             start, numbered.start = numbered.start or numbered.number, None
-            if any(f.strip() for f in fields):
+            if any(fields) and any(f.strip() for f in fields):  # any() first: C speed on long empty lines
                 yield start, numbered.number, fields, numbered.kept
     except csv.Error as exc:
         raise PipelineError(f"line {numbered.number}: {exc}") from exc
