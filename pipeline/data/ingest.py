@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import difflib
 import hashlib
-import io
 import json
 import logging
 import shutil
@@ -22,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.config import SAMPLE_SOURCE, DataConfig
-from pipeline.data import readers
+from pipeline.data import formats, readers
 from pipeline.data.labels import LabelReport, label_frame
 from pipeline.errors import PipelineError
 
@@ -36,18 +35,6 @@ SPLIT_ALIASES = {
     "val": "validation",
     "dev": "validation",
     "test": "test",
-}
-SUFFIX_FORMATS = {
-    ".txt": "text",
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".tab": "tsv",
-    ".psv": "csv",
-    ".jsonl": "jsonl",
-    ".json": "json",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".xlsx": "xlsx",
 }
 SNAPSHOT_NAME = "snapshot.jsonl"
 LABEL_NAMES_FILE = "labels.txt"  # GoEmotions: label names, one per line, line number = id
@@ -139,58 +126,6 @@ def describe_source(source: str | list[str]) -> str:
     return source if isinstance(source, str) else " + ".join(source)
 
 
-def format_of(name: Path, declared: str, path: Path) -> str:
-    """The reader for a file: the declared format, else the one its suffix names (``name`` may drop .gz/.zip)."""
-    if declared != "auto":
-        return declared
-    fmt = SUFFIX_FORMATS.get(name.suffix.lower())
-    if fmt is None:
-        raise PipelineError(
-            f"cannot tell the format of {path}: use one of {sorted(SUFFIX_FORMATS)} (optionally .gz or .zip) "
-            "or set data.format"
-        )
-    return fmt
-
-
-def _read_text_format(text: str) -> pd.DataFrame:
-    """dair-ai format: ``text;label`` per line, blank lines ignored, label after the last ';'."""
-    rows = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        text_part, sep, label = line.rpartition(";")
-        rows.append({"text": text_part if sep else line, "label": label.strip() if sep else None})
-    return pd.DataFrame(rows, columns=["text", "label"])
-
-
-def _read_goemotions(text: str, names: list[str]) -> pd.DataFrame:
-    """GoEmotions TSV: ``text<TAB>comma-separated label ids<TAB>comment id``; ids name lines of labels.txt.
-
-    An id outside labels.txt is kept as written, so validation reports it as an unknown label.
-    """
-    raw = pd.read_csv(
-        io.StringIO(text),
-        sep="\t",
-        header=None,
-        names=["text", "ids", "id"],
-        dtype=str,
-        quoting=csv.QUOTE_NONE,
-        keep_default_na=False,
-        na_values=[""],
-    )
-
-    def to_names(ids: object) -> list[str]:
-        if not isinstance(ids, str):
-            return []
-        out = []
-        for part in ids.split(","):
-            part = part.strip()
-            out.append(names[int(part)] if part.isdigit() and int(part) < len(names) else part)
-        return out
-
-    return pd.DataFrame({"text": raw["text"], "label": raw["ids"].map(to_names)})
-
-
 def _split_labels(value: Any, separator: str) -> list[str] | None:
     """A multi-label cell as a list of names: lists stay lists, strings are split, missing stays missing.
 
@@ -201,36 +136,6 @@ def _split_labels(value: Any, separator: str) -> list[str] | None:
     if isinstance(value, str):
         return [part.strip() for part in value.split(separator) if part.strip()]
     return None
-
-
-def read_options(cfg: DataConfig) -> readers.ReadOptions:
-    return readers.ReadOptions(
-        cfg.delimiter, cfg.quotechar, cfg.escapechar, cfg.header, cfg.comment, cfg.encoding, cfg.bad_rows, cfg.sheet
-    )
-
-
-def _parse(
-    raw: bytes, fmt: str, path: Path, cfg: DataConfig, label_names: list[str] | None, report: readers.FileReport
-) -> pd.DataFrame:
-    """The bytes of one file in its format, as a frame of its own columns."""
-    if fmt == "parquet":
-        return pd.read_parquet(io.BytesIO(raw))
-    opts = read_options(cfg)
-    if fmt == "xlsx":
-        return readers.read_xlsx(raw, opts, report)
-    text, report.encoding = readers.decode(raw, cfg.encoding, path)
-    if fmt == "goemotions":
-        if label_names is None:
-            raise PipelineError(f"{path}: the GoEmotions format needs labels.txt beside the split files")
-        return _read_goemotions(text, label_names)
-    if fmt == "text":
-        return _read_text_format(text)
-    if fmt in ("json", "jsonl"):
-        return readers.read_json(text, report)
-    delimiter = "\t" if fmt == "tsv" and cfg.delimiter == "auto" else cfg.delimiter
-    if delimiter == "auto":
-        delimiter = readers.sniff_delimiter(text, opts) or ","
-    return readers.read_delimited(text, delimiter, opts, report)
 
 
 def _closest(name: str, columns: list[str]) -> str | None:
@@ -258,27 +163,23 @@ def _note_missing_columns(frame: pd.DataFrame, path: Path, cfg: DataConfig, repo
 
 
 def read_table(
-    path: Path, cfg: DataConfig, label_names: list[str] | None = None, report: SourceReport | None = None
+    path: Path,
+    cfg: DataConfig,
+    label_names: list[str] | None = None,
+    report: SourceReport | None = None,
+    limit: int | None = None,
 ) -> pd.DataFrame:
-    """Read one file (maybe gzip/zip-compressed) and rename the configured columns to text / label / split."""
-    raw, name = readers.read_bytes(path)
-    fmt = format_of(Path(name), cfg.format, path)
-    file_report = readers.FileReport(str(path), fmt)
-    try:
-        frame = _parse(raw, fmt, path, cfg, label_names, file_report)
-    except PipelineError as exc:
-        raise exc if str(path) in str(exc) else PipelineError(f"{path}: {exc}") from exc
-    except pd.errors.EmptyDataError as exc:
-        raise PipelineError(f"{path} is empty: it holds no rows") from exc
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
-        raise PipelineError(f"cannot read {path} as {fmt}: {exc}") from exc
+    """Read one file (maybe gzip/zip-compressed; with ``limit`` bytes only a sample of it, as `emotion inspect`
+    checks) and rename the configured columns to text / label / split."""
+    loaded = formats.load(path, cfg.format, formats.read_options(cfg), label_names, limit)
+    fmt, frame, file_report = loaded.format, loaded.frame, loaded.report
     readers.apply_bad_row_policy(file_report, cfg.bad_rows)
     file_report.rows = len(frame)
     if report is not None:
         report.files.append(file_report)
     if frame.empty:
         raise PipelineError(f"{path} is empty: it holds no rows")
-    if fmt not in ("text", "goemotions"):
+    if not fmt.labelled:
         _note_missing_columns(frame, path, cfg, report)
         frame = frame.rename(columns={cfg.text_column: "text", cfg.label_column: "label", cfg.split_column: "split"})
         if cfg.multi_label and "label" in frame:
@@ -307,15 +208,11 @@ def _split_of(path: Path) -> str | None:
     return SPLIT_ALIASES.get(Path(readers.data_name(path)).stem.lower())
 
 
-def _is_data_file(path: Path) -> bool:
-    return path.is_file() and Path(readers.data_name(path)).suffix.lower() in SUFFIX_FORMATS
-
-
 def _split_files(directory: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in sorted(directory.iterdir()):
         split = _split_of(path)
-        if split and _is_data_file(path):
+        if split and formats.is_data_file(path):
             if split in found:
                 raise PipelineError(
                     f"{directory} holds two files for split '{split}': {found[split].name}, {path.name}"
@@ -324,7 +221,9 @@ def _split_files(directory: Path) -> dict[str, Path]:
     return found
 
 
-def _read_directory(directory: Path, cfg: DataConfig, report: SourceReport | None) -> pd.DataFrame:
+def _read_directory(
+    directory: Path, cfg: DataConfig, report: SourceReport | None, limit: int | None = None
+) -> pd.DataFrame:
     """Split files (train / validation / test, any supported format), else one sub-folder of .txt files per label."""
     label_names = None
     if (directory / LABEL_NAMES_FILE).exists() and cfg.format in ("auto", "goemotions"):
@@ -332,11 +231,11 @@ def _read_directory(directory: Path, cfg: DataConfig, report: SourceReport | Non
         cfg = cfg.model_copy(update={"format": "goemotions"})
     split_files = _split_files(directory)
     if not split_files:
-        folders = readers.read_label_folders(directory, read_options(cfg), SPLIT_ALIASES)
+        folders = readers.read_label_folders(directory, formats.read_options(cfg), SPLIT_ALIASES)
         if folders is None:
             raise PipelineError(
                 f"{directory} holds no split files and no label folders: expected train / validation (or val, dev) / "
-                f"test with one of the suffixes {sorted(SUFFIX_FORMATS)}, or one sub-folder of .txt files per label"
+                f"test with one of the suffixes {formats.suffix_list()}, or one sub-folder of .txt files per label"
             )
         frame, file_reports = folders
         if report is not None:
@@ -344,19 +243,24 @@ def _read_directory(directory: Path, cfg: DataConfig, report: SourceReport | Non
         return frame
     parts = []
     for split, path in split_files.items():
-        frame = read_table(path, cfg, label_names, report)
+        frame = read_table(path, cfg, label_names, report, limit)
         frame["split"] = split
         parts.append(frame)
     return pd.concat(parts, ignore_index=True)
 
 
-def _read_files(paths: list[Path], cfg: DataConfig, report: SourceReport | None) -> pd.DataFrame:
+def _read_files(
+    paths: list[Path], cfg: DataConfig, report: SourceReport | None, limit: int | None = None
+) -> pd.DataFrame:
     """Several files: split files when every name is a split (train.csv, dev.csv, ...), else one table."""
     splits = [_split_of(p) for p in paths]
     named = all(splits) and len(set(splits)) == len(splits)
     parts = []
     for path, split in zip(paths, splits):
-        frame = _read_directory(path, cfg, report) if path.is_dir() else read_table(path, cfg, report=report)
+        if path.is_dir():
+            frame = _read_directory(path, cfg, report, limit)
+        else:
+            frame = read_table(path, cfg, report=report, limit=limit)
         if named:
             frame["split"] = split
         parts.append(frame)
@@ -394,20 +298,23 @@ def _read_hf(dataset_id: str, cfg: DataConfig) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def read_source(cfg: DataConfig, base_dir: Path = Path("."), report: SourceReport | None = None) -> pd.DataFrame:
+def read_source(
+    cfg: DataConfig, base_dir: Path = Path("."), report: SourceReport | None = None, limit: int | None = None
+) -> pd.DataFrame:
     """Read ``cfg.source`` (relative paths against ``base_dir``) into a frame with text, label, split columns.
 
     Labels come out named, normalised and mapped (pipeline/data/labels.py); ``report`` collects what was found.
+    ``limit`` reads a bounded sample of each file (formats.load), as `emotion inspect` checks its proposal.
     """
     source = cfg.source
     if isinstance(source, str) and source.startswith("hf:"):
         frame = _read_hf(source[3:], cfg)
     elif source == SAMPLE_SOURCE:
-        frame = _read_directory(sample_data_dir(), cfg, report)
+        frame = _read_directory(sample_data_dir(), cfg, report, limit)
     else:
         paths = readers.expand_sources(source, base_dir)
         single_dir = len(paths) == 1 and paths[0].is_dir()
-        frame = _read_directory(paths[0], cfg, report) if single_dir else _read_files(paths, cfg, report)
+        frame = _read_directory(paths[0], cfg, report, limit) if single_dir else _read_files(paths, cfg, report, limit)
     frame, label_report = label_frame(frame, cfg)  # indicator columns or score bins, ids, spellings, the map
     if report is not None:
         report.labels = label_report

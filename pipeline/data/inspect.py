@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.config import DataConfig
-from pipeline.data import ingest, readers
+from pipeline.data import formats, ingest, readers
 from pipeline.data.labels import normalise_label
 from pipeline.errors import PipelineError
 
@@ -54,6 +54,7 @@ SPLIT_NAMES = ("split", "set", "partition", "fold", "subset")
 MAX_LABELS = 50  # more distinct values than this is not a label column
 EXAMPLES = 3
 SHOWN_COLUMNS = 10  # columns described in the console report (all of them in --json)
+SAMPLE_BYTES = 4 << 20  # inspect reads this much of a file (whole lines), and only counts the rest
 
 
 @dataclass
@@ -88,6 +89,7 @@ class Inspection:
     settings: dict[str, Any] = field(default_factory=dict)  # data.* keys that differ from the defaults
     notes: list[str] = field(default_factory=list)
     check: str = ""  # what reading with the proposed settings gave
+    sample: str = ""  # the part of a large file that was read (empty: all of it)
 
     def flags(self) -> list[str]:
         """The proposed settings as `--set` arguments, quoted for a POSIX shell."""
@@ -142,34 +144,69 @@ def _is_dair_ai(text: str) -> bool:
     return all(0 < len(lab) <= 30 for lab in labels) and len(set(labels)) <= min(MAX_LABELS, max(2, len(lines) // 2))
 
 
-def _detect(path: Path, base: DataConfig) -> tuple[DataConfig, dict[str, Any], pd.DataFrame, readers.FileReport]:
-    """Read one file with detected settings: (config used, settings that differ from defaults, raw frame, report)."""
-    raw, name = readers.read_bytes(path)
-    suffix_format = ingest.SUFFIX_FORMATS.get(Path(name).suffix.lower())
+@dataclass
+class Detected:
+    """One file read with detected settings: the config used, the settings that differ from the defaults, the raw
+    frame, what reading found, and what part of the file was read (empty: all of it)."""
+
+    cfg: DataConfig
+    settings: dict[str, Any]
+    frame: pd.DataFrame
+    report: readers.FileReport
+    sample: str = ""
+
+
+def detect(path: Path, base: DataConfig, limit: int) -> Detected:
+    """Read a bounded sample of one file (``limit`` bytes of whole lines, formats.load for the others) and work out
+    how to read it."""
+    head = readers.read_head(path, limit)
+    by_name = formats.by_suffix(head.name)
+    suffix_format = by_name.name if by_name else None
     settings: dict[str, Any] = {}
+    if by_name is not None and not by_name.detected:  # its reader needs no settings worked out
+        loaded = formats.load(path, "auto", formats.read_options(base), limit=limit)
+        total = f" of {by_name.count(path):,}" if by_name.count else ""
+        sample = f"the first {len(loaded.frame):,}{total} rows" if loaded.sampled else ""
+        return Detected(_config(base, settings), settings, loaded.frame, loaded.report, sample)
     report = readers.FileReport(str(path), suffix_format or "?")
-    if suffix_format == "parquet":
-        return _config(base, settings), settings, pd.read_parquet(io.BytesIO(raw)), report
-    if suffix_format == "xlsx":
-        frame = readers.read_xlsx(raw, ingest.read_options(base), report)
-        return _config(base, settings), settings, frame, report
-    text, report.encoding = readers.decode(raw, "auto", path)
+    text, report.encoding = _decode_sample(head, path)
     if report.encoding == readers.FALLBACK_ENCODING or report.encoding == "latin-1":
         settings["encoding"] = report.encoding
+    sample = _describe_sample(head, text, path) if head.truncated else ""
     stripped = text.lstrip()
     if stripped.startswith(("[", "{")):
         fmt = "json" if stripped.startswith("[") else "jsonl"
         report.format = fmt
         if suffix_format not in ("json", "jsonl"):
             settings["format"] = fmt
+        if fmt == "json" and head.truncated:  # an array is read whole: its head is no JSON
+            text, sample = readers.decode(readers.read_bytes(path)[0], report.encoding or "auto", path)[0], ""
         frame = readers.read_json(text, report)
         if report.bad_rows:
             settings["bad_rows"] = "skip"
-        return _config(base, settings), settings, frame, report
+        return Detected(_config(base, settings), settings, frame, report, sample)
     if suffix_format == "text" and _is_dair_ai(text):
         report.format = "text"
-        return _config(base, settings), settings, ingest._read_text_format(text), report
-    return _detect_delimited(text, suffix_format, base, settings, report)
+        return Detected(_config(base, settings), settings, formats.read_text_label(text), report, sample)
+    return Detected(*_detect_delimited(text, suffix_format, base, settings, report), sample)
+
+
+def _decode_sample(head: readers.Head, path: Path) -> tuple[str, str]:
+    """The sample's text and encoding, as ``auto`` would choose for the whole file: a sample of UTF-8 text from a
+    file that is not UTF-8 further on is decoded as the whole file will be (checked in constant memory)."""
+    text, encoding = readers.decode(head.raw, "auto", path)
+    if head.truncated and encoding == "utf-8" and readers.data_name(path) == path.name:
+        whole = readers.stream_encoding(path, "auto")
+        if whole != encoding:
+            return head.raw.decode(whole), whole
+    return text, encoding
+
+
+def _describe_sample(head: readers.Head, text: str, path: Path) -> str:
+    lines, size = readers.count_lines(path)
+    return (
+        f"the first {len(head.raw) / 2**20:.1f} MB ({text.count(chr(10)):,} of {lines:,} lines, {size / 2**20:,.1f} MB)"
+    )
 
 
 def _detect_delimited(
@@ -286,7 +323,8 @@ def inspect(source: str, base: DataConfig, base_dir: Path = Path(".")) -> Inspec
     paths = readers.expand_sources(source, base_dir)
     if len(paths) == 1 and paths[0].is_dir():
         return _inspect_folder(source, paths[0], base, base_dir)
-    cfg, settings, frame, report = _detect(paths[0], base)
+    detected = detect(paths[0], base, SAMPLE_BYTES)
+    cfg, settings, frame, report = detected.cfg, detected.settings, detected.frame, detected.report
     result = Inspection(
         source,
         report.format,
@@ -296,6 +334,7 @@ def inspect(source: str, base: DataConfig, base_dir: Path = Path(".")) -> Inspec
         rows=len(frame),
         malformed=[asdict(b) for b in report.bad_rows[: readers.MAX_EXAMPLES]],
         malformed_count=len(report.bad_rows),
+        sample=detected.sample,
     )
     result.notes += report.notes
     if len(paths) > 1:
@@ -326,7 +365,7 @@ def _inspect_folder(source: str, folder: Path, base: DataConfig, base_dir: Path)
         inner.settings.pop("split_column", None)
         inner.check = _check(inner, base, base_dir)
         return inner
-    folders = readers.read_label_folders(folder, ingest.read_options(base), ingest.SPLIT_ALIASES)
+    folders = readers.read_label_folders(folder, formats.read_options(base), ingest.SPLIT_ALIASES)
     if folders is None:
         raise PipelineError(f"{folder} holds no split files and no label folders of .txt files")
     frame, reports = folders
@@ -409,14 +448,15 @@ def _check(result: Inspection, base: DataConfig, base_dir: Path) -> str:
     """Read the source with exactly the proposed settings, as `emotion ingest` would."""
     cfg = DataConfig.model_validate(base.model_dump() | result.settings)
     try:
-        frame = ingest.normalize(ingest.read_source(cfg, base_dir), cfg)
+        frame = ingest.normalize(ingest.read_source(cfg, base_dir, limit=SAMPLE_BYTES), cfg)
     except PipelineError as exc:
         return f"FAILED: reading with these settings: {exc}"
     missing = [c for c in ("text", "label") if c not in frame]
     if missing:
         return f"FAILED: reading with these settings gives no {' or '.join(missing)} column"
     splits = dict(Counter(frame["split"])) if "split" in frame else {}
-    return f"ok: {len(frame)} rows ({', '.join(f'{k} {v}' for k, v in splits.items())})"
+    read = "rows of the sample" if result.sample else "rows"
+    return f"ok: {len(frame)} {read} ({', '.join(f'{k} {v}' for k, v in splits.items())})"
 
 
 def format_inspection(result: Inspection) -> str:
@@ -426,6 +466,8 @@ def format_inspection(result: Inspection) -> str:
     delimiter = readers.DELIMITER_NAMES.get(result.delimiter or "", result.delimiter)
     w(f"source     {result.source}\nformat     {result.format}, {result.rows} rows read\n")
     w(f"encoding   {result.encoding or 'n/a'}\n")
+    if result.sample:
+        w(f"sample     {result.sample} read: the counts below are of that sample; ingest reads it all\n")
     if result.delimiter is not None:
         w(f"delimiter  {delimiter}    header: {'yes' if result.header else 'no'}\n")
     w(f"columns    {len(result.columns)}\n")

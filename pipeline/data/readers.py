@@ -18,9 +18,10 @@ import logging
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import pandas as pd
 
@@ -38,6 +39,15 @@ BOMS = (  # UTF-32 first: its little-endian BOM starts with UTF-16's
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
+NEWLINES = {
+    bom: "\n".encode(codec)
+    for bom, codec in (  # UTF-32 first, as in BOMS
+        (codecs.BOM_UTF32_LE, "utf-32-le"),
+        (codecs.BOM_UTF32_BE, "utf-32-be"),
+        (codecs.BOM_UTF16_LE, "utf-16-le"),
+        (codecs.BOM_UTF16_BE, "utf-16-be"),
+    )
+}
 BINARY_MAGIC = {
     b"%PDF": "a PDF document",
     b"\x89PNG": "a PNG image",
@@ -132,13 +142,108 @@ def _unzip(path: Path, raw: bytes) -> tuple[bytes, str]:
         names = archive.namelist()
         if "xl/workbook.xml" in names:  # a spreadsheet is a zip too
             return raw, path.name if path.suffix.lower() == ".xlsx" else path.stem + ".xlsx"
-        members = [n for n in names if not n.endswith("/") and not n.startswith("__MACOSX/")]
-        if len(members) != 1:
-            raise PipelineError(
-                f"{path} holds {len(members)} files ({', '.join(members[:5])}); a zip source must hold exactly one: "
-                "extract it and point data.source at the folder or a glob"
-            )
-        return archive.read(members[0]), Path(members[0]).name
+        member = _zip_member(path, archive)
+        return archive.read(member), Path(member).name
+
+
+def _zip_member(path: Path, archive: zipfile.ZipFile) -> str:
+    members = [n for n in archive.namelist() if not n.endswith("/") and not n.startswith("__MACOSX/")]
+    if len(members) != 1:
+        raise PipelineError(
+            f"{path} holds {len(members)} files ({', '.join(members[:5])}); a zip source must hold exactly one: "
+            "extract it and point data.source at the folder or a glob"
+        )
+    return members[0]
+
+
+@dataclass(frozen=True)
+class Head:
+    """The first bytes of a file (decompressed, whole lines only) and whether more of it follows."""
+
+    raw: bytes
+    name: str  # the name its format is told by
+    truncated: bool
+
+
+@contextmanager
+def _data_stream(path: Path) -> Iterator[tuple[IO[bytes], str]]:
+    """The file's decompressed bytes as a stream, without reading them all: gzip, a zip of one file, or plain."""
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+            fh.seek(0)
+            if magic[:2] == b"\x1f\x8b":
+                with gzip.open(fh) as inner:
+                    yield cast("IO[bytes]", inner), data_name(path)  # GzipFile reads as IO[bytes] does
+            elif magic == b"PK\x03\x04":
+                with zipfile.ZipFile(fh) as archive:
+                    member = _zip_member(path, archive)
+                    with archive.open(member) as inner:
+                        yield inner, Path(member).name
+            else:
+                yield fh, data_name(path)
+    except (gzip.BadGzipFile, EOFError, zipfile.BadZipFile) as exc:
+        raise PipelineError(f"{path} is a damaged archive: {exc}") from exc
+    except OSError as exc:
+        raise PipelineError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def is_plain(path: Path) -> bool:
+    """Whether the file is neither gzip nor zip (a workbook is a zip), so its bytes are its data."""
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise PipelineError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return magic[:2] != b"\x1f\x8b" and magic != b"PK\x03\x04"
+
+
+def read_head(path: Path, limit: int) -> Head:
+    """At most ``limit`` bytes of the (decompressed) file, cut after its last whole line; a workbook whole."""
+    if _is_workbook(path):
+        raw, name = read_bytes(path)
+        return Head(raw, name, False)
+    with _data_stream(path) as (fh, name):
+        raw = fh.read(limit + 1)
+    if len(raw) <= limit:
+        return Head(raw, name, False)
+    return Head(_whole_lines(raw[:limit]), name, True)
+
+
+def count_lines(path: Path) -> tuple[int, int]:
+    """(lines, bytes) of the (decompressed) file, read block by block in constant memory."""
+    lines = size = 0
+    with _data_stream(path) as (fh, _):
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            lines += block.count(b"\n")
+            size += len(block)
+    return lines, size
+
+
+def _whole_lines(raw: bytes) -> bytes:
+    """``raw`` up to its last newline, in the unit of its BOM's encoding; a line longer than ``raw`` is cut
+    where no character is split."""
+    bom, newline = next(((b, n) for b, n in NEWLINES.items() if raw.startswith(b)), (b"", b"\n"))
+    end = len(raw)
+    while (found := raw.rfind(newline, len(bom), end)) >= 0:
+        if (found - len(bom)) % len(newline) == 0:
+            return raw[: found + len(newline)]
+        end = found + len(newline) - 1
+    if bom:
+        return raw[: len(raw) - (len(raw) - len(bom)) % len(newline)]
+    for back in range(1, min(4, len(raw)) + 1):  # drop a UTF-8 sequence the cut split (its lead byte and on)
+        if raw[-back] < 0x80:
+            break
+        if raw[-back] >= 0xC0:
+            return raw[:-back]
+    return raw
+
+
+def _is_workbook(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return "xl/workbook.xml" in archive.namelist()
 
 
 def refuse_binary(raw: bytes, path: Path) -> None:
@@ -216,6 +321,7 @@ class _Lines:
         self.comment = comment
         self.number = 0
         self.start: int | None = None  # first line of the record being read
+        self.kept: list[str] = []  # the lines of the record being read
 
     def __iter__(self) -> _Lines:
         return self
@@ -227,8 +333,23 @@ class _Lines:
             if self.start is None and self.comment and line.startswith(self.comment):
                 continue
             if self.start is None:
-                self.start = self.number
+                self.start, self.kept = self.number, []
+            self.kept.append(line)
             return line
+
+
+class _Window:
+    """The lines of one record, indexed as the whole file's list of lines would be (line ``first`` at
+    ``first - 1``), so a record is checked without the file's other lines in memory."""
+
+    def __init__(self, lines: list[str], first: int) -> None:
+        self.lines, self.offset = lines, first - 1
+
+    def __getitem__(self, index: slice) -> list[str]:
+        return self.lines[index.start - self.offset : index.stop - self.offset]
+
+    def line(self, number: int) -> str:
+        return self.lines[number - 1 - self.offset]
 
 
 def _records(text: str, delimiter: str, opts: ReadOptions) -> list[tuple[int, int, list[str]]]:
@@ -238,6 +359,14 @@ def _records(text: str, delimiter: str, opts: ReadOptions) -> list[tuple[int, in
 
 def iter_records(lines: Iterable[str], delimiter: str, opts: ReadOptions) -> Iterator[tuple[int, int, list[str]]]:
     """(first line, last line, fields) of every non-blank record of ``lines`` (read with ``newline=""``), streamed."""
+    for start, end, fields, _ in _iter_kept(lines, delimiter, opts):
+        yield start, end, fields
+
+
+def _iter_kept(
+    lines: Iterable[str], delimiter: str, opts: ReadOptions
+) -> Iterator[tuple[int, int, list[str], list[str]]]:
+    """As iter_records, with each record's own lines."""
     numbered = _Lines(lines, opts.comment)
     reader = csv.reader(
         numbered,
@@ -250,8 +379,8 @@ def iter_records(lines: Iterable[str], delimiter: str, opts: ReadOptions) -> Ite
     try:
         for fields in reader:
             start, numbered.start = numbered.start or numbered.number, None
-            if any(f.strip() for f in fields):
-                yield start, numbered.number, fields
+            if any(fields) and any(f.strip() for f in fields):  # any() first: C speed on long empty lines
+                yield start, numbered.number, fields, numbered.kept
     except csv.Error as exc:
         raise PipelineError(f"line {numbered.number}: {exc}") from exc
 
@@ -298,7 +427,7 @@ def unique_names(names: list[str]) -> list[str]:
 
 
 def _unswallow(
-    records: list[tuple[int, int, list[str]]], width: int, raw_lines: list[str], delimiter: str, opts: ReadOptions
+    records: list[tuple[int, int, list[str]]], width: int, raw_lines: _Window, delimiter: str, opts: ReadOptions
 ) -> tuple[list[tuple[int, int, list[str]]], list[int]]:
     """Undo what an unclosed quote did: a record of the wrong width (or one whose quote was closed by a later
     line's) swallowed the lines after its first. That first line is split on the delimiter alone (the quote kept
@@ -308,7 +437,7 @@ def _unswallow(
         if len(fields) == width and (start == end or _strictly_quoted(raw_lines[start - 1 : end], delimiter, opts)):
             out.append((start, end, fields))
             continue
-        line = raw_lines[start - 1].rstrip("\r\n")
+        line = raw_lines.line(start).rstrip("\r\n")
         first = line.split(delimiter)
         if len(first) == width and opts.quotechar and opts.quotechar in line:
             out.append((start, start, first))
@@ -343,26 +472,36 @@ def _strictly_quoted(lines: list[str], delimiter: str, opts: ReadOptions) -> boo
 
 
 def read_delimited(text: str, delimiter: str, opts: ReadOptions, report: FileReport) -> pd.DataFrame:
-    """Delimited text into a frame; a record whose field count differs from the header's is malformed.
+    """Delimited text into a frame (see read_delimited_lines)."""
+    return read_delimited_lines(io.StringIO(text, newline=""), delimiter, opts, report)
+
+
+def read_delimited_lines(lines: Iterable[str], delimiter: str, opts: ReadOptions, report: FileReport) -> pd.DataFrame:
+    """Delimited lines (read with ``newline=""``) into a frame; a record whose field count differs from the
+    header's is malformed. Only the rows and the record being read are held, so a file can be read from disk.
 
     Without a header the columns are named col1, col2, ... and the most common field count is expected.
     """
-    records = _records(text, delimiter, opts)
+    kept = _iter_kept(lines, delimiter, opts)
     if opts.header:
-        columns = unique_names(records[0][2]) if records else []
-        records = records[1:]
+        first = next(kept, None)
+        columns = unique_names(first[2]) if first else []
     else:
-        width = Counter(len(f) for _, _, f in records).most_common(1)[0][0] if records else 0
+        listed = list(kept)
+        width = Counter(len(f) for _, _, f, _ in listed).most_common(1)[0][0] if listed else 0
         columns = [f"col{i}" for i in range(1, width + 1)]
-    raw_lines = io.StringIO(text, newline="").readlines()
-    records, literal = _unswallow(records, len(columns), raw_lines, delimiter, opts)
-    rows = []
-    for start, end, fields in records:
-        if len(fields) == len(columns):
-            rows.append([f if f != "" else None for f in fields])
-            continue
-        raw = "".join(raw_lines[start - 1 : end]).rstrip("\r\n")
-        report.bad_rows.append(BadRow(start, len(fields), len(columns), raw[:300]))
+        kept = iter(listed)
+    rows, literal = [], []
+    for start, end, fields, own in kept:
+        window = _Window(own, start)
+        records, more_literal = _unswallow([(start, end, fields)], len(columns), window, delimiter, opts)
+        literal += more_literal
+        for first_line, last_line, cells in records:
+            if len(cells) == len(columns):
+                rows.append([f if f != "" else None for f in cells])
+                continue
+            raw = "".join(window[first_line - 1 : last_line]).rstrip("\r\n")
+            report.bad_rows.append(BadRow(first_line, len(cells), len(columns), raw[:300]))
     if literal:
         shown = ", ".join(map(str, literal[:10])) + (", ..." if len(literal) > 10 else "")
         report.notes.append(

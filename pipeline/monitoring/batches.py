@@ -41,28 +41,27 @@ class Batch:
 
 def _batch_files(location: Path) -> list[Path]:
     """The file itself, or every supported data file in the folder (hidden files skipped), in name order."""
-    from pipeline.data.ingest import SUFFIX_FORMATS
+    from pipeline.data.formats import by_suffix, suffix_list
 
     if not location.exists():
         raise PipelineError(f"batch {location} does not exist")
     if not location.is_dir():
         return [location]
     files = sorted(
-        p
-        for p in location.iterdir()
-        if p.is_file() and p.suffix.lower() in SUFFIX_FORMATS and not p.name.startswith(".")
+        p for p in location.iterdir() if p.is_file() and by_suffix(p.name) is not None and not p.name.startswith(".")
     )
     if not files:
-        raise PipelineError(f"{location} holds no data files (suffixes {sorted(SUFFIX_FORMATS)})")
+        raise PipelineError(f"{location} holds no data files (suffixes {suffix_list()})")
     return files
 
 
 def _read_batch_file(path: Path, data_cfg: DataConfig) -> pd.DataFrame:
     """One file as ingest reads it (format from its suffix when known); a CSV/TSV without the text column is read
     as a file without a header row, as exported comment dumps often are."""
-    from pipeline.data.ingest import SUFFIX_FORMATS, read_headerless, read_table
+    from pipeline.data.formats import by_suffix
+    from pipeline.data.ingest import read_headerless, read_table
 
-    cfg = data_cfg.model_copy(update={"format": "auto"}) if path.suffix.lower() in SUFFIX_FORMATS else data_cfg
+    cfg = data_cfg.model_copy(update={"format": "auto"}) if by_suffix(path.name) is not None else data_cfg
     frame = read_table(path, cfg)
     if "text" not in frame and path.suffix.lower() in (".csv", ".tsv"):
         log.info("%s has no '%s' column: reading it as a file without a header row", path, data_cfg.text_column)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import glob
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -13,14 +13,14 @@ from pipeline.config import DataConfig
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
-    from pipeline.data.readers import ReadOptions
+    from pipeline.data.formats import Format
 
 ROW_ID = "id"  # the output's id column: the input's id column, or the input row number
 
 
 def input_files(specs: list[str], base_dir: Path = Path(".")) -> list[Path]:
     """Every file named by ``specs`` (files, folders of data files, globs), in order, each once."""
-    from pipeline.data.ingest import SUFFIX_FORMATS
+    from pipeline.data.formats import by_suffix, suffix_list
 
     found: list[Path] = []
     for spec in specs:
@@ -31,9 +31,9 @@ def input_files(specs: list[str], base_dir: Path = Path(".")) -> list[Path]:
                 raise PipelineError(f"no file matches {spec}")
             found += matches
         elif path.is_dir():
-            files = [p for p in sorted(path.iterdir()) if p.is_file() and p.suffix.lower() in SUFFIX_FORMATS]
+            files = [p for p in sorted(path.iterdir()) if p.is_file() and by_suffix(p.name) is not None]
             if not files:
-                raise PipelineError(f"{path} holds no data files (suffixes {sorted(SUFFIX_FORMATS)})")
+                raise PipelineError(f"{path} holds no data files (suffixes {suffix_list()})")
             found += [p for p in files if not p.name.startswith(".")]
         elif path.is_file():
             found.append(path)
@@ -42,109 +42,23 @@ def input_files(specs: list[str], base_dir: Path = Path(".")) -> list[Path]:
     return list(dict.fromkeys(p.resolve() for p in found))
 
 
-def _delimiter(fh: TextIO, fmt: str, opts: ReadOptions) -> str:
-    """data.delimiter as ingest applies it: tab for a TSV on auto, else the one named, else sniffed."""
-    from pipeline.data import readers
+def _file_format(path: Path, cfg: DataConfig) -> Format:
+    """How ingest would read this file (format from data.format, else the suffix)."""
+    from pipeline.data.formats import format_of
 
-    delimiter = "\t" if fmt == "tsv" and opts.delimiter == "auto" else opts.delimiter
-    if delimiter == "auto":
-        delimiter = readers.sniff_delimiter(fh.read(readers.SNIFF_CHARS), opts) or ","
-        fh.seek(0)
-    return delimiter
-
-
-def _delimited_chunks(path: Path, fmt: str, cfg: DataConfig, chunk_size: int) -> Iterator[pd.DataFrame]:
-    """A CSV/TSV streamed with ingest's reading rules (data.delimiter, quotechar, escapechar, header, comment,
-    encoding): a record whose field count differs from the header's is malformed and follows data.bad_rows
-    (error: refused as soon as one is met, with its line; skip / warn: left out and reported at the end)."""
-    from pipeline.data import readers
-    from pipeline.data.ingest import read_options
-
-    opts = read_options(cfg)
-    report = readers.FileReport(str(path), fmt)
-    with path.open(encoding=readers.stream_encoding(path, cfg.encoding), newline="") as fh:
-        report.delimiter = _delimiter(fh, fmt, opts)
-        columns: list[str] | None = None
-        rows: list[list[str | None]] = []
-        for start, _, fields in readers.iter_records(fh, report.delimiter, opts):
-            if columns is None:
-                columns = (
-                    readers.unique_names(fields) if opts.header else [f"col{i}" for i in range(1, len(fields) + 1)]
-                )
-                report.header, report.columns = opts.header, columns
-                if opts.header:
-                    continue
-            if len(fields) != len(columns):
-                raw = report.delimiter.join(fields)[:300]
-                report.bad_rows.append(readers.BadRow(start, len(fields), len(columns), raw))
-                if cfg.bad_rows == "error":
-                    readers.apply_bad_row_policy(report, cfg.bad_rows)
-                continue
-            rows.append([f if f != "" else None for f in fields])
-            if len(rows) == chunk_size:
-                yield pd.DataFrame(rows, columns=columns, dtype=object)
-                rows = []
-    if rows:
-        yield pd.DataFrame(rows, columns=columns, dtype=object)
-    readers.apply_bad_row_policy(report, cfg.bad_rows)
-
-
-def _text_lines(path: Path, chunk_size: int, encoding: str) -> Iterator[pd.DataFrame]:
-    """dair-ai ``text;label`` lines as ingest reads them (label after the last ';', blank lines ignored)."""
-    rows: list[str] = []
-    from pipeline.data.readers import stream_encoding
-
-    with path.open(encoding=stream_encoding(path, encoding)) as fh:
-        for line in fh:
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            text, sep, _ = line.rpartition(";")
-            rows.append(text if sep else line)
-            if len(rows) == chunk_size:
-                yield pd.DataFrame({"text": rows})
-                rows = []
-    if rows:
-        yield pd.DataFrame({"text": rows})
-
-
-def _parquet_batches(path: Path, columns: list[str], chunk_size: int) -> Iterator[pd.DataFrame]:
-    import pyarrow.parquet as pq
-
-    parquet = pq.ParquetFile(path)
-    present = [c for c in columns if c in parquet.schema_arrow.names]
-    for batch in parquet.iter_batches(batch_size=chunk_size, columns=present):
-        yield batch.to_pandas()
-
-
-def _raw_chunks(path: Path, fmt: str, cfg: DataConfig, columns: list[str], chunk_size: int) -> Iterator[pd.DataFrame]:
-    if fmt == "text":
-        yield from _text_lines(path, chunk_size, cfg.encoding)
-    elif fmt in ("csv", "tsv"):
-        yield from _delimited_chunks(path, fmt, cfg, chunk_size)
-    elif fmt == "jsonl":
-        with pd.read_json(path, lines=True, dtype=False, chunksize=chunk_size, encoding="utf-8-sig") as reader:
-            yield from reader
-    elif fmt == "parquet":
-        yield from _parquet_batches(path, columns, chunk_size)
-    else:
-        raise PipelineError(f"{path}: the {fmt} format cannot be scored; use CSV/TSV, JSONL, Parquet or text;label")
-
-
-def _file_format(path: Path, cfg: DataConfig) -> str:
-    """How ingest would read this file; GoEmotions' id-mapped TSV is read by suffix (scoring needs only the text)."""
-    from pipeline.data.ingest import format_of
-
-    return format_of(path, cfg.format if cfg.format != "goemotions" else "auto", path)
+    return format_of(path, cfg.format, path)
 
 
 def file_chunks(path: Path, cfg: DataConfig, chunk_size: int, id_column: str | None) -> Iterator[pd.DataFrame]:
     """One file's rows in chunks of ``chunk_size``, as frames with ``text`` and (if the file has it) ``id``."""
+    from pipeline.data import formats
+
     fmt = _file_format(path, cfg)
     wanted = [cfg.text_column] + ([id_column] if id_column else [])
+    source = formats.Stream(path, formats.read_options(cfg), chunk_size, wanted)
     try:
-        for raw in _raw_chunks(path, fmt, cfg, wanted, chunk_size):
-            if fmt != "text" and cfg.text_column not in raw:
+        for raw in formats.stream(fmt, source):
+            if not fmt.labelled and cfg.text_column not in raw:
                 raise PipelineError(
                     f"{path} has no text column '{cfg.text_column}' (columns: {list(raw.columns)}); "
                     "set data.text_column"
@@ -159,7 +73,7 @@ def file_chunks(path: Path, cfg: DataConfig, chunk_size: int, id_column: str | N
             "encoding, or auto"
         ) from exc
     except (ValueError, OSError, pd.errors.ParserError) as exc:
-        raise PipelineError(f"cannot read {path} as {fmt}: {exc}") from exc
+        raise PipelineError(f"cannot read {path} as {fmt.name}: {exc}") from exc
 
 
 def chunks(files: list[Path], cfg: DataConfig, chunk_size: int, id_column: str | None) -> Iterator[pd.DataFrame]:
@@ -187,16 +101,8 @@ def chunks(files: list[Path], cfg: DataConfig, chunk_size: int, id_column: str |
 
 
 def count_rows(files: list[Path], cfg: DataConfig) -> int:
-    """The number of input rows for the progress bar: exact for Parquet, lines (minus a header) otherwise."""
-    total = 0
-    for path in files:
-        fmt = _file_format(path, cfg)
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
+    """The number of input rows for the progress bar: exact where the format knows it, lines otherwise."""
+    from pipeline.data import formats
 
-            total += pq.ParquetFile(path).metadata.num_rows
-            continue
-        with path.open("rb") as fh:
-            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
-        total += lines - (1 if fmt in ("csv", "tsv") else 0)
-    return total
+    options = formats.read_options(cfg)
+    return sum(formats.count_rows(_file_format(path, cfg), path, options) for path in files)
