@@ -100,19 +100,28 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 class StrictJSONRequest(Request):
-    """A request whose JSON body is refused (422) when an object repeats a key, or holds an integer too long to
-    read, instead of being read as one of its possible meanings or failing as a 400."""
+    """A request whose JSON body is refused (422) when an object repeats a key, instead of being read as one of
+    its possible meanings, and when it cannot be read at all (not UTF-8, an integer of more than 4300 digits,
+    nested deeper than the interpreter's recursion limit), instead of failing as a 400."""
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            body = await self.body()
-            try:
-                self._json = json.loads(body, object_pairs_hook=unique_keys)
-            except json.JSONDecodeError:
-                raise
-            except ValueError:  # an integer of more than 4300 digits
-                raise json.JSONDecodeError("a number has too many digits", "", 0) from None
+            self._json = read_json(await self.body())
         return self._json
+
+
+def read_json(body: bytes) -> Any:
+    """``body`` as JSON; every way it cannot be read is a JSONDecodeError, which FastAPI answers with a 422."""
+    try:
+        return json.loads(body, object_pairs_hook=unique_keys)
+    except json.JSONDecodeError:
+        raise
+    except UnicodeDecodeError:
+        raise json.JSONDecodeError("the body is not UTF-8 text", "", 0) from None
+    except ValueError:
+        raise json.JSONDecodeError("a number has too many digits", "", 0) from None
+    except RecursionError:
+        raise json.JSONDecodeError("arrays or objects nested too deeply", "", 0) from None
 
 
 class StrictJSONRoute(APIRoute):

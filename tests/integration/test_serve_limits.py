@@ -111,7 +111,7 @@ def test_a_version_beyond_the_registry_range_is_a_bad_request_without_a_tracebac
     assert "Traceback" not in "".join(capfd.readouterr())
 
 
-def test_a_body_that_repeats_a_key_is_refused(api_limits: httpx.Client) -> None:
+def test_a_body_that_repeats_a_key_or_cannot_be_read_is_a_bad_request(api_limits: httpx.Client) -> None:
     for path, body in (
         ("/predict", b'{"text": "i am sad", "text": "i am glad"}'),
         ("/predict", b'{"texts": ["i am sad"], "version": "1", "version": "2"}'),
@@ -120,6 +120,13 @@ def test_a_body_that_repeats_a_key_is_refused(api_limits: httpx.Client) -> None:
         response = post_raw(api_limits, path, body)
         assert response.status_code == 422, (path, response.text)
         assert "the body gives the key" in response.json()["detail"] and "twice" in response.json()["detail"]
+    unreadable = {  # each was a 400 "There was an error parsing the body"
+        b"\xff": "not UTF-8 text",
+        b"[" * 5_000 + b"]" * 5_000: "nested too deeply",  # deeper than the recursion limit, under the size limit
+    }
+    for body, why in unreadable.items():
+        response = post_raw(api_limits, "/predict", body)
+        assert response.status_code == 422 and why in response.json()["detail"], response.text
     assert post_raw(api_limits, "/predict", b'{"text": "i am sad", "version": "1"}').status_code == 200
 
 
