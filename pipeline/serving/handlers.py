@@ -1,7 +1,7 @@
 """How failures become HTTP answers: a readable 422 for a bad request (a JSON body with a key given twice is one:
 which value was meant?), 404/503 for a missing model, 413 for a body too large to be a valid request (refused as
-soon as that is known: from its Content-Length, else while it streams in), 429 for too many version loads or
-explanations, 503 for a full inference queue."""
+soon as that is known: from its Content-Length, else while it streams in), 408 for one that stalls
+(``timeouts``), 429 for too many version loads or explanations, 503 for a full inference queue."""
 
 import json
 import math

@@ -88,8 +88,7 @@ async def admin(
     token = cfg.serve.admin_token
     if token is None:
         return
-    given = credentials.credentials.strip() if credentials is not None else ""
-    if not hmac.compare_digest(given.encode(), token.encode()):
+    if credentials is None or not hmac.compare_digest(credentials.credentials.strip().encode(), token.encode()):
         raise HTTPException(
             status_code=401,
             detail="this endpoint needs the admin token: send 'Authorization: Bearer <serve.admin_token>'",
