@@ -65,19 +65,15 @@ def pausing(model: Any, wait_idle: Callable[[float], Any]) -> Any:
 
 
 def private_predictor(predictor: Any, wait_idle: Callable[[float], Any]) -> Any:
-    """A copy of a ``Predictor`` with a model and a tokenizer of its own, the model in fp32 (gradients): the
-    served weights cast up or dequantized, or, behind an ONNX backend, the fp32 model loaded from its folder;
-    the model pauses for predictions (``pausing``)."""
+    """A copy of a ``Predictor`` with a model and a tokenizer of its own, the model in fp32 (gradients: the
+    served weights cast up or dequantized) and pausing for predictions (``pausing``)."""
     from pipeline.model.explain import float_model
 
+    if not hasattr(predictor.model, "parameters"):  # an ONNX Runtime session: no gradients, no torch weights kept
+        raise PipelineError("explanations need a torch backend: serve this model with serve.backend=torch-bf16")
     own = copy.copy(predictor)
-    if hasattr(predictor.model, "parameters"):
-        model = float_model(predictor.model)
-        own.model = copy.deepcopy(model) if model is predictor.model else model
-    else:
-        from pipeline.model.modeling import load_classifier
-
-        own.model = load_classifier(str(predictor.model_dir)).eval()
+    model = float_model(predictor.model)
+    own.model = copy.deepcopy(model) if model is predictor.model else model
     own.tokenizer = copy.deepcopy(predictor.tokenizer)
     pausing(own.model, wait_idle)
     return own

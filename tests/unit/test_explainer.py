@@ -98,3 +98,13 @@ def test_a_private_predictor_shares_nothing_with_the_served_one_and_pauses_for_p
     assert found.words == ["i", "am", "so", "happy", "today"]
     assert len(waits) >= 2 and set(waits) == {module.MAX_PAUSE_SECONDS}  # before each of the 2 blocks, each pass
     assert not any(m._forward_pre_hooks or m._forward_hooks for m in served.model.modules())  # served: untouched
+
+
+def test_an_onnx_served_model_cannot_be_explained_and_says_so() -> None:
+    from types import SimpleNamespace
+
+    from pipeline.errors import PipelineError
+
+    onnx_served = SimpleNamespace(model=object(), tokenizer=None)  # an ONNX Runtime session: no torch weights
+    with pytest.raises(PipelineError, match="explanations need a torch backend"):
+        module.private_predictor(onnx_served, lambda seconds: True)
