@@ -365,6 +365,9 @@ class ServeConfig(_Section):
     max_texts: int = Field(64, ge=1)  # texts per request
     max_chars: int = Field(2000, ge=1)  # characters per text
     explain_steps: int = Field(32, ge=2, le=512)  # Integrated Gradients steps per explanation (/explain, --explain)
+    explain_concurrency: int = Field(1, ge=1)  # explanations computed at once, on threads of their own (/explain)
+    explain_queue: int = Field(4, ge=0)  # explanations waiting for one of those; beyond -> 429 + Retry-After
+    explain_max_chars: int = Field(2000, ge=1)  # characters per explained text (and at most max_chars)
     refresh_seconds: float = Field(10.0, ge=0)  # how often to look for a new champion; 0 = only on POST /reload
     backend: Literal["torch-fp32", "torch-bf16", "int8", "onnx-fp32", "onnx-int8", "onnx-int8-static"] = "torch-bf16"
     export_onnx: bool = True  # registering a version also logs onnx/model.onnx (fp32) for the onnx-* backends
@@ -383,6 +386,7 @@ class ServeConfig(_Section):
     canary_alias: str = "challenger"  # the alias the canary share goes to
     max_queue: int = Field(1024, ge=1)  # texts waiting for inference; a request beyond this gets 503 + Retry-After
     request_timeout_seconds: float = Field(30.0, gt=0)  # longest wait for an inference; longer -> 504
+    body_timeout_seconds: float = Field(10.0, gt=0)  # longest wait for a request's headers, then its body -> 408
     load_interval_seconds: float = Field(5.0, ge=0)  # at most one on-demand version load this often; else 429
     admin_token: str | None = None  # when set, /reload and /models need "Authorization: Bearer <token>"
     allowed_hosts: list[str] = ["127.0.0.1", "localhost", "testserver"]  # Host headers answered (+ the bind host)

@@ -12,9 +12,10 @@
 - ``GET /``          the demo page; ``/openapi.json`` and ``/docs`` the schema
 
 The pieces: ``routes`` (the endpoints), ``schemas`` (their bodies), ``handlers`` (errors as HTTP answers),
-``store`` (loaded versions and hot reload), ``batcher`` (one inference thread), ``backends`` (fp32, bf16, int8
-and the parity check that guards them), ``metrics`` (Prometheus), ``shadow`` (a second alias scored in the
-background, ``serve.shadow``); ``serve.canary_fraction`` of the traffic goes to ``serve.canary_alias``.
+``timeouts`` (stalled headers and bodies), ``store`` (loaded versions and hot reload), ``batcher`` (one inference
+thread), ``explainer`` (explanations on threads and a budget of their own), ``backends`` (fp32, bf16, int8 and the
+parity check that guards them), ``metrics`` (Prometheus), ``shadow`` (a second alias scored in the background,
+``serve.shadow``); ``serve.canary_fraction`` of the traffic goes to ``serve.canary_alias``.
 """
 
 import asyncio
@@ -30,9 +31,11 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from pipeline.config import Config
 from pipeline.serving import handlers, routes
 from pipeline.serving.batcher import Batcher
+from pipeline.serving.explainer import Explainer
 from pipeline.serving.metrics import ServeMetrics, TrackRequests, refresh
 from pipeline.serving.shadow import Shadow
 from pipeline.serving.store import ModelStore
+from pipeline.serving.timeouts import header_timeout_protocol
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,9 @@ async def lifespan(app: FastAPI, store: ModelStore | None, start_refresh: bool) 
     batcher = Batcher(cfg.serve.max_batch_texts, metrics, cfg.serve.max_queue)
     batcher.start()
     app.state.batcher = batcher
+    explainer = Explainer(cfg.serve.explain_concurrency, cfg.serve.explain_queue, batcher.wait_idle)
+    await warmed(explainer, models)
+    app.state.explainer = explainer
     shadow = Shadow(cfg, models, batcher, metrics) if cfg.serve.shadow else None
     if shadow is not None:
         shadow.start()
@@ -87,6 +93,15 @@ async def lifespan(app: FastAPI, store: ModelStore | None, start_refresh: bool) 
         if shadow is not None:
             shadow.stop()  # before the batcher: it may be waiting for an inference
         batcher.stop()
+        explainer.stop()
+
+
+async def warmed(explainer: Explainer, models: ModelStore) -> None:
+    """The explainer ready for the champion; a failure here is the first explanation's to report."""
+    try:
+        await asyncio.wrap_future(explainer.warm(models.champion.classifier if models.champion else None))
+    except Exception as exc:
+        log.warning("could not prepare explanations ahead: %s", exc)
 
 
 def start_refresher(models: ModelStore, metrics: ServeMetrics, seconds: float) -> Callable[[], None] | None:
@@ -124,5 +139,12 @@ def run(cfg: Config, host: str | None = None, port: int | None = None) -> None:
         port,
     )
     with suppress(KeyboardInterrupt):  # uvicorn shuts down gracefully, then re-raises the Ctrl-C it captured
-        uvicorn.run(create_app(cfg), host=host, port=port, access_log=cfg.serve.access_log, log_level="info")
+        uvicorn.run(
+            create_app(cfg),
+            host=host,
+            port=port,
+            http=header_timeout_protocol(cfg.serve.body_timeout_seconds),
+            access_log=cfg.serve.access_log,
+            log_level="info",
+        )
     log.info("stopped")

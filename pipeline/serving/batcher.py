@@ -1,7 +1,7 @@
 """One inference thread for the API (``Batcher``): it gathers the texts of concurrent requests into one
 length-sorted batch (up to ``serve.max_batch_texts``), so the two cores stay busy with large matrix products
-instead of many threads fighting over them. Other work for the model (an explanation) runs on the same thread
-as one call on its own, so it delays waiting predictions by at most that one call.
+instead of many threads fighting over them. Explanations do not run here: they have their own threads and
+budget (``explainer``), so a prediction never waits behind one.
 
 The queue is bounded (``serve.max_queue`` waiting texts; beyond it a request is refused with ``QueueFull``, a 503)
 so an overload shows as fast refusals, not as latency growing without end. A batch that fails is retried one
@@ -14,7 +14,6 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +34,6 @@ class _Job:
     model: LoadedModel
     texts: list[str]
     future: Future = field(default_factory=Future)
-    call: Callable[[], Any] | None = None  # run alone instead of predicting ``texts``
 
 
 class Batcher:
@@ -46,10 +44,13 @@ class Batcher:
         self.max_queue = max_queue  # waiting texts a request may join; None = unbounded (threads like the shadow's)
         self.metrics = metrics
         self.waiting_texts = 0  # queued, not yet taken by the inference thread
+        self.running = False  # a batch is being computed
+        self.in_flight = 0  # requests awaiting predict(), until they have resumed (changed on the event loop only)
+        self._idle = threading.Event()  # none of the three: explanations may go on
+        self._idle.set()
         self._waiting_lock = threading.Lock()
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="emotion-inference", daemon=True)
-        self._held: _Job | None = None  # a call met while gathering a batch: it runs next, on its own
 
     def start(self) -> None:
         self._thread.start()
@@ -73,71 +74,81 @@ class Batcher:
             if bounded and self.max_queue is not None and waiting and waiting + len(texts) > self.max_queue:
                 raise QueueFull(f"the server is busy: {waiting} texts are waiting for inference; retry shortly")
             self.waiting_texts = waiting + len(texts)
+        self._settle()
         self._queue.put(job)
         return job.future
 
     async def predict(self, model: LoadedModel, texts: list[str]) -> Any:
         """The predictions of a request; QueueFull when the queue is full (cancelling skips the texts if they
         have not started)."""
-        return await asyncio.wrap_future(self.submit(model, texts, bounded=True))
+        self.in_flight += 1
+        try:
+            return await asyncio.wrap_future(self.submit(model, texts, bounded=True))
+        finally:
+            self.in_flight -= 1
+            self._settle()
 
     def _taken(self, job: _Job) -> _Job:
         with self._waiting_lock:
             self.waiting_texts -= len(job.texts)
         return job
 
-    async def run(self, model: LoadedModel, call: Callable[[], Any]) -> Any:
-        """``call()``'s result, computed on the inference thread between batches (in queue order)."""
-        job = _Job(model, [], call=call)
-        self._queue.put(job)
-        return await asyncio.wrap_future(job.future)
+    def busy(self) -> bool:
+        """Predictions are waiting, running or being handed back (explanations pause for them)."""
+        return self.running or self.waiting_texts > 0 or self.in_flight > 0
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no prediction is busy, ``timeout`` seconds at most; whether none is."""
+        return self._idle.wait(timeout)
+
+    def _settle(self) -> None:
+        if self.busy():
+            self._idle.clear()
+        else:
+            self._idle.set()
 
     def _run(self) -> None:
         while True:
-            job, self._held = self._held or self._queue.get(), None
+            job = self._queue.get()
             if job is None:
                 return
-            if job.call is not None:
-                self._run_call(job)
-                continue
-            jobs, n = [self._taken(job)], len(job.texts)
-            while n < self.max_batch_texts:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)  # stop after this batch
-                    break
-                if nxt.call is not None:
-                    self._held = nxt
-                    break
-                jobs.append(self._taken(nxt))
-                n += len(nxt.texts)
-            if self.metrics is not None:
-                self.metrics.batch_texts.observe(n)
-                self.metrics.batch_requests.observe(len(jobs))
-            groups: dict[int, list[_Job]] = {}
-            for j in jobs:
-                if j.future.set_running_or_notify_cancel():  # False: the client went away, skip its texts
-                    groups.setdefault(id(j.model), []).append(j)
-            for group in groups.values():
-                try:
-                    self._run_group(group)
-                except Exception:  # never let one batch stop the inference thread
-                    log.exception("inference batch failed")
-                    self._count_error()
-                    for j in group:
-                        if not j.future.done():
-                            j.future.set_exception(RuntimeError("inference failed"))
+            self.running = True
+            self._settle()
+            try:
+                self._run_batch(job)
+            finally:
+                self.running = False
+                self._settle()
 
-    def _run_call(self, job: _Job) -> None:
-        if not job.future.set_running_or_notify_cancel() or job.call is None:
-            return
-        try:
-            job.future.set_result(job.call())
-        except Exception as exc:  # the caller gets it (a PipelineError becomes a 422)
-            job.future.set_exception(exc)
+    def _run_batch(self, job: _Job) -> None:
+        """``job`` and the jobs waiting behind it, up to ``max_batch_texts`` texts, as one batch per model."""
+        jobs, n = [self._taken(job)], len(job.texts)
+        while n < self.max_batch_texts:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                self._queue.put(None)  # stop after this batch
+                break
+            jobs.append(self._taken(nxt))
+            n += len(nxt.texts)
+        if self.metrics is not None:
+            self.metrics.batch_texts.observe(n)
+            self.metrics.batch_requests.observe(len(jobs))
+        groups: dict[int, list[_Job]] = {}
+        for j in jobs:
+            if j.future.set_running_or_notify_cancel():  # False: the client went away, skip its texts
+                groups.setdefault(id(j.model), []).append(j)
+        for group in groups.values():
+            try:
+                self._run_group(group)
+            except Exception:  # never let one batch stop the inference thread
+                log.exception("inference batch failed")
+                self._count_error()
+                for j in group:
+                    if not j.future.done():
+                        j.future.set_exception(RuntimeError("inference failed"))
 
     def _count_error(self) -> None:
         if self.metrics is not None:

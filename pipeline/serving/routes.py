@@ -10,16 +10,21 @@ from functools import cache, partial
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from pipeline.config import Config
 from pipeline.serving.batcher import Batcher
+from pipeline.serving.explainer import Explainer
+from pipeline.serving.handlers import StrictJSONRoute
 from pipeline.serving.metrics import ServeMetrics, refresh
 from pipeline.serving.schemas import (
+    ErrorResponse,
     ExplainRequest,
     ExplainResponse,
+    HealthResponse,
     PredictRequest,
     PredictResponse,
     normalised_version,
@@ -30,7 +35,7 @@ from pipeline.serving.store import LoadedModel, ModelStore
 
 DEMO_PAGE = Path(__file__).with_name("static") / "demo.html"
 
-router = APIRouter()
+router = APIRouter(route_class=StrictJSONRoute)
 
 
 # async dependencies run on the event loop; plain functions would each cost a trip through the thread pool
@@ -42,8 +47,8 @@ async def get_store(request: Request) -> ModelStore:
     return request.app.state.store
 
 
-async def get_batcher(request: Request) -> Batcher:
-    return request.app.state.batcher
+async def get_explainer(request: Request) -> Explainer:
+    return request.app.state.explainer
 
 
 async def get_metrics(request: Request) -> ServeMetrics:
@@ -71,13 +76,19 @@ def checked_request(body: PredictRequest, cfg: Config) -> PredictRequest:
     return body.model_copy(update={"version": checked_version(body.version, ("body", "version"))})
 
 
-async def admin(request: Request, cfg: Annotated[Config, Depends(get_config)]) -> None:
+# declared, so the schema says how to authenticate; admin() answers the 401 (auto_error=False)
+bearer = HTTPBearer(auto_error=False, description="serve.admin_token, when it is set")
+
+
+async def admin(
+    cfg: Annotated[Config, Depends(get_config)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> None:
     """With ``serve.admin_token`` set, the caller must send ``Authorization: Bearer <token>`` (401 otherwise)."""
     token = cfg.serve.admin_token
     if token is None:
         return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+    if credentials is None or not hmac.compare_digest(credentials.credentials.strip().encode(), token.encode()):
         raise HTTPException(
             status_code=401,
             detail="this endpoint needs the admin token: send 'Authorization: Bearer <serve.admin_token>'",
@@ -87,6 +98,19 @@ async def admin(request: Request, cfg: Annotated[Config, Depends(get_config)]) -
 
 Store = Annotated[ModelStore, Depends(get_store)]
 Metrics = Annotated[ServeMetrics, Depends(get_metrics)]
+
+
+def refusals(described: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses: each status with its description and the ``ErrorResponse`` body all refusals have."""
+    return {code: {"model": ErrorResponse, "description": text} for code, text in described.items()}
+
+
+BODY_REFUSALS = {
+    408: "the body did not arrive within serve.body_timeout_seconds",
+    413: "body too large",
+    422: "bad request, with the reason",
+}
+ADMIN_REFUSALS = {401: "serve.admin_token is set and the request does not send it as a Bearer token"}
 
 
 @cache
@@ -99,7 +123,12 @@ def demo() -> HTMLResponse:
     return HTMLResponse(demo_page())
 
 
-@router.get("/health", summary="liveness and the served model")
+@router.get(
+    "/health",
+    summary="liveness and the served model",
+    response_model=HealthResponse,
+    responses={503: {"model": HealthResponse, "description": "no model loaded yet"}},
+)
 def health(store: Store) -> JSONResponse:
     champion = store.champion
     body = {
@@ -115,7 +144,18 @@ def health(store: Store) -> JSONResponse:
     return JSONResponse(status_code=200 if champion else 503, content=body)
 
 
-@router.get("/model", summary="the served model: version, labels, data hash, metrics, backend and parity check")
+@router.get(
+    "/model",
+    summary="the served model: version, labels, data hash, metrics, backend and parity check",
+    responses=refusals(
+        {
+            404: "unknown model version",
+            422: "the version is not a positive integer in the registry's range",
+            429: "another version was loaded moments ago; see Retry-After",
+            503: "no model loaded yet, or the registry could not be read",
+        }
+    ),
+)
 async def model_info(
     store: Store,
     version: str | None = Query(None, description="a registry version (a positive integer); default: the champion"),
@@ -130,6 +170,7 @@ async def model_info(
     "/models",
     summary="registered versions, newest first, with aliases and metrics",
     dependencies=[Depends(admin)],
+    responses=refusals(ADMIN_REFUSALS),
 )
 def list_models(store: Store) -> dict[str, Any]:
     champion = store.champion
@@ -140,6 +181,7 @@ def list_models(store: Store) -> dict[str, Any]:
     "/reload",
     summary="look for a new champion now (also done every refresh_seconds)",
     dependencies=[Depends(admin)],
+    responses=refusals(ADMIN_REFUSALS | BODY_REFUSALS),
 )
 async def reload(store: Store, metrics: Metrics) -> dict[str, Any]:
     changed = await asyncio.to_thread(refresh, store, metrics)
@@ -162,14 +204,15 @@ async def answered_within(work: Awaitable[T], limit: float, detail: str) -> T:
     "/predict",
     response_model=PredictResponse,
     summary="classify one text or a batch",
-    responses={
-        413: {"description": "body too large"},
-        422: {"description": "bad request, with the reason"},
-        404: {"description": "unknown model version"},
-        429: {"description": "another version was loaded moments ago; see Retry-After"},
-        503: {"description": "no model loaded yet, or too many texts waiting (see Retry-After)"},
-        504: {"description": "the inference took longer than serve.request_timeout_seconds"},
-    },
+    responses=refusals(
+        BODY_REFUSALS
+        | {
+            404: "unknown model version",
+            429: "another version was loaded moments ago; see Retry-After",
+            503: "no model loaded yet, or too many texts waiting (see Retry-After)",
+            504: "the inference took longer than serve.request_timeout_seconds",
+        }
+    ),
 )
 async def predict(body: PredictRequest, http: Request) -> Response:
     # the app's parts straight from its state: as dependencies, resolving them took more event-loop time per
@@ -198,24 +241,26 @@ async def predict(body: PredictRequest, http: Request) -> Response:
     "/explain",
     response_model=ExplainResponse,
     summary="each word's attribution to the predicted (or a given) label, by Integrated Gradients",
-    responses={
-        422: {"description": "bad request or unknown label, with the reason"},
-        404: {"description": "unknown model version"},
-        503: {"description": "no model loaded yet"},
-        504: {"description": "the explanation took longer than serve.request_timeout_seconds"},
-    },
+    responses=refusals(
+        BODY_REFUSALS
+        | {
+            422: "bad request or unknown label, with the reason",
+            404: "unknown model version",
+            429: "all explanation slots taken, or a version loaded moments ago; see Retry-After",
+            503: "no model loaded yet",
+            504: "the explanation took longer than serve.request_timeout_seconds",
+        }
+    ),
 )
 async def explain(
     body: ExplainRequest,
     store: Store,
-    batcher: Annotated[Batcher, Depends(get_batcher)],
+    explainer: Annotated[Explainer, Depends(get_explainer)],
     cfg: Annotated[Config, Depends(get_config)],
 ) -> dict[str, Any]:
     from dataclasses import asdict
 
-    from pipeline.model import explain as attributions
-
-    problem = body.limit_problem(cfg.serve.max_chars)
+    problem = body.limit_problem(min(cfg.serve.max_chars, cfg.serve.explain_max_chars))
     if problem is not None:
         raise invalid(("body",), problem)
     version = checked_version(body.version, ("body", "version"))
@@ -224,9 +269,9 @@ async def explain(
         known = ", ".join(loaded.labels)
         raise invalid(("body", "label"), f"unknown label '{body.label}': version {loaded.version} knows {known}")
     steps, limit = cfg.serve.explain_steps, cfg.serve.request_timeout_seconds
-    # on timeout an explanation still waiting is skipped; one already running finishes on the inference thread
+    # on timeout an explanation still waiting is skipped; one already running finishes on its own thread
     found = await answered_within(
-        batcher.run(loaded, lambda: attributions.explain(loaded.classifier.predictor, body.text, body.label, steps)),
+        explainer.explain(loaded.classifier, body.text, body.label, steps),
         limit,
         f"no explanation within {limit:g}s ({steps} integration steps); retry later or with a shorter text",
     )
@@ -248,7 +293,7 @@ async def chosen_model(store: ModelStore, cfg: Config, version: str | int | None
     return "champion", champion if champion is not None else await asyncio.to_thread(store.get, None)
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
 def prometheus(metrics: Metrics) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 

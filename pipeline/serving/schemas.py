@@ -4,8 +4,9 @@ The request limits (``serve.max_texts``, ``serve.max_chars``) come from the conf
 ``PredictRequest.limit_problem`` from a route dependency, not by the model's own validation.
 """
 
+import unicodedata
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
@@ -46,15 +47,42 @@ class PredictRequest(BaseModel):
         if len(texts) > max_texts:
             return f"too many texts: {len(texts)} > {max_texts} per request; split the batch"
         for i, text in enumerate(texts):
-            where = "text" if self.text is not None else f"texts[{i}]"
-            if not text.strip():
-                return f"{where} is empty: give some words to classify"
-            if len(text) > max_chars:
-                return f"{where} is too long: {len(text)} characters > {max_chars}"
-            bad = unpaired_surrogate(text)
-            if bad is not None:
-                return f"{where} is not valid Unicode: a lone surrogate at character {bad}; send UTF-8 text"
+            problem = text_problem(text, "text" if self.text is not None else f"texts[{i}]", max_chars, "classify")
+            if problem is not None:
+                return problem
         return None
+
+
+# default-ignorable code points outside the format category (Cf): combining grapheme joiner, Hangul fillers,
+# Khmer inherent vowels, Mongolian and other variation selectors; they render as nothing
+_IGNORABLE = frozenset(
+    chr(c) for c in (0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180B, 0x180C, 0x180D, 0x180F, 0x3164, 0xFFA0)
+) | frozenset(chr(c) for c in [*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)])
+# control, format (zero-width space and joiners, BOM, bidi marks), surrogate, and space or line separators
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
+
+
+def visible(char: str) -> bool:
+    return char not in _IGNORABLE and unicodedata.category(char) not in _INVISIBLE_CATEGORIES
+
+
+def text_problem(text: str, where: str, max_chars: int, purpose: str) -> str | None:
+    """What is wrong with one text of a request (``where`` names it), or None: the one check of every route, so
+    /predict and /explain refuse the same texts. A text with nothing to see (NUL, zero-width characters) is
+    refused like a blank one: the model would answer it as an empty text."""
+    if not text.strip():
+        return f"{where} is empty: give some words to {purpose}"
+    if len(text) > max_chars:
+        return f"{where} is too long: {len(text)} characters > {max_chars}"
+    bad = unpaired_surrogate(text)
+    if bad is not None:
+        return f"{where} is not valid Unicode: a lone surrogate at character {bad}; send UTF-8 text"
+    if not any(map(visible, text)):
+        return (
+            f"{where} has no visible character (only control, format or zero-width characters): "
+            f"give some words to {purpose}"
+        )
+    return None
 
 
 def unpaired_surrogate(text: str) -> int | None:
@@ -66,15 +94,44 @@ def unpaired_surrogate(text: str) -> int | None:
     return None
 
 
+MAX_VERSION = 2**31 - 1  # the registry's version column is a 32-bit INTEGER (MLflow's SQL store)
+
+
 def normalised_version(version: str | int | None) -> str | None:
     """A registry version as its canonical positive integer ("01" -> "1"), so one version is never loaded twice;
-    None stays None (the champion). ValueError names what is wrong."""
+    None stays None (the champion). ValueError names what is wrong: a number the registry cannot hold is a bad
+    request, not a question for the registry."""
     if version is None:
         return None
     text = str(version).strip()
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or not text.lstrip("0"):
         raise ValueError(f"version must be a positive integer, got {str(version)[:40]!r}")
-    return str(int(text))
+    digits = text.lstrip("0")
+    if len(digits) > len(str(MAX_VERSION)) or int(digits) > MAX_VERSION:
+        raise ValueError(f"version must be a positive integer up to {MAX_VERSION}, got {digits[:40]}")
+    return digits
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="where: 'body', then the field and index")
+    msg: str
+    type: str | None
+
+
+class ErrorResponse(BaseModel):
+    """Every refusal's body: what is wrong and what to do; a 422 also lists each problem where it was found."""
+
+    detail: str = Field(description="what is wrong and what to do, in one sentence per problem")
+    errors: list[FieldError] | None = Field(None, description="a 422's problems, one per field")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "no model"]
+    model: str = Field(description="the registered model's name")
+    version: str | None = Field(description="the version served, None before the first load")
+    backend: str | None
+    last_check: str | None = Field(description="when the registry was last asked for the champion (UTC)")
+    last_error: str | None = Field(description="why the last check failed, if it did")
 
 
 class LabelScore(BaseModel):
@@ -123,11 +180,7 @@ class ExplainRequest(BaseModel):
     version: StrictStr | StrictInt | None = Field(None, description="a registry version; default: the champion")
 
     def limit_problem(self, max_chars: int) -> str | None:
-        if not self.text.strip():
-            return "text is empty: give some words to explain"
-        if len(self.text) > max_chars:
-            return f"text is too long: {len(self.text)} characters > {max_chars}"
-        return None
+        return text_problem(self.text, "text", max_chars, "explain")
 
 
 class ExplainResponse(BaseModel):

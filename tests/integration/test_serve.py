@@ -45,11 +45,19 @@ class Server:
         import uvicorn
 
         from pipeline.serving.app import create_app
+        from pipeline.serving.timeouts import header_timeout_protocol
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(
-            uvicorn.Config(create_app(cfg), host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
+            uvicorn.Config(
+                create_app(cfg),
+                host="127.0.0.1",
+                port=self.port,
+                http=header_timeout_protocol(cfg.serve.body_timeout_seconds),  # as `emotion serve` runs it
+                log_level="warning",
+                access_log=False,
+            )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -96,6 +104,20 @@ def trained_registry(folder: Path, tiny_model_dir: Path) -> dict[str, Any]:
     training_flow(serve_config(project, tiny_model_dir, "train.seed=7"))
     client = connection.client(cfg.registry)
     model_versions.set_alias(cfg.registry, client, model_versions.CHAMPION, "1")
+    return {"project": project, "cfg": cfg, "client": client}
+
+
+def registered_registry(folder: Path, tiny_model_dir: Path, classifier_dir: Path) -> dict[str, Any]:
+    """A project whose registry holds an untrained classifier as versions 1 (champion) and 2: a servable
+    registry in seconds, for tests of the API itself rather than of the models."""
+    project = init_project(folder / "project")
+    cfg = serve_config(project, tiny_model_dir, "serve.backend=torch-fp32")
+    client = tracking.client(cfg)
+    for _ in range(2):
+        run_id = tracking.start_run(cfg, client)
+        logged = tracking.log_model(run_id, classifier_dir, LABELS)
+        tracking.register(cfg, client, logged, run_id, {"gate": "passed"}, "")
+    tracking.set_alias(cfg, client, tracking.CHAMPION, "1")
     return {"project": project, "cfg": cfg, "client": client}
 
 
