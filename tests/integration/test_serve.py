@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from pipeline import stages
 from pipeline.registry import champion_alias, connection, model_versions, run_log
 from tests.conftest import BIN, PARAMS, free_port, init_project, tiny_overrides
 
@@ -112,12 +113,12 @@ def registered_registry(folder: Path, tiny_model_dir: Path, classifier_dir: Path
     registry in seconds, for tests of the API itself rather than of the models."""
     project = init_project(folder / "project")
     cfg = serve_config(project, tiny_model_dir, "serve.backend=torch-fp32")
-    client = tracking.client(cfg)
+    client = connection.client(cfg.registry)
     for _ in range(2):
-        run_id = tracking.start_run(cfg, client)
-        logged = tracking.log_model(run_id, classifier_dir, LABELS)
-        tracking.register(cfg, client, logged, run_id, {"gate": "passed"}, "")
-    tracking.set_alias(cfg, client, tracking.CHAMPION, "1")
+        run_id = stages.start_run(cfg, client)
+        logged = run_log.log_model(run_id, classifier_dir, LABELS)
+        model_versions.register(cfg.registry, client, logged, run_id, {"gate": "passed"}, "")
+    model_versions.set_alias(cfg.registry, client, model_versions.CHAMPION, "1")
     return {"project": project, "cfg": cfg, "client": client}
 
 
