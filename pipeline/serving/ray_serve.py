@@ -178,8 +178,14 @@ def stop_on_ray(started_ray: bool) -> None:
         ray.shutdown()  # disconnects this driver; the cluster keeps running
 
 
-def run_on_ray(cfg: Config, address: str | None = None) -> None:
-    """Serve on Ray until interrupted (Ctrl-C or SIGTERM), then remove the deployment (see ``stop_on_ray``)."""
+def run_on_ray(cfg: Config, address: str | None = None, host: str | None = None, port: int | None = None) -> None:
+    """Serve on Ray until interrupted (Ctrl-C or SIGTERM), then remove the deployment (see ``stop_on_ray``).
+
+    ``address`` defaults to ``serve.ray_address`` (None: a local Ray in this process); ``host`` and ``port``
+    override ``serve.host`` and ``serve.port``, as for the local server (the Host check allows the bind host)."""
+    address = address or cfg.serve.ray_address
+    serve = cfg.serve.model_copy(update={"host": host or cfg.serve.host, "port": port or cfg.serve.port})
+    cfg = cfg.model_copy(update={"serve": serve})
     url = serve_on_ray(cfg, address)
     log.info(
         "serving %s@%s on %s with %d Ray Serve replicas (demo page at /, API docs at /docs); Ctrl-C stops",
