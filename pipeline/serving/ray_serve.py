@@ -13,7 +13,7 @@ two servers would behave differently. What Serve must allow for it is concurrenc
 flight per replica would leave the batcher little to gather, hence ``serve.ray_max_ongoing_requests`` (64).
 
 Placement: each replica reserves ``serve.ray_cpus_per_replica`` CPUs (its torch threads); Serve schedules replicas
-with Ray's SPREAD strategy, and ``serve.ray_max_replicas_per_node`` (1) makes one per node a rule. A replica whose
+with Ray's SPREAD strategy, and ``serve.ray_max_replicas_per_node: 1`` makes one per node a rule. A replica whose
 inference thread died fails Serve's health check and is replaced; a replica that crashes is replaced too.
 """
 
@@ -133,14 +133,10 @@ def serve_on_ray(cfg: Config, address: str | None = None) -> str:
     import ray
     from ray import serve
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    try:
-        ray.init(address=address, ignore_reinit_error=True, logging_level=logging.WARNING)
-    except (ConnectionError, RuntimeError) as exc:
-        raise PipelineError(
-            f"cannot reach the Ray cluster at {address}: {exc}; start one with `ray start --head` or give its "
-            "HOST:PORT with --address"
-        ) from exc
+    from pipeline.scoring.ray_engine import connect
+
+    if not ray.is_initialized():
+        connect(address)  # as `emotion score --engine ray` does: fails fast, naming the address, when nobody listens
     s = cfg.serve
     serve.start(
         proxy_location=s.ray_proxy_location,
@@ -202,6 +198,7 @@ def run_on_ray(cfg: Config, address: str | None = None, host: str | None = None,
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        log.info("stopping: the replicas finish the requests they hold, then the deployment is removed")
         stop_on_ray(started_ray=address is None and not os.environ.get("RAY_ADDRESS"))
+        signal.signal(signal.SIGTERM, previous)
     log.info("stopped")
