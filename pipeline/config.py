@@ -390,6 +390,12 @@ class ServeConfig(_Section):
     load_interval_seconds: float = Field(5.0, ge=0)  # at most one on-demand version load this often; else 429
     admin_token: str | None = None  # when set, /reload and /models need "Authorization: Bearer <token>"
     allowed_hosts: list[str] = ["127.0.0.1", "localhost", "testserver"]  # Host headers answered (+ the bind host)
+    ray_address: str | None = None  # --engine ray: a running cluster's HOST:PORT; None = start a local Ray
+    ray_replicas: int = Field(2, ge=1)  # emotion serve --engine ray: copies of the app, each with its own model
+    ray_cpus_per_replica: float = Field(1.0, gt=0)  # CPUs Ray reserves per replica (whole ones = its torch threads)
+    ray_max_ongoing_requests: int = Field(64, ge=1)  # requests in flight per replica: what its batcher can gather
+    ray_max_replicas_per_node: int | None = Field(None, ge=1)  # None = Serve's best-effort spread; 1 = one per node
+    ray_proxy_location: Literal["HeadOnly", "EveryNode"] = "HeadOnly"  # where Serve's HTTP proxies listen
 
 
 class MonitorConfig(_Section):

@@ -138,6 +138,15 @@ def prefect_server(tmp_path: Path):
         yield api
 
 
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A real two-node Ray cluster on 127.0.0.1 (tests/ray_cluster.py): the head's HOST:PORT, stopped at the end."""
+    from tests.ray_cluster import two_node_cluster
+
+    with two_node_cluster() as address:
+        yield address
+
+
 def copy_sample(dst: Path) -> Path:
     """A writable copy of the shipped sample dataset (to corrupt in tests)."""
     from pipeline.data.ingest import sample_data_dir

@@ -59,6 +59,10 @@ class Batcher:
         self._queue.put(None)
         self._thread.join(timeout=30)
 
+    def alive(self) -> bool:
+        """Whether the inference thread is running (a health check: without it no request is ever answered)."""
+        return self._thread.is_alive()
+
     def pending(self) -> int:
         """Requests waiting for the inference thread (approximate, for /metrics)."""
         return self._queue.qsize()
