@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from emotion_cli.common import AddCommand, config, quiet_user_error_tracebacks
+from pipeline.errors import PipelineError
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -68,9 +69,17 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = config(args)
+    if args.engine == "ray":
+        from pipeline.serving.ray_serve import run_on_ray
+
+        run_on_ray(cfg, args.address, args.host, args.port)
+        return 0
+    if args.address:
+        raise PipelineError("--address is for --engine ray: add --engine ray, or drop --address")
     from pipeline.serving.app import run as serve
 
-    serve(config(args), args.host, args.port)
+    serve(cfg, args.host, args.port)
     return 0
 
 
@@ -122,6 +131,15 @@ def add_commands(add: AddCommand) -> None:
     serve = add("serve", cmd_serve, "REST API and demo page over the champion, reloaded when it changes")
     serve.add_argument("--host", help="interface to bind (default: serve.host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: serve.port, 8000)")
+    serve.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: one uvicorn process; ray: Ray Serve, serve.ray_replicas replicas (docs/serving.md)",
+    )
+    serve.add_argument(
+        "--address", help="with --engine ray: a Ray cluster's HOST:PORT (default: serve.ray_address, else a local Ray)"
+    )
     monitor = add("monitor", cmd_monitor, "check a batch of new texts for drift against the champion (Prefect flow)")
     monitor.add_argument("path", help="a file or folder of texts in any supported format; labels optional")
     monitor.add_argument("--json", action="store_true", help="print the verdict as JSON (top-level boolean 'drift')")

@@ -38,3 +38,10 @@ def test_replicas_get_an_absolute_project_and_threads_for_their_cpus(monkeypatch
 def test_one_proxy_on_the_head_routes_to_every_node() -> None:
     assert proxy_env("HeadOnly") == {"RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"}
     assert proxy_env("EveryNode") == {}
+
+
+def test_serve_refuses_a_ray_address_without_the_ray_engine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import emotion_cli
+
+    assert emotion_cli.main(["serve", "--address", "10.0.0.1:6379", "--set", f"project_dir={tmp_path}"]) == 2
+    assert "--address is for --engine ray" in capsys.readouterr().err
