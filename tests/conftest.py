@@ -1,4 +1,5 @@
-"""Shared fixtures: offline and telemetry-free settings, a tiny random BERT, temp DVC projects."""
+"""Shared fixtures: offline and telemetry-free settings, a tiny random BERT and one it fine-tuned on cue words,
+temp DVC projects."""
 
 from __future__ import annotations
 
@@ -68,9 +69,57 @@ def classifier_folder(base: Path, out: Path, labels: list[str], multi_label: boo
 
 @pytest.fixture(scope="session")
 def tiny_classifier_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    """The tiny BERT as an untrained six-emotion classifier (scoring and serving need no accuracy)."""
+    """The tiny BERT as an untrained six-emotion classifier: about 1/6 for every label, so only for plumbing tests
+    that check no answer (formats, errors, resume); tests of answers use `learned_model_dir`."""
     labels = ["sadness", "joy", "love", "anger", "fear", "surprise"]
     return classifier_folder(tiny_model_dir, tmp_path_factory.mktemp("tiny-classifier"), labels)
+
+
+LEARNED_TRAINING = [
+    "model.max_length=32",
+    "train.epochs=8",
+    "train.batch_size=32",
+    "train.learning_rate=1e-2",
+    "train.warmup_fraction=0.0",
+    "train.device=cpu",
+    "train.precision=fp32",
+    "train.seed=7",
+]
+
+
+FRAME_COLUMNS = ["text", "label", "split"]
+LEARNED_MIN_ACCURACY = 0.95
+
+
+@pytest.fixture(scope="session")
+def learned_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """The tiny BERT fine-tuned by the project's own training code on cue-word texts: a normal model folder
+    (tokenizer, label map, calibration) whose answers differ by text, so order, parity and explanation tests can
+    fail. About 5 s; fails loudly if it no longer reaches LEARNED_MIN_ACCURACY on held-out cue texts."""
+    import pandas as pd
+    import torch
+
+    from pipeline.config import load_config
+    from pipeline.data.encode import encode
+    from pipeline.model.predict import Predictor
+    from pipeline.training.train import train
+    from tests.synthetic_text import EMOTIONS, cue_rows
+
+    splits = {"train": cue_rows(600, seed=0), "validation": cue_rows(60, seed=1, noise=0.1), "test": cue_rows(60, 2)}
+    frame = pd.DataFrame([(t, label, s) for s, rows in splits.items() for t, label in rows], columns=FRAME_COLUMNS)
+    cfg = load_config(PARAMS, [f"model.name={tiny_model_dir}", *LEARNED_TRAINING], environ={})
+    out = tmp_path_factory.mktemp("learned") / "model"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a busy 2-core machine two threads took 150 s instead of 5
+    try:
+        train(encode(frame, EMOTIONS), cfg.model, cfg.train, out)
+    finally:
+        torch.set_num_threads(threads)
+    held_out = cue_rows(240, seed=99)
+    probs = Predictor(out, device="cpu", precision="fp32").predict_proba([text for text, _ in held_out])
+    accuracy = sum(EMOTIONS[i] == label for i, (_, label) in zip(probs.argmax(axis=1), held_out)) / len(held_out)
+    assert accuracy >= LEARNED_MIN_ACCURACY, f"the learned fixture model reached only {accuracy:.3f} on held-out cues"
+    return out
 
 
 def init_project(path: Path) -> Path:
