@@ -10,11 +10,17 @@ import pandas as pd
 import pytest
 
 from tests.conftest import PARAMS
+from tests.synthetic_text import ORDERED
 
 if TYPE_CHECKING:
     from pipeline.serving.backends import ParityData
 
 LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
+CUE_TEXTS = [text for text, _ in ORDERED]  # one per emotion, of very different lengths: order mistakes show
+CUE_LABELS = [label for _, label in ORDERED]  # what the learned model answers for them
+# Largest probability a fast backend (bf16, int8, ONNX int8, static int8) of the learned model may move from fp32:
+# they move 0.016 at most; another model moves 0.27 or more (a differently seeded learned one), 0.7 (the untrained).
+FAST_BOUND = 0.03
 
 
 def frame(rows: list[tuple[str | None, str | None, str | None]]) -> pd.DataFrame:
