@@ -3,11 +3,13 @@ temp DVC projects."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -88,6 +90,31 @@ LEARNED_TRAINING = [
 
 
 FRAME_COLUMNS = ["text", "label", "split"]
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Train the tiny model on one torch thread: on a busy 2-core machine two threads took 150 s instead of 5."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def write_cue_folder(folder: Path, sizes: dict[str, int]) -> Path:
+    """A data folder of cue-word texts, one dair-ai style "text;label" file per split (seeded per split)."""
+    from tests.synthetic_text import cue_rows
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed, (split, n) in enumerate(sizes.items()):
+        (folder / f"{split}.txt").write_text("".join(f"{text};{label}\n" for text, label in cue_rows(n, seed + 40)))
+    return folder
+
+
 LEARNED_MIN_ACCURACY = 0.95
 
 
@@ -97,7 +124,6 @@ def learned_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: 
     (tokenizer, label map, calibration) whose answers differ by text, so order, parity and explanation tests can
     fail. About 5 s; fails loudly if it no longer reaches LEARNED_MIN_ACCURACY on held-out cue texts."""
     import pandas as pd
-    import torch
 
     from pipeline.config import load_config
     from pipeline.data.encode import encode
@@ -109,12 +135,8 @@ def learned_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: 
     frame = pd.DataFrame([(t, label, s) for s, rows in splits.items() for t, label in rows], columns=FRAME_COLUMNS)
     cfg = load_config(PARAMS, [f"model.name={tiny_model_dir}", *LEARNED_TRAINING], environ={})
     out = tmp_path_factory.mktemp("learned") / "model"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a busy 2-core machine two threads took 150 s instead of 5
-    try:
+    with one_torch_thread():
         train(encode(frame, EMOTIONS), cfg.model, cfg.train, out)
-    finally:
-        torch.set_num_threads(threads)
     held_out = cue_rows(240, seed=99)
     probs = Predictor(out, device="cpu", precision="fp32").predict_proba([text for text, _ in held_out])
     accuracy = sum(EMOTIONS[i] == label for i, (_, label) in zip(probs.argmax(axis=1), held_out)) / len(held_out)
