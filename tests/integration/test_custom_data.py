@@ -67,7 +67,7 @@ def goemotions_settings(source: Path) -> list[str]:
     ]
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "goemotions").exists(), reason="../shared/data/goemotions not present")
+@pytest.mark.requires((SHARED_DATA / "goemotions").exists(), "../shared/data/goemotions")
 def test_goemotions_multi_label_end_to_end(tiny_config, tmp_path: Path, project: Path) -> None:
     from flows.training import training_flow
     from pipeline.model.predict import Predictor
@@ -94,7 +94,7 @@ def test_goemotions_multi_label_end_to_end(tiny_config, tmp_path: Path, project:
     assert len(scores) == 28 and {s["label"] for s in scores} == set(labels)
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "goemotions").exists(), reason="../shared/data/goemotions not present")
+@pytest.mark.requires((SHARED_DATA / "goemotions").exists(), "../shared/data/goemotions")
 def test_multi_label_distillation_on_more_data_than_a_flow_run_parameter_holds(
     tiny_config, tmp_path: Path, project: Path
 ) -> None:

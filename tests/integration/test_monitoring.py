@@ -39,10 +39,7 @@ def no_leaked_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.usefixtures("prefect_harness"),
-    pytest.mark.skipif(
-        not (EMOTION.is_dir() and GOEMOTIONS.is_dir()),
-        reason="needs ../shared/data/emotion and ../shared/data/goemotions",
-    ),
+    pytest.mark.requires(EMOTION.is_dir() and GOEMOTIONS.is_dir(), "../shared/data/emotion and goemotions"),
 ]
 
 

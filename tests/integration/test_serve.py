@@ -250,9 +250,7 @@ def test_explain_refuses_an_unknown_label_or_a_long_text(api: httpx.Client) -> N
     assert api.post("/explain", json={"text": "fine", "version": "99"}).status_code == 404
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium is not installed (apt-get install chromium); .ci/run installs it"
-)
+@pytest.mark.requires(CHROMIUM is not None, "chromium (apt-get install chromium; .ci/run installs it)")
 def test_demo_page_in_headless_chromium(api: httpx.Client, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 

@@ -1,15 +1,26 @@
-"""Unit-test helpers: small synthetic frames, the prepared sample data, and one tiny trained model per session."""
+"""Unit-test helpers: small synthetic frames, the prepared sample data, a 3-step training run per session (for the
+training tests) and the learned cue-word model (`model_dir`) for every test of answers."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pytest
 
 from tests.conftest import PARAMS
+from tests.synthetic_text import ORDERED
+
+if TYPE_CHECKING:
+    from pipeline.serving.backends import ParityData
 
 LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
+CUE_TEXTS = [text for text, _ in ORDERED]  # one per emotion, of very different lengths: order mistakes show
+CUE_LABELS = [label for _, label in ORDERED]  # what the learned model answers for them
+# Largest probability a fast backend (bf16, int8, ONNX int8, static int8) of the learned model may move from fp32:
+# they move 0.016 at most; another model moves 0.27 or more (a differently seeded learned one), 0.7 (the untrained).
+FAST_BOUND = 0.03
 
 
 def frame(rows: list[tuple[str | None, str | None, str | None]]) -> pd.DataFrame:
@@ -74,9 +85,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory, sample_prepared, tiny_trai
 
 
 @pytest.fixture(scope="module")
-def model_dir(trained) -> Path:
-    """The session's tiny trained model folder."""
-    return trained[1]
+def model_dir(learned_model_dir: Path) -> Path:
+    """The session's tiny model that learned the cue words (tests/conftest.py): answers differ by text."""
+    return learned_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +96,16 @@ def fp32(model_dir: Path):
     from pipeline.serving.backends import FP32, FastClassifier
 
     return FastClassifier.load(model_dir, FP32, max_length=64, batch_size=3)
+
+
+@pytest.fixture(scope="module")
+def cue_parity() -> ParityData:
+    """Parity data in the learned model's own domain: held-out cue texts, on which it is right (a wrong model not)."""
+    from pipeline.serving.backends import ParityData
+    from tests.synthetic_text import cue_rows
+
+    rows, calibration = cue_rows(120, seed=17), cue_rows(30, seed=18)
+    return ParityData([t for t, _ in rows], [label for _, label in rows], "cue texts", [t for t, _ in calibration])
 
 
 @pytest.fixture(scope="module")

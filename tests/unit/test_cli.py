@@ -117,8 +117,8 @@ def test_predict_with_folder_that_is_not_a_model(tmp_path: Path, capsys: pytest.
     assert out == ""
 
 
-def test_predict_json_with_a_model_folder(trained, tmp_path: Path, capsys: pytest.CaptureFixture):
-    model_dir = trained[1]
+def test_predict_json_with_a_model_folder(learned_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    model_dir = learned_model_dir
     code = cli.main(
         [
             "predict",
@@ -128,44 +128,48 @@ def test_predict_json_with_a_model_folder(trained, tmp_path: Path, capsys: pytes
             "--model",
             str(model_dir),
             "--json",
-            "i feel great",
+            "i feel happy",
             "i am scared",
         ]
     )
     out, err = capsys.readouterr()
     assert code == 0, err
     preds = json.loads(out)
-    assert [p["text"] for p in preds] == ["i feel great", "i am scared"]
+    assert [p["text"] for p in preds] == ["i feel happy", "i am scared"]
+    assert [p["label"] for p in preds] == ["joy", "fear"]
     for p in preds:
-        assert p["label"] in LABELS
         assert list(p["probabilities"]) == LABELS
         assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_predict_text_output(trained, tmp_path: Path, capsys: pytest.CaptureFixture):
-    code = cli.main(["predict", *base_args(tmp_path), "--model", str(trained[1]), "what a day"])
+def test_predict_text_output(learned_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    code = cli.main(["predict", *base_args(tmp_path), "--model", str(learned_model_dir), "what an angry day"])
     out, _ = capsys.readouterr()
     assert code == 0
     first, second = out.rstrip("\n").splitlines()
-    assert first.split()[0] in LABELS and first.endswith("what a day")
+    assert first.split()[0] == "anger" and first.endswith("what an angry day")
     assert all(label in second for label in LABELS)
 
 
-def test_predict_explain_prints_each_word_with_its_attribution(trained, tmp_path: Path, capsys: pytest.CaptureFixture):
-    args = ["predict", *base_args(tmp_path), "--set", "serve.explain_steps=8", "--model", str(trained[1]), "--explain"]
-    assert cli.main([*args, "what a lovely day"]) == 0
+def test_predict_explain_prints_each_word_with_its_attribution(
+    learned_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    args = ["predict", *base_args(tmp_path), "--set", "serve.explain_steps=8", "--model", str(learned_model_dir)]
+    assert cli.main([*args, "--explain", "what a happy day"]) == 0
     first, second = capsys.readouterr().out.rstrip("\n").splitlines()
-    assert first.split()[0] in LABELS and "what a lovely day" in first and "delta" in first
-    assert second.split()[::2] == ["what", "a", "lovely", "day"]
-    assert all(float(score) == float(score) for score in second.split()[1::2])
-    assert cli.main([*args, "--json", "what a lovely day"]) == 0
+    assert first.split()[0] == "joy" and "what a happy day" in first and "delta" in first
+    assert second.split()[::2] == ["what", "a", "happy", "day"]
+    scores = [float(score) for score in second.split()[1::2]]
+    assert max(scores) == scores[2]  # the cue word "happy" carries the answer
+    assert cli.main([*args, "--explain", "--json", "we were scared"]) == 0
     (found,) = json.loads(capsys.readouterr().out)
-    assert found["words"] == ["what", "a", "lovely", "day"] and found["label"] in LABELS
+    assert found["words"] == ["we", "were", "scared"] and found["label"] == "fear"
+    assert max(found["scores"]) == found["scores"][2]
     assert sum(found["scores"]) - (found["logit"] - found["baseline_logit"]) == pytest.approx(found["delta"], abs=1e-4)
 
 
-def test_predict_empty_text_is_an_error(trained, tmp_path: Path, capsys: pytest.CaptureFixture):
-    code = cli.main(["predict", *base_args(tmp_path), "--model", str(trained[1]), "fine", "  "])
+def test_predict_empty_text_is_an_error(learned_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    code = cli.main(["predict", *base_args(tmp_path), "--model", str(learned_model_dir), "fine", "  "])
     _, err = capsys.readouterr()
     assert code == 2
     assert_clean_error(err, "text #2 is empty")

@@ -31,14 +31,12 @@ from pipeline.monitoring.detection import detect_drift
 from pipeline.monitoring.merge import merge_labelled, retrain_overrides
 from pipeline.monitoring.reference import Reference, reference_texts, sample_reference
 from pipeline.monitoring.verdict import DriftVerdict, FeatureDrift, format_check
-from tests.conftest import PARAMS, REPO, SHARED_DATA
+from tests.conftest import PARAMS, REPO, SHARED_DATA, require
 from tests.unit.conftest import LABELS
 
 EMOTION = SHARED_DATA / "emotion"
 GOEMOTIONS = SHARED_DATA / "goemotions"
-needs_shared = pytest.mark.skipif(
-    not (EMOTION.is_dir() and GOEMOTIONS.is_dir()), reason="needs ../shared/data/emotion and ../shared/data/goemotions"
-)
+needs_shared = pytest.mark.requires(EMOTION.is_dir() and GOEMOTIONS.is_dir(), "../shared/data/emotion and goemotions")
 
 
 def monitor_cfg(*extra: str):
@@ -172,8 +170,7 @@ def emotion_reference(trained):
     """600 emotion validation texts scored by the tiny fine-tuned model."""
     from pipeline.model.predict import Predictor
 
-    if not EMOTION.is_dir():
-        pytest.skip("needs ../shared/data/emotion")
+    require(EMOTION.is_dir(), "../shared/data/emotion")
     _, model_dir = trained
     predictor = Predictor(model_dir, "cpu", "fp32", 64)
     frame = pd.DataFrame(emotion_lines("val.txt"), columns=["text", "label"]).assign(split="validation")

@@ -1,6 +1,8 @@
-"""pipeline.model.explain: Integrated Gradients word attributions on the tiny trained BERT."""
+"""pipeline.model.explain: Integrated Gradients word attributions on the tiny BERT that learned cue words."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,14 +10,21 @@ import torch
 from pipeline.errors import PipelineError
 from pipeline.model.explain import explain, merge_word_pieces
 from pipeline.model.predict import Predictor
+from tests.synthetic_text import CUES
 from tests.unit.conftest import LABELS
 
 TEXT = "i feel wonderful today because my friends surprised me"
 
 
 @pytest.fixture(scope="module")
-def predictor(trained) -> Predictor:
-    return Predictor(trained[1], device="cpu", precision="fp32")
+def predictor(model_dir: Path) -> Predictor:
+    return Predictor(model_dir, device="cpu", precision="fp32")
+
+
+def cue_sentence(label: str) -> tuple[str, str]:
+    """(text, cue word): a cue of ``label`` in the middle of neutral words."""
+    cue = CUES[label][1]
+    return f"after lunch we went to see my {cue} friend near the old house", cue
 
 
 def logit_of(predictor: Predictor, ids: list[int], target: int) -> float:
@@ -37,6 +46,15 @@ def test_attributions_add_up_to_the_logit_difference_from_the_pad_baseline(predi
     assert result.probability == pytest.approx(predictor.predict_proba([TEXT])[0, target], abs=1e-5)
 
 
+@pytest.mark.parametrize("label", LABELS)
+def test_the_highest_attribution_lands_on_the_cue_word_of_the_predicted_label(predictor: Predictor, label: str):
+    text, cue = cue_sentence(label)
+    result = explain(predictor, text, n_steps=16)
+    assert result.label == label
+    assert result.words[max(range(len(result.scores)), key=result.scores.__getitem__)] == cue
+    assert max(result.scores) > 0.5 * (result.logit - result.baseline_logit)  # the cue carries most of the logit
+
+
 def test_words_are_the_text_words_and_a_requested_label_is_explained(predictor: Predictor) -> None:
     result = explain(predictor, "unbelievably, i feel wonderful", label="fear", n_steps=8)
     assert result.label == "fear"
@@ -52,12 +70,15 @@ def test_unknown_label_and_empty_text_are_user_errors(predictor: Predictor) -> N
 
 
 @pytest.mark.parametrize("backend", ["torch-bf16", "int8"])
-def test_fast_backends_are_explained_with_their_own_weights_in_fp32(trained, backend: str) -> None:
+def test_fast_backends_are_explained_with_their_own_weights_in_fp32(model_dir: Path, backend: str) -> None:
     from pipeline.serving.backends import FastClassifier
 
-    fast = FastClassifier.load(trained[1], "torch-fp32", 128, 64).converted(backend)
+    fast = FastClassifier.load(model_dir, "torch-fp32", 128, 64).converted(backend)
     result = explain(fast.predictor, TEXT, n_steps=64)
     assert abs(sum(result.scores) - (result.logit - result.baseline_logit) - result.delta) < 1e-4
+    text, cue = cue_sentence("fear")
+    found = explain(fast.predictor, text, n_steps=16)
+    assert found.label == "fear" and found.words[found.scores.index(max(found.scores))] == cue
     assert next(fast.model.parameters()).dtype != torch.float32 or backend == "int8"  # served model untouched
 
 

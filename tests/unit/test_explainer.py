@@ -89,7 +89,7 @@ def test_a_private_predictor_shares_nothing_with_the_served_one_and_pauses_for_p
     from pipeline.model.explain import explain
     from pipeline.serving.backends import FastClassifier
 
-    served = FastClassifier.load(tiny_classifier_dir, "torch-bf16", max_length=32).predictor
+    served = FastClassifier.load(tiny_classifier_dir, "torch-bf16", max_length=32, batch_size=8).predictor
     waits: list[float] = []
     own = module.private_predictor(served, waits.append)
     assert own.model is not served.model and own.tokenizer is not served.tokenizer

@@ -19,6 +19,7 @@ from pipeline.serving.backends import (
     parity_check,
 )
 from tests.conftest import PARAMS
+from tests.unit.conftest import CUE_LABELS, CUE_TEXTS, FAST_BOUND
 
 TEXTS = [
     "i feel wonderful today",
@@ -42,11 +43,14 @@ def test_fp32_matches_the_reference_predictor(model_dir: Path, fp32: FastClassif
 
 
 def test_length_sorted_batches_keep_input_order(fp32: FastClassifier) -> None:
-    together = fp32.predict_proba(TEXTS)  # batches of 3 across very different lengths
-    one_by_one = np.vstack([fp32.predict_proba([t]) for t in TEXTS])
-    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
-    predictions = fp32.predict(TEXTS)
-    assert [p.text for p in predictions] == TEXTS
+    texts = CUE_TEXTS + TEXTS
+    together = fp32.predict_proba(texts)  # batches of 3 across very different lengths
+    one_by_one = np.vstack([fp32.predict_proba([t]) for t in texts])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)  # rows differ by 0.1 or more: any swap fails
+    assert [fp32.labels[i] for i in together[: len(CUE_TEXTS)].argmax(axis=1)] == CUE_LABELS
+    predictions = fp32.predict(texts)
+    assert [p.text for p in predictions] == texts
+    assert [p.label for p in predictions[: len(CUE_TEXTS)]] == CUE_LABELS
     assert all(p.label == max(p.probabilities, key=p.probabilities.get) for p in predictions)
 
 
@@ -54,9 +58,10 @@ def test_length_sorted_batches_keep_input_order(fp32: FastClassifier) -> None:
 def test_fast_backends_stay_close_to_fp32(fp32: FastClassifier, backend: str) -> None:
     fast = fp32.converted(backend)
     assert fast.backend == backend and fast.labels == fp32.labels
-    probs = fast.predict_proba(TEXTS)
+    probs = fast.predict_proba(CUE_TEXTS + TEXTS)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    assert np.abs(probs - fp32.predict_proba(TEXTS)).max() < 0.05
+    assert np.abs(probs - fp32.predict_proba(CUE_TEXTS + TEXTS)).max() < FAST_BOUND
+    assert [p.label for p in fast.predict(CUE_TEXTS)] == CUE_LABELS
     assert fp32.backend == FP32  # converting leaves the fp32 model as it was
     if backend == INT8:
         import torch
@@ -64,6 +69,24 @@ def test_fast_backends_stay_close_to_fp32(fp32: FastClassifier, backend: str) ->
         kinds = {type(m).__module__ for m in fast.model.modules() if "Linear" in type(m).__name__}
         assert any("quantized" in k for k in kinds), kinds
         assert not any(type(m) is torch.nn.Linear for m in fast.model.modules())
+
+
+@pytest.mark.parametrize("backend", [BF16, INT8])
+def test_parity_check_passes_fast_backends_of_the_learned_model_on_its_cue_texts(
+    fp32: FastClassifier, cue_parity: ParityData, backend: str
+) -> None:
+    report = parity_check(fp32, fp32.converted(backend), cue_parity, tolerance=0.003)
+    assert report.reference_accuracy is not None and report.reference_accuracy >= 0.95
+    assert report.passed and report.agreement == 1.0, report.reason
+
+
+def test_parity_check_refuses_the_untrained_model(
+    fp32: FastClassifier, cue_parity: ParityData, tiny_classifier_dir: Path
+) -> None:
+    untrained = FastClassifier.load(tiny_classifier_dir, FP32, max_length=64, batch_size=64)
+    report = parity_check(fp32, untrained, cue_parity, tolerance=0.003)
+    assert not report.passed and report.candidate_accuracy is not None and report.candidate_accuracy < 0.5
+    assert np.abs(untrained.predict_proba(TEXTS) - fp32.predict_proba(TEXTS)).max() > 10 * FAST_BOUND
 
 
 def test_bad_inputs_are_user_errors(fp32: FastClassifier, model_dir: Path, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pipeline.config import DataConfig, load_config
 from pipeline.data import ingest
 from pipeline.errors import PipelineError
 from pipeline.registry.versioning import content_hash
-from tests.conftest import PARAMS, SHARED_DATA, copy_sample
+from tests.conftest import PARAMS, SHARED_DATA, copy_sample, require
 
 EMOTION = SHARED_DATA / "emotion"
 
@@ -58,8 +58,7 @@ def test_text_label_is_after_the_last_semicolon(tmp_path: Path):
 
 
 def test_shared_emotion_dataset_row_counts():
-    if not EMOTION.exists():
-        pytest.skip(f"{EMOTION} not available")
+    require(EMOTION.exists(), str(EMOTION))
     raw = ingest.read_source(DataConfig(source=str(EMOTION)))
     assert counts(raw) == {"train": 16000, "validation": 2000, "test": 2000}
     assert set(raw["label"]) == {"sadness", "joy", "love", "anger", "fear", "surprise"}

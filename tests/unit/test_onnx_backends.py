@@ -20,6 +20,7 @@ from pipeline.serving.backends import (
     parity_check,
     static_int8_fallback,
 )
+from tests.unit.conftest import CUE_LABELS, CUE_TEXTS, FAST_BOUND
 
 TEXTS = [
     "i feel wonderful today",
@@ -27,6 +28,7 @@ TEXTS = [
     "my hands are shaking before the exam and i cannot stop thinking about what could go wrong tomorrow",
     "this makes me furious",
     "sad",
+    *CUE_TEXTS,
 ]
 
 
@@ -46,6 +48,7 @@ def test_onnx_fp32_matches_torch_fp32(fp32: FastClassifier, model_dir: Path, tmp
         assert fast.backend == ONNX_FP32 and fast.labels == fp32.labels
         np.testing.assert_allclose(fast.predict_proba(TEXTS), fp32.predict_proba(TEXTS), atol=1e-4)
         assert [p.label for p in fast.predict(TEXTS)] == [p.label for p in fp32.predict(TEXTS)]
+        assert [p.label for p in fast.predict(CUE_TEXTS)] == CUE_LABELS
     assert fp32.backend == FP32  # converting leaves the torch model as it was
 
 
@@ -55,7 +58,8 @@ def test_onnx_int8_is_used_only_through_the_parity_check(
     int8 = fp32.converted(ONNX_INT8)
     probs = int8.predict_proba(TEXTS)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    assert np.abs(probs - fp32.predict_proba(TEXTS)).max() < 0.05
+    assert np.abs(probs - fp32.predict_proba(TEXTS)).max() < FAST_BOUND
+    assert [p.label for p in int8.predict(CUE_TEXTS)] == CUE_LABELS
 
     # a tolerance of 1 (100 points) always passes: the int8 session is served
     chosen, report = build_classifier(model_dir, ONNX_INT8, sample_parity, 1.0, max_length=64, batch_size=64)
@@ -119,7 +123,7 @@ def test_static_int8_is_a_calibrated_qdq_model_cached_beside_the_export(
     assert static.backend == ONNX_INT8_STATIC and static.quantization == "static"
     probs = static.predict_proba(TEXTS)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    assert np.abs(probs - fp32.predict_proba(TEXTS)).max() < 0.05
+    assert np.abs(probs - fp32.predict_proba(TEXTS)).max() < FAST_BOUND
 
     # built once: a second conversion reuses the file, even without calibration texts
     stamp = cached.stat().st_mtime_ns

@@ -60,14 +60,14 @@ def read_output(path: Path) -> pd.DataFrame:
     [("in.csv", "out.parquet"), ("in.jsonl", "out.csv"), ("in.parquet", "out.jsonl"), ("in.txt", "out.parquet")],
 )
 def test_formats_in_and_out_with_probabilities_of_the_predictor(
-    tmp_path: Path, tiny_classifier_dir: Path, source: str, target: str
+    tmp_path: Path, learned_model_dir: Path, source: str, target: str
 ) -> None:
     from pipeline.model.predict import Predictor
 
     texts = TEXTS * 3
     inp = write_input(tmp_path / source, texts)
     out = tmp_path / "scores" / target
-    summary = score_files(config(tmp_path), [str(inp)], out, str(tiny_classifier_dir), chunk_size=4)
+    summary = score_files(config(tmp_path), [str(inp)], out, str(learned_model_dir), chunk_size=4)
 
     frame = read_output(out)
     assert list(frame.columns) == [
@@ -79,10 +79,11 @@ def test_formats_in_and_out_with_probabilities_of_the_predictor(
         "model_version",
     ]
     assert frame["id"].tolist() == list(range(len(texts))) and frame["text"].tolist() == texts
-    expected = Predictor(tiny_classifier_dir, precision="fp32", max_length=128).predict_proba(texts)
+    expected = Predictor(learned_model_dir, precision="fp32", max_length=128).predict_proba(texts)
     np.testing.assert_allclose(frame[[f"p_{label}" for label in LABELS]].to_numpy(), expected, atol=1e-5)
     assert frame["label"].tolist() == [LABELS[i] for i in expected.argmax(axis=1)]
-    assert set(frame["model_name"]) == {tiny_classifier_dir.name}
+    assert [frame["label"][i] for i in (0, 2, 3, 4)] == ["joy", "love", "anger", "fear"]  # the cue words' emotions
+    assert set(frame["model_name"]) == {learned_model_dir.name}
     assert set(frame["model_version"]) == {summary.model_version} and summary.model_version.startswith("folder-")
     assert (summary.rows_read, summary.rows_scored, summary.shards, summary.resumed_shards) == (21, 21, 6, 0)
     assert sum(summary.label_counts.values()) == 21

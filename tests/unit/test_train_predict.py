@@ -17,7 +17,7 @@ from pipeline.model.inference import length_sorted_batches, softmax
 from pipeline.model.predict import Predictor, find_model_folder
 from pipeline.model.runtime import choose_runtime
 from pipeline.training.train import length_grouped_batches, train
-from tests.unit.conftest import LABELS
+from tests.unit.conftest import CUE_LABELS, CUE_TEXTS, LABELS
 
 HISTORY_KEYS = {"epoch", "step", "train_loss", "val_loss", "val_accuracy", "val_macro_f1"}
 
@@ -202,8 +202,8 @@ def test_progress_bar_only_on_a_terminal_and_redrawn_at_most_twice_a_second(
 
 
 @pytest.fixture(scope="module")
-def predictor(trained) -> Predictor:
-    return Predictor(trained[1], device="cpu")
+def predictor(model_dir: Path) -> Predictor:
+    return Predictor(model_dir, device="cpu")
 
 
 def test_predictor_probabilities_sum_to_one_and_cover_labels(predictor: Predictor):
@@ -213,7 +213,7 @@ def test_predictor_probabilities_sum_to_one_and_cover_labels(predictor: Predicto
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert (probs >= 0).all()
     preds = predictor.predict(texts)
-    assert [p.text for p in preds] == texts
+    assert [p.text for p in preds] == texts and preds[0].label == "joy"
     for p, row in zip(preds, probs):
         assert list(p.probabilities) == LABELS
         assert sum(p.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
@@ -221,11 +221,12 @@ def test_predictor_probabilities_sum_to_one_and_cover_labels(predictor: Predicto
         assert p.score == pytest.approx(max(p.probabilities.values()))
 
 
-def test_predictions_do_not_depend_on_batching(trained):
-    texts = [f"text number {i} " + "word " * (i % 7) for i in range(11)]
-    a = Predictor(trained[1], device="cpu", precision="fp32", batch_size=3).predict_proba(texts)
-    b = Predictor(trained[1], device="cpu", precision="fp32", batch_size=64).predict_proba(texts[::-1])[::-1]
-    np.testing.assert_allclose(a, b, atol=1e-5)
+def test_predictions_do_not_depend_on_batching(model_dir: Path):
+    texts = CUE_TEXTS + [f"text number {i} " + "word " * (i % 7) for i in range(11)]
+    a = Predictor(model_dir, device="cpu", precision="fp32", batch_size=3).predict_proba(texts)
+    b = Predictor(model_dir, device="cpu", precision="fp32", batch_size=64).predict_proba(texts[::-1])[::-1]
+    np.testing.assert_allclose(a, b, atol=1e-5)  # cue rows differ by 0.1 or more: a swap fails
+    assert [LABELS[i] for i in a[: len(CUE_TEXTS)].argmax(axis=1)] == CUE_LABELS
 
 
 @pytest.mark.parametrize("texts", [[""], ["fine", "   "], ["ok", None]])
