@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import shlex
 import tempfile
 from collections.abc import Iterator
@@ -57,6 +58,7 @@ LABEL_NAMES = (
 )
 SPLIT_NAMES = ("split", "set", "partition", "fold", "subset")
 MAX_LABELS = 50  # more distinct values than this is not a label column
+HTML_ENTITY = re.compile(r"&(#\d+|#x[0-9a-f]+|[a-z]+);", re.IGNORECASE)
 INCOMPLETE_DATA = ("splits_present",)  # failed checks that say the data is incomplete, not the settings wrong
 # label names seen in public emotion datasets: a column of them is the label column
 EMOTION_WORDS = frozenset(EMOTION_LABELS) | {
@@ -161,8 +163,9 @@ def _is_number(value: str) -> bool:
 
 
 def _is_dair_ai(text: str) -> bool:
-    """``text;label`` lines: every line has a ';' and few distinct, short labels after the last one."""
-    lines = [line for line in text.splitlines()[:500] if line.strip()]
+    """``text;label`` lines: every line has a ';' (not one ending an HTML entity) and few distinct, short labels
+    after the last one."""
+    lines = [HTML_ENTITY.sub("", line) for line in text.splitlines()[:500] if line.strip()]  # &quot; is no field
     if not lines or not all(";" in line for line in lines):
         return False
     labels = [line.rpartition(";")[2].strip() for line in lines]
@@ -241,7 +244,7 @@ def _detect_delimited(
     if comment != base.comment:
         settings["comment"] = comment
     opts = readers.ReadOptions(quotechar=base.quotechar, comment=comment, bad_rows="skip")
-    delimiter = readers.sniff_delimiter(text, opts)
+    delimiter = readers.sniff_delimiter(HTML_ENTITY.sub("", text), opts)  # &amp; splits no fields
     if delimiter is None:
         raise PipelineError(
             f"{report.file}: no delimiter (comma, semicolon, tab, pipe) splits its lines into columns; "
