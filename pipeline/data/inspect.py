@@ -394,7 +394,15 @@ def inspect(
     proposal is proved with ``checks`` (the run's data checks)."""
     paths = readers.expand_sources(source, base_dir)
     if len(paths) == 1 and paths[0].is_dir():
-        return _inspect_folder(source, paths[0], base, base_dir, checks)
+        result = _inspect_folder(source, paths[0], base)
+    else:
+        result = _inspect_files(source, paths, base)
+    result.check = _check(result, base, base_dir, checks)
+    return result
+
+
+def _inspect_files(source: str, paths: list[Path], base: DataConfig) -> Inspection:
+    """The first of the files, its settings proposed for all of them (not yet proved)."""
     detected = detect(paths[0], base, SAMPLE_BYTES)
     cfg, settings, frame, report = detected.cfg, detected.settings, detected.frame, detected.report
     result = Inspection(
@@ -422,7 +430,6 @@ def inspect(
     result.settings = {"source": source} | settings
     _describe_data(result, frame)
     _propose_labels(result, base)
-    result.check = _check(result, base, base_dir, checks)
     return result
 
 
@@ -483,22 +490,19 @@ def _propose_bins(result: Inspection, settings: dict[str, Any], frame: pd.DataFr
     )
 
 
-def _inspect_folder(
-    source: str, folder: Path, base: DataConfig, base_dir: Path, checks: ValidationConfig | None
-) -> Inspection:
+def _inspect_folder(source: str, folder: Path, base: DataConfig) -> Inspection:
     """A folder: GoEmotions' (labels.txt beside split files), its split files (settings from the train file) or
     its label folders."""
     split_files = ingest._split_files(folder)
     if split_files and (folder / ingest.LABEL_NAMES_FILE).exists():
-        return _inspect_goemotions(source, folder, split_files, base, base_dir, checks)
+        return _inspect_goemotions(source, folder, split_files, base)
     if split_files:
         first = split_files.get("train") or next(iter(split_files.values()))
-        inner = inspect(str(first), base, base_dir, checks)
+        inner = _inspect_files(str(first), [first], base)
         inner.source, inner.settings["source"] = source, source
         inner.notes.insert(0, f"split files {', '.join(p.name for p in split_files.values())}: inspected {first.name}")
         inner.split_column = None
         inner.settings.pop("split_column", None)
-        inner.check = _check(inner, base, base_dir, checks)
         return inner
     folders = readers.read_label_folders(folder, formats.read_options(base), ingest.SPLIT_ALIASES)
     if folders is None:
@@ -516,18 +520,10 @@ def _inspect_folder(
     result.settings = {"source": source}
     _describe_data(result, frame)
     _propose_labels(result, base)
-    result.check = _check(result, base, base_dir, checks)
     return result
 
 
-def _inspect_goemotions(
-    source: str,
-    folder: Path,
-    split_files: dict[str, Path],
-    base: DataConfig,
-    base_dir: Path,
-    checks: ValidationConfig | None,
-) -> Inspection:
+def _inspect_goemotions(source: str, folder: Path, split_files: dict[str, Path], base: DataConfig) -> Inspection:
     """GoEmotions' layout: ``text<TAB>label ids<TAB>id`` split files named by labels.txt (ingest reads it as is)."""
     first = split_files.get("train") or next(iter(split_files.values()))
     cfg = DataConfig.model_validate(base.model_dump() | {"source": str(first), "format": "goemotions"})
@@ -546,7 +542,6 @@ def _inspect_goemotions(
     result.columns = _describe_columns(raw)
     result.text_column = _guess_columns(result.columns)[0]
     result.label_column = next((str(c) for c in raw.columns if str(c) != result.text_column), None)
-    result.check = _check(result, base, base_dir, checks)
     return result
 
 
@@ -616,7 +611,7 @@ def _propose_labels(result: Inspection, base: DataConfig) -> None:
 def _check(result: Inspection, base: DataConfig, base_dir: Path, checks: ValidationConfig | None = None) -> str:
     """Prove the proposal as a run would use it: ingest (a sample), validate, clean and encode with exactly the
     proposed settings; "ok: ..." or "FAILED: <the step>: <why>"."""
-    with _quiet("pipeline.data"):
+    with _quiet("pipeline.data"), _quiet("great_expectations"):
         return _prove(result, base, base_dir, checks or ValidationConfig())
 
 
