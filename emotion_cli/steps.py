@@ -54,7 +54,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from pipeline.data.inspect import format_inspection, inspect
 
     cfg = config(args)
-    result = inspect(args.path, cfg.data, cfg.path("."))
+    result = inspect(args.path, cfg.data, cfg.path("."), cfg.checks)
     print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if args.json else format_inspection(result))
     return 0
 

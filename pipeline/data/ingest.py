@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import json
 import logging
+import re
 import shutil
 import socket
 from dataclasses import dataclass, field
@@ -204,8 +205,16 @@ def read_headerless(path: Path) -> pd.DataFrame:
     return pd.DataFrame({"text": raw[max(lengths, key=lengths.__getitem__)]})
 
 
-def _split_of(path: Path) -> str | None:
-    return SPLIT_ALIASES.get(Path(readers.data_name(path)).stem.lower())
+# a split named at the end of a longer file name: 2018-E-c-En-train.txt, en_dev.tsv, 2018-E-c-En-test-gold.txt
+SPLIT_SUFFIX = re.compile(r"[-_.](train|validation|valid|val|dev|test)(?:[-_.]gold)?$")
+
+
+def _split_of(path: Path, suffixed: bool = True) -> str | None:
+    """The split a file name states: the whole stem (train, dev, ...) or, with ``suffixed``, a suffix after - _ or .
+    (SemEval's ``...-train``, ``...-test-gold``): a file read alone keeps its rows unless named just by a split."""
+    stem = Path(readers.data_name(path)).stem.lower()
+    found = SPLIT_SUFFIX.search(stem) if suffixed else None
+    return SPLIT_ALIASES.get(stem) or (SPLIT_ALIASES[found.group(1)] if found else None)
 
 
 def _split_files(directory: Path) -> dict[str, Path]:
@@ -253,7 +262,7 @@ def _read_files(
     paths: list[Path], cfg: DataConfig, report: SourceReport | None, limit: int | None = None
 ) -> pd.DataFrame:
     """Several files: split files when every name is a split (train.csv, dev.csv, ...), else one table."""
-    splits = [_split_of(p) for p in paths]
+    splits = [_split_of(p, suffixed=len(paths) > 1) for p in paths]
     named = all(splits) and len(set(splits)) == len(splits)
     parts = []
     for path, split in zip(paths, splits):

@@ -1,24 +1,30 @@
 """`emotion inspect PATH`: what a data file is and the exact settings that train on it.
 
 It detects the format, encoding, delimiter and header, shows every column with examples, guesses the text,
-label and split columns, counts labels, malformed lines and duplicates, measures text lengths, and proposes
-``--set`` flags (and the same as a params.yaml snippet). The proposal is checked before it is printed: the
-source is read again with exactly those settings, as ``emotion ingest`` would.
+label and split columns (or several 0/1 indicator columns, or a column of numeric scores), counts labels,
+malformed lines and duplicates, measures text lengths, and proposes ``--set`` flags (and the same as a
+params.yaml snippet). The proposal is proved before it is printed: a sample of the source is ingested,
+validated, cleaned and encoded with exactly those settings, by the functions a run uses; when that fails,
+inspect says what failed and proposes no command.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
+import re
 import shlex
-from collections import Counter
+import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from pipeline.config import DataConfig
-from pipeline.data import formats, ingest, readers
+from pipeline.config import EMOTION_LABELS, CleanConfig, DataConfig, ValidationConfig
+from pipeline.data import clean, encode, formats, ingest, labels, readers, validate
 from pipeline.data.labels import normalise_label
 from pipeline.errors import PipelineError
 
@@ -52,6 +58,16 @@ LABEL_NAMES = (
 )
 SPLIT_NAMES = ("split", "set", "partition", "fold", "subset")
 MAX_LABELS = 50  # more distinct values than this is not a label column
+HTML_ENTITY = re.compile(r"&(#\d+|#x[0-9a-f]+|[a-z]+);", re.IGNORECASE)
+INCOMPLETE_DATA = ("splits_present",)  # failed checks that say the data is incomplete, not the settings wrong
+# label names seen in public emotion datasets: a column of them is the label column
+EMOTION_WORDS = frozenset(EMOTION_LABELS) | {
+    "neutral", "happiness", "happy", "sad", "angry", "worry", "hate", "fun", "relief", "boredom", "enthusiasm",
+    "empty", "disgust", "trust", "anticipation", "optimism", "pessimism", "shame", "guilt", "admiration",
+    "amusement", "annoyance", "approval", "caring", "confusion", "curiosity", "desire", "disappointment",
+    "disapproval", "embarrassment", "excitement", "gratitude", "grief", "nervousness", "pride", "realization",
+    "remorse", "positive", "negative", "others", "none",
+}  # fmt: skip
 EXAMPLES = 3
 SHOWN_COLUMNS = 10  # columns described in the console report (all of them in --json)
 SAMPLE_BYTES = 4 << 20  # inspect reads this much of a file (whole lines), and only counts the rest
@@ -79,6 +95,8 @@ class Inspection:
     columns: list[Column] = field(default_factory=list)
     text_column: str | None = None
     label_column: str | None = None
+    label_columns: list[str] = field(default_factory=list)  # 0/1 indicator columns, one per label (multi-hot)
+    runner_up: str | None = None  # the next most label-like column, to switch to
     split_column: str | None = None
     multi_label: bool = False
     labels: dict[str, int] = field(default_factory=dict)
@@ -112,8 +130,17 @@ def _yaml_value(value: Any) -> str:
 # --- detecting how to read the file ----------------------------------------------------------------------------
 
 
+def _trailing_delimiter(records: list[list[str]]) -> bool:
+    """Every line ends with the delimiter: its last field is empty on every line, the first included."""
+    sample = records[:51]
+    return len(sample[0]) > 1 and all(len(r) > 1 and not r[-1].strip() for r in sample)
+
+
 def _looks_like_header(records: list[list[str]]) -> bool:
-    """A first row of short, distinct names that never recur as values below it (or a known column name)."""
+    """A first row of short, distinct names that never recur as values below it (or a known column name); an empty
+    last field on every line (a trailing delimiter) is no column."""
+    if _trailing_delimiter(records):
+        records = [r[:-1] for r in records]
     first, rest = records[0], records[1:51]
     names = [c.strip().lower() for c in first]
     if any(n in TEXT_NAMES + LABEL_NAMES + SPLIT_NAMES for n in names):
@@ -136,8 +163,9 @@ def _is_number(value: str) -> bool:
 
 
 def _is_dair_ai(text: str) -> bool:
-    """``text;label`` lines: every line has a ';' and few distinct, short labels after the last one."""
-    lines = [line for line in text.splitlines()[:500] if line.strip()]
+    """``text;label`` lines: every line has a ';' (not one ending an HTML entity) and few distinct, short labels
+    after the last one."""
+    lines = [HTML_ENTITY.sub("", line) for line in text.splitlines()[:500] if line.strip()]  # &quot; is no field
     if not lines or not all(";" in line for line in lines):
         return False
     labels = [line.rpartition(";")[2].strip() for line in lines]
@@ -216,7 +244,7 @@ def _detect_delimited(
     if comment != base.comment:
         settings["comment"] = comment
     opts = readers.ReadOptions(quotechar=base.quotechar, comment=comment, bad_rows="skip")
-    delimiter = readers.sniff_delimiter(text, opts)
+    delimiter = readers.sniff_delimiter(HTML_ENTITY.sub("", text), opts)  # &amp; splits no fields
     if delimiter is None:
         raise PipelineError(
             f"{report.file}: no delimiter (comma, semicolon, tab, pipe) splits its lines into columns; "
@@ -234,6 +262,12 @@ def _detect_delimited(
     frame = readers.read_delimited(
         text, delimiter, readers.ReadOptions(quotechar=base.quotechar, comment=comment, header=header), report
     )
+    if _trailing_delimiter(records) and len(frame.columns) > 1 and frame[frame.columns[-1]].isna().all():
+        report.notes.append(
+            f"every line ends with the delimiter: the empty last column ({frame.columns[-1]}) is left out "
+            "(ingest reads only the text and label columns)"
+        )
+        frame = frame.drop(columns=frame.columns[-1])
     if report.bad_rows:
         settings["bad_rows"] = "skip"
     return _config(base, settings), settings, frame, report
@@ -271,8 +305,8 @@ def _by_name(columns: list[Column], names: tuple[str, ...], exclude: set[str]) -
     return None
 
 
-def _guess_columns(columns: list[Column], rows: int) -> tuple[str | None, str | None, str | None]:
-    """(text, label, split): by name first, else the longest varied column and the most label-like one."""
+def _guess_columns(columns: list[Column]) -> tuple[str | None, str | None]:
+    """(text, split): by name first, else the longest varied column."""
     split = next(
         (
             c.name
@@ -288,21 +322,56 @@ def _guess_columns(columns: list[Column], rows: int) -> tuple[str | None, str | 
     if text is None:
         varied = [c for c in columns if c.name not in taken and c.distinct > max(1, 0.5 * c.filled)]
         text = max(varied, key=lambda c: c.mean_chars).name if varied else None
-    taken |= {text} if text else set()
-    label = _by_name(columns, LABEL_NAMES, taken)
-    if label is None:
-        candidates = [
-            c for c in columns if c.name not in taken and 2 <= c.distinct <= MAX_LABELS and c.filled >= 0.9 * rows
-        ]
-        label = min(candidates, key=lambda c: (c.distinct, c.mean_chars)).name if candidates else None
-    return text, label, split
+    return text, split
+
+
+def _label_evidence(name: str, values: pd.Series, rows: int) -> tuple[int, ...] | None:
+    """How label-like a column is (higher ranks first), or None when it is no label column: it must cover the rows
+    with 2 to MAX_LABELS values, no value alone (a constant, maybe under a header word read as a row), and no
+    scores. Names beat numbers, known emotion names beat other names, a label-like column name breaks ties."""
+    cells = values.dropna().map(str).str.strip()
+    cells = cells[cells != ""]
+    counts = cells.value_counts()
+    if len(cells) < 0.9 * rows or not 2 <= len(counts) <= MAX_LABELS or counts.iloc[0] >= len(cells) - 1:
+        return None
+    if labels.is_scores(cells):
+        return None
+    names = [normalise_label(v) for v in counts.index]
+    worded = not all(_is_number(v) for v in names)
+    emotions = sum(int(n) for v, n in zip(names, counts) if v in EMOTION_WORDS) * 2 >= len(cells)
+    named = name.strip().lower() in LABEL_NAMES
+    return int(emotions), int(named), int(worded), len(counts)
+
+
+def _rank_labels(frame: pd.DataFrame, taken: set[str]) -> dict[str, tuple[int, ...]]:
+    """The label-like columns with their evidence, most label-like first."""
+    scored = {
+        str(c): score
+        for c in frame.columns
+        if str(c) not in taken and (score := _label_evidence(str(c), frame[c], len(frame))) is not None
+    }
+    return dict(sorted(scored.items(), key=lambda item: item[1], reverse=True))
+
+
+def _score_columns(frame: pd.DataFrame, taken: set[str]) -> list[str]:
+    """Columns of decimal scores (valence, arousal, ...), which are no labels without bins."""
+    return [str(c) for c in frame.columns if str(c) not in taken and labels.is_scores(frame[c])]
+
+
+def _bins(column: pd.Series) -> dict[str, list[float]]:
+    """Three equal named ranges over the scores' span (labels.proposed_bins, as a value)."""
+    numbers = pd.to_numeric(column, errors="coerce").dropna()
+    low, high = float(numbers.min()), float(numbers.max())
+    a, b = (round(low + (high - low) * k / 3, 2) for k in (1, 2))
+    return {"low": [low, a], "mid": [a, b], "high": [b, high]}
 
 
 def _label_values(frame: pd.DataFrame, column: str, multi: bool, separator: str) -> pd.Series:
-    values = frame[column].dropna().map(str)
+    values = frame[column].dropna()
     if multi:
-        values = values.map(lambda v: [p for p in v.split(separator) if p.strip()]).explode().dropna()
-    return values.map(normalise_label)
+        values = values.map(lambda v: v if isinstance(v, list) else [p for p in str(v).split(separator) if p.strip()])
+        values = values.explode().dropna()
+    return values.map(str).map(normalise_label)
 
 
 def _is_multi_label(frame: pd.DataFrame, column: str, separator: str) -> bool:
@@ -318,11 +387,22 @@ def _is_multi_label(frame: pd.DataFrame, column: str, separator: str) -> bool:
 # --- the inspection --------------------------------------------------------------------------------------------
 
 
-def inspect(source: str, base: DataConfig, base_dir: Path = Path(".")) -> Inspection:
-    """Inspect a file (or the first file of a folder, glob or list) and propose the data.* settings for it."""
+def inspect(
+    source: str, base: DataConfig, base_dir: Path = Path("."), checks: ValidationConfig | None = None
+) -> Inspection:
+    """Inspect a file (or the first file of a folder, glob or list) and propose the data.* settings for it; the
+    proposal is proved with ``checks`` (the run's data checks)."""
     paths = readers.expand_sources(source, base_dir)
     if len(paths) == 1 and paths[0].is_dir():
-        return _inspect_folder(source, paths[0], base, base_dir)
+        result = _inspect_folder(source, paths[0], base)
+    else:
+        result = _inspect_files(source, paths, base)
+    result.check = _check(result, base, base_dir, checks)
+    return result
+
+
+def _inspect_files(source: str, paths: list[Path], base: DataConfig) -> Inspection:
+    """The first of the files, its settings proposed for all of them (not yet proved)."""
     detected = detect(paths[0], base, SAMPLE_BYTES)
     cfg, settings, frame, report = detected.cfg, detected.settings, detected.frame, detected.report
     result = Inspection(
@@ -344,26 +424,85 @@ def inspect(source: str, base: DataConfig, base_dir: Path = Path(".")) -> Inspec
         result.columns = _describe_columns(frame)
     else:
         result.columns = _describe_columns(frame)
-        result.text_column, result.label_column, result.split_column = _guess_columns(result.columns, len(frame))
+        result.text_column, result.split_column = _guess_columns(result.columns)
+        _choose_labels(result, settings, frame)
         _propose_columns(result, settings, frame, cfg)
     result.settings = {"source": source} | settings
     _describe_data(result, frame)
     _propose_labels(result, base)
-    result.check = _check(result, base, base_dir)
     return result
 
 
-def _inspect_folder(source: str, folder: Path, base: DataConfig, base_dir: Path) -> Inspection:
-    """A folder: its split files (settings from the train file) or its label folders."""
+def _choose_labels(result: Inspection, settings: dict[str, Any], frame: pd.DataFrame) -> None:
+    """The label column by evidence (runner-up kept), else several 0/1 columns (multi-hot), else a score column
+    with proposed bins."""
+    taken = {c for c in (result.text_column, result.split_column) if c}
+    ranked = _rank_labels(frame, taken)
+    hot = labels.indicator_columns(frame.drop(columns=[c for c in frame.columns if str(c) in taken]))
+    best = next(iter(ranked), None)
+    if len(hot) >= 2 and (best is None or best in hot):
+        _propose_indicators(result, settings, frame[list(hot)])
+        return
+    if best is not None:
+        result.label_column = best
+        result.runner_up = next((c for c in ranked if c != best and c not in hot), None)
+        if result.runner_up:
+            result.notes.append(
+                f"label column {best} ({frame[best].nunique()} values); runner-up {result.runner_up} "
+                f"({frame[result.runner_up].nunique()} values): switch with --set data.label_column={result.runner_up}"
+            )
+        return
+    scores = _score_columns(frame, taken)
+    if scores:
+        _propose_bins(result, settings, frame, scores)
+        return
+    result.label_column = _by_name(result.columns, LABEL_NAMES, taken)
+
+
+def _propose_indicators(result: Inspection, settings: dict[str, Any], hot: pd.DataFrame) -> None:
+    """Several 0/1 columns: one label each, a multi-label dataset (data.label_columns=auto)."""
+    report = labels.LabelReport()
+    rows = labels.labels_from_columns(hot, "auto", "neutral", report)
+    result.label_columns, result.multi_label = list(hot.columns), True
+    result.labels = {str(k): int(v) for k, v in rows["label"].explode().value_counts().items()}
+    settings["label_columns"] = "auto"
+    settings["empty_labels"] = "neutral"
+    result.notes.append(
+        f"{len(hot.columns)} columns of 0/1 values ({', '.join(map(str, hot.columns))}): one label each, several "
+        f"per row (multi-label); {report.empty_rows} row(s) with none set are labelled '{labels.EMPTY_LABEL}' "
+        "(data.empty_labels=drop leaves them out)"
+    )
+
+
+def _propose_bins(result: Inspection, settings: dict[str, Any], frame: pd.DataFrame, scores: list[str]) -> None:
+    """A column of numeric scores is no label column: named ranges over its span make labels of it."""
+    column = next((c for c in scores if c.strip().lower() in LABEL_NAMES), scores[0])
+    bins = _bins(frame[column])
+    result.label_column = column
+    settings["label_bins"] = bins
+    named = labels.bin_scores(frame[[column]].rename(columns={column: "label"}), column, bins, labels.LabelReport())
+    result.labels = {str(k): int(v) for k, v in named["label"].value_counts().items()}
+    others = [c for c in scores if c != column]
+    result.notes.append(
+        f"{', '.join(scores)} hold numeric scores ({bins['low'][0]:g} to {bins['high'][1]:g} in {column}), not label "
+        f"names: proposed data.label_bins, three equal named ranges over {column}; edit the ranges to what the scores "
+        "mean" + (f", or bin {', '.join(others)} instead (data.label_column)" if others else "")
+    )
+
+
+def _inspect_folder(source: str, folder: Path, base: DataConfig) -> Inspection:
+    """A folder: GoEmotions' (labels.txt beside split files), its split files (settings from the train file) or
+    its label folders."""
     split_files = ingest._split_files(folder)
+    if split_files and (folder / ingest.LABEL_NAMES_FILE).exists():
+        return _inspect_goemotions(source, folder, split_files, base)
     if split_files:
         first = split_files.get("train") or next(iter(split_files.values()))
-        inner = inspect(str(first), base, base_dir)
+        inner = _inspect_files(str(first), [first], base)
         inner.source, inner.settings["source"] = source, source
         inner.notes.insert(0, f"split files {', '.join(p.name for p in split_files.values())}: inspected {first.name}")
         inner.split_column = None
         inner.settings.pop("split_column", None)
-        inner.check = _check(inner, base, base_dir)
         return inner
     folders = readers.read_label_folders(folder, formats.read_options(base), ingest.SPLIT_ALIASES)
     if folders is None:
@@ -381,11 +520,36 @@ def _inspect_folder(source: str, folder: Path, base: DataConfig, base_dir: Path)
     result.settings = {"source": source}
     _describe_data(result, frame)
     _propose_labels(result, base)
-    result.check = _check(result, base, base_dir)
+    return result
+
+
+def _inspect_goemotions(source: str, folder: Path, split_files: dict[str, Path], base: DataConfig) -> Inspection:
+    """GoEmotions' layout: ``text<TAB>label ids<TAB>id`` split files named by labels.txt (ingest reads it as is)."""
+    first = split_files.get("train") or next(iter(split_files.values()))
+    cfg = DataConfig.model_validate(base.model_dump() | {"source": str(first), "format": "goemotions"})
+    names = [n.strip() for n in (folder / ingest.LABEL_NAMES_FILE).read_text().splitlines() if n.strip()]
+    frame = ingest.read_table(first, cfg, names, limit=SAMPLE_BYTES)
+    result = Inspection(source, "goemotions", "utf-8", "\t", False, rows=len(frame), text_column="text")
+    result.label_column, result.multi_label = "label", True
+    result.settings = {"source": source}
+    result.notes.append(
+        f"GoEmotions layout: {', '.join(p.name for p in split_files.values())} hold text, label ids and an id; "
+        f"{ingest.LABEL_NAMES_FILE} names the {len(names)} ids (inspected {first.name})"
+    )
+    _describe_data(result, frame)
+    _propose_labels(result, base)
+    raw = detect(first, base, SAMPLE_BYTES).frame  # the columns as the file holds them (ids, not names)
+    result.columns = _describe_columns(raw)
+    result.text_column = _guess_columns(result.columns)[0]
+    result.label_column = next((str(c) for c in raw.columns if str(c) != result.text_column), None)
     return result
 
 
 def _propose_columns(result: Inspection, settings: dict[str, Any], frame: pd.DataFrame, cfg: DataConfig) -> None:
+    if result.text_column is not None and result.label_columns:
+        if result.text_column != "text":
+            settings["text_column"] = result.text_column
+        return
     if result.text_column is None or result.label_column is None:
         missing = "text" if result.text_column is None else "label"
         result.notes.append(f"no likely {missing} column found: set data.{missing}_column to one of the columns above")
@@ -397,14 +561,14 @@ def _propose_columns(result: Inspection, settings: dict[str, Any], frame: pd.Dat
     ):
         if column is not None and column != default:
             settings[key] = column
-    if _is_multi_label(frame, result.label_column, cfg.label_separator):
+    if "label_bins" not in settings and _is_multi_label(frame, result.label_column, cfg.label_separator):
         result.multi_label = True
         settings["multi_label"] = True
 
 
 def _describe_data(result: Inspection, frame: pd.DataFrame) -> None:
     """Label counts, duplicate texts and text length statistics of the guessed columns."""
-    if result.label_column is not None and result.label_column in frame:
+    if result.label_column is not None and result.label_column in frame and not result.labels:
         values = _label_values(frame, result.label_column, result.multi_label, ",")
         result.labels = {str(k): int(v) for k, v in values.value_counts().items()}
         spellings = frame[result.label_column].dropna().map(str).nunique()
@@ -444,19 +608,99 @@ def _propose_labels(result: Inspection, base: DataConfig) -> None:
         )
 
 
-def _check(result: Inspection, base: DataConfig, base_dir: Path) -> str:
-    """Read the source with exactly the proposed settings, as `emotion ingest` would."""
-    cfg = DataConfig.model_validate(base.model_dump() | result.settings)
+def _check(result: Inspection, base: DataConfig, base_dir: Path, checks: ValidationConfig | None = None) -> str:
+    """Prove the proposal as a run would use it: ingest (a sample), validate, clean and encode with exactly the
+    proposed settings; "ok: ..." or "FAILED: <the step>: <why>"."""
+    with _quiet("pipeline.data"), _quiet("great_expectations"):
+        return _prove(result, base, base_dir, checks or ValidationConfig())
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """The stages' INFO logs (per-split tables) left out of the inspect report; warnings still show."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
     try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _sample_checks(checks: ValidationConfig) -> ValidationConfig:
+    """The run's checks, but rows per label only warned about: they measure how much data there is (a sample
+    undercounts it), not whether the settings read it right; a shortfall becomes a note."""
+    severity = checks.severity.model_copy(update={"label_min_count": "warning"})
+    return checks.model_copy(update={"severity": severity})
+
+
+def _validate(frame: pd.DataFrame, names: list[str], checks: ValidationConfig) -> validate.ValidationReport:
+    """The run's data checks on the sample; a split file missing from a folder of split files is a note (the
+    data is incomplete, the settings read it right), any other failure stops the proof."""
+    from pipeline.errors import DataValidationError
+
+    with tempfile.TemporaryDirectory(prefix="inspect-") as reports:
+        try:
+            return validate.validate(frame, names, Path(reports), _sample_checks(checks))
+        except DataValidationError as exc:
+            report = exc.report
+            if not isinstance(report, validate.ValidationReport) or any(
+                c.key not in INCOMPLETE_DATA for c in report.failed
+            ):
+                raise
+            return report
+
+
+def _note_checks(result: Inspection, report: validate.ValidationReport, checks: ValidationConfig) -> None:
+    """Say which checks a run would stop on for want of data (not for wrong settings)."""
+    for check in report.failed:
+        result.notes.append(
+            f"{check.name}: {check.detail}: a run stops on this check until the source holds a file (or rows) for "
+            "each of train, validation (dev) and test"
+        )
+    if checks.severity.label_min_count != "error":
+        return
+    for check in report.warnings:
+        if check.key == "label_min_count":
+            result.notes.append(
+                f"{check.name}: {check.detail}{' in the sample' if result.sample else ''}: a run stops on this "
+                "check; add rows, merge or drop labels with data.label_map, or lower checks.min_train_count"
+            )
+
+
+def _prove(result: Inspection, base: DataConfig, base_dir: Path, checks: ValidationConfig) -> str:
+    from pipeline.errors import DataValidationError
+
+    step = "reading with these settings"
+    try:
+        cfg = DataConfig.model_validate(base.model_dump() | result.settings)
         frame = ingest.normalize(ingest.read_source(cfg, base_dir, limit=SAMPLE_BYTES), cfg)
-    except PipelineError as exc:
-        return f"FAILED: reading with these settings: {exc}"
-    missing = [c for c in ("text", "label") if c not in frame]
-    if missing:
-        return f"FAILED: reading with these settings gives no {' or '.join(missing)} column"
-    splits = dict(Counter(frame["split"])) if "split" in frame else {}
+        missing = [c for c in ("text", "label") if c not in frame]
+        if missing:
+            return f"FAILED: {step} gives no {' or '.join(missing)} column"
+        step = "validating"
+        names = encode.label_set(frame, cfg.labels)
+        if not names:
+            return f"FAILED: {step}: no labels in the train split"
+        _note_checks(result, _validate(frame, names, checks), checks)
+        step = "cleaning and encoding"
+        prepared = encode.encode(clean.clean(frame, CleanConfig()).frame, names)
+    except DataValidationError as exc:
+        report = exc.report
+        failed = (
+            ", ".join(f"{c.name} ({c.detail})" for c in report.failed)
+            if isinstance(report, validate.ValidationReport)
+            else str(exc)
+        )
+        return f"FAILED: {step}: {failed}"
+    except (PipelineError, ValueError) as exc:
+        return f"FAILED: {step}: {exc}"
+    splits = ", ".join(f"{k} {len(v)}" for k, v in prepared.splits.items())
     read = "rows of the sample" if result.sample else "rows"
-    return f"ok: {len(frame)} {read} ({', '.join(f'{k} {v}' for k, v in splits.items())})"
+    kind = "multi-label" if prepared.label_map.multi_label else "single-label"
+    return (
+        f"ok: {len(frame)} {read} ingested and validated, {len(names)} labels ({kind}); cleaned and encoded: {splits}"
+    )
 
 
 def format_inspection(result: Inspection) -> str:
@@ -472,6 +716,9 @@ def format_inspection(result: Inspection) -> str:
         w(f"delimiter  {delimiter}    header: {'yes' if result.header else 'no'}\n")
     w(f"columns    {len(result.columns)}\n")
     mark = {result.text_column: " <- text", result.label_column: " <- label", result.split_column: " <- split"}
+    mark |= {c: " <- label (0/1)" for c in result.label_columns}
+    if result.runner_up:
+        mark[result.runner_up] = " <- runner-up label"
     chosen = [c for c in result.columns if c.name in mark]
     shown_columns = chosen + [c for c in result.columns if c.name not in mark][: max(0, SHOWN_COLUMNS - len(chosen))]
     width = min(24, max((len(c.name) for c in shown_columns), default=4))
@@ -499,6 +746,11 @@ def format_inspection(result: Inspection) -> str:
         w("length     " + ", ".join(f"{k} {v:g}" for k, v in result.lengths.items()) + " characters\n")
     for note in result.notes:
         w(f"note       {note}\n")
-    w(f"check      {result.check}\n\ntrain on it:\n  emotion run " + " \\\n    ".join(result.flags()) + "\n")
+    w(f"check      {result.check}\n")
+    if not result.check.startswith("ok"):
+        w("\nno command proposed: these settings fail the check above; set what it names and run inspect again\n")
+        w("the settings that failed:\n" + "".join(f"  {flag}\n" for flag in result.flags()))
+        return out.getvalue()
+    w("\ntrain on it:\n  emotion run " + " \\\n    ".join(result.flags()) + "\n")
     w("\nor in params.yaml:\n" + "".join(f"  {line}\n" for line in result.params_snippet().splitlines()))
     return out.getvalue()
