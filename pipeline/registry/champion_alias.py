@@ -209,7 +209,7 @@ def _restore_aliases(registry: RegistrySettings, mlflow_client: Any) -> None:
             model_versions.set_alias(registry, mlflow_client, model_versions.PREVIOUS, events[-1].previous)
 
 
-def _reason(reason: str) -> str:
+def required_reason(reason: str) -> str:
     """The reason as recorded: required (the history must say why), without URI passwords (tags keep it)."""
     if not reason.strip():
         raise PipelineError("--reason is empty: say why the champion moves (it is recorded with who and when)")
@@ -234,7 +234,7 @@ def promote(
     refused unless ``force``.
     """
     version = model_spec.version_number(version)
-    name, reason = registry.model_name, _reason(reason)
+    name, reason = registry.model_name, required_reason(reason)
     try:
         target = mlflow_client.get_model_version(name, version)
     except Exception as exc:
@@ -271,7 +271,7 @@ def _check_shadow(registry: RegistrySettings, target: Any, reason: str, force: b
 
 def rollback(registry: RegistrySettings, mlflow_client: Any, *, actor: str, reason: str) -> Promotion:
     """Give champion back to the version holding ``previous`` (the old champion becomes previous)."""
-    reason = _reason(reason)
+    reason = required_reason(reason)
     with _lock(registry), _registry_lease(registry, mlflow_client, uuid.uuid4().hex):
         target = model_versions.version_by_alias(registry, mlflow_client, model_versions.PREVIOUS)
         if target is None:
