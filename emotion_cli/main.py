@@ -28,7 +28,7 @@ QUIET_ENV = {
 # what Ctrl-C leaves, by command: one line instead of a traceback
 INTERRUPTED = {
     "score": "the scored shards are kept in OUT.parts/; run the same command again to resume",
-    "run": "the run is marked failed; continue it with `emotion run --resume RUN_ID` (its MLflow run id)",
+    "run": "a started run is marked failed; continue it with `emotion run --resume RUN_ID` (its artifacts/runs/ name)",
     "tune": "finished trials are kept in the study; run `emotion tune` again to continue it",
 }
 

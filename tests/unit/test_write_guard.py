@@ -267,3 +267,48 @@ def test_an_empty_reason_is_refused(tmp_path: Path, capsys, command: list[str], 
     code = cli.main([*command, "--reason", reason, "--config", str(PARAMS), "--set", f"project_dir={tmp_path}"])
     assert code == 2 and error_lines(capsys.readouterr().err)[0].startswith("error: --reason is empty")
     assert not (tmp_path / "mlflow").exists()
+
+
+# --- no traceback on the training paths ---------------------------------------------------------------------------
+
+
+def _run_args(project: Path, source: Path) -> list[str]:
+    return ["run", "--config", str(PARAMS), "--set", f"project_dir={project}", "--set", f"data.source={source}"]
+
+
+@pytest.mark.slow
+def test_resuming_a_run_that_failed_validation_is_a_clear_error(tmp_path: Path):
+    project = init_project(tmp_path / "project")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\ni feel happy,joy\n   ,sadness\ni am sad,sadness\n")
+    first = emotion(*_run_args(project, bad), cwd=tmp_path)
+    assert first.returncode == 3, first.stderr
+    (run_id,) = [p.name for p in (project / "artifacts" / "runs").iterdir()]
+    again = emotion(*_run_args(project, bad), "--resume", run_id, cwd=tmp_path)
+    assert again.returncode == 3 and "Traceback" not in again.stderr
+    assert next(line for line in again.stderr.splitlines() if line.startswith("error:")).startswith(
+        "error: data validation failed"
+    )
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_run_in_one_line_with_exit_130(tmp_path: Path):
+    project = init_project(tmp_path / "project")
+    good = tmp_path / "good.csv"
+    good.write_text("text,label\n" + "".join(f"i feel happy {i},joy\ni am so sad {i},sadness\n" for i in range(30)))
+    proc = subprocess.Popen(
+        [str(BIN / "emotion"), *_run_args(project, good), "--set", "data.labels=null"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    runs = project / "artifacts" / "runs"
+    deadline = time.monotonic() + 120
+    while not (runs.is_dir() and any(runs.iterdir())) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert sum(line.startswith("interrupted: ") for line in stderr.splitlines()) == 1
