@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 import emotion_cli as cli
+from emotion_cli.main import INTERRUPTED
 from pipeline import paths
 from pipeline.errors import PipelineError
 from pipeline.scoring import shards
@@ -312,3 +313,20 @@ def test_ctrl_c_ends_run_in_one_line_with_exit_130(tmp_path: Path):
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     assert sum(line.startswith("interrupted: ") for line in stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("command", "module"), [("tune", "steps"), ("run", "steps"), ("score", "production")])
+def test_ctrl_c_in_any_long_command_is_one_line_and_exit_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, command: str, module: str
+):
+    """Where a real SIGINT is too slow to aim (tune's trials): the command's KeyboardInterrupt, as main sees it."""
+    from emotion_cli import production, steps
+
+    def interrupted(_args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr({"steps": steps, "production": production}[module], f"cmd_{command}", interrupted)
+    extra = ["in.csv", "-o", "o.csv"] if command == "score" else []
+    assert cli.main([command, *extra]) == 130
+    lines = error_lines(capsys.readouterr().err)
+    assert lines == [f"interrupted: {INTERRUPTED[command]}"]
