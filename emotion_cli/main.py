@@ -25,6 +25,13 @@ QUIET_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
 }
 
+# what Ctrl-C leaves, by command: one line instead of a traceback
+INTERRUPTED = {
+    "score": "the scored shards are kept in OUT.parts/; run the same command again to resume",
+    "run": "a started run is marked failed; continue it with `emotion run --resume RUN_ID` (its artifacts/runs/ name)",
+    "tune": "finished trials are kept in the study; run `emotion tune` again to continue it",
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emotion", description=__doc__.splitlines()[0])
@@ -70,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         code = 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {INTERRUPTED.get(args.command, 'stopped')}", file=sys.stderr)
+        code = 130  # 128 + SIGINT, as a shell reports it
     finally:
         if code != 0 and (log_file := console.run_log()) is not None:
             print(f"log: {log_file}", file=sys.stderr)

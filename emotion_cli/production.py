@@ -55,7 +55,15 @@ def cmd_score(args: argparse.Namespace) -> int:
     engine = args.engine or cfg.score.engine
     address = args.address or (cfg.score.ray_address if engine == "ray" else None)
     summary = score_files(
-        cfg, args.inputs, Path(args.output), args.model, args.id_column, args.chunk_size, engine, address
+        cfg,
+        args.inputs,
+        Path(args.output),
+        args.model,
+        args.id_column,
+        args.chunk_size,
+        engine,
+        address,
+        overwrite=args.overwrite,
     )
     if args.json:  # flushed now: a Ray driver's exit can skip the flush of a piped stdout (seen once in CI)
         print(json.dumps(summary.to_dict(), indent=2), flush=True)
@@ -116,6 +124,7 @@ def add_commands(add: AddCommand) -> None:
         "inputs", nargs="+", metavar="INPUT", help="files, folders or globs (CSV/TSV, JSONL, Parquet, text;label)"
     )
     score.add_argument("--output", "-o", required=True, help="OUT.parquet, OUT.csv or OUT.jsonl")
+    score.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never an input)")
     score.add_argument("--model", help="a version, @alias, models:/ URI or model folder (default: the champion)")
     score.add_argument("--id-column", help="the input column to copy as id (default: id if present, else row number)")
     score.add_argument("--chunk-size", type=int, help="rows per shard (default: score.chunk_size)")

@@ -51,9 +51,11 @@ def _print_event(event: Any) -> None:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from pipeline.registry import champion_alias, connection
+    from pipeline.registry import champion_alias, connection, model_spec
 
     cfg = config(args)
+    model_spec.version_number(args.version)  # the arguments before the store: a typo is named, nothing is opened
+    champion_alias.required_reason(args.reason)
     _print_event(
         champion_alias.promote(
             cfg.registry,
@@ -72,6 +74,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from pipeline.registry import champion_alias, connection
 
     cfg = config(args)
+    champion_alias.required_reason(args.reason)
     _print_event(
         champion_alias.rollback(cfg.registry, connection.client(cfg.registry), actor=actor(), reason=args.reason)
     )

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from emotion_cli.common import AddCommand, ci, config, quiet_user_error_tracebacks
-from pipeline import console
+from pipeline import console, paths
 from pipeline.errors import PipelineError
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = config(args)
+    paths.check_project(Path(cfg.project_dir).resolve(), cfg.data.dvc_track)  # before the log, store or locks
     log_file = console.new_run_log(cfg.artifacts / "logs")
     console.setup(args.verbose, log_file)
     console.libraries_to_log()
@@ -34,9 +35,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
     flags = {"tune.trials": args.trials, "tune.storage": args.storage, "tune.study": args.study}
     args.set = [*(args.set or []), *(f"{key}={value}" for key, value in flags.items() if value is not None)]
     cfg = config(args)
+    paths.check_project(Path(cfg.project_dir).resolve(), dvc_track=False)
+    tune.recipe_target(cfg, args.overwrite)  # before the log file: a refusal leaves nothing behind
     log_file = console.new_run_log(cfg.artifacts / "logs")
     console.setup(args.verbose, log_file)
-    result = tune.tune(cfg, on_trial=lambda _study, trial: print(tune.format_trial(trial), flush=True))
+    result = tune.tune(
+        cfg, on_trial=lambda _study, trial: print(tune.format_trial(trial), flush=True), overwrite=args.overwrite
+    )
     print(tune.format_result(result, cfg) + f"\nlog       {log_file}")
     return 0
 
@@ -44,7 +49,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from pipeline.stages import ingest_validated
 
-    snapshot, data_hash, _, report = ingest_validated(config(args))
+    cfg = config(args)
+    paths.check_project(Path(cfg.project_dir).resolve(), cfg.data.dvc_track)
+    snapshot, data_hash, _, report = ingest_validated(cfg)
     print(report.summary())
     print(f"snapshot {snapshot.path}: {snapshot.split_counts()} rows, hash {data_hash}")
     return 0
@@ -188,6 +195,7 @@ def add_commands(add: AddCommand) -> None:
     tune_cmd.add_argument("--trials", type=int, help="trials this worker runs (default: tune.trials)")
     tune_cmd.add_argument("--storage", help="Optuna storage URL to join, e.g. postgresql://... (default: tune.storage)")
     tune_cmd.add_argument("--study", help="study name (default: tune.study)")
+    tune_cmd.add_argument("--overwrite", action="store_true", help="replace the recipe file if it exists")
     add("ingest", cmd_ingest, "snapshot the data source into data/ and version it with DVC")
     inspect = add("inspect", cmd_inspect, "describe a data file and print the --set flags that train on it")
     inspect.add_argument("path", help="a file, folder, glob or list item to inspect (as data.source takes it)")

@@ -688,6 +688,17 @@ def anchor_paths(tree: dict[str, Any], cwd: Path) -> dict[str, Any]:
     return out
 
 
+def _override_value(key: str, raw: str) -> Any:
+    """``raw`` read as YAML (``1`` a number, ``[a, b]`` a list); text YAML cannot read is named, not a traceback."""
+    if not raw.strip():
+        return ""
+    try:
+        return _yaml(raw)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PipelineError(f"--set {key}: {raw!r} is not a YAML value ({problem}); quote it: {key}='...'") from exc
+
+
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     """Turn ``["a.b=1", "c=x"]`` into a nested dict, parsing each value as YAML."""
     tree: dict[str, Any] = {}
@@ -695,7 +706,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise PipelineError(f"--set expects dotted.key=value, got '{item}'")
-        _set_dotted(tree, key.strip(), _yaml(raw) if raw.strip() else "")
+        _set_dotted(tree, key.strip(), _override_value(key.strip(), raw))
     return tree
 
 

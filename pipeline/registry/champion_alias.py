@@ -18,7 +18,7 @@ from pipeline.config import RegistrySettings
 from pipeline.errors import PipelineError
 from pipeline.ops.faults import fault_point
 from pipeline.redact import redact
-from pipeline.registry import connection, model_versions
+from pipeline.registry import connection, model_spec, model_versions
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +209,13 @@ def _restore_aliases(registry: RegistrySettings, mlflow_client: Any) -> None:
             model_versions.set_alias(registry, mlflow_client, model_versions.PREVIOUS, events[-1].previous)
 
 
+def required_reason(reason: str) -> str:
+    """The reason as recorded: required (the history must say why), without URI passwords (tags keep it)."""
+    if not reason.strip():
+        raise PipelineError("--reason is empty: say why the champion moves (it is recorded with who and when)")
+    return redact(reason.strip())
+
+
 def promote(
     registry: RegistrySettings,
     mlflow_client: Any,
@@ -226,7 +233,8 @@ def promote(
     the champion meanwhile, StaleChampion is raised and nothing changes. A version that failed its gate is
     refused unless ``force``.
     """
-    name, reason = registry.model_name, redact(reason)  # tags and history keep it: no URI passwords
+    version = model_spec.version_number(version)
+    name, reason = registry.model_name, required_reason(reason)
     try:
         target = mlflow_client.get_model_version(name, version)
     except Exception as exc:
@@ -263,7 +271,7 @@ def _check_shadow(registry: RegistrySettings, target: Any, reason: str, force: b
 
 def rollback(registry: RegistrySettings, mlflow_client: Any, *, actor: str, reason: str) -> Promotion:
     """Give champion back to the version holding ``previous`` (the old champion becomes previous)."""
-    reason = redact(reason)
+    reason = required_reason(reason)
     with _lock(registry), _registry_lease(registry, mlflow_client, uuid.uuid4().hex):
         target = model_versions.version_by_alias(registry, mlflow_client, model_versions.PREVIOUS)
         if target is None:

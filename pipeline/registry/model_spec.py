@@ -100,11 +100,20 @@ def from_folder(folder: Path) -> ModelRef:
     return ModelRef(folder.name, folder_version(folder), None, folder)
 
 
+MAX_VERSION = 2**31 - 1  # the registry's version column is a 32-bit integer in PostgreSQL
+
+
+def version_number(text: str) -> str:
+    """``text`` as a canonical version number (``007`` -> ``7``), or a PipelineError that says it is none: the
+    store is never asked about a version it cannot hold, so its answer cannot be mistaken for a store failure."""
+    if not text.isascii() or not text.strip().isdigit() or not 1 <= int(text) <= MAX_VERSION:
+        raise PipelineError(f"{text!r} is not a version number: versions are 1, 2, 3 ... (see `emotion models`)")
+    return str(int(text))
+
+
 def by_version(registry: Registry, name: str, version: str) -> ModelRef:
     """``name``'s ``version``, checked to exist now (not at download time)."""
-    if not version.isascii() or not version.isdigit() or int(version) < 1:
-        raise PipelineError(f"{version!r} is not a version number: versions are 1, 2, 3 ... (see `emotion models`)")
-    version = str(int(version))
+    version = version_number(version)
     client = registry.client()
     try:
         record = client.get_model_version(name, version)

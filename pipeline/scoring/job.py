@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline import paths
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.registry import model_spec
@@ -88,8 +89,8 @@ def _run_engine(
         model.folder, precision=cfg.score.precision, max_length=cfg.model.max_length, batch_size=cfg.score.batch_size
     )
     total = reader.count_rows(files, cfg.data) if sys.stderr.isatty() else None  # for the ETA
-    paths, scored = run_local(chunks, parts, done, predictor, model, _skip_invalid(cfg), total)
-    return paths, scored, []
+    shard_paths, scored = run_local(chunks, parts, done, predictor, model, _skip_invalid(cfg), total)
+    return shard_paths, scored, []
 
 
 def score_files(
@@ -101,10 +102,12 @@ def score_files(
     chunk_size: int | None = None,
     engine: str = "local",
     address: str | None = None,
+    overwrite: bool = False,
 ) -> ScoreSummary:
     """Score every text of ``inputs`` (files, folders, globs) into ``output``, resuming an interrupted run.
 
     ``engine`` local scores in this process; ray on the Ray cluster at ``address`` (None = a local Ray).
+    ``output`` may replace an existing file only with ``overwrite``, and never an input or a managed folder's file.
     """
     if engine not in ENGINES:
         raise PipelineError(f"unknown scoring engine {engine!r}: use one of {', '.join(ENGINES)}")
@@ -112,12 +115,15 @@ def score_files(
         raise PipelineError("--address names a Ray cluster: add --engine ray")
     writer.output_format(output)
     start = time.perf_counter()
-    files = reader.input_files(inputs, Path(cfg.project_dir).resolve())
+    project = Path(cfg.project_dir).resolve()
+    files = reader.input_files(inputs, project)
+    managed = paths.managed_folders(cfg.write_folders(), project, paths.sqlite_folder(cfg.tracking_uri))
+    paths.check_output(output, flag="--output", inputs=files, managed=managed, overwrite=overwrite)
     size = chunk_size or cfg.score.chunk_size
     resolved = model_spec.resolve(model, model_spec.Registry.of(cfg.registry))
     parts = shards.parts_dir(output)
     done = set(shards.prepare(parts, _manifest(files, resolved, cfg, size, id_column)))
-    with tempfile.TemporaryDirectory(prefix="emotion-score-model-") as tmp:
+    with shards.kept_only_with_shards(parts), tempfile.TemporaryDirectory(prefix="emotion-score-model-") as tmp:
         resolved = model_spec.download(resolved, Path(tmp))
         log.info(
             "scoring %d file(s) with %s version %s into %s (engine %s)",
@@ -128,10 +134,12 @@ def score_files(
             engine,
         )
         scoring_start = time.perf_counter()
-        paths, scored_now, nodes = _run_engine(cfg, engine, address, files, parts, done, resolved, size, id_column)
+        shard_paths, scored_now, nodes = _run_engine(
+            cfg, engine, address, files, parts, done, resolved, size, id_column
+        )
         scoring_seconds = time.perf_counter() - scoring_start
-    counts = [shards.shard_counts(p) for p in paths]
-    label_counts: Counter[str] = writer.finish(parts, paths, output, cfg.data.label_separator)
+    counts = [shards.shard_counts(p) for p in shard_paths]
+    label_counts: Counter[str] = writer.finish(parts, shard_paths, output, cfg.data.label_separator)
     seconds = time.perf_counter() - start
     summary = ScoreSummary(
         output=str(output),
@@ -141,7 +149,7 @@ def score_files(
         rows_read=sum(c[0] for c in counts),
         rows_scored=sum(label_counts.values()),
         skipped_invalid=sum(c[1] for c in counts),
-        shards=len(paths),
+        shards=len(shard_paths),
         resumed_shards=len(done),
         seconds=round(seconds, 3),
         texts_per_second=round(scored_now / scoring_seconds, 1) if scoring_seconds else 0.0,

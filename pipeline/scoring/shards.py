@@ -7,10 +7,12 @@ version, the chunk size and the reading options); a run with different ones star
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,18 @@ def prepare(parts: Path, manifest: dict[str, Any]) -> list[int]:
     parts.mkdir(parents=True)
     _write_atomic(path, json.dumps(manifest, indent=2).encode())
     return []
+
+
+@contextlib.contextmanager
+def kept_only_with_shards(parts: Path) -> Iterator[None]:
+    """A run that fails or is interrupted keeps ``parts`` to resume from, unless no shard was scored yet: a
+    folder holding only a manifest resumes nothing and would be left behind for the user to find."""
+    try:
+        yield
+    except BaseException:
+        if parts.is_dir() and not any(parts.glob("part-*.parquet")):
+            shutil.rmtree(parts, ignore_errors=True)
+        raise
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -81,7 +81,12 @@ def concatenate(shards: list[Path], output: Path, label_separator: str = ",") ->
 
 
 def finish(parts: Path, shards: list[Path], output: Path, label_separator: str = ",") -> Counter[str]:
-    """Concatenate the shards into ``output`` and remove the parts folder."""
-    counts = concatenate(shards, output, label_separator)
+    """Concatenate the shards into ``output`` and remove the parts folder, also when nothing was scored: every
+    shard was read, so a rerun could only fail the same way."""
+    try:
+        counts = concatenate(shards, output, label_separator)
+    except PipelineError:
+        shutil.rmtree(parts, ignore_errors=True)
+        raise
     shutil.rmtree(parts)
     return counts

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from pipeline.config import Config, SearchParam, TrainConfig
+from pipeline import paths
+from pipeline.config import Config, SearchParam, TrainConfig, find_recipe
 from pipeline.data import clean, encode
 from pipeline.data.encode import PreparedData
 from pipeline.data.ingest import read_snapshot
@@ -239,6 +240,7 @@ def run_study(cfg: Config, data: PreparedData, on_trial: TrialCallback | None = 
     Only the train and validation splits of ``data`` reach the trials."""
     import optuna
 
+    recipe_target(cfg)  # before the first trial: a refusal at the end would waste the search
     storage = storage_url(cfg)
     study = open_study(cfg, storage)
     tracker = _Tracker.start(cfg, storage)
@@ -338,6 +340,19 @@ def format_result(result: TuneResult, cfg: Config) -> str:
     )
 
 
-def tune(cfg: Config, on_trial: TrialCallback | None = None) -> TuneResult:
-    """Search on the committed snapshot (`emotion tune`)."""
+def recipe_target(cfg: Config, overwrite: bool = True) -> Path:
+    """The recipe file the search will write (``tune.recipe``), refused when it is one of the recipes the search
+    runs on, a project file or inside a managed folder, or (without ``overwrite``) an existing file."""
+    project = Path(cfg.project_dir).resolve()
+    managed = paths.managed_folders(cfg.write_folders(), project, paths.sqlite_folder(cfg.tracking_uri))
+    inputs = [find_recipe(name, cfg.project_dir) for name in cfg.recipes]
+    return paths.check_output(
+        cfg.path(cfg.tune.recipe), flag="tune.recipe", inputs=inputs, managed=managed, overwrite=overwrite
+    )
+
+
+def tune(cfg: Config, on_trial: TrialCallback | None = None, overwrite: bool = False) -> TuneResult:
+    """Search on the committed snapshot (`emotion tune`); an existing recipe file is replaced only with
+    ``overwrite`` (the workers of one study replace it as they finish: ``run_study`` does)."""
+    recipe_target(cfg, overwrite)
     return run_study(cfg, search_data(cfg), on_trial)
