@@ -36,6 +36,21 @@ from pipeline.data.ingest import SPLITS
 
 log = logging.getLogger(__name__)
 
+# default-ignorable code points outside the format category (Cf): combining grapheme joiner, Hangul fillers,
+# Khmer inherent vowels, Mongolian and other variation selectors; they render as nothing
+_IGNORABLE = frozenset(
+    chr(c) for c in (0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180B, 0x180C, 0x180D, 0x180F, 0x3164, 0xFFA0)
+) | frozenset(chr(c) for c in [*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)])
+# control, format (zero-width space and joiners, BOM, bidi marks), surrogate, and space or line separators
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
+
+
+def has_visible_text(text: str) -> bool:
+    """Whether ``text`` shows anything: one that holds only NUL, control, zero-width or format characters is as
+    empty as a blank one (the API and `emotion score` refuse both alike)."""
+    return any(c not in _IGNORABLE and unicodedata.category(c) not in _INVISIBLE_CATEGORIES for c in text)
+
+
 REPAIR_COLUMNS = ("repaired_html", "repaired_mojibake", "repaired_literal_newlines", "repaired_crlf")
 CHANGE_COLUMNS = (
     "rows_in",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from pipeline.data.clean import has_visible_text
 from pipeline.errors import PipelineError
 from pipeline.scoring import shards
 from pipeline.scoring.reader import ROW_ID
@@ -27,12 +28,13 @@ log = logging.getLogger(__name__)
 
 
 def valid_texts(chunk: pd.DataFrame, skip_invalid: bool) -> tuple[pd.DataFrame, int]:
-    """The rows with a non-blank text (as strings) and how many were not; with ``skip_invalid`` False an
-    invalid text is an error naming its id."""
+    """The rows with a text that shows something (as strings) and how many were not (missing, blank, or only
+    NUL / zero-width characters, as the API refuses them); with ``skip_invalid`` False an invalid text is an error
+    naming its id."""
     text = chunk["text"]
     missing = text.isna() | text.map(lambda v: isinstance(v, (list, dict)))
     as_str = text.where(missing, text.astype(str))
-    invalid = missing | (as_str.fillna("").str.strip() == "")
+    invalid = missing | ~as_str.fillna("").map(has_visible_text).astype(bool)
     if invalid.any() and not skip_invalid:
         first = chunk.loc[invalid, ROW_ID].iloc[0]
         raise PipelineError(

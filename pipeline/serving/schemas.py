@@ -4,12 +4,13 @@ The request limits (``serve.max_texts``, ``serve.max_chars``) come from the conf
 ``PredictRequest.limit_problem`` from a route dependency, not by the model's own validation.
 """
 
-import unicodedata
 from collections.abc import Sequence
 from typing import Any, Literal, Self
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+
+from pipeline.data.clean import has_visible_text
 
 
 class PredictRequest(BaseModel):
@@ -53,19 +54,6 @@ class PredictRequest(BaseModel):
         return None
 
 
-# default-ignorable code points outside the format category (Cf): combining grapheme joiner, Hangul fillers,
-# Khmer inherent vowels, Mongolian and other variation selectors; they render as nothing
-_IGNORABLE = frozenset(
-    chr(c) for c in (0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180B, 0x180C, 0x180D, 0x180F, 0x3164, 0xFFA0)
-) | frozenset(chr(c) for c in [*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)])
-# control, format (zero-width space and joiners, BOM, bidi marks), surrogate, and space or line separators
-_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
-
-
-def visible(char: str) -> bool:
-    return char not in _IGNORABLE and unicodedata.category(char) not in _INVISIBLE_CATEGORIES
-
-
 def text_problem(text: str, where: str, max_chars: int, purpose: str) -> str | None:
     """What is wrong with one text of a request (``where`` names it), or None: the one check of every route, so
     /predict and /explain refuse the same texts. A text with nothing to see (NUL, zero-width characters) is
@@ -77,7 +65,7 @@ def text_problem(text: str, where: str, max_chars: int, purpose: str) -> str | N
     bad = unpaired_surrogate(text)
     if bad is not None:
         return f"{where} is not valid Unicode: a lone surrogate at character {bad}; send UTF-8 text"
-    if not any(map(visible, text)):
+    if not has_visible_text(text):
         return (
             f"{where} has no visible character (only control, format or zero-width characters): "
             f"give some words to {purpose}"

@@ -213,3 +213,15 @@ def test_csv_malformed_row_is_refused_like_ingest_by_default(tmp_path: Path, tin
         score_files(
             config(tmp_path, "data.bad_rows=skip"), [str(inp)], tmp_path / "o.parquet", str(tiny_classifier_dir)
         )
+
+
+def test_texts_with_nothing_visible_are_invalid_like_blank_ones() -> None:
+    """The API refuses a text of only NUL or zero-width characters (422); scoring must not answer it either."""
+    from pipeline.scoring.local import valid_texts
+    from pipeline.scoring.reader import ROW_ID
+
+    chunk = pd.DataFrame({ROW_ID: [1, 2, 3, 4, 5], "text": ["i am glad", "\x00\x00", "\u200b\u2060", "  ", "é"]})
+    kept, skipped = valid_texts(chunk, skip_invalid=True)
+    assert kept["text"].tolist() == ["i am glad", "é"] and skipped == 3
+    with pytest.raises(PipelineError, match=f"{ROW_ID}=2"):
+        valid_texts(chunk, skip_invalid=False)
