@@ -13,17 +13,15 @@ both must be on a shared filesystem, and the workers need this project installed
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from pipeline.errors import PipelineError
+from pipeline.ops import ray_cluster
 from pipeline.registry.model_spec import ModelRef
 from pipeline.scoring import shards
 from pipeline.scoring.local import score_chunk, valid_texts
@@ -66,54 +64,16 @@ class ScorerActor:
         return scored
 
 
-def _reachable(address: str) -> None:
-    """Fail fast on a HOST:PORT nobody listens on (ray.init would keep retrying for minutes)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or "://" in address:
-        return  # "auto", ray:// client addresses: left to Ray
-    try:
-        socket.create_connection((host, int(port)), timeout=10).close()
-    except OSError as exc:
-        raise PipelineError(
-            f"cannot connect to the Ray cluster at {address}: {exc.strerror or exc}. Start one with "
-            "`ray start --head --port PORT` and pass --address HOST:PORT (or leave --address out for a local Ray)"
-        ) from exc
-
-
 def connect(address: str | None) -> None:
-    """Join the cluster at ``address``, or start a local Ray; Ray's own logs stay in its session folder."""
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    if address:
-        _reachable(address)
-    import ray
-
-    options: dict[str, Any] = {"configure_logging": False, "log_to_driver": False, "logging_level": logging.WARNING}
-    try:
-        if address:
-            ray.init(address=address, **options)
-        else:
-            ray.init(include_dashboard=False, **options)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = f"the Ray cluster at {address}" if address else "a local Ray"
-        raise PipelineError(
-            f"cannot connect to {where}: {exc}. Start a cluster with `ray start --head --port 6379` and pass "
-            "--address HOST:6379 (or leave --address out to start a local Ray)"
-        ) from exc
-    _quiet_console()
-
-
-def _quiet_console() -> None:
-    """Ray's own loggers print to stderr; drop those handlers (Ray Data keeps its session's ray-data.log)."""
+    """Join the cluster (``ops.ray_cluster.connect``), then quiet Ray Data and let the whole actor pool start before
+    the first batch goes out."""
     from ray.data import DataContext
 
-    for name in ("ray", "ray.data"):
-        logger = logging.getLogger(name)
-        for handler in [h for h in logger.handlers if type(h).__name__ == "PlainRayHandler"]:
-            logger.removeHandler(handler)
+    ray_cluster.connect(address)
     context = DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    context.wait_for_min_actors_s = ACTOR_START_SECONDS  # the whole pool starts before the first batch goes out
+    context.wait_for_min_actors_s = ACTOR_START_SECONDS
 
 
 def _stage_inputs(

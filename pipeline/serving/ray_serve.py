@@ -133,7 +133,7 @@ def serve_on_ray(cfg: Config, address: str | None = None) -> str:
     import ray
     from ray import serve
 
-    from pipeline.scoring.ray_engine import connect
+    from pipeline.ops.ray_cluster import connect
 
     if not ray.is_initialized():
         connect(address)  # as `emotion score --engine ray` does: fails fast, naming the address, when nobody listens
