@@ -138,12 +138,15 @@ def read_bytes(path: Path) -> tuple[bytes, str]:
 
 
 def _unzip(path: Path, raw: bytes) -> tuple[bytes, str]:
-    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
-        names = archive.namelist()
-        if "xl/workbook.xml" in names:  # a spreadsheet is a zip too
-            return raw, path.name if path.suffix.lower() == ".xlsx" else path.stem + ".xlsx"
-        member = _zip_member(path, archive)
-        return archive.read(member), Path(member).name
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            names = archive.namelist()
+            if "xl/workbook.xml" in names:  # a spreadsheet is a zip too
+                return raw, path.name if path.suffix.lower() == ".xlsx" else path.stem + ".xlsx"
+            member = _zip_member(path, archive)
+            return archive.read(member), Path(member).name
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+        raise PipelineError(f"{path} starts like a zip archive but is a damaged one: {exc}") from exc
 
 
 def _zip_member(path: Path, archive: zipfile.ZipFile) -> str:
@@ -263,7 +266,13 @@ def decode(raw: bytes, encoding: str, path: Path) -> tuple[str, str]:
     if encoding.lower().replace("_", "-") in ("auto", "utf-8", "utf8", "utf-8-sig"):
         for bom, name in BOMS:
             if raw.startswith(bom):
-                return raw.decode(name), name
+                try:
+                    return raw.decode(name), name
+                except UnicodeDecodeError as exc:
+                    raise PipelineError(
+                        f"{path} starts with a {name} byte-order mark but is not {name} text ({exc.reason} at byte "
+                        f"{exc.start}): re-encode it as UTF-8"
+                    ) from exc
         try:
             return raw.decode("utf-8"), "utf-8"
         except UnicodeDecodeError as exc:
