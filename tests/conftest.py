@@ -31,6 +31,20 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 PARAMS = REPO / "params.yaml"
 BIN = Path(sys.executable).parent
+# SemEval-2018 E-c's 11 indicator columns, in file order (../shared/data/semeval2018-ec)
+SEMEVAL_LABELS = [
+    "anger",
+    "anticipation",
+    "disgust",
+    "fear",
+    "joy",
+    "love",
+    "optimism",
+    "pessimism",
+    "sadness",
+    "surprise",
+    "trust",
+]
 
 
 @pytest.fixture(scope="session")

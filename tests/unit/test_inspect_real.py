@@ -14,23 +14,11 @@ import pytest
 from pipeline import stages
 from pipeline.data import ingest
 from pipeline.data.inspect import _rank_labels, format_inspection, inspect
+from tests.conftest import SEMEVAL_LABELS, SHARED_DATA
 from tests.unit.conftest import LABELS
 from tests.unit.test_data_sources import config, pasted, put, rows
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-SEMEVAL = [
-    "anger",
-    "anticipation",
-    "disgust",
-    "fear",
-    "joy",
-    "love",
-    "optimism",
-    "pessimism",
-    "sadness",
-    "surprise",
-    "trust",
-]
+SHARED = SHARED_DATA
 
 
 @dataclass
@@ -60,7 +48,7 @@ def _proved(source: str, tmp_path: Path) -> tuple[list[str], str]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHARED.is_dir(), reason="the shared datasets are not on this machine")
+@pytest.mark.requires(SHARED.is_dir(), "../shared/data")
 @pytest.mark.parametrize("real", REAL, ids=[r.name for r in REAL])
 def test_real_file_proposal_prepares_the_right_task(real: Real, tmp_path: Path) -> None:
     flags, _ = _proved(str(SHARED / real.source), tmp_path)
@@ -72,16 +60,16 @@ def test_real_file_proposal_prepares_the_right_task(real: Real, tmp_path: Path) 
     prepared, _ = stages.prepare_stage(cfg, snapshot.frame, labels)
     assert prepared.label_map.multi_label is real.multi_label
     if real.name == "semeval2018-ec":
-        assert labels == sorted([*SEMEVAL, "neutral"])
+        assert labels == sorted([*SEMEVAL_LABELS, "neutral"])
         assert not any("\\n" in t for t in prepared.splits["train"]["text"])  # literal \n repaired
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHARED.is_dir(), reason="the shared datasets are not on this machine")
+@pytest.mark.requires(SHARED.is_dir(), "../shared/data")
 def test_semeval_single_file_proposes_indicator_columns(tmp_path: Path) -> None:
     result = inspect(str(SHARED / "semeval2018-ec" / "2018-E-c-En-dev.txt"), config(tmp_path).data, tmp_path)
     assert result.settings["label_columns"] == "auto" and result.settings["text_column"] == "Tweet"
-    assert result.label_columns == SEMEVAL and result.multi_label
+    assert result.label_columns == SEMEVAL_LABELS and result.multi_label
     assert "label_column" not in result.settings and result.check.startswith("ok: 886 rows"), result.check
 
 

@@ -19,26 +19,13 @@ from pipeline.data.clean import clean
 from pipeline.data.encode import label_set
 from pipeline.data.labels import LabelReport, bin_scores, is_scores, labels_from_columns, strip_decoration
 from pipeline.errors import PipelineError
-from tests.conftest import PARAMS, SHARED_DATA
+from tests.conftest import PARAMS, SEMEVAL_LABELS, SHARED_DATA
 from tests.synthetic_text import THINGS, WORDS
 
 SEMEVAL = SHARED_DATA / "semeval2018-ec"
 SEMEVAL_FILES = {"train": "2018-E-c-En-train.txt", "dev": "2018-E-c-En-dev.txt", "test": "2018-E-c-En-test-gold.txt"}
 SEMEVAL_ROWS = {"train": 6838, "validation": 886, "test": 3259}
 SEMEVAL_EMPTY = {"train": 204, "validation": 14, "test": 75}  # rows whose 11 indicators are all 0
-SEMEVAL_LABELS = [
-    "anger",
-    "anticipation",
-    "disgust",
-    "fear",
-    "joy",
-    "love",
-    "optimism",
-    "pessimism",
-    "sadness",
-    "surprise",
-    "trust",
-]
 
 
 def config(tmp_path: Path, *overrides: str) -> Config:
