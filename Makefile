@@ -21,7 +21,7 @@ export MLFLOW_ENABLE_TELEMETRY := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup pipeline test test-fast lint format repro metrics plots predict mlflow-ui mlflow-server clean monitor tune serve-flows serve bench-model bench bench-training bench-quality bench-cv services services-stop
+.PHONY: help setup pipeline test test-fast mutation lint format repro metrics plots predict mlflow-ui mlflow-server clean monitor tune serve-flows serve bench-model bench bench-training bench-quality bench-cv services services-stop
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -46,6 +46,12 @@ test: setup ## run the whole test suite, unit + integration (ARGS='-x -k name ..
 
 test-fast: setup ## the inner loop: the suite without the tests marked slow (about 2 minutes)
 	$(PY) -m pytest -m "not slow" $(ARGS)
+
+# Not in `make test`: it runs the fast unit tests once per mutant (minutes to an hour on 2 cores); see docs/testing.md.
+mutation: setup ## mutation testing of the core with mutmut ([tool.mutmut] in pyproject.toml); results: mutmut results
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results
 
 # All three checks run and each reports, so one CI log shows every problem; any failure fails the target.
 lint: setup ## ruff check, ruff format --check and mypy (config in pyproject.toml); `make format` fixes the format
