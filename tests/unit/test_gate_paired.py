@@ -185,3 +185,49 @@ def test_comparison_table_shows_the_paired_interval_of_each_change() -> None:
     row = next(line for line in table.splitlines() if line.startswith("| macro_f1 |"))
     assert row.endswith(f"| {macro.value:+.4f} [{macro.low:+.4f}, {macro.high:+.4f}] |")
     assert f"{ours['macro_f1']:.4f} [{ours['macro_f1_ci_low']:.4f}, {ours['macro_f1_ci_high']:.4f}]" in row
+
+
+def test_every_floor_check_carries_its_own_interval() -> None:
+    """Per-class F1 and ECE checks show the interval of their own metric, not another's and not none."""
+    y_true, decisions = champion_rows()
+    metrics = score(y_true, probs_of(decisions), LABELS).metrics | {
+        "ece": 0.05,
+        "ece_ci_low": 0.03,
+        "ece_ci_high": 0.07,
+    }
+    verdict = decide(metrics, None, GateConfig(), LABELS)
+    for label in LABELS:
+        key = f"f1_{label}"
+        assert check(verdict, f"f1[{label}]").interval == (metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"])
+    assert check(verdict, "expected calibration error").interval == (0.03, 0.07)
+
+
+@pytest.mark.parametrize(
+    ("champion_scored", "paired_given", "why"),
+    [(False, False, "it was not scored on this test set"), (True, False, "no paired comparison on shared test rows")],
+)
+def test_a_passing_candidate_is_held_when_the_named_champion_could_not_be_compared(
+    champion_scored: bool, paired_given: bool, why: str
+) -> None:
+    ours, theirs, paired_verdict = gate_on(0)
+    y_true, champion = champion_rows()
+    paired = intervals.compare(y_true, champion, champion, LABELS, 1000, GATE.confidence, 0)
+    verdict = decide(
+        ours,
+        theirs if champion_scored else None,
+        GATE,
+        LABELS,
+        paired=paired if paired_given else None,
+        champion_version="3",
+    )
+    assert verdict.passed and not verdict.promotable
+    assert verdict.hold is not None and "champion v3 could not be compared" in verdict.hold and why in verdict.hold
+    assert verdict.hold in verdict.notes
+    assert paired_verdict.hold is None and paired_verdict.promotable  # compared row by row: no hold
+
+
+def test_without_a_named_champion_nothing_is_held() -> None:
+    ours, _, _ = gate_on(0)
+    verdict = decide(ours, None, GATE, LABELS)
+    assert verdict.hold is None and verdict.promotable
+    assert "no comparable champion: the absolute checks alone decide" in verdict.notes
