@@ -126,6 +126,8 @@ def start_server(overrides: list[str], log_path: Path) -> tuple[subprocess.Popen
 
 
 def wait_healthy(url: str, proc: subprocess.Popen | None, log_path: Path | None, timeout: float = 600) -> None:
+    """Until /health is 200; a server that is up but has no model to serve ends the benchmark at once (there is
+    nothing to wait for: `make bench-model` did not leave a champion), and every wait has a time limit."""
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -133,10 +135,17 @@ def wait_healthy(url: str, proc: subprocess.Popen | None, log_path: Path | None,
         if proc is not None and proc.poll() is not None:
             raise SystemExit(f"the server exited ({proc.returncode}):\n{log_path.read_text() if log_path else ''}")
         try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                return
+            answer = httpx.get(f"{url}/health", timeout=5)
         except httpx.TransportError:
-            pass
+            time.sleep(0.5)
+            continue
+        if answer.status_code == 200:
+            return
+        if answer.status_code == 503 and answer.json().get("status") == "no model" and answer.json().get("last_check"):
+            raise SystemExit(
+                f"{url} is up but has no model to serve (the registry has no champion): train one that passes the "
+                "gate (make bench-model), or promote a version with `emotion promote VERSION --reason ...`"
+            )
         time.sleep(0.5)
     raise SystemExit(f"{url} did not become healthy in {timeout:.0f}s")
 
@@ -378,6 +387,11 @@ def main() -> int:
     try:
         wait_healthy(url, proc, log_path)
         model = httpx.get(f"{url}/model", timeout=30).json()
+        if model.get("requested_backend") and model.get("backend") != model.get("requested_backend"):
+            raise SystemExit(
+                f"the server fell back from {model['requested_backend']} to {model.get('backend')} "
+                f"(parity: {model.get('parity')}): a benchmark of another backend than asked is not run"
+            )
         print(f"serving {model['name']} version {model['version']} backend {model['backend']}", flush=True)
         if args.warmup:
             asyncio.run(load(url, texts, args.concurrency, args.warmup, args.duration, args.texts_per_request))
