@@ -167,7 +167,8 @@ class ModelStore:
             return model_spec.by_version(self.registry, self.name, version).record
         except connection.RegistryUnavailable as exc:
             log.exception("reading %s version %s from the registry failed", self.name, version)
-            raise ModelNotFound(sanitised("the registry could not be read", exc), 503) from exc
+            cause = exc.__cause__ or exc  # the store's own error (e.g. MlflowException), not the wrapper
+            raise ModelNotFound(sanitised("the registry could not be read", cause), 503) from exc
         except PipelineError as exc:  # no such version, or not a version number
             raise ModelNotFound(f"{self.name} has no version {version}") from exc
 

@@ -27,7 +27,7 @@ def dvc_project(project: Path, tiny_model_dir: Path) -> dict:
     """The repository's stages, code and recipes in a temp DVC repo, with tiny-model params; returns the params."""
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(REPO / name, project / name)
-    for folder in ("pipeline", "recipes"):
+    for folder in ("pipeline", "emotion_cli", "recipes"):
         shutil.copytree(REPO / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load(PARAMS.read_text())
     params["model"] |= {"name": str(tiny_model_dir), "max_length": 64}

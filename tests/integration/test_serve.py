@@ -342,7 +342,7 @@ def test_hot_reload_when_the_champion_moves(api: httpx.Client, store: dict[str, 
     worker.start()
     try:
         wait_for(lambda: len(seen) >= 3, "requests before the reload")
-        model_versions.set_alias(store.registry["cfg"], store["client"], model_versions.CHAMPION, "2")
+        model_versions.set_alias(store["cfg"].registry, store["client"], model_versions.CHAMPION, "2")
         wait_for(lambda: api.get("/health").json()["version"] == "2", "the new champion to be served")
         count = len(seen)
         wait_for(lambda: len(seen) >= count + 3, "requests after the reload")
@@ -357,7 +357,7 @@ def test_hot_reload_when_the_champion_moves(api: httpx.Client, store: dict[str, 
 
     # POST /reload answers at once with nothing to do, and after moving the alias back it swaps on request
     assert api.post("/reload").json() == {"changed": False, "version": "2", "last_error": None}
-    model_versions.set_alias(store.registry["cfg"], store["client"], model_versions.CHAMPION, "1")
+    model_versions.set_alias(store["cfg"].registry, store["client"], model_versions.CHAMPION, "1")
     reloaded = api.post("/reload").json()
     if reloaded["changed"] is False:  # the interval thread may have won the race; either way 1 is served
         assert reloaded["version"] == "1"
@@ -578,19 +578,19 @@ def test_promote_requires_shadow_evidence(
     assert cli.main(["promote", "2", "--reason", "looks better", *common]) == 2
     err = capsys.readouterr().err
     assert f"version 2 was shadow-scored on {have} texts, fewer than gate.min_shadow_samples={need}" in err
-    assert str(model_versions.version_by_alias(store.registry["cfg"], client, model_versions.CHAMPION).version) == "1"
+    assert str(model_versions.version_by_alias(store["cfg"].registry, client, model_versions.CHAMPION).version) == "1"
 
     cfg = serve_config(project, tiny_model_dir, "serve.shadow=challenger", "serve.shadow_log_seconds=0.3")
     shadow_served(cfg, SHADOW_TEXTS[:6])
     assert client.get_model_version("emotion-classifier", "2").tags["shadow.samples"] == str(need)
     assert cli.main(["promote", "2", "--reason", "enough shadow", *common, "--set=gate.min_shadow_agreement=0"]) == 0
-    assert str(model_versions.version_by_alias(store.registry["cfg"], client, model_versions.CHAMPION).version) == "2"
+    assert str(model_versions.version_by_alias(store["cfg"].registry, client, model_versions.CHAMPION).version) == "2"
 
     # version 1 was never shadow-scored: refused, then forced, and the history says what was overridden
     assert cli.main(["promote", "1", "--reason", "back", *common]) == 2
     assert "version 1 was shadow-scored on 0 texts" in capsys.readouterr().err
     assert cli.main(["promote", "1", "--reason", "back", "--force", *common]) == 0
-    last = champion_alias.history(store.registry["cfg"], client)[-1]
+    last = champion_alias.history(store["cfg"].registry, client)[-1]
     assert last.version == "1" and last.reason.startswith("back [forced: ") and "gate.min_shadow_samples" in last.reason
 
 

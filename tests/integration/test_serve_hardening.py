@@ -167,12 +167,12 @@ def test_admin_token_host_check_and_sanitised_errors(
         assert http.get("/health", headers={"Host": "evil.example"}).status_code == 400  # DNS rebinding
         assert http.get("/health", headers={"Host": f"localhost:{server.port}"}).status_code == 200
 
-        from pipeline.registry import model_versions
+        from pipeline.registry import model_spec
 
         def unreachable(*args: Any) -> None:
             raise ConnectionError("cannot reach https://alice:hunter2@mlflow.internal/api at /srv/secret/path")
 
-        monkeypatch.setattr(model_versions, "version_by_alias", unreachable)
+        monkeypatch.setattr(model_spec, "by_alias", unreachable)  # how the model store reads an alias
         reload = http.post("/reload", headers={"Authorization": "Bearer s3cret"}).json()
         health = http.get("/health").json()
     for error in (reload["last_error"], health["last_error"]):
