@@ -23,6 +23,8 @@ QUIET_ENV = {
     "PREFECT_LOGGING_EXTRA_LOGGERS": "pipeline",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",  # the default 20 s ran out on a busy 2-core machine
     "TOKENIZERS_PARALLELISM": "false",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # a model download is no long work: no bar on the console
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' "Loading weights" bar too
 }
 
 # what Ctrl-C leaves, by command: one line instead of a traceback
