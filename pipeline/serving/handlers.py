@@ -12,13 +12,14 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from pipeline.config import ServeConfig
 from pipeline.errors import PipelineError
 from pipeline.redact import redact
 from pipeline.serving.batcher import QueueFull
 from pipeline.serving.explainer import ExplainBusy
+from pipeline.serving.middleware import HttpMiddleware
 from pipeline.serving.store import LoadThrottled, ModelNotFound
 from pipeline.serving.timeouts import BodyTimeout
 
@@ -50,19 +51,13 @@ class BodyTooLarge(HTTPException):
         super().__init__(status_code=413, detail=detail, headers={"Connection": "close"})
 
 
-class BodyLimit:
+class BodyLimit(HttpMiddleware):
     """The body-size limit as ASGI middleware: 413 from the Content-Length before anything is read, and a byte
     counter on the stream itself, so a chunked body (no Content-Length) is cut off at the limit, not read whole.
 
     The 413 closes the connection (``Connection: close``), so the server stops reading the rest of the body."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         serve: ServeConfig = scope["app"].state.cfg.serve
         limit = max_body_bytes(serve)
         why = f"({serve.max_texts} texts of {serve.max_chars} characters at most)"

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from pipeline.serving.middleware import HttpMiddleware
 
 if TYPE_CHECKING:
     from pipeline.serving.store import ModelStore
@@ -159,20 +161,11 @@ class _StateCollector(Collector):
                 yield distance
 
 
-class TrackRequests:
-    """Count every request and time it, by route, method and status (500 when the app raised).
+class TrackRequests(HttpMiddleware):
+    """Count every request and time it, by route, method and status (500 when the app raised); plain ASGI for
+    speed (see ``middleware.py`` and bench/README.md, "Where API throughput was lost")."""
 
-    Plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` (``app.middleware("http")``) runs every request
-    through an extra task and a pair of memory streams, which cost more event-loop time than the whole /predict
-    route (see bench/README.md, "Where API throughput was lost")."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         metrics: ServeMetrics = scope["app"].state.metrics
         path = scope["path"]
         route, start, status = path if path in metrics.paths else "other", time.perf_counter(), "500"

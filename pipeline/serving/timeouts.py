@@ -13,8 +13,10 @@ import asyncio
 from typing import Any
 
 from fastapi import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from pipeline.serving.middleware import HttpMiddleware
 
 
 class BodyTimedOut(HTTPException):
@@ -28,16 +30,10 @@ class BodyTimedOut(HTTPException):
         )
 
 
-class BodyTimeout:
+class BodyTimeout(HttpMiddleware):
     """Bounds the time to receive a request's whole body, from the moment its headers are in."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         seconds: float = scope["app"].state.cfg.serve.body_timeout_seconds
         deadline = asyncio.get_running_loop().time() + seconds
         received = False
