@@ -111,18 +111,25 @@ def version_number(text: str) -> str:
     return str(int(text))
 
 
+def _lookup(registry: Registry, read: Callable[[Any], Any], doing: str, missing: str) -> Any:
+    """One registry read: 'does not exist' is UnknownModel(``missing``), any other failure RegistryUnavailable."""
+    try:
+        return read(registry.client())
+    except Exception as exc:
+        if connection.does_not_exist(exc):
+            raise UnknownModel(missing) from exc
+        raise registry.failure(doing, exc) from exc
+
+
 def by_version(registry: Registry, name: str, version: str) -> ModelRef:
     """``name``'s ``version``, checked to exist now (not at download time)."""
     version = version_number(version)
-    client = registry.client()
-    try:
-        record = client.get_model_version(name, version)
-    except Exception as exc:
-        if connection.does_not_exist(exc):
-            raise UnknownModel(
-                f"version {version} of '{name}' does not exist in {redact(registry.store)}: see `emotion models`"
-            ) from exc
-        raise registry.failure(f"read version {version} of '{name}'", exc) from exc
+    record = _lookup(
+        registry,
+        lambda client: client.get_model_version(name, version),
+        f"read version {version} of '{name}'",
+        f"version {version} of '{name}' does not exist in {redact(registry.store)}: see `emotion models`",
+    )
     return ModelRef(name, version, f"models:/{name}/{version}", None, record)
 
 
@@ -130,16 +137,13 @@ def by_alias(registry: Registry, name: str, alias: str) -> ModelRef:
     """The version holding ``alias`` now, pinned: a later move of the alias does not change this reference."""
     if not re.fullmatch(r"\w[\w-]*", alias):
         raise PipelineError(f"'@{alias}' is not an alias: aliases are letters, digits, '_' and '-' (e.g. @champion)")
-    client = registry.client()
-    try:
-        record = client.get_model_version_by_alias(name, alias)
-    except Exception as exc:
-        if connection.does_not_exist(exc):
-            raise UnknownModel(
-                f"'{name}' has no @{alias} in {redact(registry.store)}: train and promote a model with `emotion run`, "
-                f"or give {FORMS}"
-            ) from exc
-        raise registry.failure(f"look up the alias '{alias}' of '{name}'", exc) from exc
+    record = _lookup(
+        registry,
+        lambda client: client.get_model_version_by_alias(name, alias),
+        f"look up the alias '{alias}' of '{name}'",
+        f"'{name}' has no @{alias} in {redact(registry.store)}: train and promote a model with `emotion run`, "
+        f"or give {FORMS}",
+    )
     version = str(record.version)
     return ModelRef(name, version, f"models:/{name}/{version}", None, record)
 

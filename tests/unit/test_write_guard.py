@@ -20,6 +20,7 @@ from pipeline import paths
 from pipeline.errors import PipelineError
 from pipeline.scoring import shards
 from tests.conftest import BIN, PARAMS, init_project
+from tests.unit.test_cli import run_cli
 
 
 @pytest.fixture(autouse=True)
@@ -30,10 +31,6 @@ def restore_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     for key, value in cli.QUIET_ENV.items():
         monkeypatch.setenv(key, os.environ.get(key, value))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-
-
-def emotion(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "emotion"), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -109,7 +106,7 @@ def test_score_onto_its_own_input_exits_2_and_leaves_it_byte_for_byte(tmp_path: 
     source = texts_csv(tmp_path / "in.csv")
     pd.read_csv(source).assign(note="other column").to_csv(source, index=False)
     before = source.read_bytes()
-    result = emotion(*score_args(tmp_path, tiny_classifier_dir, "in.csv", "-o", "in.csv"), cwd=tmp_path)
+    result = run_cli(*score_args(tmp_path, tiny_classifier_dir, "in.csv", "-o", "in.csv"), cwd=tmp_path, timeout=180)
     assert result.returncode == 2, result.stderr
     assert "error: --output in.csv is one of the command's inputs" in result.stderr
     assert "Traceback" not in result.stderr
@@ -184,11 +181,12 @@ def test_ctrl_c_ends_score_in_one_line_with_exit_130_and_the_shards_resume(tmp_p
     assert [line for line in stderr.splitlines() if line.strip()][-1].startswith("interrupted: the scored shards")
     kept = len(list(parts.glob("part-*.parquet")))
     assert 0 < kept < 40 and not (tmp_path / "o.csv").exists()
-    again = emotion(
+    again = run_cli(
         *score_args(tmp_path, tiny_classifier_dir, "in.csv", "-o", "o.csv", "--json"),
         "--chunk-size",
         "100",
         cwd=tmp_path,
+        timeout=180,
     )
     summary = json.loads(again.stdout)
     assert again.returncode == 0 and summary["resumed_shards"] >= kept and summary["rows_scored"] == 4000
@@ -199,7 +197,7 @@ def test_ctrl_c_ends_score_in_one_line_with_exit_130_and_the_shards_resume(tmp_p
 
 def test_run_with_the_filesystem_root_as_project_creates_nothing(tmp_path: Path):
     existed = {name: Path("/", name).exists() for name in ("artifacts", "mlflow")}
-    result = emotion("run", "--config", str(PARAMS), "--set", "project_dir=/", cwd=tmp_path, timeout=60)
+    result = run_cli("run", "--config", str(PARAMS), "--set", "project_dir=/", cwd=tmp_path, timeout=60)
     assert result.returncode == 2 and "project_dir is /, a filesystem root" in result.stderr
     assert "Traceback" not in result.stderr
     assert {name: Path("/", name).exists() for name in existed} == existed
@@ -282,10 +280,10 @@ def test_resuming_a_run_that_failed_validation_is_a_clear_error(tmp_path: Path):
     project = init_project(tmp_path / "project")
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\ni feel happy,joy\n   ,sadness\ni am sad,sadness\n")
-    first = emotion(*_run_args(project, bad), cwd=tmp_path)
+    first = run_cli(*_run_args(project, bad), cwd=tmp_path, timeout=180)
     assert first.returncode == 3, first.stderr
     (run_id,) = [p.name for p in (project / "artifacts" / "runs").iterdir()]
-    again = emotion(*_run_args(project, bad), "--resume", run_id, cwd=tmp_path)
+    again = run_cli(*_run_args(project, bad), "--resume", run_id, cwd=tmp_path, timeout=180)
     assert again.returncode == 3 and "Traceback" not in again.stderr
     assert next(line for line in again.stderr.splitlines() if line.startswith("error:")).startswith(
         "error: data validation failed"
