@@ -13,6 +13,8 @@ EMOTION_DATA ?= $(abspath ../shared/data/emotion)
 BATCH ?=
 SERVICES_DIR ?= .services
 SERVICES_ARGS ?=
+# pytest-xdist workers for `make test`/`test-fast` (test files stay whole on one worker: --dist loadfile); 0 = serial
+TEST_JOBS ?= 2
 
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
@@ -41,11 +43,11 @@ $(VENV)/.installed: pyproject.toml
 pipeline: setup ## run the Prefect training flow on params.yaml (ARGS='--set key=value ...')
 	$(BIN)/emotion run $(ARGS)
 
-test: setup ## run the whole test suite, unit + integration (ARGS='-x -k name ...')
-	$(PY) -m pytest $(ARGS)
+test: setup ## run the whole test suite, unit + integration, on TEST_JOBS=2 workers (ARGS='-x -k name ...')
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile $(ARGS)
 
-test-fast: setup ## the inner loop: the suite without the tests marked slow (about 2 minutes)
-	$(PY) -m pytest -m "not slow" $(ARGS)
+test-fast: setup ## the inner loop: the suite without the tests marked slow, on TEST_JOBS=2 workers
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile -m "not slow" $(ARGS)
 
 # Not in `make test`: it runs the fast unit tests once per mutant (minutes to an hour on 2 cores); see docs/testing.md.
 mutation: setup ## mutation testing of the core with mutmut ([tool.mutmut] in pyproject.toml); results: mutmut results

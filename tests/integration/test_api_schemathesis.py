@@ -59,9 +59,9 @@ schema = schemathesis.openapi.from_dict(
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_classifier_dir: Path) -> Iterator[str]:
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, learned_model_dir: Path) -> Iterator[str]:
     """The running API's URL, once its /openapi.json is checked to be the schema the cases come from."""
-    store = registered_registry(tmp_path_factory.mktemp("schemathesis"), tiny_model_dir, tiny_classifier_dir)
+    store = registered_registry(tmp_path_factory.mktemp("schemathesis"), tiny_model_dir, learned_model_dir)
     with Server(served_config(store["project"], tiny_model_dir)) as running:
         assert httpx.get(f"{running.url}/openapi.json").json() == SCHEMA
         yield running.url

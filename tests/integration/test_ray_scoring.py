@@ -34,7 +34,7 @@ def score(inp: Path, out: Path, model: Path, *extra: str) -> subprocess.Complete
 
 
 def test_ray_engine_on_two_nodes_matches_the_local_engine_row_for_row(
-    ray_cluster: str, tmp_path: Path, tiny_classifier_dir: Path
+    ray_cluster: str, tmp_path: Path, learned_model_dir: Path
 ) -> None:
     inp = big_input(tmp_path / "in.csv", 1)
     frame = pd.read_csv(inp).head(400).assign(n=range(400))
@@ -42,9 +42,9 @@ def test_ray_engine_on_two_nodes_matches_the_local_engine_row_for_row(
     frame.to_csv(inp, index=False)
     skip = ("--set", "checks.severity.text_not_blank=warning", "--set", "checks.severity.text_not_null=warning")
 
-    local = score(inp, tmp_path / "local.parquet", tiny_classifier_dir, *skip)
+    local = score(inp, tmp_path / "local.parquet", learned_model_dir, *skip)
     assert local.returncode == 0, local.stderr[-3000:]
-    ray = score(inp, tmp_path / "ray.parquet", tiny_classifier_dir, "--engine", "ray", "--address", ray_cluster, *skip)
+    ray = score(inp, tmp_path / "ray.parquet", learned_model_dir, "--engine", "ray", "--address", ray_cluster, *skip)
     assert ray.returncode == 0, ray.stderr[-3000:]
 
     summary = json.loads(ray.stdout)
@@ -58,9 +58,9 @@ def test_ray_engine_on_two_nodes_matches_the_local_engine_row_for_row(
     assert json.loads(local.stdout)["engine"] == "local" and not any(tmp_path.glob("*.parts"))
 
 
-def test_unreachable_cluster_is_an_error_naming_the_address(tmp_path: Path, tiny_classifier_dir: Path) -> None:
+def test_unreachable_cluster_is_an_error_naming_the_address(tmp_path: Path, learned_model_dir: Path) -> None:
     inp = big_input(tmp_path / "in.csv", 1)
     address = f"127.0.0.1:{free_port()}"
-    done = score(inp, tmp_path / "out.parquet", tiny_classifier_dir, "--engine", "ray", "--address", address)
+    done = score(inp, tmp_path / "out.parquet", learned_model_dir, "--engine", "ray", "--address", address)
     assert done.returncode == 2 and f"cannot connect to the Ray cluster at {address}" in done.stderr
     assert not (tmp_path / "out.parquet").exists()

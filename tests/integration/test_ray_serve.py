@@ -52,7 +52,7 @@ def set_champion(cfg: Config, version: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def cfg(tmp_path_factory: pytest.TempPathFactory, tiny_classifier_dir: Path) -> Config:
+def cfg(tmp_path_factory: pytest.TempPathFactory, learned_model_dir: Path) -> Config:
     """A project whose registry's champion is the tiny classifier (version 1); fp32, so both servers compute the
     same numbers; at most one replica per node, so two replicas must use both nodes."""
     project = tmp_path_factory.mktemp("ray-serve")
@@ -70,7 +70,7 @@ def cfg(tmp_path_factory: pytest.TempPathFactory, tiny_classifier_dir: Path) -> 
         ],
         environ={},
     )
-    set_champion(config, register(config, tiny_classifier_dir))
+    set_champion(config, register(config, learned_model_dir))
     return config
 
 

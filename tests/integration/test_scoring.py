@@ -33,13 +33,13 @@ def big_input(path: Path, copies: int) -> Path:
 
 
 def test_killed_run_resumes_without_rescoring_finished_shards(
-    tmp_path: Path, tiny_classifier_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, learned_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     inp = big_input(tmp_path / "in.csv", 12)
     rows = len(pd.read_csv(inp))
     out = tmp_path / "out.parquet"
     sets = ["--set", f"project_dir={tmp_path}", "--set", "score.precision=fp32"]
-    command = [str(BIN / "emotion"), "score", str(inp), "-o", str(out), "--model", str(tiny_classifier_dir)]
+    command = [str(BIN / "emotion"), "score", str(inp), "-o", str(out), "--model", str(learned_model_dir)]
     process = subprocess.Popen(
         [*command, "--chunk-size", str(CHUNK), "--config", str(PARAMS), *sets],
         cwd=tmp_path,
@@ -68,18 +68,18 @@ def test_killed_run_resumes_without_rescoring_finished_shards(
 
     monkeypatch.setattr(writer, "finish", finish)
     cfg = load_config(PARAMS, [f"project_dir={tmp_path}", "score.precision=fp32"], environ={})
-    summary = score_files(cfg, [str(inp)], out, str(tiny_classifier_dir), chunk_size=CHUNK)
+    summary = score_files(cfg, [str(inp)], out, str(learned_model_dir), chunk_size=CHUNK)
 
     assert mtimes_at_finish == finished  # the finished shards were kept, not rewritten
     assert sum(scored) == rows - len(finished) * CHUNK and summary.resumed_shards == len(finished)
     assert (summary.rows_read, summary.rows_scored) == (rows, rows) and not parts.exists()
-    fresh = score_files(cfg, [str(inp)], tmp_path / "fresh.parquet", str(tiny_classifier_dir), chunk_size=CHUNK)
+    fresh = score_files(cfg, [str(inp)], tmp_path / "fresh.parquet", str(learned_model_dir), chunk_size=CHUNK)
     assert fresh.resumed_shards == 0
     pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(tmp_path / "fresh.parquet"))
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_flow_scores_with_the_champion_and_logs_an_mlflow_run(tmp_path: Path, tiny_classifier_dir: Path) -> None:
+def test_flow_scores_with_the_champion_and_logs_an_mlflow_run(tmp_path: Path, learned_model_dir: Path) -> None:
     from flows.scoring import scoring_flow
     from pipeline.registry import connection, model_versions, run_log
 
@@ -90,7 +90,7 @@ def test_flow_scores_with_the_champion_and_logs_an_mlflow_run(tmp_path: Path, ti
     run_id = client.create_run(connection.experiment_id(cfg.registry, client)).info.run_id
     labels = ["sadness", "joy", "love", "anger", "fear", "surprise"]
     version = model_versions.register(
-        cfg.registry, client, run_log.log_model(run_id, tiny_classifier_dir, labels), run_id, {}, ""
+        cfg.registry, client, run_log.log_model(run_id, learned_model_dir, labels), run_id, {}, ""
     )
     model_versions.set_alias(cfg.registry, client, model_versions.CHAMPION, version)
 

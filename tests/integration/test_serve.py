@@ -19,7 +19,17 @@ import pytest
 
 from pipeline import stages
 from pipeline.registry import champion_alias, connection, model_versions, run_log
-from tests.conftest import BIN, PARAMS, free_port, init_project, tiny_overrides
+from tests.conftest import (
+    BIN,
+    FLOW_TRAINING,
+    PARAMS,
+    free_port,
+    init_project,
+    one_torch_thread,
+    tiny_overrides,
+    write_cue_folder,
+)
+from tests.synthetic_text import ORDERED
 
 pytestmark = pytest.mark.slow
 
@@ -96,21 +106,24 @@ def store(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, prefec
 
 
 def trained_registry(folder: Path, tiny_model_dir: Path) -> dict[str, Any]:
-    """A project whose registry holds versions 1 and 2 from two real training runs; champion = 1."""
+    """A project whose registry holds versions 1 and 2 from two real training runs on cue-word texts (models that
+    learned, so answers differ by text and can be checked); champion = 1."""
     from flows.training import training_flow
 
     project = init_project(folder / "project")
-    cfg = serve_config(project, tiny_model_dir)
-    training_flow(cfg)
-    training_flow(serve_config(project, tiny_model_dir, "train.seed=7"))
+    source = write_cue_folder(folder / "cues", {"train": 600, "validation": 120, "test": 120})
+    cfg = serve_config(project, tiny_model_dir, *FLOW_TRAINING, f"data.source={source}")
+    with one_torch_thread():
+        training_flow(cfg)
+        training_flow(serve_config(project, tiny_model_dir, *FLOW_TRAINING, f"data.source={source}", "train.seed=8"))
     client = connection.client(cfg.registry)
     model_versions.set_alias(cfg.registry, client, model_versions.CHAMPION, "1")
     return {"project": project, "cfg": cfg, "client": client}
 
 
 def registered_registry(folder: Path, tiny_model_dir: Path, classifier_dir: Path) -> dict[str, Any]:
-    """A project whose registry holds an untrained classifier as versions 1 (champion) and 2: a servable
-    registry in seconds, for tests of the API itself rather than of the models."""
+    """A project whose registry holds ``classifier_dir`` (the session's learned fixture model) as versions 1
+    (champion) and 2: a servable registry in seconds, for tests of the API itself rather than of training."""
     project = init_project(folder / "project")
     cfg = serve_config(project, tiny_model_dir, "serve.backend=torch-fp32")
     client = connection.client(cfg.registry)
@@ -135,11 +148,12 @@ def test_health_reports_the_champion(api: httpx.Client) -> None:
 
 
 def test_predict_one_text(api: httpx.Client) -> None:
-    response = api.post("/predict", json={"text": "i feel wonderful today"})
+    response = api.post("/predict", json={"text": "we went to the park and it was happy"})
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["model"] == "emotion-classifier" and body["version"] == "1"
     [prediction] = body["predictions"]
+    assert prediction["label"] == "joy"
     assert sorted(prediction["probabilities"]) == sorted(LABELS)
     assert sum(prediction["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     assert prediction["label"] == max(prediction["probabilities"], key=prediction["probabilities"].get)
@@ -147,9 +161,9 @@ def test_predict_one_text(api: httpx.Client) -> None:
 
 
 def test_predict_batch_keeps_order_and_matches_single_answers(api: httpx.Client) -> None:
-    texts = ["my hands are shaking before the exam and i cannot sleep", "ok", "i love my dog so much", "furious"]
+    texts = [text for text, _ in ORDERED]
     body = api.post("/predict", json={"texts": texts}).json()
-    assert body["version"] == "1" and len(body["predictions"]) == len(texts)
+    assert body["version"] == "1" and [p["label"] for p in body["predictions"]] == [label for _, label in ORDERED]
     for text, batched in zip(texts, body["predictions"]):
         single = api.post("/predict", json={"text": text}).json()["predictions"][0]
         assert single["label"] == batched["label"]
@@ -165,8 +179,8 @@ def test_model_reports_version_labels_data_hash_metrics(api: httpx.Client, store
     assert body["metrics"] == {"accuracy": float(tags["accuracy"]), "macro_f1": float(tags["macro_f1"])}
     assert body["requested_backend"] == "torch-bf16"
     parity = body["parity"]
-    # bf16 is served only if its accuracy on the sample test split is within 0.3 points of fp32; else fp32
-    assert parity["n"] == 120 and parity["source"] == "sample" and parity["tolerance"] == 0.003
+    # bf16 is served only if its accuracy on the data's test split is within 0.3 points of fp32; else fp32
+    assert parity["n"] == 120 and Path(parity["source"]).name == "cues" and parity["tolerance"] == 0.003
     assert parity["passed"] == (abs(parity["candidate_accuracy"] - parity["reference_accuracy"]) <= 0.003)
     assert body["backend"] == ("torch-bf16" if parity["passed"] else "torch-fp32"), parity["reason"]
 
@@ -231,10 +245,11 @@ def test_malformed_body_unknown_version_and_huge_body(api: httpx.Client) -> None
 
 
 def test_explain_gives_each_word_of_the_text_an_attribution(api: httpx.Client) -> None:
-    text = "i am so happy and grateful for my friends today"
+    text = "we went to the park and it was happy today"
     body = api.post("/explain", json={"text": text}).json()
     assert body["words"] == text.split() and len(body["scores"]) == len(body["words"])
-    assert body["version"] == "1" and body["label"] in LABELS and body["n_steps"] == 32
+    assert body["version"] == "1" and body["label"] == "joy" and body["n_steps"] == 32
+    assert body["words"][max(range(len(body["scores"])), key=body["scores"].__getitem__)] == "happy"
     assert body["label"] == api.post("/predict", json={"text": text}).json()["predictions"][0]["label"]
     assert sum(body["scores"]) - (body["logit"] - body["baseline_logit"]) == pytest.approx(body["delta"], abs=1e-3)
     other = api.post("/explain", json={"text": text, "label": "fear", "version": 2}).json()

@@ -25,8 +25,8 @@ LONG_TEXT = ("my hands are shaking before the exam and i cannot sleep at all ton
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_classifier_dir: Path) -> dict[str, Any]:
-    return registered_registry(tmp_path_factory.mktemp("limits"), tiny_model_dir, tiny_classifier_dir)
+def store(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, learned_model_dir: Path) -> dict[str, Any]:
+    return registered_registry(tmp_path_factory.mktemp("limits"), tiny_model_dir, learned_model_dir)
 
 
 def served(store: dict[str, Any], tiny_model_dir: Path, *extra: str) -> Server:

@@ -14,7 +14,7 @@ from pipeline.registry import connection, model_versions
 from pipeline.registry.versioning import dvc_hash
 from tests.conftest import (
     BIN,
-    LEARNED_TRAINING,
+    FLOW_TRAINING,
     PARAMS,
     copy_sample,
     one_torch_thread,
@@ -87,8 +87,6 @@ def test_flow_trains_gates_registers_with_lineage(tiny_config, project: Path) ->
     assert (run_dir / "plots" / "confusion_matrix.png").stat().st_size > 1000
 
 
-# the fixture's settings at half the learning rate, for longer: at 1e-2 this data (seeds 40-42) merged two emotions
-FLOW_TRAINING = [*LEARNED_TRAINING, "train.epochs=12", "train.learning_rate=5e-3"]
 REAL_FLOORS = ["gate.min_accuracy=0.8", "gate.min_macro_f1=0.8", "gate.min_class_f1=0.6", "gate.max_ece=0.15"]
 
 

@@ -64,3 +64,53 @@ def test_label_sets_without_cases_note_the_skip() -> None:
     verdict = decide(metrics(), None, GateConfig(), LABELS, report)
     assert verdict.passed and any("minimum-functionality cases skipped" in n for n in verdict.notes)
     assert "| behaviour: invariance | 1.0000 | >= 0.8500 | pass |" in verdict.to_markdown()
+
+
+def test_the_report_states_every_check_its_value_interval_threshold_and_the_verdict_exactly() -> None:
+    from pipeline.evaluation.gate import Check, GateVerdict, at_least, at_most
+
+    floor = at_least("accuracy", 0.91234, 0.9, (0.9, 0.925))
+    ceiling = at_most("expected calibration error", 0.2, 0.15)
+    paired = Check("macro_f1 vs champion", -0.01, -0.02, True, "upper >=", (-0.03, 0.01), "not worse", "v3")
+    assert floor.describe() == "pass  accuracy: 0.9123 [0.9000, 0.9250] (needs >= 0.9000)"
+    assert ceiling.describe() == "FAIL  expected calibration error: 0.2000 (needs <= 0.1500)"
+    assert paired.describe() == "pass  macro_f1 vs champion v3: -0.0100 [-0.0300, +0.0100] (not worse)"
+    assert Check("d", 0.5, 0.0, True, conclusion="same").value_text() == "+0.5000 [+0.5000, +0.5000]"
+
+    failed_verdict = GateVerdict(False, [floor, ceiling], ["champion v3 not compared: no predictions"])
+    assert failed_verdict.title() == "FAILED" and not failed_verdict.promotable
+    assert failed_verdict.failed == [ceiling] and failed_verdict.reasons == [
+        floor.describe(),
+        ceiling.describe(),
+        "champion v3 not compared: no predictions",
+    ]
+    assert failed_verdict.to_markdown() == (
+        "# Gate verdict: FAILED\n"
+        "\n"
+        "| check | value | threshold | result |\n"
+        "|---|---|---|---|\n"
+        "| accuracy | 0.9123 [0.9000, 0.9250] | >= 0.9000 | pass |\n"
+        "| expected calibration error | 0.2000 | <= 0.1500 | FAIL |\n"
+        "\n"
+        "- champion v3 not compared: no predictions\n"
+    )
+    held = GateVerdict(True, [floor], [], hold="the champion could not be compared")
+    assert held.title() == "PASSED, held for a person to promote" and held.passed and not held.promotable
+    assert GateVerdict(True, [floor], []).title() == "PASSED" and GateVerdict(True, [floor], []).promotable
+    assert held.to_dict() == {
+        "passed": True,
+        "checks": [
+            {
+                "name": "accuracy",
+                "value": 0.91234,
+                "threshold": 0.9,
+                "passed": True,
+                "op": ">=",
+                "interval": (0.9, 0.925),
+                "conclusion": "",
+                "against": "",
+            }
+        ],
+        "notes": [],
+        "hold": "the champion could not be compared",
+    }

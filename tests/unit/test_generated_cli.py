@@ -135,10 +135,10 @@ def _check_scored(inp: Path, out: Path, rows: list[tuple[str, str]], predictor: 
 
 
 @pytest.fixture(scope="module")
-def predictor(tiny_classifier_dir: Path) -> Any:
+def predictor(learned_model_dir: Path) -> Any:
     from pipeline.model.predict import Predictor
 
-    return Predictor(tiny_classifier_dir, precision="fp32", max_length=128)
+    return Predictor(learned_model_dir, precision="fp32", max_length=128)
 
 
 @pytest.mark.slow
@@ -146,7 +146,7 @@ def predictor(tiny_classifier_dir: Path) -> Any:
 @given(rows=ROWS, suffix=st.sampled_from([".csv", ".jsonl"]), target=st.sampled_from(["o.csv", "o.jsonl", "o.pq"]))
 def test_any_small_file_is_scored_as_its_rows_one_by_one_or_refused(
     tmp_path_factory: pytest.TempPathFactory,
-    tiny_classifier_dir: Path,
+    learned_model_dir: Path,
     predictor: Any,
     rows: list[tuple[str, str]],
     suffix: str,
@@ -159,7 +159,7 @@ def test_any_small_file_is_scored_as_its_rows_one_by_one_or_refused(
     cfg = load_config(PARAMS, [f"project_dir={folder}", "score.precision=fp32", "score.batch_size=3"], environ={})
     out = folder / target
     try:
-        score_files(cfg, [str(inp)], out, str(tiny_classifier_dir), chunk_size=3)
+        score_files(cfg, [str(inp)], out, str(learned_model_dir), chunk_size=3)
     except PipelineError as exc:
         EXAMPLES["score (library): refused"] += 1
         assert str(exc) and not out.exists()
@@ -177,7 +177,7 @@ def test_the_cli_scores_generated_files_or_exits_2(
     tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
-    tiny_classifier_dir: Path,
+    learned_model_dir: Path,
     predictor: Any,
     rows: list[tuple[str, str]],
     suffix: str,
@@ -190,7 +190,7 @@ def test_the_cli_scores_generated_files_or_exits_2(
     monkeypatch.chdir(folder)
     inp = folder / f"in{suffix}"
     before = _write(inp, rows)
-    args = ["score", "--config", str(PARAMS), "--set", f"project_dir={folder}", "--model", str(tiny_classifier_dir)]
+    args = ["score", "--config", str(PARAMS), "--set", f"project_dir={folder}", "--model", str(learned_model_dir)]
     code = cli.main([*args, "--set", "score.precision=fp32", "--json", inp.name, "-o", "out.csv"])
     captured = capsys.readouterr()
     assert code in (0, 2) and "Traceback" not in captured.err
