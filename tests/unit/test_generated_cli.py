@@ -110,7 +110,7 @@ def _read_output(path: Path) -> pd.DataFrame:
 
 
 def _records(inp: Path, rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The rows a reader yields: a CSV record whose every cell is blank is a blank line, as ingest reads it."""
+    """The rows a reader yields: a CSV record whose every cell is blank is left out (and counted), as ingest does."""
     if inp.suffix != ".csv":
         return rows
     return [row for row in rows if any(cell.strip() for cell in row)]
@@ -159,12 +159,14 @@ def test_any_small_file_is_scored_as_its_rows_one_by_one_or_refused(
     cfg = load_config(PARAMS, [f"project_dir={folder}", "score.precision=fp32", "score.batch_size=3"], environ={})
     out = folder / target
     try:
-        score_files(cfg, [str(inp)], out, str(tiny_classifier_dir), chunk_size=3)
+        summary = score_files(cfg, [str(inp)], out, str(tiny_classifier_dir), chunk_size=3)
     except PipelineError as exc:
         EXAMPLES["score (library): refused"] += 1
         assert str(exc) and not out.exists()
         parts = shards.parts_dir(out)  # kept to resume only when a shard was scored: never a lone manifest
         assert not parts.exists() or list(parts.glob("part-*.parquet"))
+    else:
+        assert summary.blank_records == len(rows) - len(_records(inp, rows))
     _check_scored(inp, out, rows, predictor, before)
 
 
@@ -173,6 +175,7 @@ def test_any_small_file_is_scored_as_its_rows_one_by_one_or_refused(
 @given(rows=ROWS, suffix=st.sampled_from([".csv", ".jsonl"]))
 @example(rows=[('i feel happy, "really"', "a;b"), ("naïve 💥\nsecond line", "")], suffix=".csv")
 @example(rows=[("i am scared\t|", "x"), ("\u200bzero width", '"')], suffix=".jsonl")
+@example(rows=[("", ""), ("i feel fine", ""), ("   ", " "), ("\n", "")], suffix=".csv")  # records of blank cells
 def test_the_cli_scores_generated_files_or_exits_2(
     tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
@@ -196,7 +199,11 @@ def test_the_cli_scores_generated_files_or_exits_2(
     assert code in (0, 2) and "Traceback" not in captured.err
     if code == 0:
         EXAMPLES["score (CLI): exit 0"] += 1
-        assert json.loads(captured.out)["rows_scored"] == len(_records(inp, rows))
+        summary = json.loads(captured.out)
+        assert (summary["rows_scored"], summary["blank_records"]) == (
+            len(_records(inp, rows)),
+            len(rows) - len(_records(inp, rows)),
+        )
     else:
         assert [line for line in captured.err.splitlines() if line.startswith("error:")]
     _check_scored(inp, folder / "out.csv", rows, predictor, before)
