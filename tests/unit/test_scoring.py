@@ -158,6 +158,33 @@ def test_records_of_only_blank_cells_are_counted_not_scored(
     assert "left out 4 records of only blank cells" in caplog.text
 
 
+def test_a_csv_output_reads_back_as_an_input_without_its_nul_characters(
+    tmp_path: Path, tiny_classifier_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """CSV cannot carry NUL (every reader takes such a file for a binary one): the writer removes it and says so; the
+    scores are those of the texts as given, which are those of the texts without NUL (the tokenizer drops it)."""
+    from pipeline.data.ingest import read_table
+
+    texts = ["i feel\x00 so happy today", "\x00i am scared", "the dog ran"]
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps({"id": f"a\x00{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    cfg = config(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        score_files(cfg, [str(inp)], tmp_path / "o.csv", str(tiny_classifier_dir))
+    score_files(cfg, [str(inp)], tmp_path / "o.jsonl", str(tiny_classifier_dir))
+    assert "removed NUL characters from 5 cell(s)" in caplog.text
+    back = read_table(tmp_path / "o.csv", cfg.data)  # emotion's own CSV reader, as ingest and score use it
+    exact = read_output(tmp_path / "o.jsonl")
+    assert back["text"].tolist() == [t.replace("\x00", "") for t in texts] and exact["text"].tolist() == texts
+    assert back["id"].tolist() == ["a0", "a1", "a2"]
+    probabilities = [f"p_{label}" for label in LABELS]
+    np.testing.assert_allclose(back[probabilities].to_numpy(float), exact[probabilities].to_numpy(float), atol=1e-6)
+    again = score_files(cfg, [str(tmp_path / "o.csv")], tmp_path / "again.parquet", str(tiny_classifier_dir))
+    rescored = pd.read_parquet(tmp_path / "again.parquet")
+    assert again.rows_scored == 3 and rescored["label"].tolist() == exact["label"].tolist()
+    np.testing.assert_allclose(rescored[probabilities].to_numpy(), exact[probabilities].to_numpy(float), atol=1e-5)
+
+
 def test_a_changed_input_restarts_the_shards(
     tmp_path: Path, tiny_classifier_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
