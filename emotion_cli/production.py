@@ -68,10 +68,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.json:  # flushed now: a Ray driver's exit can skip the flush of a piped stdout (seen once in CI)
         print(json.dumps(summary.to_dict(), indent=2), flush=True)
         return 0
+    blank = f", {summary.blank_records} blank records left out" if summary.blank_records else ""
     print(
         f"scored {summary.rows_scored} of {summary.rows_read} texts with {summary.model_name} version "
         f"{summary.model_version} into {summary.output} ({summary.seconds:.1f}s, {summary.texts_per_second:.0f} "
-        f"texts/s; {summary.resumed_shards} of {summary.shards} shards resumed, {summary.skipped_invalid} skipped)"
+        f"texts/s; {summary.resumed_shards} of {summary.shards} shards resumed, {summary.skipped_invalid} skipped"
+        f"{blank})"
     )
     return 0
 

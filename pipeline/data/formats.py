@@ -22,6 +22,12 @@ from pipeline.data import readers
 from pipeline.errors import PipelineError
 
 SAMPLE_ROWS = 10_000  # rows of a streaming, non-line format (Parquet) read as a sample
+BLANK_RECORDS = "blank_records"  # a chunk's attrs: records of only blank cells the reader left out since the last
+
+
+def blank_records(chunk: pd.DataFrame) -> int:
+    """How many records of only blank cells the reader left out while reading ``chunk`` (0 if it says nothing)."""
+    return int(chunk.attrs.get(BLANK_RECORDS, 0))
 
 
 @dataclass
@@ -132,7 +138,15 @@ def _iter_delimited(lines: Iterable[str], delimiter: str, stream: Stream) -> Ite
     report = readers.FileReport(str(stream.path), "csv", delimiter=delimiter, header=opts.header)
     columns: list[str] | None = None
     rows: list[list[str | None]] = []
-    for start, _, fields in readers.iter_records(lines, delimiter, opts):
+    counted = 0  # blank records already attached to a chunk
+
+    def chunk() -> pd.DataFrame:
+        nonlocal counted
+        frame = pd.DataFrame(rows, columns=columns, dtype=object)
+        frame.attrs[BLANK_RECORDS], counted = report.blank_records - counted, report.blank_records
+        return frame
+
+    for start, _, fields in readers.iter_records(lines, delimiter, opts, report):
         if columns is None:
             columns = readers.unique_names(fields) if opts.header else [f"col{i}" for i in range(1, len(fields) + 1)]
             report.columns = columns
@@ -145,10 +159,10 @@ def _iter_delimited(lines: Iterable[str], delimiter: str, stream: Stream) -> Ite
             continue
         rows.append([f if f != "" else None for f in fields])
         if len(rows) == stream.chunk_size:
-            yield pd.DataFrame(rows, columns=columns, dtype=object)
+            yield chunk()
             rows = []
-    if rows:
-        yield pd.DataFrame(rows, columns=columns, dtype=object)
+    if rows or (columns is not None and report.blank_records > counted):  # blank records after the last row too
+        yield chunk()
     readers.apply_bad_row_policy(report, opts.bad_rows)
 
 

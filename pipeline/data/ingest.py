@@ -59,6 +59,10 @@ class SourceReport:
     def bad_rows(self) -> int:
         return sum(len(f.bad_rows) for f in self.files)
 
+    @property
+    def blank_records(self) -> int:
+        return sum(f.blank_records for f in self.files)
+
     def notes(self) -> list[str]:
         """Lines worth a reader's attention: encodings other than UTF-8, malformed rows, label changes."""
         out = [
@@ -66,7 +70,7 @@ class SourceReport:
             for f in self.files
             if not (f.encoding or "utf-8").startswith("utf-8")  # label folders: "utf-8 (90)"
         ]
-        out += [f"{Path(f.file).name}: {note}" for f in self.files for note in f.notes]
+        out += [f"{Path(f.file).name}: {note}" for f in self.files for note in [*f.notes, f.blank_note()] if note]
         if self.bad_rows:
             out.append(f"{self.bad_rows} malformed row(s) left out (data.bad_rows={self.bad_row_policy})")
         return out + self.labels.notes() + list(self.missing_columns.values())
@@ -86,7 +90,11 @@ class SourceReport:
             "data_read.files": str(len(self.files)),
             "data_bad_rows": str(self.bad_rows),
         }
-        metrics = {"data_bad_rows": float(self.bad_rows), "data_label_dropped_rows": float(self.labels.dropped_rows)}
+        metrics = {
+            "data_bad_rows": float(self.bad_rows),
+            "data_blank_records": float(self.blank_records),
+            "data_label_dropped_rows": float(self.labels.dropped_rows),
+        }
         return params, metrics
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,6 +102,7 @@ class SourceReport:
             "source": self.source,
             "bad_row_policy": self.bad_row_policy,
             "bad_rows": self.bad_rows,
+            "blank_records": self.blank_records,
             "files": [f.to_dict() for f in self.files],
             "labels": self.labels.to_dict(),
             "missing_columns": self.missing_columns,

@@ -85,6 +85,21 @@ class FileReport:
     columns: list[str] = field(default_factory=list)
     bad_rows: list[BadRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    blank_records: int = 0  # records of only blank cells (``,``, ``"   "``) left out; blank lines are not records
+    blank_lines: list[int] = field(default_factory=list)  # where the first of them start
+
+    def count_blank(self, line: int) -> None:
+        """One record of only blank cells, left out as a blank line is, but counted so the reports show it."""
+        self.blank_records += 1
+        if len(self.blank_lines) < MAX_LINES_KEPT:
+            self.blank_lines.append(line)
+
+    def blank_note(self) -> str | None:
+        """The blank records as a report line, or None."""
+        if not self.blank_records:
+            return None
+        lines = ", ".join(map(str, self.blank_lines[:10])) + (", ..." if self.blank_records > 10 else "")
+        return f"{self.blank_records} record(s) of only blank cells left out at line(s) {lines}"
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -366,16 +381,20 @@ def _records(text: str, delimiter: str, opts: ReadOptions) -> list[tuple[int, in
     return list(iter_records(io.StringIO(text, newline=""), delimiter, opts))
 
 
-def iter_records(lines: Iterable[str], delimiter: str, opts: ReadOptions) -> Iterator[tuple[int, int, list[str]]]:
-    """(first line, last line, fields) of every non-blank record of ``lines`` (read with ``newline=""``), streamed."""
-    for start, end, fields, _ in _iter_kept(lines, delimiter, opts):
+def iter_records(
+    lines: Iterable[str], delimiter: str, opts: ReadOptions, report: FileReport | None = None
+) -> Iterator[tuple[int, int, list[str]]]:
+    """(first line, last line, fields) of every non-blank record of ``lines`` (read with ``newline=""``), streamed;
+    ``report`` counts the records of only blank cells left out."""
+    for start, end, fields, _ in _iter_kept(lines, delimiter, opts, report):
         yield start, end, fields
 
 
 def _iter_kept(
-    lines: Iterable[str], delimiter: str, opts: ReadOptions
+    lines: Iterable[str], delimiter: str, opts: ReadOptions, report: FileReport | None = None
 ) -> Iterator[tuple[int, int, list[str], list[str]]]:
-    """As iter_records, with each record's own lines."""
+    """As iter_records, with each record's own lines. A blank line (nothing but white space) is no record; a record
+    whose every cell is blank (``,``, ``"   "``) is left out too, and counted in ``report``."""
     numbered = _Lines(lines, opts.comment)
     reader = csv.reader(
         numbered,
@@ -390,6 +409,8 @@ def _iter_kept(
             start, numbered.start = numbered.start or numbered.number, None
             if any(fields) and any(f.strip() for f in fields):  # any() first: C speed on long empty lines
                 yield start, numbered.number, fields, numbered.kept
+            elif report is not None and any(line.strip() for line in numbered.kept):
+                report.count_blank(start)
     except csv.Error as exc:
         raise PipelineError(f"line {numbered.number}: {exc}") from exc
 
@@ -491,7 +512,7 @@ def read_delimited_lines(lines: Iterable[str], delimiter: str, opts: ReadOptions
 
     Without a header the columns are named col1, col2, ... and the most common field count is expected.
     """
-    kept = _iter_kept(lines, delimiter, opts)
+    kept = _iter_kept(lines, delimiter, opts, report)
     if opts.header:
         first = next(kept, None)
         columns = unique_names(first[2]) if first else []

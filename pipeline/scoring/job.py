@@ -41,6 +41,7 @@ class ScoreSummary:
     label_counts: dict[str, int] = field(default_factory=dict)
     engine: str = "local"
     ray_nodes: list[str] = field(default_factory=list)  # the Ray nodes that scored rows in this run
+    blank_records: int = 0  # records of only blank cells (``,``) the reader left out, as it leaves out blank lines
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,9 +147,9 @@ def score_files(
         inputs=[str(p) for p in files],
         model_name=resolved.name,
         model_version=resolved.version,
-        rows_read=sum(c[0] for c in counts),
+        rows_read=sum(c.rows_read for c in counts),
         rows_scored=sum(label_counts.values()),
-        skipped_invalid=sum(c[1] for c in counts),
+        skipped_invalid=sum(c.skipped for c in counts),
         shards=len(shard_paths),
         resumed_shards=len(done),
         seconds=round(seconds, 3),
@@ -156,8 +157,11 @@ def score_files(
         label_counts=dict(sorted(label_counts.items())),
         engine=engine,
         ray_nodes=nodes,
+        blank_records=sum(c.blank for c in counts),
     )
     if summary.skipped_invalid:
         log.warning("skipped %d empty or invalid texts (checks.severity.text_not_blank)", summary.skipped_invalid)
+    if summary.blank_records:
+        log.warning("left out %d records of only blank cells (as blank lines are)", summary.blank_records)
     log.info("scored %d texts into %s in %.1fs", summary.rows_scored, output, seconds)
     return summary

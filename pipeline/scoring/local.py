@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.clean import has_visible_text
+from pipeline.data.formats import blank_records
 from pipeline.errors import PipelineError
 from pipeline.scoring import shards
 from pipeline.scoring.reader import ROW_ID
@@ -95,7 +96,8 @@ def run_local(
             path = shards.shard_path(parts, index)
             if index not in done:
                 valid, skipped = valid_texts(chunk, skip_invalid)
-                shards.write_shard(parts, index, score_chunk(valid, predictor, model), len(chunk), skipped)
+                frame = score_chunk(valid, predictor, model)
+                shards.write_shard(parts, index, frame, shards.Counts(len(chunk), skipped, blank_records(chunk)))
                 scored += len(valid)
             paths.append(path)
             if bar is not None:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.data.formats import blank_records
 from pipeline.errors import PipelineError
 from pipeline.ops import ray_cluster
 from pipeline.registry.model_spec import ModelRef
@@ -78,18 +79,18 @@ def connect(address: str | None) -> None:
 
 def _stage_inputs(
     chunks: Iterator[pd.DataFrame], parts: Path, done: set[int], skip_invalid: bool, inputs: Path
-) -> tuple[list[Path], dict[int, tuple[int, int]]]:
-    """Every shard path in order, and for each pending chunk (rows read, invalid skipped); its valid texts go to
-    ``inputs`` as one Parquet file."""
+) -> tuple[list[Path], dict[int, shards.Counts]]:
+    """Every shard path in order, and for each pending chunk its row counts; its valid texts go to ``inputs`` as one
+    Parquet file."""
     paths: list[Path] = []
-    pending: dict[int, tuple[int, int]] = {}
+    pending: dict[int, shards.Counts] = {}
     inputs.mkdir(parents=True)
     for index, chunk in enumerate(chunks):
         paths.append(shards.shard_path(parts, index))
         if index in done:
             continue
         valid, skipped = valid_texts(chunk, skip_invalid)
-        pending[index] = (len(chunk), skipped)
+        pending[index] = shards.Counts(len(chunk), skipped, blank_records(chunk))
         if len(valid):
             staged = valid[[ROW_ID, "text"]].copy()
             staged[SHARD], staged[ORDER] = index, range(len(valid))
@@ -163,12 +164,12 @@ def run_ray(
         finally:
             ray.shutdown()
     scored, nodes = 0, set[str]()
-    for index, (rows_read, skipped) in pending.items():
+    for index, counts in pending.items():
         has_rows = (outputs / f"{SHARD}={index}").is_dir()
         frame = _collect(outputs, index) if has_rows else pd.DataFrame({ROW_ID: [], "text": []})
         if NODE in frame:
             nodes.update(frame.pop(NODE))
-        shards.write_shard(parts, index, frame, rows_read, skipped)
+        shards.write_shard(parts, index, frame, counts)
         scored += len(frame)
     shutil.rmtree(staging)
     return paths, scored, sorted(nodes)

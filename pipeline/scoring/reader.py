@@ -66,6 +66,7 @@ def file_chunks(path: Path, cfg: DataConfig, chunk_size: int, id_column: str | N
             frame = raw.rename(columns={cfg.text_column: "text"})[["text"]].reset_index(drop=True)
             if id_column and id_column in raw:
                 frame.insert(0, ROW_ID, raw[id_column].astype(str).to_numpy())
+            frame.attrs[formats.BLANK_RECORDS] = formats.blank_records(raw)
             yield frame
     except UnicodeDecodeError as exc:
         raise PipelineError(

@@ -31,6 +31,7 @@ def log_scoring_run(cfg: Config, summary: ScoreSummary, run_name: str | None = N
         "rows_read": summary.rows_read,
         "rows": summary.rows_scored,
         "skipped_invalid": summary.skipped_invalid,
+        "blank_records": summary.blank_records,
         "shards": summary.shards,
         "resumed_shards": summary.resumed_shards,
         "seconds": summary.seconds,

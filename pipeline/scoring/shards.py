@@ -14,7 +14,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -26,6 +26,15 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 ROWS_READ = b"emotion.rows_read"  # input rows of the chunk, before invalid texts were skipped
 SKIPPED = b"emotion.skipped"
+BLANK = b"emotion.blank_records"
+
+
+class Counts(NamedTuple):
+    """A chunk's row counts, kept in its shard's metadata so a resumed run reports the whole job."""
+
+    rows_read: int  # input rows of the chunk, before invalid texts were skipped
+    skipped: int  # invalid texts skipped (checks.severity.text_not_blank)
+    blank: int = 0  # records of only blank cells the reader left out (not rows)
 
 
 def parts_dir(output: Path) -> Path:
@@ -82,13 +91,14 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_shard(parts: Path, index: int, frame: pd.DataFrame, rows_read: int, skipped: int) -> Path:
+def write_shard(parts: Path, index: int, frame: pd.DataFrame, counts: Counts) -> Path:
     """One scored chunk as a complete Parquet file (row counts in its metadata), or nothing."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    metadata = {**(table.schema.metadata or {}), ROWS_READ: str(rows_read).encode(), SKIPPED: str(skipped).encode()}
+    written = {ROWS_READ: counts.rows_read, SKIPPED: counts.skipped, BLANK: counts.blank}
+    metadata = {**(table.schema.metadata or {}), **{key: str(value).encode() for key, value in written.items()}}
     path = shard_path(parts, index)
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table.replace_schema_metadata(metadata), tmp)
@@ -96,9 +106,9 @@ def write_shard(parts: Path, index: int, frame: pd.DataFrame, rows_read: int, sk
     return path
 
 
-def shard_counts(path: Path) -> tuple[int, int]:
-    """(input rows read, invalid texts skipped) of a finished shard."""
+def shard_counts(path: Path) -> Counts:
+    """The row counts of a finished shard."""
     import pyarrow.parquet as pq
 
     metadata = pq.read_schema(path).metadata or {}
-    return int(metadata.get(ROWS_READ, b"0")), int(metadata.get(SKIPPED, b"0"))
+    return Counts(*(int(metadata.get(key, b"0")) for key in (ROWS_READ, SKIPPED, BLANK)))

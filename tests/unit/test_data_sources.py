@@ -351,6 +351,24 @@ def test_bad_rows_skip_is_counted_in_the_summary(tmp_path: Path):
     ]
 
 
+BLANKS = 'text,label\ni feel fine,joy\n,\n\n"   ",\n   \ni am sad,sadness\n , \n' + "," * 5000 + "\n"
+
+
+@pytest.mark.parametrize("streamed", [True, False])
+def test_records_of_only_blank_cells_are_left_out_and_counted(tmp_path: Path, streamed: bool):
+    """`,`, `"   "` and a long line of commas are records whose cells are all blank: left out as blank lines are,
+    but counted and named by line in the ingest report (blank lines 4 and 6 are no records at all)."""
+    path = tmp_path / ("blanks.csv" if streamed else "blanks.csv.gz")
+    path.write_bytes(BLANKS.encode() if streamed else gzip.compress(BLANKS.encode()))
+    report = ingest.SourceReport(str(path))
+    frame = ingest.read_source(DataConfig(source=str(path), labels=None), tmp_path, report)
+    assert frame["text"].tolist() == ["i feel fine", "i am sad"]
+    assert (report.blank_records, report.files[0].blank_lines, report.bad_rows) == (4, [3, 5, 8, 9], 0)
+    assert f"{path.name}: 4 record(s) of only blank cells left out at line(s) 3, 5, 8, 9" in report.notes()
+    assert report.tracking_values()[1]["data_blank_records"] == 4
+    assert report.to_dict()["blank_records"] == 4
+
+
 def test_a_restored_snapshot_does_not_take_an_old_ingest_report(tmp_path: Path):
     cfg = config(
         tmp_path,

@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import emotion_cli as cli
-from pipeline.config import Config, load_config
+from pipeline.config import Config, DataConfig, load_config
+from pipeline.data import ingest
 from pipeline.errors import PipelineError
 from pipeline.scoring import shards
 from pipeline.scoring.job import score_files
@@ -104,13 +105,18 @@ def _write(path: Path, rows: list[tuple[str, str]]) -> bytes:
 def _read_output(path: Path) -> pd.DataFrame:
     if path.suffix == ".pq":
         return pd.read_parquet(path)
-    if path.suffix == ".csv":
-        return pd.read_csv(path, keep_default_na=False, dtype={"text": str}, engine="python")  # C engine: NUL ends
+    if path.suffix == ".csv":  # read back as emotion reads its inputs: a CSV output must be one (issue 27)
+        return ingest.read_table(path, DataConfig(delimiter=","))
     return pd.read_json(path, lines=True, dtype=False)
 
 
+def _as_written(out: Path, texts: list[str]) -> list[str]:
+    """The texts as the output holds them: a CSV cannot carry NUL, so the writer removes it (the model never saw it)."""
+    return [text.replace("\x00", "") for text in texts] if out.suffix == ".csv" else texts
+
+
 def _records(inp: Path, rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The rows a reader yields: a CSV record whose every cell is blank is a blank line, as ingest reads it."""
+    """The rows a reader yields: a CSV record whose every cell is blank is left out (and counted), as ingest does."""
     if inp.suffix != ".csv":
         return rows
     return [row for row in rows if any(cell.strip() for cell in row)]
@@ -127,7 +133,7 @@ def _check_scored(inp: Path, out: Path, rows: list[tuple[str, str]], predictor: 
         return  # refused (the caller saw the PipelineError); no half-written output either
     frame = _read_output(out)
     texts = [text for text, note in _records(inp, rows)]
-    assert frame["text"].astype(str).tolist() == texts
+    assert frame["text"].astype(str).tolist() == _as_written(out, texts)
     expected = _one_by_one(predictor, texts)
     np.testing.assert_allclose(frame[[f"p_{label}" for label in LABELS]].to_numpy(float), expected, atol=1e-4)
     assert frame["label"].tolist() == [LABELS[i] for i in expected.argmax(axis=1)]
@@ -159,12 +165,14 @@ def test_any_small_file_is_scored_as_its_rows_one_by_one_or_refused(
     cfg = load_config(PARAMS, [f"project_dir={folder}", "score.precision=fp32", "score.batch_size=3"], environ={})
     out = folder / target
     try:
-        score_files(cfg, [str(inp)], out, str(learned_model_dir), chunk_size=3)
+        summary = score_files(cfg, [str(inp)], out, str(learned_model_dir), chunk_size=3)
     except PipelineError as exc:
         EXAMPLES["score (library): refused"] += 1
         assert str(exc) and not out.exists()
         parts = shards.parts_dir(out)  # kept to resume only when a shard was scored: never a lone manifest
         assert not parts.exists() or list(parts.glob("part-*.parquet"))
+    else:
+        assert summary.blank_records == len(rows) - len(_records(inp, rows))
     _check_scored(inp, out, rows, predictor, before)
 
 
@@ -173,6 +181,8 @@ def test_any_small_file_is_scored_as_its_rows_one_by_one_or_refused(
 @given(rows=ROWS, suffix=st.sampled_from([".csv", ".jsonl"]))
 @example(rows=[('i feel happy, "really"', "a;b"), ("naïve 💥\nsecond line", "")], suffix=".csv")
 @example(rows=[("i am scared\t|", "x"), ("\u200bzero width", '"')], suffix=".jsonl")
+@example(rows=[("", ""), ("i feel fine", ""), ("   ", " "), ("\n", "")], suffix=".csv")  # records of blank cells
+@example(rows=[("i feel\x00 fine", "\x00"), ("\x00ok", "x")], suffix=".jsonl")  # NUL into out.csv
 def test_the_cli_scores_generated_files_or_exits_2(
     tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
@@ -196,7 +206,11 @@ def test_the_cli_scores_generated_files_or_exits_2(
     assert code in (0, 2) and "Traceback" not in captured.err
     if code == 0:
         EXAMPLES["score (CLI): exit 0"] += 1
-        assert json.loads(captured.out)["rows_scored"] == len(_records(inp, rows))
+        summary = json.loads(captured.out)
+        assert (summary["rows_scored"], summary["blank_records"]) == (
+            len(_records(inp, rows)),
+            len(rows) - len(_records(inp, rows)),
+        )
     else:
         assert [line for line in captured.err.splitlines() if line.startswith("error:")]
     _check_scored(inp, folder / "out.csv", rows, predictor, before)

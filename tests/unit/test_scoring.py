@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from pipeline.config import load_config
+from pipeline.data import formats
 from pipeline.errors import PipelineError
-from pipeline.scoring import shards
+from pipeline.scoring import reader, shards
 from pipeline.scoring.job import score_files
 from tests.conftest import PARAMS, classifier_folder
 
@@ -137,6 +138,51 @@ def test_invalid_texts_error_by_default_and_are_skipped_with_a_count_when_allowe
     assert (summary.rows_read, summary.rows_scored, summary.skipped_invalid) == (5, 3, 2)
     assert read_output(tmp_path / "o.csv")["id"].tolist() == [0, 3, 4]
     assert "skipped 2 empty or invalid texts" in caplog.text
+
+
+def test_records_of_only_blank_cells_are_counted_not_scored(
+    tmp_path: Path, tiny_classifier_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record `,` is left out as a blank line is, under any text_not_blank severity, and counted: in every chunk
+    and after the last row (an empty chunk), also when a resumed run reads its counts back from the shards."""
+    inp = tmp_path / "in.csv"
+    inp.write_text('text,note\nfine text,\n,\n\n"  ",\nanother one,x\nthird,\n,,\n , \n')
+    cfg = config(tmp_path)
+    chunks = list(reader.chunks([inp], cfg.data, 3, None))
+    assert [(len(chunk), formats.blank_records(chunk)) for chunk in chunks] == [(3, 2), (0, 2)]
+    out = tmp_path / "o.csv"
+    with caplog.at_level(logging.WARNING):
+        summary = score_files(cfg, [str(inp)], out, str(tiny_classifier_dir), chunk_size=3)
+    assert (summary.rows_read, summary.rows_scored, summary.skipped_invalid, summary.blank_records) == (3, 3, 0, 4)
+    assert read_output(out)["text"].tolist() == ["fine text", "another one", "third"]
+    assert "left out 4 records of only blank cells" in caplog.text
+
+
+def test_a_csv_output_reads_back_as_an_input_without_its_nul_characters(
+    tmp_path: Path, learned_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """CSV cannot carry NUL (every reader takes such a file for a binary one): the writer removes it and says so; the
+    scores are those of the texts as given, which are those of the texts without NUL (the tokenizer drops it)."""
+    from pipeline.data.ingest import read_table
+
+    texts = ["i feel\x00 so happy today", "\x00i am scared", "the dog ran"]
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps({"id": f"a\x00{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    cfg = config(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        score_files(cfg, [str(inp)], tmp_path / "o.csv", str(learned_model_dir))
+    score_files(cfg, [str(inp)], tmp_path / "o.jsonl", str(learned_model_dir))
+    assert "removed NUL characters from 5 cell(s)" in caplog.text
+    back = read_table(tmp_path / "o.csv", cfg.data)  # emotion's own CSV reader, as ingest and score use it
+    exact = read_output(tmp_path / "o.jsonl")
+    assert back["text"].tolist() == [t.replace("\x00", "") for t in texts] and exact["text"].tolist() == texts
+    assert back["id"].tolist() == ["a0", "a1", "a2"]
+    probabilities = [f"p_{label}" for label in LABELS]
+    np.testing.assert_allclose(back[probabilities].to_numpy(float), exact[probabilities].to_numpy(float), atol=1e-6)
+    again = score_files(cfg, [str(tmp_path / "o.csv")], tmp_path / "again.parquet", str(learned_model_dir))
+    rescored = pd.read_parquet(tmp_path / "again.parquet")
+    assert again.rows_scored == 3 and rescored["label"].tolist() == exact["label"].tolist()
+    np.testing.assert_allclose(rescored[probabilities].to_numpy(), exact[probabilities].to_numpy(float), atol=1e-5)
 
 
 def test_a_changed_input_restarts_the_shards(

@@ -1,0 +1,130 @@
+"""Peak memory and time of `emotion inspect` and `emotion score` on a large CSV with a broken tail (issue 27).
+
+The file is built in a temporary folder: ``--rows`` valid rows, then blank lines, records of only blank cells and
+1 MB lines of commas up to ``--size-mb``, as docs/formats.md describes. Each command runs in its own process under
+``/usr/bin/time -v``, whose maximum resident set size is the figure reported (the target: score under 500 MB).
+``--model`` scores with a model folder; without it, with the tiny 2-layer BERT the tests use (what the docs table
+measured). Writes bench/results/bench_memory.json.
+
+    nice -n 10 .venv/bin/python bench/bench_memory.py            # 1 GB, about 5 minutes on 2 shared cores
+    .venv/bin/python bench/bench_memory.py --size-mb 64          # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from common import REPO, machine, write_result
+
+LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
+TIME = "/usr/bin/time"
+
+
+def build_file(path: Path, rows: int, size: int) -> Path:
+    """``rows`` valid rows, then sparse junk up to ``size`` bytes: what an export with a broken tail looks like."""
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write("text,label\n")
+        for i in range(rows):
+            fh.write(f"row {i} of the export which I liked a lot,{LABELS[i % len(LABELS)]}\n")
+        block = "\n" * 3000 + ",\n" * 3000 + " , \n" * 1000 + "," * 1_000_000 + "\n"
+        while fh.tell() < size:
+            fh.write(block)
+    return path
+
+
+def tiny_model(folder: Path) -> Path:
+    """The tests' tiny BERT (2 layers, hidden 32, the embedded tokenizer) as an untrained six-emotion classifier."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from pipeline.model.modeling import load_classifier, load_tokenizer, resolve_model_source
+
+    base, out = folder / "tiny-bert", folder / "tiny-classifier"
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_source("embedded"))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    load_classifier(str(base), LABELS, False).save_pretrained(out)
+    load_tokenizer(str(base)).save_pretrained(out)
+    return out
+
+
+def timed(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """One command under /usr/bin/time -v: its exit code, wall time and peak RSS (its largest process)."""
+    done = subprocess.run([TIME, "-v", *argv], cwd=cwd, env=env, capture_output=True, text=True)
+    report = done.stderr
+
+    def field(name: str) -> str:
+        found = re.search(rf"^\s*{re.escape(name)}: (.+)$", report, re.MULTILINE)
+        if found is None:
+            raise SystemExit(f"{TIME} printed no {name!r}:\n{report[-2000:]}")
+        return found.group(1).strip()
+
+    wall = [float(part) for part in field("Elapsed (wall clock) time (h:mm:ss or m:ss)").split(":")]
+    seconds = sum(value * 60**power for power, value in enumerate(reversed(wall)))
+    if done.returncode:
+        print(report[-3000:], file=sys.stderr)
+    return {
+        "exit": done.returncode,
+        "seconds": round(seconds, 1),
+        "peak_rss_mb": round(int(field("Maximum resident set size (kbytes)")) / 1024, 1),
+        "stdout_tail": done.stdout[-600:],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--rows", type=int, default=5000)
+    parser.add_argument("--model", type=Path, help="a model folder (default: the tests' tiny BERT)")
+    parser.add_argument("--name", default="bench_memory", help="the results file's name")
+    parser.add_argument("--set", action="append", default=[], help="extra --set for emotion score")
+    args = parser.parse_args()
+    emotion = str(Path(sys.executable).parent / "emotion")
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE")}
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
+        folder = Path(tmp)
+        model = args.model or tiny_model(folder)
+        big = build_file(folder / "big.csv", args.rows, args.size_mb << 20)
+        size_mb = round(big.stat().st_size / 2**20, 1)
+        print(f"{big}: {size_mb} MB; inspecting", flush=True)
+        inspected = timed([emotion, "inspect", str(big)], folder, env)
+        print(f"inspect: {inspected['seconds']} s, {inspected['peak_rss_mb']} MB; scoring", flush=True)
+        config = ["--config", str(REPO / "params.yaml"), "--set", f"project_dir={folder}"]
+        extra = [item for value in args.set for item in ("--set", value)]
+        argv = [emotion, "score", str(big), "-o", str(folder / "out.parquet"), "--model", str(model), "--json"]
+        scored = timed([*argv, *config, *extra], folder, env)
+        print(f"score: {scored['seconds']} s, {scored['peak_rss_mb']} MB (exit {scored['exit']})", flush=True)
+    path = write_result(
+        args.name,
+        {
+            "file": {"size_mb": size_mb, "valid_rows": args.rows, "tail": "blank lines, `,`, ` , `, 1 MB of commas"},
+            "model": str(args.model) if args.model else "tiny BERT (2 layers, hidden 32), untrained head",
+            "score_sets": args.set,
+            "inspect": inspected,
+            "score": scored,
+            "score_target_mb": 500,
+            "machine": machine(),
+        },
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
