@@ -183,3 +183,39 @@ class OnnxClassifier:
             raise PipelineError("the ONNX backends give logits only: use a torch backend for embeddings")
         (logits,) = self.session.run(["logits"], feed(self.input_names, inputs))
         return SimpleNamespace(logits=torch.from_numpy(logits))
+
+
+EXPORT_CHECK_TEXTS = ["an example text to check the export", "short", "i feel wonderful today, and nothing is wrong"]
+EXPORT_ATOL = 1e-4  # largest logit difference between the export and the torch model on the check texts
+
+
+def export_checked(model_dir: Path, out: Path) -> Path:
+    """``export_onnx``, then the export's logits compared with the torch model's on a few texts: a graph that
+    answers differently is never used. For a process that must not import torch, run it as
+    ``python -m pipeline.model.onnx_export MODEL_DIR OUT``."""
+    import torch
+
+    from pipeline.model.modeling import load_classifier, load_tokenizer
+
+    export_onnx(model_dir, out)
+    model, tokenizer = load_classifier(str(model_dir)).float().eval(), load_tokenizer(str(model_dir))
+    inputs = tokenizer(EXPORT_CHECK_TEXTS, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        expected = model(**inputs).logits.numpy()
+    onnx_session = session(out, 1)
+    names = [i.name for i in onnx_session.get_inputs()]
+    (got,) = onnx_session.run(["logits"], feed(names, inputs))
+    difference = float(np.abs(got - expected).max())
+    if difference > EXPORT_ATOL:
+        out.unlink()
+        raise PipelineError(f"the ONNX export of {model_dir} differs from the torch model's logits by {difference:.2e}")
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    try:
+        export_checked(Path(sys.argv[1]), Path(sys.argv[2]))
+    except PipelineError as exc:
+        sys.exit(f"error: {exc}")
