@@ -58,6 +58,7 @@ def _manifest(files: list[Path], model: ModelRef, cfg: Config, chunk_size: int, 
         "id_column": id_column,
         "reading": {"format": cfg.data.format, "text_column": cfg.data.text_column},
         "skip_invalid": _skip_invalid(cfg),
+        "backend": cfg.score.backend,  # one output, one backend: a changed backend starts over
     }
 
 

@@ -150,3 +150,23 @@ def test_an_unknown_backend_is_a_clear_error(tmp_path: Path, learned_model_dir: 
     assert done.returncode == 2
     assert "score.backend: Input should be 'torch', 'onnx-fp32' or 'onnx-int8'" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "out.csv").exists()
+
+
+def test_resuming_with_another_backend_starts_over(
+    project: Path, learned_model_dir: Path, torch_scores: pd.DataFrame, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from pipeline.registry.model_spec import from_folder
+    from pipeline.scoring import job, shards
+
+    out = project / "out-onnx-fp32.parquet"
+    torch_cfg = load_config(PARAMS, [f"project_dir={project}", "score.backend=torch", *SIZES], environ={})
+    inp = (project / "in.csv").resolve()
+    size = torch_cfg.score.chunk_size
+    shards.prepare(shards.parts_dir(out), job._manifest([inp], from_folder(learned_model_dir), torch_cfg, size, None))
+    (shards.parts_dir(out) / "part-00000.parquet").write_text("a shard the torch backend scored")
+    with caplog.at_level(logging.WARNING):
+        onnx = scored(project, learned_model_dir, "onnx-fp32")
+    assert "was scored with other backend: starting over" in caplog.text
+    assert onnx["label"].tolist() == torch_scores["label"].tolist()
