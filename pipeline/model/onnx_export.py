@@ -8,6 +8,7 @@ for the torch model, so both backends answer alike.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import tempfile
@@ -77,11 +78,30 @@ def export_onnx(model_dir: Path, out: Path, opset: int = OPSET) -> Path:
     return out
 
 
+class _QuietQuantizer(logging.Filter):
+    """ONNX Runtime's quantizer logs a line per tensor (and a pre-processing hint) on the root logger: dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "onnxruntime" not in record.pathname
+
+
+@contextlib.contextmanager
+def quiet_quantizer() -> Iterator[None]:
+    """Only the quantizer's own records on the root logger are dropped; every named logger is left as it is."""
+    root, quiet = logging.getLogger(), _QuietQuantizer()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
+
+
 def quantize_int8(source: Path, out: Path) -> Path:
     """Dynamic int8 quantization (per-channel weights, activations quantized on the fly) of an fp32 ONNX file."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(out), per_channel=True, weight_type=QuantType.QInt8)
+    with quiet_quantizer():
+        quantize_dynamic(str(source), str(out), per_channel=True, weight_type=QuantType.QInt8)
     return out
 
 

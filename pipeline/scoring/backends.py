@@ -127,7 +127,7 @@ def int8_parity(cfg: Config, model: ModelRef, fp32: Path, int8: Path) -> dict[st
     assert model.folder is not None
     source = cfg.serve.parity_source or cfg.data.source
     fix = (
-        "give labelled data with a test split as --set serve.parity_source=PATH, or score with --backend onnx-fp32 "
+        "Give labelled data with a test split as --set serve.parity_source=PATH, or score with --backend onnx-fp32 "
         "(the fp32 model's answers)"
     )
     try:

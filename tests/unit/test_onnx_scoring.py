@@ -80,15 +80,20 @@ def test_the_fast_tokenizer_encodes_as_the_transformers_tokenizer(learned_model_
 
 
 def test_onnx_int8_is_scored_only_after_the_parity_check(
-    project: Path, learned_model_dir: Path, torch_scores: pd.DataFrame
+    project: Path, learned_model_dir: Path, torch_scores: pd.DataFrame, caplog: pytest.LogCaptureFixture
 ) -> None:
+    import logging
+
     from pipeline.errors import PipelineError
     from pipeline.model.outputs import OutputPolicy
 
     labels = OutputPolicy.of_folder(learned_model_dir).labels
     cues = write_cue_folder(project / "cues", {"train": 30, "validation": 30, "test": 120})
     parity = f"serve.parity_source={cues}"
-    int8 = scored(project, learned_model_dir, "onnx-int8", parity)
+    with caplog.at_level(logging.INFO):
+        int8 = scored(project, learned_model_dir, "onnx-int8", parity)
+    assert "parity check passed: onnx-int8 accuracy" in caplog.text
+    assert "Quantization parameters" not in caplog.text  # ONNX Runtime's line per tensor is kept off the console
     assert np.abs(probabilities(int8, labels) - probabilities(torch_scores, labels)).max() < FAST_BOUND
     assert int8["label"].tolist()[-len(CUE_TEXTS) :] == CUE_LABELS
     alien = project / "alien"
