@@ -7,11 +7,14 @@ that slice only (batch_size=32 and its default, 1), since over 100,000 texts it 
 of the scorer (``wait4``) is measured for 1x = ``--rows / 10`` and 10x = ``--rows`` texts: streaming in chunks, it
 should barely grow. The Ray engine's overhead: the same ``--slice`` texts scored with ``--engine local`` and
 ``--engine ray`` (a local Ray the scorer starts, or ``--ray-address``); Ray's texts/s include starting the cluster
-connection and the actors. The bf16 and fp32 matmul peaks are measured in the same run.
+connection and the actors. The bf16 and fp32 matmul peaks are measured in the same run. ``--backends-only``: the
+same ``--slice`` texts scored with ``score.backend`` torch (bf16), onnx-int8 and onnx-fp32, each a fresh `emotion
+score` process (texts/s and peak RSS); the ONNX export is made once before, by a 2-row run.
 
     nice -n 10 python bench/bench_scoring.py                  # embedded MiniLM with a random head
     nice -n 10 python bench/bench_scoring.py --engines-only --slice 200    # a quick check of the engine comparison
     nice -n 10 python bench/bench_scoring.py --model /tmp/bench-proj/artifacts/latest/model
+    nice -n 10 python bench/bench_scoring.py --backends-only --parity-source ../shared/data/emotion
 
 Writes bench/results/bench_scoring.json. Not a test: never collected by pytest.
 """
@@ -44,6 +47,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, default=Path("/tmp/bench-scoring"))
     p.add_argument("--ray-address", help="the Ray engine on this cluster (default: a local Ray the scorer starts)")
     p.add_argument("--engines-only", action="store_true", help="only the local vs Ray comparison on --slice texts")
+    p.add_argument("--backends-only", action="store_true", help="only torch-bf16 vs onnx-int8 vs onnx-fp32")
+    p.add_argument("--parity-source", help="serve.parity_source for onnx-int8's parity check (labelled data)")
+    p.add_argument("--parity-tolerance", type=float, help="serve.parity_tolerance (default: params.yaml's)")
     return p.parse_args()
 
 
@@ -147,6 +153,37 @@ def engines_only(args: argparse.Namespace, model: Path, peak: dict[str, int]) ->
     print(f"-> {write_result('bench_scoring_engines', payload)}")
 
 
+def backends_only(args: argparse.Namespace, model: Path, peak: dict[str, int]) -> None:
+    """torch (bf16), onnx-int8 and onnx-fp32 on the same ``--slice`` texts, one `emotion score` process each."""
+    sliced = args.workdir / f"texts_{args.slice}.csv"
+    write_input(sliced, args.slice)
+    two = args.workdir / "texts_2.csv"
+    write_input(two, 2)
+    parity = [f"serve.parity_source={Path(args.parity_source).resolve()}"] if args.parity_source else []
+    if args.parity_tolerance is not None:
+        parity.append(f"serve.parity_tolerance={args.parity_tolerance}")
+    run_scorer(two, args.workdir / "export.parquet", model, args.chunk_size, "score.backend=onnx-fp32")  # export once
+    runs = {}
+    for name, sets in (
+        ("torch-bf16", ("score.backend=torch", "score.precision=bf16")),
+        ("onnx-int8", ("score.backend=onnx-int8", *parity)),
+        ("onnx-fp32", ("score.backend=onnx-fp32",)),
+    ):
+        runs[name] = run_scorer(sliced, args.workdir / f"backend_{name}.parquet", model, args.chunk_size, *sets)
+        print(name, runs[name], flush=True)
+    payload = {
+        "model": str(model),
+        "input": f"emotion train texts repeated to {args.slice} rows (CSV in {args.workdir})",
+        "chunk_size": args.chunk_size,
+        "matmul_peak_gflops": peak,
+        "machine": machine(),
+        "runs": runs,
+        "notes": "texts/s is the scorer's own (model loading, export and the int8 parity check excluded); one "
+        "process per backend, in this order; shared machine (see load_average)",
+    }
+    print(f"-> {write_result('bench_scoring_backends', payload)}")
+
+
 def run_pipeline(model: Path, texts: list[str], batch_size: int | None) -> dict[str, Any]:
     from transformers import pipeline
 
@@ -173,6 +210,8 @@ def main() -> None:
     print(f"matmul peak: bf16 {peak['bf16']} GFLOP/s, fp32 {peak['fp32']} GFLOP/s", flush=True)
     if args.engines_only:
         return engines_only(args, model, peak)
+    if args.backends_only:
+        return backends_only(args, model, peak)
     full, small, sliced = (args.workdir / f"texts_{n}.csv" for n in (args.rows, args.rows // 10, args.slice))
     texts = write_input(full, args.rows)
     write_input(small, args.rows // 10)

@@ -51,6 +51,8 @@ def _print_explanations(predictor: Any, texts: list[str], n_steps: int, as_json:
 def cmd_score(args: argparse.Namespace) -> int:
     from pipeline.scoring.job import score_files
 
+    if args.backend:  # read with the config, so a wrong name is refused like a wrong --set score.backend
+        args.set = [*(args.set or []), f"score.backend={args.backend}"]
     cfg = config(args)
     engine = args.engine or cfg.score.engine
     address = args.address or (cfg.score.ray_address if engine == "ray" else None)
@@ -71,9 +73,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     blank = f", {summary.blank_records} blank records left out" if summary.blank_records else ""
     print(
         f"scored {summary.rows_scored} of {summary.rows_read} texts with {summary.model_name} version "
-        f"{summary.model_version} into {summary.output} ({summary.seconds:.1f}s, {summary.texts_per_second:.0f} "
-        f"texts/s; {summary.resumed_shards} of {summary.shards} shards resumed, {summary.skipped_invalid} skipped"
-        f"{blank})"
+        f"{summary.model_version} ({summary.backend}) into {summary.output} ({summary.seconds:.1f}s, "
+        f"{summary.texts_per_second:.0f} texts/s; {summary.resumed_shards} of {summary.shards} shards resumed, "
+        f"{summary.skipped_invalid} skipped{blank})"
     )
     return 0
 
@@ -137,6 +139,11 @@ def add_commands(add: AddCommand) -> None:
     )
     score.add_argument(
         "--address", help="a running Ray cluster's HOST:PORT (default: score.ray_address, else a local Ray)"
+    )
+    score.add_argument(
+        "--backend",
+        help="torch, onnx-fp32 or onnx-int8 (ONNX Runtime without torch; int8 only after a parity check; "
+        "default: score.backend)",
     )
     score.add_argument("--json", action="store_true", help="print the summary as JSON")
     serve = add("serve", cmd_serve, "REST API and demo page over the champion, reloaded when it changes")

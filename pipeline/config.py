@@ -436,7 +436,10 @@ class ScoreConfig(_Section):
     output_dir: str = "artifacts/scores"  # where scheduled runs write <stamp>-<batch>.parquet
     chunk_size: int = Field(10000, ge=1)  # input rows per shard: memory use and the unit of resume
     batch_size: int = Field(64, ge=1)  # texts per forward pass (length-sorted within a chunk)
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # backend torch only
+    # torch (the model in torch, `precision`) | onnx-fp32 | onnx-int8 (ONNX Runtime, no torch in the scoring
+    # process; int8 only after the parity check on serve.parity_source, as serving does)
+    backend: Literal["torch", "onnx-fp32", "onnx-int8"] = "torch"
     engine: Literal["local", "ray"] = "local"
     ray_address: str | None = None  # engine ray: a running cluster's HOST:PORT; None = start a local Ray
     cron: str | None = None  # scheduled batch scoring, e.g. "0 2 * * *"; None = on demand only

@@ -140,12 +140,10 @@ def calibrate_multi_label(logits: np.ndarray, targets: np.ndarray, model_dir: Pa
 
 def calibrate(logits: np.ndarray, labels: np.ndarray, model_dir: Path) -> dict[str, float]:
     """Fit on validation logits, save next to the model, and return before/after figures."""
-    from pipeline.model.inference import softmax
-
     temperature = fit_temperature(logits, labels)
     stats = {
-        "val_ece_before": expected_calibration_error(softmax(logits), labels),
-        "val_ece_after": expected_calibration_error(softmax(logits / temperature), labels),
+        "val_ece_before": expected_calibration_error(np.exp(_log_softmax(logits)), labels),
+        "val_ece_after": expected_calibration_error(np.exp(_log_softmax(logits / temperature)), labels),
         "val_nll_before": nll(logits, labels),
         "val_nll_after": nll(logits, labels, temperature),
     }

@@ -7,13 +7,11 @@ from typing import Any
 import numpy as np
 import torch
 
+# the numpy half lives in outputs (torch-free, for the ONNX scorer); re-exported here for existing callers
+from pipeline.model.outputs import length_sorted_batches as length_sorted_batches
+from pipeline.model.outputs import probabilities as probabilities
+from pipeline.model.outputs import softmax as softmax
 from pipeline.model.runtime import Runtime
-
-
-def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length, so padding is minimal."""
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def _mean_pooled(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -55,19 +53,3 @@ def predict_logits(
 ) -> np.ndarray:
     """Raw logits for each text, in input order."""
     return predict_outputs(model, tokenizer, texts, runtime, max_length, batch_size)[0]
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
-def probabilities(logits: np.ndarray, multi_label: bool, temperature: float = 1.0) -> np.ndarray:
-    """What a model's logits mean as served: independent per-label sigmoids for a multi-label model,
-    a temperature-calibrated softmax for a single-label one."""
-    if multi_label:
-        from scipy.special import expit
-
-        return expit(logits)
-    return softmax(logits / temperature)

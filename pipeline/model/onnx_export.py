@@ -8,6 +8,7 @@ for the torch model, so both backends answer alike.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import tempfile
@@ -77,11 +78,30 @@ def export_onnx(model_dir: Path, out: Path, opset: int = OPSET) -> Path:
     return out
 
 
+class _QuietQuantizer(logging.Filter):
+    """ONNX Runtime's quantizer logs a line per tensor (and a pre-processing hint) on the root logger: dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "onnxruntime" not in record.pathname
+
+
+@contextlib.contextmanager
+def quiet_quantizer() -> Iterator[None]:
+    """Only the quantizer's own records on the root logger are dropped; every named logger is left as it is."""
+    root, quiet = logging.getLogger(), _QuietQuantizer()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
+
+
 def quantize_int8(source: Path, out: Path) -> Path:
     """Dynamic int8 quantization (per-channel weights, activations quantized on the fly) of an fp32 ONNX file."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(out), per_channel=True, weight_type=QuantType.QInt8)
+    with quiet_quantizer():
+        quantize_dynamic(str(source), str(out), per_channel=True, weight_type=QuantType.QInt8)
     return out
 
 
@@ -183,3 +203,39 @@ class OnnxClassifier:
             raise PipelineError("the ONNX backends give logits only: use a torch backend for embeddings")
         (logits,) = self.session.run(["logits"], feed(self.input_names, inputs))
         return SimpleNamespace(logits=torch.from_numpy(logits))
+
+
+EXPORT_CHECK_TEXTS = ["an example text to check the export", "short", "i feel wonderful today, and nothing is wrong"]
+EXPORT_ATOL = 1e-4  # largest logit difference between the export and the torch model on the check texts
+
+
+def export_checked(model_dir: Path, out: Path) -> Path:
+    """``export_onnx``, then the export's logits compared with the torch model's on a few texts: a graph that
+    answers differently is never used. For a process that must not import torch, run it as
+    ``python -m pipeline.model.onnx_export MODEL_DIR OUT``."""
+    import torch
+
+    from pipeline.model.modeling import load_classifier, load_tokenizer
+
+    export_onnx(model_dir, out)
+    model, tokenizer = load_classifier(str(model_dir)).float().eval(), load_tokenizer(str(model_dir))
+    inputs = tokenizer(EXPORT_CHECK_TEXTS, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        expected = model(**inputs).logits.numpy()
+    onnx_session = session(out, 1)
+    names = [i.name for i in onnx_session.get_inputs()]
+    (got,) = onnx_session.run(["logits"], feed(names, inputs))
+    difference = float(np.abs(got - expected).max())
+    if difference > EXPORT_ATOL:
+        out.unlink()
+        raise PipelineError(f"the ONNX export of {model_dir} differs from the torch model's logits by {difference:.2e}")
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    try:
+        export_checked(Path(sys.argv[1]), Path(sys.argv[2]))
+    except PipelineError as exc:
+        sys.exit(f"error: {exc}")

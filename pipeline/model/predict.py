@@ -38,9 +38,8 @@ class Predictor:
         max_length: int = _MODEL_DEFAULTS.max_length,
         batch_size: int = _MODEL_DEFAULTS.inference_batch_size,
     ) -> None:
-        from pipeline.data.clean import load_text_policy
-        from pipeline.model.calibration import load_temperature, load_thresholds
-        from pipeline.model.modeling import load_classifier, load_tokenizer, model_labels
+        from pipeline.model.modeling import load_classifier, load_tokenizer
+        from pipeline.model.outputs import OutputPolicy
         from pipeline.model.runtime import choose_runtime
 
         if not (Path(model_dir) / "config.json").exists():
@@ -51,19 +50,17 @@ class Predictor:
         self.model = load_classifier(str(model_dir)).to(self.runtime.device).eval()
         self.max_length = max_length
         self.batch_size = batch_size
-        self.labels = model_labels(self.model)
-        self.text_policy = load_text_policy(self.model_dir)  # texts are cleaned as they were for training
-        self.temperature = load_temperature(self.model_dir)  # probabilities are served calibrated
-        self.multi_label = self.model.config.problem_type == "multi_label_classification"
-        self.thresholds = load_thresholds(self.model_dir, len(self.labels)) if self.multi_label else None
+        # labels, text cleaning, calibration and thresholds: the torch-free policy the ONNX scorer shares
+        self.policy = OutputPolicy.of_folder(self.model_dir)
+        self.labels = self.policy.labels
+        self.text_policy = self.policy.text_policy
+        self.temperature = self.policy.temperature
+        self.multi_label = self.policy.multi_label
+        self.thresholds = self.policy.thresholds
 
     def prepare(self, texts: list[str]) -> list[str]:
         """The texts as the model saw its training data: the stored cleaning policy applied."""
-        if self.text_policy is None:
-            return list(texts)
-        from pipeline.data.clean import prepare_text
-
-        return [prepare_text(t, self.text_policy) for t in texts]
+        return self.policy.prepare(texts)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         return self.scores(texts)[0]
@@ -71,15 +68,14 @@ class Predictor:
     def scores(self, texts: list[str], embeddings: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities as served (sigmoids for multi-label, calibrated softmax otherwise) and, with
         ``embeddings``, mean-pooled sentence embeddings from the same forward pass (drift monitoring)."""
-        from pipeline.model.inference import predict_outputs, probabilities
+        from pipeline.model.inference import predict_outputs
+        from pipeline.model.outputs import check_texts
 
-        for i, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise PipelineError(f"text #{i + 1} is empty: give some words to classify")
+        check_texts(texts)
         logits, pooled = predict_outputs(
             self.model, self.tokenizer, self.prepare(texts), self.runtime, self.max_length, self.batch_size, embeddings
         )
-        return probabilities(logits, self.multi_label, self.temperature), pooled
+        return self.policy.probabilities(logits), pooled
 
     def predict(self, texts: list[str]) -> list[Prediction]:
         from pipeline.model.calibration import multi_label_decisions

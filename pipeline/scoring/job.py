@@ -16,7 +16,8 @@ from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.registry import model_spec
 from pipeline.registry.model_spec import ModelRef
-from pipeline.scoring import reader, shards, writer
+from pipeline.scoring import backends, reader, shards, writer
+from pipeline.scoring.backends import ScoringModel
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class ScoreSummary:
     engine: str = "local"
     ray_nodes: list[str] = field(default_factory=list)  # the Ray nodes that scored rows in this run
     blank_records: int = 0  # records of only blank cells (``,``) the reader left out, as it leaves out blank lines
+    backend: str = "torch"  # score.backend: torch, onnx-fp32 or onnx-int8
+    parity: dict[str, Any] | None = None  # onnx-int8: the parity report that admitted it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,6 +58,7 @@ def _manifest(files: list[Path], model: ModelRef, cfg: Config, chunk_size: int, 
         "id_column": id_column,
         "reading": {"format": cfg.data.format, "text_column": cfg.data.text_column},
         "skip_invalid": _skip_invalid(cfg),
+        "backend": cfg.score.backend,  # one output, one backend: a changed backend starts over
     }
 
 
@@ -74,6 +78,7 @@ def _run_engine(
     model: ModelRef,
     size: int,
     id_column: str | None,
+    chosen: ScoringModel,
 ) -> tuple[list[Path], int, list[str]]:
     """Score the pending chunks with ``engine``; returns every shard path, the rows scored now and the Ray nodes."""
     chunks = reader.chunks(files, cfg.data, size, id_column)
@@ -81,14 +86,11 @@ def _run_engine(
     if engine == "ray":
         from pipeline.scoring.ray_engine import RaySettings, run_ray
 
-        settings = RaySettings(address, cfg.score.precision, cfg.model.max_length, cfg.score.batch_size)
+        settings = RaySettings(address, cfg.score.precision, cfg.model.max_length, cfg.score.batch_size, chosen)
         return run_ray(chunks, parts, done, model, settings, _skip_invalid(cfg))
-    from pipeline.model.predict import Predictor
     from pipeline.scoring.local import run_local
 
-    predictor = Predictor(
-        model.folder, precision=cfg.score.precision, max_length=cfg.model.max_length, batch_size=cfg.score.batch_size
-    )
+    predictor = backends.scorer(model, chosen, cfg.score.precision, cfg.model.max_length, cfg.score.batch_size)
     total = reader.count_rows(files, cfg.data) if sys.stderr.isatty() else None  # for the ETA
     shard_paths, scored = run_local(chunks, parts, done, predictor, model, _skip_invalid(cfg), total)
     return shard_paths, scored, []
@@ -114,6 +116,7 @@ def score_files(
         raise PipelineError(f"unknown scoring engine {engine!r}: use one of {', '.join(ENGINES)}")
     if address and engine != "ray":
         raise PipelineError("--address names a Ray cluster: add --engine ray")
+    backends.check_backend(cfg.score.backend)
     writer.output_format(output)
     start = time.perf_counter()
     project = Path(cfg.project_dir).resolve()
@@ -126,17 +129,19 @@ def score_files(
     done = set(shards.prepare(parts, _manifest(files, resolved, cfg, size, id_column)))
     with shards.kept_only_with_shards(parts), tempfile.TemporaryDirectory(prefix="emotion-score-model-") as tmp:
         resolved = model_spec.download(resolved, Path(tmp))
+        chosen = backends.choose(cfg, resolved, Path(tmp))
         log.info(
-            "scoring %d file(s) with %s version %s into %s (engine %s)",
+            "scoring %d file(s) with %s version %s into %s (engine %s, backend %s)",
             len(files),
             resolved.name,
             resolved.version,
             output,
             engine,
+            chosen.backend,
         )
         scoring_start = time.perf_counter()
         shard_paths, scored_now, nodes = _run_engine(
-            cfg, engine, address, files, parts, done, resolved, size, id_column
+            cfg, engine, address, files, parts, done, resolved, size, id_column, chosen
         )
         scoring_seconds = time.perf_counter() - scoring_start
     counts = [shards.shard_counts(p) for p in shard_paths]
@@ -158,6 +163,8 @@ def score_files(
         engine=engine,
         ray_nodes=nodes,
         blank_records=sum(c.blank for c in counts),
+        backend=chosen.backend,
+        parity=chosen.parity,
     )
     if summary.skipped_invalid:
         log.warning("skipped %d empty or invalid texts (checks.severity.text_not_blank)", summary.skipped_invalid)

@@ -1,7 +1,7 @@
 """The local engine: score chunk after chunk in this process, one shard per chunk.
 
 ``score_chunk`` (a DataFrame in, a DataFrame out) is all an engine needs per chunk; a Ray Data engine can call it
-in ``map_batches`` with one ``Predictor`` per actor.
+in ``map_batches`` with one ``Predictor`` (or ``OnnxPredictor``) per actor.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pipeline.scoring import shards
 from pipeline.scoring.reader import ROW_ID
 
 if TYPE_CHECKING:
+    from pipeline.model.onnx_predict import OnnxPredictor
     from pipeline.model.predict import Predictor
     from pipeline.registry.model_spec import ModelRef
 
@@ -45,7 +46,7 @@ def valid_texts(chunk: pd.DataFrame, skip_invalid: bool) -> tuple[pd.DataFrame, 
     return chunk.loc[~invalid].assign(text=as_str[~invalid]).reset_index(drop=True), int(invalid.sum())
 
 
-def score_chunk(chunk: pd.DataFrame, predictor: Predictor, model: ModelRef) -> pd.DataFrame:
+def score_chunk(chunk: pd.DataFrame, predictor: Predictor | OnnxPredictor, model: ModelRef) -> pd.DataFrame:
     """Valid texts (``id``, ``text``) in; ``id``, ``text``, ``label`` (``labels`` for a multi-label model), one
     calibrated ``p_<label>`` per label, ``model_name`` and ``model_version`` out."""
     texts = chunk["text"].tolist()
@@ -82,7 +83,7 @@ def run_local(
     chunks: Iterator[pd.DataFrame],
     parts: Path,
     done: set[int],
-    predictor: Predictor,
+    predictor: Predictor | OnnxPredictor,
     model: ModelRef,
     skip_invalid: bool,
     total: int | None = None,

@@ -2,8 +2,8 @@
 
 The driver reads the inputs with the scorer's own reader and writes each pending chunk's valid texts as a Parquet
 input shard (tagged with its shard index and row position). Ray Data reads those shards, scores them with
-``map_batches`` on an actor pool (one ``Predictor`` per actor, a GPU each when the cluster has GPUs) and writes
-Parquet partitioned by shard. The driver then puts each shard's rows back in input order into the usual
+``map_batches`` on an actor pool (one ``Predictor`` or ``OnnxPredictor`` per actor, a GPU each when the cluster has
+GPUs) and writes Parquet partitioned by shard. The driver then puts each shard's rows back in input order into the usual
 ``part-NNNNN.parquet``, so resuming and merging are the local engine's.
 
 Workers read the model folder and the staging folder (``OUT.parts/ray/``) by path: on a cluster of several machines
@@ -24,7 +24,8 @@ from pipeline.data.formats import blank_records
 from pipeline.errors import PipelineError
 from pipeline.ops import ray_cluster
 from pipeline.registry.model_spec import ModelRef
-from pipeline.scoring import shards
+from pipeline.scoring import backends, shards
+from pipeline.scoring.backends import ScoringModel
 from pipeline.scoring.local import score_chunk, valid_texts
 from pipeline.scoring.reader import ROW_ID
 
@@ -39,24 +40,25 @@ ACTOR_START_SECONDS = 600  # an actor pool that has not started by then does not
 
 @dataclass(frozen=True)
 class RaySettings:
-    """Where the cluster is (None = start a local Ray) and how each actor's ``Predictor`` runs."""
+    """Where the cluster is (None = start a local Ray) and how each actor's scorer runs."""
 
     address: str | None
     precision: str
     max_length: int
     batch_size: int  # texts per forward pass, and per Ray batch
+    chosen: ScoringModel  # the backend and its ONNX file (read by path, like the model folder)
 
 
 class ScorerActor:
     """One per actor: loads the model once, then scores Ray batches with the local engine's ``score_chunk``."""
 
-    def __init__(self, folder: str, name: str, version: str, precision: str, max_length: int, batch_size: int) -> None:
+    def __init__(self, folder: str, name: str, version: str, settings: RaySettings) -> None:
         import ray
 
-        from pipeline.model.predict import Predictor
-
         self.model = ModelRef(name, version, None, Path(folder))
-        self.predictor = Predictor(Path(folder), precision=precision, max_length=max_length, batch_size=batch_size)
+        self.predictor = backends.scorer(
+            self.model, settings.chosen, settings.precision, settings.max_length, settings.batch_size
+        )
         self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -115,9 +117,7 @@ def _score_on_cluster(inputs: Path, outputs: Path, model: ModelRef, settings: Ra
             str(model.folder),
             model.name,
             model.version,
-            settings.precision,
-            settings.max_length,
-            settings.batch_size,
+            settings,
         ),
         compute=ray.data.ActorPoolStrategy(size=actors),
         batch_size=settings.batch_size,

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.model.parity import CALIBRATION_TEXTS as CALIBRATION_TEXTS  # re-exported for the bench
+from pipeline.model.parity import ParityData as ParityData
+from pipeline.model.parity import ParityReport as ParityReport
+from pipeline.model.parity import load_parity_data as load_parity_data
+from pipeline.model.parity import parity_check as parity_check
 from pipeline.model.predict import Prediction
 
 log = logging.getLogger(__name__)
@@ -30,7 +34,6 @@ FP32, BF16, INT8 = "torch-fp32", "torch-bf16", "int8"
 ONNX_FP32, ONNX_INT8, ONNX_INT8_STATIC = "onnx-fp32", "onnx-int8", "onnx-int8-static"
 BACKENDS = (FP32, BF16, INT8, ONNX_FP32, ONNX_INT8, ONNX_INT8_STATIC)
 QUANTIZATION = {INT8: "dynamic", ONNX_INT8: "dynamic", ONNX_INT8_STATIC: "static"}
-CALIBRATION_TEXTS = 256  # validation texts whose activation ranges fix the static int8 scales (all held in memory)
 
 
 def _check_backend(backend: str) -> None:
@@ -150,6 +153,14 @@ class FastClassifier:
         return self.predictor.labels
 
     @property
+    def multi_label(self) -> bool:
+        return bool(self.predictor.multi_label)
+
+    @property
+    def thresholds(self) -> np.ndarray | None:
+        return self.predictor.thresholds
+
+    @property
     def quantization(self) -> str | None:
         """How int8 scales are found: "dynamic" (per batch at run time), "static" (calibrated), None (no int8)."""
         return QUANTIZATION.get(self.backend)
@@ -164,138 +175,6 @@ class FastClassifier:
 
     def predict(self, texts: list[str]) -> list[Prediction]:
         return self.predictor.predict(list(texts))
-
-
-@dataclass(frozen=True)
-class ParityData:
-    """A labelled test split for the parity check, and unlabelled texts of another split to calibrate static int8."""
-
-    texts: list[str]
-    labels: list[str]
-    source: str
-    calibration_texts: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class ParityReport:
-    backend: str
-    passed: bool
-    reason: str
-    reference_accuracy: float | None = None
-    candidate_accuracy: float | None = None
-    agreement: float | None = None  # share of texts where both backends pick the same label(s)
-    tolerance: float | None = None
-    n: int = 0
-    source: str | None = None
-    seconds: float | None = None
-    metric: str = "accuracy"  # what reference_ and candidate_accuracy hold: accuracy, or micro-F1 for multi-label
-    dynamic: dict[str, Any] | None = None  # onnx-int8: the refused dynamic quantization's check, when static followed
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def load_parity_data(data_cfg: Any, base_dir: Path) -> ParityData:
-    """The test split of ``data_cfg.source`` (read like ingest reads it), e.g. the emotion test split, and a seeded
-    sample of its validation split (else train) for static int8 calibration."""
-    from pipeline.data import ingest
-
-    frame = ingest.normalize(ingest.read_source(data_cfg, base_dir))
-    if "split" not in frame or "label" not in frame:
-        raise PipelineError(f"parity data {data_cfg.source!r} has no split/label columns")
-    frame = frame[frame["text"].notna() & frame["text"].astype(str).str.strip().astype(bool)]
-    test = frame[(frame["split"] == "test") & frame["label"].notna()]
-    if test.empty:
-        raise PipelineError(f"parity data {data_cfg.source!r} has no labelled test split")
-    calibration = frame[frame["split"] == "validation"]
-    if calibration.empty:
-        calibration = frame[frame["split"] == "train"]
-    sample = calibration.sample(min(len(calibration), CALIBRATION_TEXTS), random_state=0)
-    return ParityData(test["text"].tolist(), test["label"].tolist(), data_cfg.source, sample["text"].tolist())
-
-
-def _compare(reference: FastClassifier, candidate: FastClassifier, data: ParityData) -> tuple[str, float, float, float]:
-    """(metric, reference score, candidate score, agreement): accuracy of the top label for single-label models,
-    micro-F1 of the thresholded label sets for multi-label ones (whose gold labels are lists)."""
-    ref_probs, cand_probs = reference.predict_proba(data.texts), candidate.predict_proba(data.texts)
-    if not reference.predictor.multi_label:
-        gold = np.array([reference.labels.index(label) for label in data.labels])
-        ref, cand = ref_probs.argmax(axis=1), cand_probs.argmax(axis=1)
-        return "accuracy", float((ref == gold).mean()), float((cand == gold).mean()), float((ref == cand).mean())
-    from sklearn.metrics import f1_score
-
-    from pipeline.model.calibration import multi_label_decisions
-
-    thresholds = reference.predictor.thresholds  # the tuned per-label thresholds (0.5 where none were tuned)
-    gold = np.zeros_like(ref_probs, dtype=int)
-    for i, item in enumerate(data.labels):
-        gold[i, [reference.labels.index(label) for label in ([item] if isinstance(item, str) else item)]] = 1
-    ref, cand = multi_label_decisions(ref_probs, thresholds), multi_label_decisions(cand_probs, thresholds)
-    return (
-        "micro-F1",
-        float(f1_score(gold, ref, average="micro", zero_division=0)),
-        float(f1_score(gold, cand, average="micro", zero_division=0)),
-        float((ref == cand).all(axis=1).mean()),
-    )
-
-
-def parity_check(
-    reference: FastClassifier, candidate: FastClassifier, data: ParityData, tolerance: float
-) -> ParityReport:
-    """Compare the candidate's accuracy (micro-F1 for a multi-label model) with the reference's on the same
-    labelled texts."""
-    start = time.perf_counter()
-    given = {label for item in data.labels for label in ([item] if isinstance(item, str) else item)}
-    unknown = sorted(given - set(reference.labels))
-    if unknown:
-        return ParityReport(
-            candidate.backend,
-            False,
-            f"parity data {data.source!r} has labels the model does not know "
-            f"({', '.join(unknown[:5])}): "
-            "cannot check parity",
-            tolerance=tolerance,
-            n=len(data.texts),
-            source=data.source,
-        )
-    if not reference.predictor.multi_label and any(not isinstance(item, str) for item in data.labels):
-        return ParityReport(
-            candidate.backend,
-            False,
-            f"parity data {data.source!r} is multi-label but the model is single-label: cannot check parity; "
-            "set serve.parity_source to single-label data",
-            tolerance=tolerance,
-            source=data.source,
-        )
-    if candidate.labels != reference.labels:
-        return ParityReport(
-            candidate.backend,
-            False,
-            "candidate and reference have different label sets",
-            tolerance=tolerance,
-            source=data.source,
-        )
-    metric, ref_score, cand_score, agreement = _compare(reference, candidate, data)
-    diff = cand_score - ref_score
-    passed = abs(diff) <= tolerance + 1e-9
-    reason = (
-        f"{candidate.backend} {metric} {cand_score:.4f} vs {reference.backend} {ref_score:.4f} on "
-        f"{len(data.texts)} test texts of {data.source!r}: difference {diff * 100:+.2f} points, "
-        f"{'within' if passed else 'outside'} the tolerance of {tolerance * 100:.2f} points"
-    )
-    return ParityReport(
-        candidate.backend,
-        passed,
-        reason,
-        ref_score,
-        cand_score,
-        agreement,
-        tolerance,
-        len(data.texts),
-        data.source,
-        round(time.perf_counter() - start, 3),
-        metric,
-    )
 
 
 def build_classifier(

@@ -1,6 +1,6 @@
 """`emotion score --engine ray` on a real two-node Ray cluster (head and worker as separate processes on 127.0.0.1,
 the ``ray_cluster`` fixture of tests/conftest.py) scores row for row what the local engine scores; an unreachable
-cluster is a clear error naming its address.
+cluster is a clear error naming its address. The ONNX backend scores on the actors as well.
 """
 
 from __future__ import annotations
@@ -56,6 +56,25 @@ def test_ray_engine_on_two_nodes_matches_the_local_engine_row_for_row(
     pd.testing.assert_frame_equal(got.drop(columns=probs), expected.drop(columns=probs))
     assert np.abs(got[probs].to_numpy() - expected[probs].to_numpy()).max() < 1e-6
     assert json.loads(local.stdout)["engine"] == "local" and not any(tmp_path.glob("*.parts"))
+
+    # the actors build the torch-free scorer too, reading the ONNX export by path as they read the model folder
+    onnx = score(
+        inp,
+        tmp_path / "onnx.parquet",
+        tiny_classifier_dir,
+        "--engine",
+        "ray",
+        "--address",
+        ray_cluster,
+        "--backend",
+        "onnx-fp32",
+        *skip,
+    )
+    assert onnx.returncode == 0, onnx.stderr[-3000:]
+    assert json.loads(onnx.stdout)["backend"] == "onnx-fp32"
+    got = pd.read_parquet(tmp_path / "onnx.parquet")  # labels left out: the untrained head's are near-ties
+    pd.testing.assert_frame_equal(got.drop(columns=[*probs, "label"]), expected.drop(columns=[*probs, "label"]))
+    assert np.abs(got[probs].to_numpy() - expected[probs].to_numpy()).max() < 1e-4
 
 
 def test_unreachable_cluster_is_an_error_naming_the_address(tmp_path: Path, learned_model_dir: Path) -> None:

@@ -1,0 +1,146 @@
+"""The model a scoring job runs: the torch ``Predictor`` (``score.backend=torch``), or ONNX Runtime without torch in
+the scoring process (``onnx-fp32``, ``onnx-int8``), which keeps `emotion score` under 500 MB on any file.
+
+The ONNX file is the registered version's logged ``onnx/model.onnx``. A model folder without one (or a version
+registered without it) is exported once, in a subprocess that loads torch while this process does not, checked
+against the torch model's logits and cached under ``artifacts/onnx/<folder digest>/``. onnx-int8 is that file
+quantized dynamically (as serving's onnx-int8) and is used only after the serving parity check against fp32 on
+the labelled test split of ``serve.parity_source`` (else ``data.source``); a failed or impossible check refuses
+the job with the reason. There is no silent fallback to another backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config
+from pipeline.errors import PipelineError
+from pipeline.registry.model_spec import ModelRef
+
+log = logging.getLogger(__name__)
+
+TORCH, ONNX_FP32, ONNX_INT8 = "torch", "onnx-fp32", "onnx-int8"
+BACKENDS = (TORCH, ONNX_FP32, ONNX_INT8)
+ONNX_CACHE = "onnx"  # under artifacts_dir: one exported model.onnx per model folder digest
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    """How each engine builds its scorer: ``backend`` and, for the ONNX backends, the file to run."""
+
+    backend: str
+    onnx_file: Path | None = None
+    parity: dict[str, Any] | None = None  # the onnx-int8 parity report that admitted it
+
+
+def check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise PipelineError(f"unknown scoring backend {backend!r}: use one of {', '.join(BACKENDS)}")
+
+
+def scorer(model: ModelRef, chosen: ScoringModel, precision: str, max_length: int, batch_size: int) -> Any:
+    """A ``Predictor`` (torch) or an ``OnnxPredictor`` for ``chosen``; both score with ``predict_proba``."""
+    assert model.folder is not None
+    if chosen.onnx_file is None:
+        from pipeline.model.predict import Predictor
+
+        return Predictor(model.folder, precision=precision, max_length=max_length, batch_size=batch_size)
+    from pipeline.model.onnx_predict import OnnxPredictor
+
+    return OnnxPredictor(model.folder, chosen.onnx_file, chosen.backend, max_length, batch_size)
+
+
+def choose(cfg: Config, model: ModelRef, work: Path) -> ScoringModel:
+    """The scoring model for ``cfg.score.backend``: the ONNX file found or exported, int8 quantized into ``work``
+    and parity-checked; a PipelineError when it cannot be had or fails the check."""
+    backend = cfg.score.backend
+    check_backend(backend)
+    if backend == TORCH:
+        return ScoringModel(TORCH)
+    fp32 = onnx_file(model, cfg.artifacts / ONNX_CACHE, work)
+    if backend == ONNX_FP32:
+        return ScoringModel(ONNX_FP32, fp32)
+    from pipeline.model.onnx_export import quantize_int8
+
+    int8 = quantize_int8(fp32, work / "model-int8.onnx")
+    report = int8_parity(cfg, model, fp32, int8)
+    return ScoringModel(ONNX_INT8, int8, report)
+
+
+def onnx_file(model: ModelRef, cache: Path, work: Path) -> Path:
+    """The version's logged ONNX export (downloaded into ``work``), else the cached export of its folder, else a
+    new export into that cache."""
+    from pipeline.model.onnx_export import ONNX_FILE
+    from pipeline.registry import model_spec, run_log
+
+    assert model.folder is not None
+    if model.record is not None:
+        logged = run_log.download_onnx(getattr(model.record, "run_id", None), work)
+        if logged is not None:
+            log.info("scoring with the ONNX export logged with %s version %s", model.name, model.version)
+            return logged
+    cached = cache / model_spec.folder_version(model.folder) / ONNX_FILE
+    if cached.exists():
+        log.info("scoring with the cached ONNX export %s", cached)
+        return cached
+    return export_in_subprocess(model.folder, cached)
+
+
+def export_in_subprocess(folder: Path, out: Path) -> Path:
+    """Export ``folder`` to ``out`` in a child process (it loads torch; this process never does), checked against
+    the torch model's logits, written under a temporary name and renamed, so a cache entry is always whole."""
+    log.warning(
+        "%s has no ONNX export: exporting it once in a subprocess that loads torch (a minute at most for "
+        "MiniLM), cached in %s",
+        folder,
+        out,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.model.onnx_export", str(folder), str(partial)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0 or not partial.exists():
+        partial.unlink(missing_ok=True)
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        raise PipelineError(
+            f"exporting {folder} to ONNX failed ({lines[-1] if lines else f'exit {done.returncode}'}): "
+            "score with --backend torch"
+        )
+    partial.replace(out)
+    return out
+
+
+def int8_parity(cfg: Config, model: ModelRef, fp32: Path, int8: Path) -> dict[str, Any]:
+    """Serving's parity check of the int8 file against the fp32 export on the labelled test split of
+    ``serve.parity_source`` (else ``data.source``), with ``serve.parity_tolerance``; refused unless it passes."""
+    from pipeline.model.onnx_predict import OnnxPredictor
+    from pipeline.model.parity import load_parity_data, parity_check
+
+    assert model.folder is not None
+    source = cfg.serve.parity_source or cfg.data.source
+    fix = (
+        "Give labelled data with a test split as --set serve.parity_source=PATH, or score with --backend onnx-fp32 "
+        "(the fp32 model's answers)"
+    )
+    try:
+        data = load_parity_data(cfg.data.model_copy(update={"source": source}), Path(cfg.project_dir).resolve())
+    except PipelineError as exc:
+        raise PipelineError(
+            f"onnx-int8 is used only after a parity check, whose data could not be read: {exc}. {fix}"
+        ) from exc
+    sizes = cfg.model.max_length, cfg.score.batch_size
+    reference = OnnxPredictor(model.folder, fp32, ONNX_FP32, *sizes)
+    candidate = OnnxPredictor(model.folder, int8, ONNX_INT8, *sizes)
+    report = parity_check(reference, candidate, data, cfg.serve.parity_tolerance)
+    if not report.passed:
+        raise PipelineError(f"refusing --backend onnx-int8: {report.reason}. {fix}")
+    log.info("parity check passed: %s", report.reason)
+    return report.to_dict()
