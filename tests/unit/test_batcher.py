@@ -151,3 +151,57 @@ def test_metrics_count_texts_and_requests_per_batch_and_inference_errors() -> No
     assert sample(metrics, "emotion_batch_texts_sum") == 4 and sample(metrics, "emotion_batch_texts_count") == 2
     assert sample(metrics, "emotion_batch_requests_sum") == 3
     assert sample(metrics, "emotion_errors_total", kind="inference") == 1
+
+
+def test_one_waiting_text_is_busy_and_answers_are_sliced_per_request() -> None:
+    recorder = Recorder([])
+    model = loaded(recorder)
+    batcher = Batcher(max_batch_texts=16)
+    first = batcher.submit(model, ["a", "b"])
+    assert batcher.busy()  # one request of two texts, and below:
+    second, third = batcher.submit(model, ["c"]), batcher.submit(model, ["d", "e"])
+    lone = Batcher(max_batch_texts=16)
+    lone.submit(model, ["x"])
+    assert lone.busy() and not lone.wait_idle(0)  # a single waiting text is work too
+    batcher.start()
+    try:
+        assert (first.result(10), second.result(10), third.result(10)) == (["A", "B"], ["C"], ["D", "E"])
+    finally:
+        batcher.stop()
+    assert recorder.log == [["a", "b", "c", "d", "e"]]
+
+
+def test_two_requests_one_poisoned_are_retried_alone_and_the_retry_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tests.unit.test_batcher_limits import Classifier
+
+    model: Any = SimpleNamespace(classifier=Classifier(poison="bad"))
+    batcher = Batcher(max_batch_texts=16)
+    good, bad = batcher.submit(model, ["fine"]), batcher.submit(model, ["bad"])
+    with caplog.at_level("WARNING", logger="pipeline.serving.batcher"):
+        batcher.start()
+        try:
+            assert good.result(10) == ["label of fine"]
+            with pytest.raises(TypeError):
+                bad.result(10)
+        finally:
+            batcher.stop()
+    assert "a batch of 2 requests failed (cannot tokenize this); retrying them one by one" in caplog.text
+
+
+def test_answers_the_model_cannot_hand_back_fail_their_requests_and_the_thread_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broken: Any = SimpleNamespace(classifier=SimpleNamespace(predict=lambda texts: None))  # nothing to slice
+    batcher = Batcher(max_batch_texts=16)
+    lost = batcher.submit(broken, ["a"])
+    with caplog.at_level("ERROR", logger="pipeline.serving.batcher"):
+        batcher.start()
+        try:
+            with pytest.raises(RuntimeError, match="inference failed"):
+                lost.result(10)
+            assert batcher.submit(loaded(Recorder([])), ["still"]).result(10) == ["STILL"]
+        finally:
+            batcher.stop()
+    assert "inference batch failed" in caplog.text
