@@ -92,6 +92,7 @@ serve: setup ## REST API + demo page over the champion on http://127.0.0.1:8000 
 	$(BIN)/emotion serve $(ARGS)
 
 bench-model: setup ## train the benchmark model on the emotion data into BENCH_DIR (/tmp/bench-proj; a few minutes)
+	mkdir -p $(BENCH_DIR)
 	HF_HUB_OFFLINE=1 $(BIN)/emotion run --set data.source=$(EMOTION_DATA) --set train.epochs=1 --set train.max_steps=400 \
 		--set project_dir=$(BENCH_DIR) --set mlflow.tracking_uri=sqlite:///$(BENCH_DIR)/mlflow.db --set data.dvc_track=false
 
