@@ -9,6 +9,7 @@ MLFLOW_PORT ?= 5000
 ARGS ?=
 TEXT ?= i feel wonderful today
 BENCH_DIR ?= /tmp/bench-proj
+BENCH_STORE = --set project_dir=$(BENCH_DIR) --set mlflow.tracking_uri=sqlite:///$(BENCH_DIR)/mlflow.db
 EMOTION_DATA ?= $(abspath ../shared/data/emotion)
 BATCH ?=
 SERVICES_DIR ?= .services
@@ -94,7 +95,16 @@ serve: setup ## REST API + demo page over the champion on http://127.0.0.1:8000 
 bench-model: setup ## train the benchmark model on the emotion data into BENCH_DIR (/tmp/bench-proj; a few minutes)
 	mkdir -p $(BENCH_DIR)
 	HF_HUB_OFFLINE=1 $(BIN)/emotion run --set data.source=$(EMOTION_DATA) --set train.epochs=1 --set train.max_steps=400 \
-		--set project_dir=$(BENCH_DIR) --set mlflow.tracking_uri=sqlite:///$(BENCH_DIR)/mlflow.db --set data.dvc_track=false
+		$(BENCH_STORE) --set data.dvc_track=false
+	@# 400 steps may leave a rare label (surprise) under the gate's floor: a benchmark measures speed, so the version
+	@# is promoted explicitly, with the reason recorded, instead of leaving the benches nothing to serve
+	@v=$$($(BIN)/emotion models --json $(BENCH_STORE) | $(PY) -c 'import json, sys; vs = json.load(sys.stdin); \
+		print("" if any("champion" in v["aliases"] for v in vs) else max((v["version"] for v in vs), key=int, default=""))'); \
+	if [ -n "$$v" ]; then \
+		echo "bench-model: version $$v did not pass its gate; promoting it for the benchmarks only (--force, reason recorded)"; \
+		$(BIN)/emotion promote $$v --force $(BENCH_STORE) \
+			--reason "benchmark model (make bench-model): promoted despite its gate, for speed benchmarks only"; \
+	fi
 
 bench-training: setup ## training throughput: HF Trainer common recipe vs our loop, lever by lever (a few minutes)
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_training.py --samples 4000
