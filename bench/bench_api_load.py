@@ -16,6 +16,11 @@ followed by ``POST /reload``, so each reload is a real hot swap. The store needs
 challenger; missing ones are registered as copies of the champion's model (``--set`` must point at the store) and
 the champion alias is put back at the end. It reports errors, latency and the server's resident memory (sampled
 every 5 s) and writes bench/results/bench_api_load-soak.json.
+
+``--explain-burst N`` measures the explanation budget (issue: a burst of explanations must not starve predictions):
+the same /predict load twice, first alone, then beside N clients that keep asking ``/explain`` for 2,000-character
+texts (a 429 is honoured by waiting its Retry-After), and reports /predict's p99 under the burst against twice its
+idle p99, with the /explain answers counted by status. Writes bench/results/bench_api_load-explain-burst.json.
 """
 
 from __future__ import annotations
@@ -60,12 +65,15 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=200, help="requests before measuring")
     p.add_argument("--soak", type=float, metavar="SECONDS", help="a soak of this length: reloads, shadow, memory")
     p.add_argument("--reload-every", type=float, default=30.0, help="seconds between hot swaps in a soak")
+    p.add_argument("--explain-burst", type=int, metavar="N", help="also measure /predict beside N /explain clients")
     p.add_argument(
         "--engine-model",
         type=Path,
         help="the served model's folder: also time its engine (same backend, same texts, before the server starts)",
     )
     args = p.parse_args()
+    if args.soak and args.explain_burst:
+        p.error("--soak and --explain-burst are separate runs")
     if args.soak and args.url:
         p.error("--soak starts its own server over the store given by --set (it moves the champion alias)")
     return args
@@ -227,6 +235,51 @@ async def load(
     }
 
 
+EXPLAIN_CHARS = 2000  # serve.explain_max_chars: the longest text /explain takes by default
+
+
+def explain_burst(texts: list[str], clients: int) -> Any:
+    """The burst beside the /predict clients: ``clients`` loops of 2,000-character explanations on their own
+    connections until the deadline; returns the /explain answers counted by status code."""
+    import httpx
+
+    long_text = " ".join(texts)[:EXPLAIN_CHARS].rsplit(" ", 1)[0]
+
+    async def run(predict_http: httpx.AsyncClient, deadline: float) -> dict[str, Any]:
+        statuses: dict[str, int] = {}
+
+        async def one(http: httpx.AsyncClient) -> None:
+            while time.perf_counter() < deadline:
+                try:
+                    r = await http.post("/explain", json={"text": long_text})
+                    key = str(r.status_code)
+                    if r.status_code == 429:
+                        await asyncio.sleep(min(float(r.headers.get("Retry-After", "1")), 2.0))
+                except httpx.HTTPError as exc:
+                    key = type(exc).__name__
+                statuses[key] = statuses.get(key, 0) + 1
+
+        async with httpx.AsyncClient(base_url=predict_http.base_url, timeout=120) as http:  # its own connections
+            await asyncio.gather(*(one(http) for _ in range(clients)))
+        return {"explain_clients": clients, "explain_chars": len(long_text), "explain_statuses": statuses}
+
+    return run
+
+
+def burst_summary(idle: dict[str, Any], burst: dict[str, Any]) -> dict[str, Any]:
+    """/predict's p99 beside the burst against twice its idle p99 (the explanation budget's promise)."""
+    idle_p99, burst_p99 = idle["latency_ms"]["p99"], burst["latency_ms"]["p99"]
+    ratio = round(burst_p99 / idle_p99, 2) if idle_p99 and burst_p99 else None
+    return {
+        "idle": {k: idle[k] for k in ("requests", "errors", "requests_per_second", "latency_ms")},
+        "burst": {k: burst[k] for k in ("requests", "errors", "requests_per_second", "latency_ms")},
+        "explain": burst["background"],
+        "p99_ratio": ratio,
+        "target": "burst p99 <= 2 x idle p99",
+        "met": ratio is not None and ratio <= 2.0 and not burst["errors"],
+    }
+
+
 SOAK_ALIAS = "bench-soak"  # the second version the soak swaps the champion alias to (a copy of the champion)
 
 
@@ -361,6 +414,10 @@ def _timed(run: Any, texts: list[str]) -> float:
     return time.perf_counter() - started
 
 
+def default_suffix(args: argparse.Namespace) -> str:
+    return "-soak" if args.soak else ("-explain-burst" if args.explain_burst else "")
+
+
 def main() -> int:
     args = parse_args()
     import httpx
@@ -403,6 +460,19 @@ def main() -> int:
         )
         if store is not None:
             result["soak"] = soak_summary(result.pop("background"), scraped(url, SOAK_METRICS))
+        if args.explain_burst:
+            burst = asyncio.run(
+                load(
+                    url,
+                    texts,
+                    args.concurrency,
+                    args.requests,
+                    args.duration,
+                    args.texts_per_request,
+                    explain_burst(texts, args.explain_burst),
+                )
+            )
+            result["explain_burst"] = burst_summary(result, burst)
         client_cpu = cpu_seconds() - client_cpu
         if server_cpu is not None:
             server_cpu = cpu_seconds(proc.pid) - server_cpu
@@ -425,7 +495,7 @@ def main() -> int:
     info["note"] = "server and load generator share the same cores (loopback)"
     share = round(result["texts_per_second"] / engine["texts_per_second"], 3) if engine else None
     path = write_result(
-        "bench_api_load" + (f"-{args.tag}" if args.tag else ("-soak" if args.soak else "")),
+        "bench_api_load" + (f"-{args.tag}" if args.tag else default_suffix(args)),
         {
             "url": url,
             "started_server": proc is not None,
@@ -461,8 +531,16 @@ def main() -> int:
             f"{soak['rss_growth_after_both_loaded_percent']} % once both versions were loaded), "
             f"max {soak['rss_mib_max']} MiB; server counters {soak['server_counters']}"
         )
+    burst = result.get("explain_burst")
+    if burst is not None:
+        print(
+            f"/predict p99 {burst['idle']['latency_ms']['p99']} ms alone, {burst['burst']['latency_ms']['p99']} ms "
+            f"beside {args.explain_burst} /explain clients: {burst['p99_ratio']}x (target <= 2x: "
+            f"{'met' if burst['met'] else 'NOT met'}); /explain answers {burst['explain']['explain_statuses']}"
+        )
     print(f"wrote {path}")
-    failed = result["errors"] or (soak is not None and soak["reload_failures"])
+    burst_errors = burst is not None and burst["burst"]["errors"]
+    failed = result["errors"] or (soak is not None and soak["reload_failures"]) or burst_errors
     return 1 if failed else 0
 
 
