@@ -141,16 +141,22 @@ def compare_engines(args: argparse.Namespace, model: Path, inp: Path) -> dict[st
 def engines_only(args: argparse.Namespace, model: Path, peak: dict[str, int]) -> None:
     sliced = args.workdir / f"texts_{args.slice}.csv"
     write_input(sliced, args.slice)
+    notes = "Ray texts/s include connecting, staging and starting the actors; shared machine (see load_average)"
+    write_runs("bench_scoring_engines", args, model, peak, compare_engines(args, model, sliced), notes)
+
+
+def write_runs(name: str, args: argparse.Namespace, model: Path, peak: dict[str, int], runs: Any, notes: str) -> None:
+    """One comparison's result file: the runs beside the model, input, chunking, matmul peak and machine."""
     payload = {
         "model": str(model),
         "input": f"emotion train texts repeated to {args.slice} rows (CSV in {args.workdir})",
         "chunk_size": args.chunk_size,
         "matmul_peak_gflops": peak,
         "machine": machine(),
-        "runs": compare_engines(args, model, sliced),
-        "notes": "Ray texts/s include connecting, staging and starting the actors; shared machine (see load_average)",
+        "runs": runs,
+        "notes": notes,
     }
-    print(f"-> {write_result('bench_scoring_engines', payload)}")
+    print(f"-> {write_result(name, payload)}")
 
 
 def backends_only(args: argparse.Namespace, model: Path, peak: dict[str, int]) -> None:
@@ -171,17 +177,11 @@ def backends_only(args: argparse.Namespace, model: Path, peak: dict[str, int]) -
     ):
         runs[name] = run_scorer(sliced, args.workdir / f"backend_{name}.parquet", model, args.chunk_size, *sets)
         print(name, runs[name], flush=True)
-    payload = {
-        "model": str(model),
-        "input": f"emotion train texts repeated to {args.slice} rows (CSV in {args.workdir})",
-        "chunk_size": args.chunk_size,
-        "matmul_peak_gflops": peak,
-        "machine": machine(),
-        "runs": runs,
-        "notes": "texts/s is the scorer's own (model loading, export and the int8 parity check excluded); one "
-        "process per backend, in this order; shared machine (see load_average)",
-    }
-    print(f"-> {write_result('bench_scoring_backends', payload)}")
+    notes = (
+        "texts/s is the scorer's own (model loading, export and the int8 parity check excluded); one "
+        "process per backend, in this order; shared machine (see load_average)"
+    )
+    write_runs("bench_scoring_backends", args, model, peak, runs, notes)
 
 
 def run_pipeline(model: Path, texts: list[str], batch_size: int | None) -> dict[str, Any]:
