@@ -21,6 +21,11 @@ every 5 s) and writes bench/results/bench_api_load-soak.json.
 the same /predict load twice, first alone, then beside N clients that keep asking ``/explain`` for 2,000-character
 texts (a 429 is honoured by waiting its Retry-After), and reports /predict's p99 under the burst against twice its
 idle p99, with the /explain answers counted by status. Writes bench/results/bench_api_load-explain-burst.json.
+
+``--generator wrk`` measures with wrk (C, one thread; bench/wrk_predict.lua) instead of the Python clients, whose
+own CPU competes with the server on a 2-core machine; the generator's CPU seconds are reported either way.
+``--profile NAME.svg`` samples the server with py-spy (every thread; ``--profile-native`` adds C frames) for the
+measured load and keeps the flame graph in bench/results/.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_DATA, REPO, machine, read_texts, write_result
+from load_tools import start_profile, wrk_load
 
 from pipeline.registry import connection, model_versions
 
@@ -66,6 +72,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--soak", type=float, metavar="SECONDS", help="a soak of this length: reloads, shadow, memory")
     p.add_argument("--reload-every", type=float, default=30.0, help="seconds between hot swaps in a soak")
     p.add_argument("--explain-burst", type=int, metavar="N", help="also measure /predict beside N /explain clients")
+    p.add_argument("--generator", choices=["python", "wrk"], default="python", help="load generator of the measure")
+    p.add_argument("--profile", metavar="NAME.svg", help="py-spy flame graph of the server into bench/results/")
+    p.add_argument("--profile-native", action="store_true", help="with --profile: native (C) frames too")
     p.add_argument(
         "--engine-model",
         type=Path,
@@ -74,6 +83,10 @@ def parse_args() -> argparse.Namespace:
     args = p.parse_args()
     if args.soak and args.explain_burst:
         p.error("--soak and --explain-burst are separate runs")
+    if args.generator == "wrk" and (args.soak or args.explain_burst):
+        p.error("--generator wrk measures /predict alone: no --soak or --explain-burst")
+    if args.profile and args.url:
+        p.error("--profile samples the server this script starts (no --url)")
     if args.soak and args.url:
         p.error("--soak starts its own server over the store given by --set (it moves the champion alias)")
     return args
@@ -455,9 +468,19 @@ def main() -> int:
         load_before = os.getloadavg()
         server_cpu, client_cpu = cpu_seconds(proc.pid) if proc else None, cpu_seconds()
         background = soak_background(store, proc.pid, args.reload_every) if store and proc else None
-        result = asyncio.run(
-            load(url, texts, args.concurrency, args.requests, args.duration, args.texts_per_request, background)
-        )
+        svg = REPO / "bench" / "results" / args.profile if args.profile and proc else None
+        spy = start_profile(proc.pid, args.duration, svg, args.profile_native) if svg and proc else None
+        if args.generator == "wrk":
+            result = wrk_load(url, texts, args.concurrency, args.duration, args.texts_per_request)
+        else:
+            result = asyncio.run(
+                load(url, texts, args.concurrency, args.requests, args.duration, args.texts_per_request, background)
+            )
+        if spy is not None:
+            _, err = spy.communicate(timeout=args.duration + 120)
+            if spy.returncode != 0:
+                raise SystemExit(f"py-spy failed ({spy.returncode}): {err.decode()[-2000:]}")
+            result["profile_svg"] = str(svg.relative_to(REPO)) if svg else None
         if store is not None:
             result["soak"] = soak_summary(result.pop("background"), scraped(url, SOAK_METRICS))
         if args.explain_burst:
@@ -478,7 +501,7 @@ def main() -> int:
             server_cpu = cpu_seconds(proc.pid) - server_cpu
         result["cpu_seconds"] = {
             "server": round(server_cpu, 2) if server_cpu is not None else None,
-            "load_generator": round(client_cpu, 2),
+            "load_generator": result.pop("generator_cpu_seconds", round(client_cpu, 2)),
         }
     finally:
         if store is not None:
@@ -531,15 +554,16 @@ def main() -> int:
             f"{soak['rss_growth_after_both_loaded_percent']} % once both versions were loaded), "
             f"max {soak['rss_mib_max']} MiB; server counters {soak['server_counters']}"
         )
-    burst = result.get("explain_burst")
-    if burst is not None:
+    explained = result.get("explain_burst")
+    if explained is not None:
+        alone, beside = explained["idle"]["latency_ms"]["p99"], explained["burst"]["latency_ms"]["p99"]
         print(
-            f"/predict p99 {burst['idle']['latency_ms']['p99']} ms alone, {burst['burst']['latency_ms']['p99']} ms "
-            f"beside {args.explain_burst} /explain clients: {burst['p99_ratio']}x (target <= 2x: "
-            f"{'met' if burst['met'] else 'NOT met'}); /explain answers {burst['explain']['explain_statuses']}"
+            f"/predict p99 {alone} ms alone, {beside} ms beside {args.explain_burst} /explain clients: "
+            f"{explained['p99_ratio']}x (target <= 2x: {'met' if explained['met'] else 'NOT met'}); "
+            f"/explain answers {explained['explain']['explain_statuses']}"
         )
     print(f"wrote {path}")
-    burst_errors = burst is not None and burst["burst"]["errors"]
+    burst_errors = explained is not None and explained["burst"]["errors"]
     failed = result["errors"] or (soak is not None and soak["reload_failures"]) or burst_errors
     return 1 if failed else 0
 
