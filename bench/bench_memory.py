@@ -26,6 +26,8 @@ from typing import Any
 
 from common import REPO, machine, write_result
 
+sys.path.insert(0, str(REPO))  # tests.tiny_bert: the tests' tiny model
+
 LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
 TIME = "/usr/bin/time"
 
@@ -44,24 +46,10 @@ def build_file(path: Path, rows: int, size: int) -> Path:
 
 def tiny_model(folder: Path) -> Path:
     """The tests' tiny BERT (2 layers, hidden 32, the embedded tokenizer) as an untrained six-emotion classifier."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from pipeline.model.modeling import load_classifier, load_tokenizer
+    from tests.tiny_bert import save_tiny_bert
 
-    from pipeline.model.modeling import load_classifier, load_tokenizer, resolve_model_source
-
-    base, out = folder / "tiny-bert", folder / "tiny-classifier"
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_source("embedded"))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(base)
-    tokenizer.save_pretrained(base)
+    base, out = save_tiny_bert(folder / "tiny-bert"), folder / "tiny-classifier"
     load_classifier(str(base), LABELS, False).save_pretrained(out)
     load_tokenizer(str(base)).save_pretrained(out)
     return out

@@ -50,25 +50,9 @@ SEMEVAL_LABELS = [
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 2-layer BERT (hidden 32) with the embedded model's tokenizer: trains in seconds."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from tests.tiny_bert import save_tiny_bert
 
-    from pipeline.model.modeling import resolve_model_source
-
-    out = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_source("embedded"))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def classifier_folder(base: Path, out: Path, labels: list[str], multi_label: bool = False) -> Path:
