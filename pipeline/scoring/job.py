@@ -116,7 +116,6 @@ def score_files(
         raise PipelineError(f"unknown scoring engine {engine!r}: use one of {', '.join(ENGINES)}")
     if address and engine != "ray":
         raise PipelineError("--address names a Ray cluster: add --engine ray")
-    backends.check_backend(cfg.score.backend)
     writer.output_format(output)
     start = time.perf_counter()
     project = Path(cfg.project_dir).resolve()
