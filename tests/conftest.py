@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -253,6 +254,12 @@ def copy_sample(dst: Path) -> Path:
     for split in ("train", "validation", "test"):
         shutil.copy(sample_data_dir() / f"{split}.txt", dst / f"{split}.txt")
     return dst
+
+
+def default_sigint() -> None:
+    """In a child before exec: Ctrl-C at its default, as in a terminal. A child inherits an ignored SIGINT when the
+    suite itself runs in the background (`make test &`), and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def free_port() -> int:

@@ -28,7 +28,7 @@ import pytest
 
 from pipeline.ops.faults import MARKER_VARIABLE, POINT_VARIABLE, POINTS
 from pipeline.registry import champion_alias, connection, model_versions, run_log
-from tests.conftest import BIN, PARAMS, free_port, init_project, tiny_overrides
+from tests.conftest import BIN, PARAMS, default_sigint, free_port, init_project, tiny_overrides
 from tests.servers import stop, wait_for
 
 pytestmark = pytest.mark.slow
@@ -83,7 +83,12 @@ class Lab:
         log = self.log(name)
         with log.open("w") as out:
             process = subprocess.Popen(
-                argv, env=env or self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                argv,
+                env=env or self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=default_sigint,
             )
         return process, log
 

@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.registry import connection, model_versions
-from tests.conftest import BIN, PARAMS, REPO, init_project, tiny_overrides
+from tests.conftest import BIN, PARAMS, REPO, default_sigint, init_project, tiny_overrides
 from tests.servers import WAIT_SECONDS, run_and_wait, stop, wait_for
 
 pytestmark = pytest.mark.slow
@@ -33,12 +33,6 @@ def sample_batch(path: Path) -> Path:
         rows.append(f"{text.upper()}!!! 🎉 http://t.co/s{i} @fan{i};{label}")
     path.write_text("\n".join(rows) + "\n")
     return path
-
-
-def default_sigint() -> None:
-    """In the child before exec: Ctrl-C at its default, as in a terminal. A child inherits an ignored SIGINT; in one
-    full-suite run the scheduler's stacks (SIGUSR1) showed it idle, never having seen two Ctrl-Cs."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_deployments_on_a_real_server(

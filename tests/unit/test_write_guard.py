@@ -19,7 +19,7 @@ from emotion_cli.main import INTERRUPTED
 from pipeline import paths
 from pipeline.errors import PipelineError
 from pipeline.scoring import shards
-from tests.conftest import BIN, PARAMS, init_project
+from tests.conftest import BIN, PARAMS, default_sigint, init_project
 from tests.unit.test_cli import run_cli
 
 
@@ -169,6 +169,7 @@ def test_ctrl_c_ends_score_in_one_line_with_exit_130_and_the_shards_resume(tmp_p
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
     parts = tmp_path / "o.csv.parts"
     deadline = time.monotonic() + 120
@@ -301,6 +302,7 @@ def test_ctrl_c_ends_run_in_one_line_with_exit_130(tmp_path: Path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
     runs = project / "artifacts" / "runs"
     deadline = time.monotonic() + 120
