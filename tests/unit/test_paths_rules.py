@@ -320,11 +320,13 @@ def test_same_file_needs_both_to_exist_for_the_inode_check(tmp_path: Path):
 
 
 def test_same_file_treats_an_unreadable_path_as_another_file(tmp_path: Path):
-    loop = tmp_path / "loop"
-    loop.symlink_to(loop)  # stat() fails with "too many levels of symbolic links"
     here = tmp_path / "a.csv"
     here.write_text("x")
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)  # exists() says False: "too many levels of symbolic links"
     assert not paths._same_file(loop, here)
+    too_long = tmp_path / ("x" * 300)  # exists() raises OSError: "file name too long"
+    assert not paths._same_file(too_long, here) and not paths._same_file(here, too_long)
 
 
 def test_check_output_refuses_a_managed_folder_naming_it(tmp_path: Path):
