@@ -52,6 +52,10 @@ def test_blank_records_are_counted_with_their_first_lines():
     for line in range(1, 11):
         few.count_blank(line)
     assert few.blank_note() == "10 record(s) of only blank cells left out at line(s) 1, 2, 3, 4, 5, 6, 7, 8, 9, 10"
+    few.count_blank(11)
+    assert few.blank_note() == (
+        "11 record(s) of only blank cells left out at line(s) 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, ..."
+    )
 
 
 def test_blank_lines_kept_are_bounded(monkeypatch: pytest.MonkeyPatch):
@@ -120,6 +124,10 @@ def test_read_bytes_refuses_missing_damaged_and_crowded_archives(tmp_path: Path)
         f"{tmp_path / 'two.zip'} holds 2 files (a.csv, b.csv); a zip source must hold exactly one: extract it and "
         "point data.source at the folder or a glob"
     )
+    (tmp_path / "many.zip").write_bytes(zipped({f"{n}.csv": b"x" for n in range(7)}))
+    assert "holds 7 files (0.csv, 1.csv, 2.csv, 3.csv, 4.csv); a zip" in refusal(
+        readers.read_bytes, tmp_path / "many.zip"
+    )
     (tmp_path / "none.zip").write_bytes(zipped({"d/": b""}))
     assert f"{tmp_path / 'none.zip'} holds 0 files ()" in refusal(readers.read_bytes, tmp_path / "none.zip")
 
@@ -133,10 +141,16 @@ def test_is_plain_and_streams_of_compressed_files(tmp_path: Path):
     assert readers.count_lines(tmp_path / "a.csv") == (2, 4)
     assert readers.count_lines(tmp_path / "a.csv.gz") == (3, 6)
     assert readers.count_lines(tmp_path / "a.zip") == (5, 10)
-    assert "cannot read" in refusal(readers.is_plain, tmp_path / "none")
-    assert "cannot read" in refusal(readers.count_lines, tmp_path / "none")
+    for read in (readers.is_plain, readers.count_lines, readers.read_bytes):
+        assert refusal(read, tmp_path / "none") == f"cannot read {tmp_path / 'none'}: No such file or directory"
     (tmp_path / "bad.gz").write_bytes(b"\x1f\x8bnot gzip at all")
     assert f"{tmp_path / 'bad.gz'} is a damaged archive: " in refusal(readers.count_lines, tmp_path / "bad.gz")
+
+
+def test_count_lines_adds_up_every_block(tmp_path: Path):
+    path = tmp_path / "big.csv"
+    path.write_bytes(b"0123456789abcde\n" * 100_000)  # 1.6 MB: two blocks of 1 MiB
+    assert readers.count_lines(path) == (100_000, 1_600_000)
 
 
 def test_read_head_cuts_after_the_last_whole_line(tmp_path: Path):
@@ -434,6 +448,19 @@ def test_bad_row_policy_error_lists_lines_and_examples():
         "f.jsonl: 1 malformed row(s) (not one JSON object per line) at line(s) 4:\n  line 4: 0 fields, expected 0: "
         "'[1]'\n"
     )
+
+
+def test_bad_row_policy_lists_twenty_lines_then_dots_and_names_any_delimiter():
+    def message(count: int, delimiter: str) -> str:
+        report = FileReport("f.csv", "csv", delimiter=delimiter, columns=["a", "b"])
+        report.bad_rows = [BadRow(n, 3, 2, "x") for n in range(1, count + 1)]
+        return refusal(readers.apply_bad_row_policy, report, "error")
+
+    twenty = ", ".join(str(n) for n in range(1, 21))
+    assert f"at line(s) {twenty}:\n" in message(20, ",")
+    assert f"at line(s) {twenty}, ...:\n" in message(21, ",")
+    assert "field count differs from the header's 2 with delimiter :" in message(1, ":")
+    assert "with delimiter comma" in message(1, ",")
 
 
 def test_bad_row_policy_warn_and_skip_log(caplog: pytest.LogCaptureFixture):
