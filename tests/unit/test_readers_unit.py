@@ -174,6 +174,15 @@ def test_whole_lines_keeps_characters_whole():
     assert readers._whole_lines("€".encode()[:-1]) == b""
 
 
+def test_whole_lines_edges():
+    assert readers._whole_lines(b"\nabc") == b"\n"  # a newline as the first byte
+    assert readers._whole_lines("aÀ".encode()) == b"a"  # U+00C0 ends in 0x80, the lowest continuation byte
+    assert readers._whole_lines(b"a\xc0") == b"a"  # 0xC0: the lowest lead byte
+    assert readers._whole_lines(b"\x80\x80") == b"\x80\x80"  # shorter than a character: looked at whole
+    # four continuation bytes are no character a cut split: left for the decoder to report
+    assert readers._whole_lines(b"\xc3\x80\x80\x80\x80") == b"\xc3\x80\x80\x80\x80"
+
+
 def test_whole_lines_in_utf16_and_utf32_count_in_their_code_units():
     for codec, bom in (("utf-16-le", codecs.BOM_UTF16_LE), ("utf-32-be", codecs.BOM_UTF32_BE)):
         raw = bom + "ab\ncd".encode(codec)
@@ -183,6 +192,9 @@ def test_whole_lines_in_utf16_and_utf32_count_in_their_code_units():
     # a byte pair that looks like a newline but straddles two UTF-16 characters is no newline
     straddle = codecs.BOM_UTF16_LE + "\u0a00\u0000x".encode("utf-16-le")
     assert readers._whole_lines(straddle) == codecs.BOM_UTF16_LE + "\u0a00\u0000x".encode("utf-16-le")
+    # and the real newline just before such a pair is still found
+    before = codecs.BOM_UTF16_LE + "ab\n\u0a00\u0000".encode("utf-16-le")
+    assert readers._whole_lines(before) == codecs.BOM_UTF16_LE + "ab\n".encode("utf-16-le")
 
 
 @pytest.mark.parametrize(
