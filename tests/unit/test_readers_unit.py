@@ -513,6 +513,13 @@ def test_read_json_array_object_and_lines():
     assert readers.read_json("", FileReport("f", "json")).empty
 
 
+def test_read_json_lines_split_on_any_newline_and_keep_bad_lines_as_they_were():
+    report = FileReport("f.jsonl", "jsonl")
+    text = '{"text": "a"}\r{"text": "b"}\r\nnot json  \nbadX\n' + "y" * 400 + "\n"
+    assert readers.read_json(text, report)["text"].tolist() == ["a", "b"]
+    assert [(b.line, b.raw) for b in report.bad_rows] == [(3, "not json  "), (4, "badX"), (5, "y" * 300)]
+
+
 def test_read_json_refuses_what_is_no_table():
     assert refusal(readers.read_json, "[1, 2]", FileReport("f", "json")) == (
         "a JSON source must be an array of objects (one per row) or JSON lines"
@@ -572,7 +579,11 @@ def test_label_folders_with_and_without_splits(tmp_path: Path):
         "label": ["joy", "sad"],
         "split": ["train", "validation"],
     }
-    assert len(reports) == 2 and reports[0].notes == []
+    assert len(reports) == 2 and reports[0].notes == [] and frame.index.tolist() == [0, 1]
+    write(tmp_path / "split" / "README.md", "a file beside the split folders")
+    (tmp_path / "split" / ".cache").mkdir()  # and a hidden folder: neither makes it a label layout
+    again, _ = readers.read_label_folders(tmp_path / "split", OPTS, {"train": "train", "dev": "validation"})
+    pd.testing.assert_frame_equal(again, frame)
 
 
 def test_label_folders_that_are_not_laid_out_so(tmp_path: Path):
@@ -594,6 +605,12 @@ def test_label_folders_decode_as_configured(tmp_path: Path):
     write(tmp_path / "joy" / "2.txt", "olé")
     frame, (report,) = readers.read_label_folders(tmp_path, ReadOptions(encoding="auto"), {})
     assert frame["text"].tolist() == ["café", "olé"] and report.encoding == "cp1252 (1), utf-8 (1)"
+
+
+def test_a_label_file_that_is_no_text_is_named(tmp_path: Path):
+    write(tmp_path / "joy" / "scan.txt", b"%PDF-1.4")
+    message = refusal(readers.read_label_folders, tmp_path, OPTS, {})
+    assert message == f"{tmp_path / 'joy' / 'scan.txt'} is not a text file: it is a PDF document"
 
 
 def test_expand_sources_paths_globs_and_lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
