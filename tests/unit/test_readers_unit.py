@@ -366,6 +366,21 @@ def test_sniff_looks_at_a_bounded_sample_cut_at_a_line(monkeypatch: pytest.Monke
     assert readers.sniff_delimiter("a;b;c;d;e;f;g;h;i;j;k;l\n", OPTS) == ";"  # no newline in the sample
 
 
+def test_sniff_cuts_a_long_sample_at_its_last_line_end(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(readers, "SNIFF_CHARS", 11)
+    assert readers.sniff_delimiter("a,b\nc;d\ne;f", OPTS) == ";"  # no longer than the sample: read whole
+    assert readers.sniff_delimiter("a,b\nc;d\ne;f;g\n", OPTS) == ","  # the cut "e;f" is not looked at
+    monkeypatch.setattr(readers, "SNIFF_CHARS", 20)
+    assert readers.sniff_delimiter("a,b\nc;d\ne;f\ng;h\ni;j\n" + "k,l\n" * 10, OPTS) == ";"
+
+
+def test_sniff_rounds_consistency_to_two_places_then_prefers_the_wider_split():
+    assert readers.sniff_delimiter("a;b,c,d\n" * 6 + "e;f\n" * 4, OPTS) == ";"  # 100% in 2 beats 60% in 3
+    near_tie = "a;b,c,d\n" * 198 + "e;f\n" + "g\n"  # ; 199 of 200 in 2, , 198 of 200 in 3: both 0.99
+    assert readers.sniff_delimiter(near_tie, OPTS) == ","
+    assert readers.sniff_delimiter("a,b\n" * 100 + "c;d\n" * 101, OPTS) == ","  # the 201st record is not counted
+
+
 def test_sniff_counts_the_first_200_records():
     assert readers.sniff_delimiter("a,b\n" * 300 + "c;d;e;f\n" * 10, OPTS) == ","  # the first 200 records count
 
@@ -436,6 +451,17 @@ def test_a_swallowed_line_of_the_wrong_width_is_a_bad_row_at_its_line():
 def test_strictly_quoted():
     assert readers._strictly_quoted(['"a\n', 'b",c\n'], ",", OPTS)
     assert not readers._strictly_quoted(['"a" x,c\n'], ",", OPTS)
+    assert readers._strictly_quoted(['"a\n', 'b"', ",c\n"], ",", OPTS)  # joined as they are
+    assert readers._strictly_quoted(['"x\n', 'y",a\rb\n'], ",", OPTS)  # a lone CR is a line end
+
+
+def test_strictly_quoted_reads_with_the_files_settings():
+    assert readers._strictly_quoted(['"a\n', 'b";c\n'], ";", OPTS)
+    single = ReadOptions(quotechar="'")
+    assert readers._strictly_quoted(["'a\n", "b',c\n"], ",", single)
+    assert not readers._strictly_quoted(["'a\n", "b'x,c\n"], ",", single)
+    assert readers._strictly_quoted(['"a\\"b\n', 'c",d\n'], ",", ReadOptions(escapechar="\\"))
+    assert readers._strictly_quoted(["a,b\n"], ",", ReadOptions(quotechar=None))
 
 
 def test_window_indexes_lines_as_the_file_does():
