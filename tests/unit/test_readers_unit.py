@@ -445,7 +445,47 @@ def test_a_swallowed_line_of_the_wrong_width_is_a_bad_row_at_its_line():
     text = 'text,label\n"a,b,c\nd,e\n'  # the unclosed quote's line has three fields: not read as text
     readers.read_delimited(text, ",", OPTS, report)
     assert [(b.line, b.fields, b.expected) for b in report.bad_rows] == [(2, 3, 2)]
-    assert report.bad_rows[0].raw == '"a,b,c'
+    assert report.bad_rows[0].raw == '"a,b,c' and report.notes == []
+
+
+def test_a_multi_line_record_that_is_not_strictly_quoted_gives_its_lines_back():
+    report = FileReport("f.csv", "csv")
+    frame = readers.read_delimited('text,label\n"a\nb" x,joy\nc,d\n"e\nf",g\n', ",", OPTS, report)
+    assert frame.to_dict("list") == {"text": ['b" x', "c", "e\nf"], "label": ["joy", "d", "g"]}
+    assert report.bad_rows == [BadRow(2, 1, 2, '"a')] and report.notes == []
+
+
+def test_lines_an_unclosed_quote_swallowed_keep_their_numbers():
+    report = FileReport("f.csv", "csv")
+    frame = readers.read_delimited('text,label\n"a,1\nb,2,x\nc,3\n', ",", OPTS, report)
+    assert frame.to_dict("list") == {"text": ['"a', "c"], "label": ["1", "3"]}
+    assert report.bad_rows == [BadRow(3, 3, 2, "b,2,x")]
+    assert report.notes == ["1 row(s) with an unclosed quote read with the quote as text: line(s) 2"]
+
+
+def test_a_row_read_with_its_quote_as_text_keeps_its_last_cell_as_written():
+    report = FileReport("f.csv", "csv")
+    frame = readers.read_delimited('text,label\n"a,b \n"c,dX\nfine,ok\n', ",", OPTS, report)
+    assert frame.to_dict("list") == {"text": ['"a', '"c', "fine"], "label": ["b ", "dX", "ok"]}
+
+
+def test_a_single_line_row_of_the_wrong_width_counts_its_csv_fields():
+    report = FileReport("f.csv", "csv")
+    readers.read_delimited('x,y\n"a,b",c,d  \n', ",", OPTS, report)
+    assert report.bad_rows == [BadRow(2, 3, 2, '"a,b",c,d  ')] and report.notes == []
+
+
+def test_read_delimited_keeps_line_ends_inside_cells_and_splits_on_a_lone_cr():
+    report = FileReport("f.csv", "csv")
+    assert readers.read_delimited('text,label\n"x\r\ny",b\n,\n', ",", OPTS, report).to_dict("list") == {
+        "text": ["x\r\ny"],
+        "label": ["b"],
+    }
+    assert report.blank_records == 1 and report.blank_lines == [4]
+    assert readers.read_delimited("text,label\rhi,joy\r", ",", OPTS, FileReport("f", "csv")).to_dict("list") == {
+        "text": ["hi"],
+        "label": ["joy"],
+    }
 
 
 def test_strictly_quoted():
