@@ -270,7 +270,9 @@ def test_a_named_encoding_is_used_as_named():
         "f.csv is not ascii text (ordinal not in range(128) at byte 0); set data.encoding to the file's encoding, "
         "or auto"
     )
-    assert "not a text file" in refusal(readers.decode, b"%PDF", "latin-1", Path("f.csv"))
+    assert (
+        refusal(readers.decode, b"%PDF", "latin-1", Path("f.csv")) == "f.csv is not a text file: it is a PDF document"
+    )
 
 
 def test_stream_encoding_chooses_as_decode_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog):
@@ -286,7 +288,7 @@ def test_stream_encoding_chooses_as_decode_does(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(readers, "FALLBACK_ENCODING", "latin-1")  # the fallback is read from one place
     assert readers.stream_encoding(path, "auto") == "latin-1"
     path.write_bytes(b"%PDF-1.4")
-    assert "not a text file" in refusal(readers.stream_encoding, path, "latin-1")
+    assert refusal(readers.stream_encoding, path, "latin-1") == f"{path} is not a text file: it is a PDF document"
 
 
 def test_stream_encoding_reads_the_whole_file_block_by_block(tmp_path: Path):
@@ -364,6 +366,10 @@ def test_sniff_looks_at_a_bounded_sample_cut_at_a_line(monkeypatch: pytest.Monke
     text = "a;b\n1;2\n3;4\n5;6\n" + "x,y,z\n" * 50
     assert readers.sniff_delimiter(text, OPTS) == ";"
     assert readers.sniff_delimiter("a;b;c;d;e;f;g;h;i;j;k;l\n", OPTS) == ";"  # no newline in the sample
+
+
+def test_sniff_splits_lines_on_a_lone_carriage_return():
+    assert readers.sniff_delimiter("a;b\rc;d\re;f\r", OPTS) == ";"
 
 
 def test_sniff_cuts_a_long_sample_at_its_last_line_end(monkeypatch: pytest.MonkeyPatch):
