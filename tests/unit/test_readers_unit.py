@@ -329,6 +329,10 @@ def test_a_csv_error_names_its_line():
     assert message.startswith("line 2: new-line character seen in unquoted field")
 
 
+def test_a_configured_quote_character_quotes():
+    assert readers._records("'a,b',c\n", ",", ReadOptions(quotechar="'")) == [(1, 1, ["a,b", "c"])]
+
+
 def test_quoting_none_without_a_quotechar():
     assert readers._records('a,"b\n', ",", ReadOptions(quotechar=None)) == [(1, 1, ["a", '"b'])]
     assert readers._records("a\\,b,c\n", ",", ReadOptions(escapechar="\\")) == [(1, 1, ["a,b", "c"])]
@@ -603,12 +607,14 @@ def test_read_json_refuses_what_is_no_table():
 def test_read_xlsx_sheets_headers_and_blank_rows(tmp_path: Path):
     path = tmp_path / "b.xlsx"
     with pd.ExcelWriter(path) as writer:
-        pd.DataFrame({"text": ["a", None, "c"], "n": [1, None, 3]}).to_excel(writer, sheet_name="one", index=False)
+        one = pd.DataFrame({"text": ["a", None, "c", "d"], "n": [1, None, 3, None]})
+        one.to_excel(writer, sheet_name="one", index=False)
         pd.DataFrame({"x": ["z"]}).to_excel(writer, sheet_name="two", index=False)
     raw = path.read_bytes()
     report = FileReport("b.xlsx", "xlsx")
     frame = readers.read_xlsx(raw, OPTS, report)
-    assert frame.to_dict("list") == {"text": ["a", "c"], "n": ["1", "3"]} and frame.index.tolist() == [0, 1]
+    assert frame.to_dict("list") == {"text": ["a", "c", "d"], "n": ["1", "3", None]}
+    assert frame.index.tolist() == [0, 1, 2]
     assert report.notes == ["sheet 'one' of 2: one, two"] and report.columns == ["text", "n"]
     second = readers.read_xlsx(raw, ReadOptions(sheet="two", header=False), FileReport("b", "xlsx"))
     assert second.to_dict("list") == {"col1": ["x", "z"]}
