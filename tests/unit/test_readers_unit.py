@@ -437,6 +437,22 @@ def test_many_unclosed_quotes_are_listed_up_to_ten():
     ]
 
 
+def test_unclosed_quotes_are_listed_with_dots_only_past_ten():
+    def note(count: int) -> str:
+        report = FileReport("f.csv", "csv")
+        readers.read_delimited("text,label\n" + "".join(f'"t{i},joy\n' for i in range(count)), ",", OPTS, report)
+        return report.notes[0]
+
+    assert note(10).endswith("line(s) 2, 3, 4, 5, 6, 7, 8, 9, 10, 11")
+    assert note(11).endswith("line(s) 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, ...")
+
+
+def test_a_bad_rows_raw_text_is_kept_as_written_up_to_300_characters():
+    report = FileReport("f.csv", "csv")
+    readers.read_delimited("a,b\nx,y,zX\n" + ",".join(["w" * 100] * 4) + "\r\n", ",", OPTS, report)
+    assert [b.raw for b in report.bad_rows] == ["x,y,zX", ",".join(["w" * 100] * 4)[:300]]
+
+
 def test_a_quoted_field_with_newlines_is_one_row():
     report = FileReport("f.csv", "csv")
     frame = readers.read_delimited('text,label\n"two\nlines",joy\n"a ""q""",x\n', ",", OPTS, report)
@@ -642,13 +658,14 @@ def test_label_folders_with_and_without_splits(tmp_path: Path):
     write(tmp_path / "flat" / "joy" / "1.txt", " happy \n")
     write(tmp_path / "flat" / "sad" / "1.txt", "down")
     write(tmp_path / "flat" / "sad" / "2.txt", "   ")
+    write(tmp_path / "flat" / "sad" / "4.txt", "")
     write(tmp_path / "flat" / "sad" / "3.md", "not a text file")
     write(tmp_path / "flat" / ".hidden" / "1.txt", "left out")
     frame, (report,) = readers.read_label_folders(tmp_path / "flat", OPTS, {"train": "train"})
     assert frame.to_dict("list") == {"text": ["happy", "down"], "label": ["joy", "sad"]}
     assert report.file == f"{tmp_path / 'flat'}/<label>/*.txt" and report.format == "label-folders"
-    assert (report.rows, report.encoding, report.columns) == (2, "utf-8 (3)", ["text", "label"])
-    assert report.notes == ["1 empty .txt file(s) left out"]
+    assert (report.rows, report.encoding, report.columns) == (2, "utf-8 (4)", ["text", "label"])
+    assert report.notes == ["2 empty .txt file(s) left out"]
     write(tmp_path / "split" / "TRAIN" / "joy" / "1.txt", "yay")
     write(tmp_path / "split" / "dev" / "sad" / "1.txt", "meh")
     frame, reports = readers.read_label_folders(tmp_path / "split", OPTS, {"train": "train", "dev": "validation"})
