@@ -278,12 +278,13 @@ def main() -> None:
     write_input(small, args.rows // 10)
     texts, gold = write_input(sliced, args.slice)
     load_before = os.getloadavg()
-    speed = speed_rows(speed_rounds(args, model, sliced, texts), gold)
     runs = {}
+    # peak RSS first, while this process is small: a child's ru_maxrss starts at its parent's RSS at fork
     for name, inp in (("scorer_full", full), ("scorer_tenth", small)):
         runs[name] = run_scorer(inp, args.workdir / f"{name}.parquet", model, args.chunk_size)
         print(name, runs[name], flush=True)
     runs |= compare_engines(args, model, sliced)
+    speed = speed_rows(speed_rounds(args, model, sliced, texts), gold)
     peak_after = {"bf16": round(matmul_gflops(torch.bfloat16)), "fp32": round(matmul_gflops(torch.float32))}
     path = write_result(
         "bench_scoring",
