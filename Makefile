@@ -106,7 +106,7 @@ bench-model: setup ## train the benchmark model on the emotion data into BENCH_D
 			--reason "benchmark model (make bench-model): promoted despite its gate, for speed benchmarks only"; \
 	fi
 
-bench-training: setup ## training throughput: HF Trainer common recipe vs our loop, lever by lever (a few minutes)
+bench-training: setup ## training throughput: our loop vs the HF Trainer's strongest configuration and its common recipe
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_training.py --samples 4000
 
 bench-quality: setup ## model quality: `emotion run --recipe <dataset>-distill` on emotion (30-55 min), then GoEmotions (1.5-3 h on 2 cores, with the bf16 speed of the day)

@@ -15,7 +15,8 @@ bench/results/bench_api_load.json. Not a test: never collected by pytest.
 followed by ``POST /reload``, so each reload is a real hot swap. The store needs two versions besides the
 challenger; missing ones are registered as copies of the champion's model (``--set`` must point at the store) and
 the champion alias is put back at the end. It reports errors, latency and the server's resident memory (sampled
-every 5 s) and writes bench/results/bench_api_load-soak.json.
+every 5 s), judging memory growth by a rule fixed in this file before the run (``memory_growth``), and writes
+bench/results/bench_api_load-soak.json.
 
 ``--explain-burst N`` measures the explanation budget (issue: a burst of explanations must not starve predictions):
 the same /predict load twice, first alone, then beside N clients that keep asking ``/explain`` for 2,000-character
@@ -369,21 +370,58 @@ def soak_background(store: SoakStore, pid: int, every: float) -> Any:
 
 SOAK_METRICS = ("emotion_errors_total", "emotion_shadow_samples_total", "emotion_shadow_dropped_total")
 
+# The memory-growth rule, fixed before the soak it judges (issue 29), so no choice of "start" is made after
+# seeing the curve. The first MEMORY_WARMUP_SECONDS hold loading (the second version, the shadow challenger,
+# their first batches and the allocator's warm-up) and are not judged. The start level is the
+# MEMORY_PERCENTILE-th percentile of the resident-memory samples in the MEMORY_WINDOW_SECONDS after the warm-up;
+# the end level is the same percentile of the samples in the last MEMORY_WINDOW_SECONDS of the soak. A percentile
+# of a window, not one sample, so that a hot swap's transient (both versions held for a moment) neither makes
+# nor hides growth. Growth = end / start - 1, judged against MEMORY_GROWTH_LIMIT.
+MEMORY_WARMUP_SECONDS = 120.0
+MEMORY_WINDOW_SECONDS = 60.0
+MEMORY_PERCENTILE = 50.0
+MEMORY_GROWTH_LIMIT = 0.05
+
+
+def memory_growth(samples: list[tuple[float, int]]) -> dict[str, Any]:
+    """The pre-registered memory-growth figure of a soak's (seconds, bytes) samples; None where too short."""
+    import numpy as np
+
+    end = samples[-1][0] if samples else 0.0
+    start_window = [b for t, b in samples if MEMORY_WARMUP_SECONDS <= t < MEMORY_WARMUP_SECONDS + MEMORY_WINDOW_SECONDS]
+    end_window = [b for t, b in samples if t > end - MEMORY_WINDOW_SECONDS]
+    rule = {
+        "warmup_seconds": MEMORY_WARMUP_SECONDS,
+        "window_seconds": MEMORY_WINDOW_SECONDS,
+        "percentile": MEMORY_PERCENTILE,
+        "limit": MEMORY_GROWTH_LIMIT,
+    }
+    if not start_window or end < MEMORY_WARMUP_SECONDS + 2 * MEMORY_WINDOW_SECONDS:
+        return {"rule": rule, "growth_percent": None, "met": None}
+    first = float(np.percentile(start_window, MEMORY_PERCENTILE))
+    last = float(np.percentile(end_window, MEMORY_PERCENTILE))
+    growth = last / first - 1
+    return {
+        "rule": rule,
+        "start_mib": round(first / 2**20, 1),
+        "end_mib": round(last / 2**20, 1),
+        "growth_percent": round(growth * 100, 2),
+        "met": growth <= MEMORY_GROWTH_LIMIT,
+    }
+
 
 def soak_summary(background: dict[str, Any], metrics: dict[str, float]) -> dict[str, Any]:
-    """Memory growth from the first to the last sample, the reloads, and the server's own error/shadow counters."""
+    """Memory (first to last sample, and growth by the pre-registered rule above), the reloads, and the server's
+    own error/shadow counters."""
     rss = [(t, b) for t, b in background["rss_samples"] if b is not None]
     first, last = (rss[0][1], rss[-1][1]) if rss else (None, None)
     reloads = background["reloads"]
-    # once both swapped versions are loaded (after the second swap), growth is what a longer run would keep adding
-    warm_at = reloads[1]["at"] + reloads[1]["seconds"] if len(reloads) > 1 else None
-    warm = next((b for t, b in rss if warm_at is not None and t >= warm_at), None)
     return {
         "rss_mib_start": round(first / 2**20, 1) if first else None,
         "rss_mib_end": round(last / 2**20, 1) if last else None,
         "rss_mib_max": round(max(b for _, b in rss) / 2**20, 1) if rss else None,
         "rss_growth_percent": round((last - first) / first * 100, 2) if first and last else None,
-        "rss_growth_after_both_loaded_percent": round((last - warm) / warm * 100, 2) if warm and last else None,
+        "memory_growth": memory_growth(rss),
         "reloads": len(reloads),
         "reload_failures": sum(1 for r in reloads if r["status"] != 200 or r["serving"] != r["to"]),
         "reload_log": reloads,
@@ -551,7 +589,7 @@ def main() -> int:
         print(
             f"soak: {soak['reloads']} hot swaps ({soak['reload_failures']} failed); resident memory "
             f"{soak['rss_mib_start']} -> {soak['rss_mib_end']} MiB ({soak['rss_growth_percent']:+}%; "
-            f"{soak['rss_growth_after_both_loaded_percent']} % once both versions were loaded), "
+            f"{soak['memory_growth']['growth_percent']}% by the pre-registered rule), "
             f"max {soak['rss_mib_max']} MiB; server counters {soak['server_counters']}"
         )
     explained = result.get("explain_burst")

@@ -1,11 +1,13 @@
 """Batch scoring of a file: `emotion score` against `transformers.pipeline("text-classification")`, and its memory.
 
 The input is the emotion train texts repeated to ``--rows`` (default 100,000) rows, written to a CSV in ``--workdir``
-(/tmp; never committed). `emotion score` runs as a subprocess over the whole file (default precision: bf16 where the
-CPU has it) and, for a like-for-like comparison, in fp32 over the first ``--slice`` texts; the pipeline is timed on
-that slice only (batch_size=32 and its default, 1), since over 100,000 texts it would take most of an hour. Peak RSS
-of the scorer (``wait4``) is measured for 1x = ``--rows / 10`` and 10x = ``--rows`` texts: streaming in chunks, it
-should barely grow. The Ray engine's overhead: the same ``--slice`` texts scored with ``--engine local`` and
+(/tmp; never committed). Speed: both sides score the same first ``--slice`` texts, in ``--rounds`` interleaved rounds
+(rotating order; best and median reported): `emotion score` as a subprocess (its default precision, bf16 where the
+CPU has it, and fp32 for context; its own texts/s, model loading excluded) against `transformers.pipeline` at every
+batch size of {1, 8, 32, 64} and dtype of {fp32, bf16}; ratios are taken against the best pipeline cell, best
+against best and median against median, and each side's accuracy on the texts' gold labels is recorded (parity).
+Memory: peak RSS of the scorer (``wait4``) for 1x = ``--rows / 10`` and 10x = ``--rows`` texts: streaming in
+chunks, it should barely grow. The Ray engine's overhead: the same ``--slice`` texts scored with ``--engine local`` and
 ``--engine ray`` (a local Ray the scorer starts, or ``--ray-address``); Ray's texts/s include starting the cluster
 connection and the actors. The bf16 and fp32 matmul peaks are measured in the same run. ``--backends-only``: the
 same ``--slice`` texts scored with ``score.backend`` torch (bf16), onnx-int8 and onnx-fp32, each a fresh `emotion
@@ -30,7 +32,17 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_MODEL, REPO, Timer, machine, matmul_gflops, write_result
+from common import (
+    DEFAULT_MODEL,
+    DEFAULT_PIPELINE,
+    REPO,
+    Timer,
+    best_baseline,
+    machine,
+    matmul_gflops,
+    pipeline_grid,
+    write_result,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -42,7 +54,8 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, help=f"a model folder (default: {DEFAULT_MODEL} if present, else embedded)")
     p.add_argument("--rows", type=int, default=100_000, help="texts in the scored file (>= 100,000 for the report)")
-    p.add_argument("--slice", type=int, default=5000, help="texts the pipeline (and fp32 scorer) are timed on")
+    p.add_argument("--slice", type=int, default=5000, help="texts both sides are timed on")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the speed comparison")
     p.add_argument("--chunk-size", type=int, default=10_000)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/bench-scoring"))
     p.add_argument("--ray-address", help="the Ray engine on this cluster (default: a local Ray the scorer starts)")
@@ -69,13 +82,23 @@ def model_folder(args: argparse.Namespace) -> Path:
     return out
 
 
-def write_input(path: Path, rows: int) -> list[str]:
+def write_input(path: Path, rows: int) -> tuple[list[str], list[str]]:
+    """The train texts repeated to ``rows`` rows, written as a one-column CSV; the texts and their gold labels."""
     import pandas as pd
 
-    texts = [line.rpartition(";")[0] for line in TRAIN.read_text().splitlines() if line.strip()]
-    repeated = (texts * (rows // len(texts) + 1))[:rows]
-    pd.DataFrame({"text": repeated}).to_csv(path, index=False)
-    return repeated
+    pairs = [line.rpartition(";")[::2] for line in TRAIN.read_text().splitlines() if line.strip()]
+    repeated = (pairs * (rows // len(pairs) + 1))[:rows]
+    pd.DataFrame({"text": [t for t, _ in repeated]}).to_csv(path, index=False)
+    return [t for t, _ in repeated], [label for _, label in repeated]
+
+
+def scored_labels(out: Path) -> list[str]:
+    """The scorer's predicted labels in input order."""
+    import pandas as pd
+
+    from pipeline.scoring.reader import ROW_ID
+
+    return pd.read_parquet(out).sort_values(ROW_ID)["label"].tolist()
 
 
 def run_scorer(
@@ -184,20 +207,58 @@ def backends_only(args: argparse.Namespace, model: Path, peak: dict[str, int]) -
     write_runs("bench_scoring_backends", args, model, peak, runs, notes)
 
 
-def run_pipeline(model: Path, texts: list[str], batch_size: int | None) -> dict[str, Any]:
-    from transformers import pipeline
-
-    classify = pipeline("text-classification", model=str(model), device="cpu")
-    classify(texts[:8])  # warm-up
-    kwargs = {"batch_size": batch_size} if batch_size else {}
-    with Timer() as timer:
-        classify(texts, truncation=True, max_length=128, **kwargs)
-    return {
-        "rows": len(texts),
-        "batch_size": batch_size or "default (1)",
-        "seconds": round(timer.seconds, 1),
-        "texts_per_second": round(len(texts) / timer.seconds, 1),
+def speed_rounds(args: argparse.Namespace, model: Path, sliced: Path, texts: list[str]) -> dict[str, Any]:
+    """Every contender on the same texts, ``--rounds`` times in a rotating order: texts/s and predicted labels."""
+    grid = pipeline_grid(model, 128)
+    for classify in grid.values():
+        classify(texts[:8])  # warm-up
+    contenders: dict[str, Any] = {
+        "ours emotion score (bf16 auto)": lambda: run_scorer(sliced, args.workdir / "ours.parquet", model, 10_000),
+        "ours emotion score fp32": lambda: run_scorer(
+            sliced, args.workdir / "ours_fp32.parquet", model, 10_000, "score.precision=fp32"
+        ),
     }
+    for name, classify in grid.items():
+        contenders[name] = lambda classify=classify: timed_pipeline(classify, texts)
+    names = list(contenders)
+    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for r in range(args.rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            samples[name].append(contenders[name]())
+            print(f"round {r + 1}  {name:<34} {samples[name][-1]['texts_per_second']:8.1f} texts/s", flush=True)
+    samples["ours emotion score (bf16 auto)"][0]["labels"] = scored_labels(args.workdir / "ours.parquet")
+    samples["ours emotion score fp32"][0]["labels"] = scored_labels(args.workdir / "ours_fp32.parquet")
+    return samples
+
+
+def timed_pipeline(classify: Any, texts: list[str]) -> dict[str, Any]:
+    with Timer() as timer:
+        labels = classify(texts)
+    return {"texts_per_second": len(texts) / timer.seconds, "labels": labels}
+
+
+def speed_rows(samples: dict[str, list[dict[str, Any]]], gold: list[str]) -> dict[str, Any]:
+    """Best and median texts/s, accuracy on the gold labels, and the ratios against the strongest pipeline cell."""
+    import statistics
+
+    rows: dict[str, dict[str, Any]] = {}
+    for name, runs in samples.items():
+        speeds = [run["texts_per_second"] for run in runs]
+        predicted = runs[0]["labels"]
+        rows[name] = {
+            "texts": len(gold),
+            "texts_per_second_rounds": [round(v, 1) for v in speeds],
+            "texts_per_second_best": round(max(speeds), 1),
+            "texts_per_second_median": round(statistics.median(speeds), 1),
+            "accuracy": round(sum(p == g for p, g in zip(predicted, gold)) / len(gold), 4),
+        }
+    strongest = {key: best_baseline(rows, f"texts_per_second_{key}") for key in ("best", "median")}
+    for row in (rows[n] for n in rows if n.startswith("ours")):
+        for key, baseline in strongest.items():
+            row[f"speedup_{key}"] = round(row[f"texts_per_second_{key}"] / rows[baseline][f"texts_per_second_{key}"], 2)
+            default = rows[DEFAULT_PIPELINE][f"texts_per_second_{key}"]
+            row[f"speedup_{key}_vs_default_pipeline"] = round(row[f"texts_per_second_{key}"] / default, 2)
+    return {"contenders": rows, "strongest_baseline": strongest}
 
 
 def main() -> None:
@@ -213,24 +274,18 @@ def main() -> None:
     if args.backends_only:
         return backends_only(args, model, peak)
     full, small, sliced = (args.workdir / f"texts_{n}.csv" for n in (args.rows, args.rows // 10, args.slice))
-    texts = write_input(full, args.rows)
+    write_input(full, args.rows)
     write_input(small, args.rows // 10)
-    write_input(sliced, args.slice)
+    texts, gold = write_input(sliced, args.slice)
+    load_before = os.getloadavg()
     runs = {}
-    for name, inp, sets in (
-        ("scorer_full", full, ()),
-        ("scorer_tenth", small, ()),
-        ("scorer_slice_fp32", sliced, ("score.precision=fp32",)),
-    ):
-        runs[name] = run_scorer(inp, args.workdir / f"{name}.parquet", model, args.chunk_size, *sets)
-        print(name, runs[name], flush=True)
-    for name, batch in (("pipeline_slice_batch32", 32), ("pipeline_slice_default", None)):
-        runs[name] = run_pipeline(model, texts[: args.slice], batch)
+    # peak RSS first, while this process is small: a child's ru_maxrss starts at its parent's RSS at fork
+    for name, inp in (("scorer_full", full), ("scorer_tenth", small)):
+        runs[name] = run_scorer(inp, args.workdir / f"{name}.parquet", model, args.chunk_size)
         print(name, runs[name], flush=True)
     runs |= compare_engines(args, model, sliced)
-    best_pipeline = max(
-        runs["pipeline_slice_batch32"]["texts_per_second"], runs["pipeline_slice_default"]["texts_per_second"]
-    )
+    speed = speed_rows(speed_rounds(args, model, sliced, texts), gold)
+    peak_after = {"bf16": round(matmul_gflops(torch.bfloat16)), "fp32": round(matmul_gflops(torch.float32))}
     path = write_result(
         "bench_scoring",
         {
@@ -238,14 +293,13 @@ def main() -> None:
             "input": f"emotion train texts repeated to {args.rows} rows (CSV in {args.workdir})",
             "chunk_size": args.chunk_size,
             "matmul_peak_gflops": peak,
-            "machine": machine(),
+            "matmul_peak_gflops_after": peak_after,
+            "machine": machine() | {"load_average_before": list(load_before)},
+            "speed": {"texts": args.slice, "rounds": args.rounds} | speed,
             "runs": runs,
-            "speedup_vs_best_pipeline": round(runs["scorer_full"]["texts_per_second"] / best_pipeline, 2),
-            "speedup_fp32_vs_pipeline_batch32": round(
-                runs["scorer_slice_fp32"]["texts_per_second"] / runs["pipeline_slice_batch32"]["texts_per_second"], 2
-            ),
             "peak_rss_growth_10x": round(runs["scorer_full"]["peak_rss_mib"] / runs["scorer_tenth"]["peak_rss_mib"], 2),
-            "notes": "pipeline timed on the first --slice texts only; scorer texts/s excludes model loading; "
+            "notes": "speed: both sides on the same first --slice texts, interleaved rounds, ratios against the best "
+            "pipeline cell by the same measure (best or median); scorer texts/s excludes model loading; "
             "the machine was shared with other jobs (see load_average)"
             + ("" if args.rows >= 100_000 else f"; reduced run: {args.rows} rows, not the full benchmark's 100,000"),
         },

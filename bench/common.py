@@ -134,3 +134,32 @@ def matmul_gflops(dtype: Any, n: int = 2048, iters: int = 20) -> float:
             a @ b
         best = max(best, 2 * n**3 * iters / (time.perf_counter() - start) / 1e9)
     return best
+
+
+PIPELINE_BATCH_SIZES = (1, 8, 32, 64)
+PIPELINE_DTYPES = ("fp32", "bf16")
+DEFAULT_PIPELINE = "hf-pipeline fp32 batch_size=1"  # what `pipeline("text-classification")` does unasked
+
+
+def pipeline_grid(model: Path, max_length: int, batch_sizes: tuple[int, ...] = PIPELINE_BATCH_SIZES) -> dict[str, Any]:
+    """`transformers.pipeline("text-classification")` over ``model`` at every batch size and dtype a user could
+    pick: name -> a function of texts returning the predicted label names. The strongest baseline is the best
+    cell of this grid, measured beside our contender, not one guessed setting."""
+    import torch
+    from transformers import pipeline
+
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    grid = {}
+    for dtype in PIPELINE_DTYPES:
+        classify = pipeline("text-classification", model=str(model), device="cpu", dtype=dtypes[dtype])
+        for batch in batch_sizes:
+            grid[f"hf-pipeline {dtype} batch_size={batch}"] = lambda texts, c=classify, b=batch: [
+                r["label"] for r in c(texts, batch_size=b, truncation=True, max_length=max_length)
+            ]
+    return grid
+
+
+def best_baseline(rows: dict[str, dict[str, Any]], key: str) -> str:
+    """The pipeline cell with the highest ``key`` (texts/s best or median): each ratio is taken against the
+    baseline that is best by the same measure."""
+    return max((n for n in rows if n.startswith("hf-pipeline")), key=lambda n: rows[n][key])
