@@ -151,8 +151,15 @@ def check_output(
             raise PipelineError(
                 f"{flag} {path} is inside {key} ({folder}), which the pipeline manages: write somewhere else"
             )
-    if target.is_dir():
+    try:
+        is_folder, exists = target.is_dir(), target.exists()
+    except OSError as exc:  # a name too long for the file system, a parent that is a file, ...
+        raise PipelineError(f"{flag} {path} cannot be a file here: {exc.strerror}") from exc
+    if is_folder:
         raise PipelineError(f"{flag} {path} is a folder: name a file")
-    if target.exists() and not overwrite:
+    ancestor = next(folder for folder in target.parents if folder.exists())
+    if not ancestor.is_dir():
+        raise PipelineError(f"{flag} {path} cannot be a file here: {ancestor} is a file, not a folder")
+    if exists and not overwrite:
         raise PipelineError(f"{flag} {path} exists: add --overwrite to replace it, or write to another file")
     return target

@@ -362,3 +362,16 @@ def test_check_output_checks_inputs_before_managed_folders_before_existence(tmp_
         paths.check_output, source, flag="-o", inputs=[source], managed=managed
     )
     assert "which the pipeline manages" in refusal(paths.check_output, source, flag="-o", managed=managed)
+
+
+def test_check_output_names_a_path_the_file_system_cannot_hold(tmp_path: Path):
+    long = tmp_path / ("a" * 300 + ".csv")
+    assert refusal(paths.check_output, long, flag="-o") == f"-o {long} cannot be a file here: File name too long"
+
+
+@pytest.mark.parametrize("below", ["out.csv", "sub/out.csv"])
+def test_check_output_refuses_a_file_standing_where_its_folder_would_be(tmp_path: Path, below: str):
+    (tmp_path / "a-file").write_text("not a folder")
+    message = refusal(paths.check_output, tmp_path / "a-file" / below, flag="-o")
+    assert message.endswith(f"cannot be a file here: {tmp_path / 'a-file'} is a file, not a folder")
+    assert (tmp_path / "a-file").read_text() == "not a folder"
