@@ -24,18 +24,28 @@ def _children_cpu() -> float:
 def wrk_load(url: str, texts: list[str], concurrency: int, duration: float, per_request: int) -> dict[str, Any]:
     """``concurrency`` connections on one wrk thread for ``duration`` seconds, in the result shape of the Python
     generator's ``load`` (wrk has no request budget: it stops by time), plus wrk's own CPU seconds."""
+    bodies = [
+        json.dumps({"text": chunk[0]} if per_request == 1 else {"texts": chunk})
+        for i in range(0, len(texts), per_request)
+        if len(chunk := texts[i : i + per_request]) == per_request
+    ]
+    result = wrk_post(url, "/predict", bodies, concurrency, duration)
+    result["texts_per_second"] = round(result["ok"] * per_request / result["wall_seconds"], 1)
+    return result
+
+
+def wrk_post(url: str, path: str, bodies: list[str], concurrency: int, duration: float) -> dict[str, Any]:
+    """wrk POSTing ``bodies`` (JSON strings, in turn) to ``url + path``: one text per request, so texts/s is the
+    ok answers per second. A non-2xx answer counts as an error (wrk's "status")."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise SystemExit("wrk is not installed (apt-get install wrk); or use --generator python")
-    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as bodies:
-        for i in range(0, len(texts), per_request):
-            chunk = texts[i : i + per_request]
-            if len(chunk) == per_request:
-                bodies.write(json.dumps({"text": chunk[0]} if per_request == 1 else {"texts": chunk}) + "\n")
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as file:
+        file.writelines(body + "\n" for body in bodies)
     cpu = _children_cpu()
     command = [wrk, "-t1", f"-c{concurrency}", f"-d{int(duration)}s", "--timeout", "60s", "-s", str(LUA), url]
-    done = subprocess.run([*command, "--", bodies.name], capture_output=True, text=True, timeout=duration + 120)
-    Path(bodies.name).unlink()
+    done = subprocess.run([*command, "--", file.name, path], capture_output=True, text=True, timeout=duration + 120)
+    Path(file.name).unlink()
     line = next((x for x in done.stdout.splitlines() if x.startswith("WRK_JSON ")), None)
     if done.returncode != 0 or line is None:
         raise SystemExit(f"wrk failed ({done.returncode}): {done.stderr[-2000:] or done.stdout[-2000:]}")
@@ -52,7 +62,7 @@ def wrk_load(url: str, texts: list[str], concurrency: int, duration: float, per_
         "wall_seconds": round(wall, 2),
         "stopped_by": "time limit",
         "requests_per_second": round(stats["requests"] / wall, 1),
-        "texts_per_second": round(ok * per_request / wall, 1),
+        "texts_per_second": round(ok / wall, 1),
         "latency_ms": {
             "p50": round(stats["p50_us"] / 1000, 2),
             "p90": round(stats["p90_us"] / 1000, 2),
@@ -61,7 +71,7 @@ def wrk_load(url: str, texts: list[str], concurrency: int, duration: float, per_
             "mean": round(stats["mean_us"] / 1000, 2),
         },
         "generator_cpu_seconds": round(_children_cpu() - cpu, 2),
-        "command": " ".join([*command, "--", "BODIES.jsonl"]),
+        "command": " ".join([*command, "--", "BODIES.jsonl", path]),
     }
 
 

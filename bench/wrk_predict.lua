@@ -1,16 +1,18 @@
--- wrk script for bench_api_load.py --generator wrk: POST /predict with the JSON bodies of the file named after
--- `--` (one per line), in turn; at the end one line "WRK_JSON {...}" with the counts and latency percentiles (us).
-local bodies, i = {}, 0
+-- wrk script for bench_api_load.py --generator wrk (and bench_side_by_side.py): POST the JSON bodies of the file
+-- named after `--` (one per line), in turn, to the path given second (default /predict); at the end one line
+-- "WRK_JSON {...}" with the counts and latency percentiles (us).
+local bodies, i, path = {}, 0, "/predict"
 
 function init(args)
   for line in io.lines(args[1]) do
     bodies[#bodies + 1] = line
   end
+  path = args[2] or path
 end
 
 function request()
   i = i % #bodies + 1
-  return wrk.format("POST", "/predict", { ["Content-Type"] = "application/json" }, bodies[i])
+  return wrk.format("POST", path, { ["Content-Type"] = "application/json" }, bodies[i])
 end
 
 function done(summary, latency, requests)

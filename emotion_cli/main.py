@@ -80,9 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nerror: {exc}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted: {INTERRUPTED.get(args.command, 'stopped')}", file=sys.stderr)
+        log_file = console.run_log()  # on the same line: an interruption ends in one line
+        where = f" (log: {log_file})" if log_file is not None else ""
+        print(f"\ninterrupted: {INTERRUPTED.get(args.command, 'stopped')}{where}", file=sys.stderr)
         code = 130  # 128 + SIGINT, as a shell reports it
     finally:
-        if code != 0 and (log_file := console.run_log()) is not None:
+        if code not in (0, 130) and (log_file := console.run_log()) is not None:
             print(f"log: {log_file}", file=sys.stderr)
     return code

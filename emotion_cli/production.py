@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from emotion_cli.common import AddCommand, config, quiet_user_error_tracebacks
+from pipeline import console
 from pipeline.errors import PipelineError
 
 
@@ -54,6 +55,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.backend:  # read with the config, so a wrong name is refused like a wrong --set score.backend
         args.set = [*(args.set or []), f"score.backend={args.backend}"]
     cfg = config(args)
+    # the job's own lines (which model, how many texts scored) and the libraries' go to a log file, as `run` does;
+    # the console keeps the summary and our warnings. Written only once a record comes: a refused job creates nothing
+    console.setup(args.verbose, console.later_log(cfg.artifacts / "logs", "score"), delay=True)
     engine = args.engine or cfg.score.engine
     address = args.address or (cfg.score.ray_address if engine == "ray" else None)
     summary = score_files(
@@ -67,8 +71,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         address,
         overwrite=args.overwrite,
     )
+    log_file = console.run_log()
     if args.json:  # flushed now: a Ray driver's exit can skip the flush of a piped stdout (seen once in CI)
-        print(json.dumps(summary.to_dict(), indent=2), flush=True)
+        print(json.dumps(summary.to_dict() | {"log_file": log_file and str(log_file)}, indent=2), flush=True)
         return 0
     blank = f", {summary.blank_records} blank records left out" if summary.blank_records else ""
     print(
@@ -77,6 +82,10 @@ def cmd_score(args: argparse.Namespace) -> int:
         f"{summary.texts_per_second:.0f} texts/s; {summary.resumed_shards} of {summary.shards} shards resumed, "
         f"{summary.skipped_invalid} skipped{blank})"
     )
+    if summary.parity:
+        print(f"parity    {summary.parity['reason']}")
+    if log_file is not None:
+        print(f"log       {log_file}")
     return 0
 
 

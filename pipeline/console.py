@@ -70,18 +70,28 @@ class ConsoleHandler(logging.StreamHandler):
 
 
 class RunLogHandler(logging.FileHandler):
-    """The per-run log file (a class of its own so the flow can find it and attach it to the MLflow run)."""
+    """The per-run log file (a class of its own so the flow can find it and attach it to the MLflow run).
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, encoding="utf-8")
+    ``delay``: the file and its folder are created by the first record, so a command refused by its own checks
+    (which raise, not log) leaves nothing behind.
+    """
+
+    def __init__(self, path: Path, delay: bool = False) -> None:
+        super().__init__(path, encoding="utf-8", delay=delay)
         self.setFormatter(DETAILED)
+
+    def _open(self) -> Any:
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))  # the file is attached to the MLflow run: no passwords in URIs
 
 
-def setup(verbose: bool, log_file: Path | None = None) -> None:
+def setup(verbose: bool, log_file: Path | None = None, delay: bool = False) -> None:
     """Route logging: everything to the console, or (with ``log_file`` and not verbose) stage lines only.
+
+    ``delay`` writes ``log_file`` only once a record arrives (``RunLogHandler``).
 
     Installed before Prefect is imported: Prefect then leaves the root logger's handlers alone.
     """
@@ -92,7 +102,7 @@ def setup(verbose: bool, log_file: Path | None = None) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.addHandler(ConsoleHandler(everything=verbose or log_file is None))
     if log_file is not None:
-        root.addHandler(RunLogHandler(log_file))
+        root.addHandler(RunLogHandler(log_file, delay))
     for noisy in ("httpx", "great_expectations", "sqlalchemy", "alembic", "huey"):  # API calls, SQL, registrations
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -109,6 +119,12 @@ def new_run_log(folder: Path) -> Path:
         except FileExistsError:
             continue
     raise FileExistsError(f"no free log file name for {stem} in {folder}")
+
+
+def later_log(folder: Path, prefix: str) -> Path:
+    """A log file name in ``folder`` for ``setup(..., delay=True)``: nothing is created now, so the process id
+    (not a probe of free names, as ``new_run_log`` does) keeps two commands started in the same second apart."""
+    return folder / f"{prefix}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
 
 
 def libraries_to_log() -> None:
@@ -128,9 +144,9 @@ def libraries_to_log() -> None:
 
 
 def run_log() -> Path | None:
-    """The per-run log file this process writes, if any."""
+    """The per-run log file this process writes, if any (a delayed one once it has been written)."""
     for handler in logging.getLogger().handlers:
-        if isinstance(handler, RunLogHandler):
+        if isinstance(handler, RunLogHandler) and Path(handler.baseFilename).exists():
             return Path(handler.baseFilename)
     return None
 

@@ -18,6 +18,10 @@ from pipeline.errors import PipelineError
 from pipeline.model.onnx_export import feed, session
 from pipeline.model.outputs import OutputPolicy, check_texts, length_sorted_batches
 
+# padded tokens per forward pass: ORT's activations grow with rows x length (attention with length squared), so 64
+# texts cut at 128 tokens took the MiniLM session from 205 to 638 MiB; with this cap they run 16 at a time (344 MiB),
+# and texts of up to 32 tokens, most of the emotion data, still 64 (speed unchanged within noise; bench/README.md)
+MAX_BATCH_TOKENS = 2048
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 
@@ -118,7 +122,8 @@ class OnnxPredictor:
         if not texts:
             return out
         encodings = self.tokenizer.encode(texts)
-        for batch in length_sorted_batches([len(e.ids) for e in encodings], self.batch_size):
+        lengths = [len(e.ids) for e in encodings]
+        for batch in length_sorted_batches(lengths, self.batch_size, MAX_BATCH_TOKENS):
             inputs = self.tokenizer.pad([encodings[i] for i in batch])
             out[batch] = self.session.run(["logits"], feed(self.input_names, inputs))[0]
         return out

@@ -19,10 +19,18 @@ from pipeline.errors import PipelineError
 MULTI_LABEL = "multi_label_classification"  # a Hugging Face config's problem_type for sigmoid outputs
 
 
-def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length, so padding is minimal."""
+def length_sorted_batches(lengths: list[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
+    """Indices grouped into batches of similar length, so padding is minimal; with ``max_tokens``, a batch also
+    holds at most that many padded tokens (rows x its longest length), so long texts come in fewer rows."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if max_tokens is None:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[list[int]] = [[]]
+    for i in order:  # ascending: the text added is the batch's longest
+        if batches[-1] and (len(batches[-1]) >= batch_size or (len(batches[-1]) + 1) * lengths[i] > max_tokens):
+            batches.append([])
+        batches[-1].append(i)
+    return batches if order else []
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -77,3 +77,36 @@ def test_verbose_shows_everything_on_the_console_too(tmp_path: Path, capsys: pyt
 def test_run_logs_started_in_the_same_second_get_their_own_files(tmp_path: Path) -> None:
     paths = {console.new_run_log(tmp_path) for _ in range(3)}
     assert len(paths) == 3 and all(p.name.startswith("run-") and p.suffix == ".log" for p in paths)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx-fp32"])
+def test_score_keeps_its_job_lines_in_its_log_file_off_the_console(
+    tmp_path: Path, tiny_classifier_dir: Path, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    import emotion_cli as cli
+    from tests.conftest import PARAMS
+
+    (tmp_path / "in.csv").write_text("text\ni am happy\ni am sad\n")
+    args = ["score", str(tmp_path / "in.csv"), "-o", str(tmp_path / "out.csv"), "--model", str(tiny_classifier_dir)]
+    args += ["--backend", backend, "--config", str(PARAMS), "--set", f"project_dir={tmp_path}"]
+    assert cli.main(args) == 0
+
+    out, err = capsys.readouterr()
+    assert "pipeline.scoring" not in out + err and " INFO " not in out + err
+    assert out.startswith("scored 2 of 2 texts")
+    (log_file,) = (tmp_path / "artifacts" / "logs").glob("score-*.log")
+    assert f"log       {log_file}" in out
+    assert "pipeline.scoring.job: scored 2 texts" in log_file.read_text()
+
+
+def test_a_refused_score_creates_no_log_file(
+    tmp_path: Path, tiny_classifier_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import emotion_cli as cli
+    from tests.conftest import PARAMS
+
+    (tmp_path / "in.csv").write_text("text\ni am happy\n")
+    args = ["score", str(tmp_path / "in.csv"), "-o", str(tmp_path / "in.csv"), "--model", str(tiny_classifier_dir)]
+    assert cli.main([*args, "--config", str(PARAMS), "--set", f"project_dir={tmp_path}"]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]

@@ -175,3 +175,15 @@ def test_resuming_with_another_backend_starts_over(
         onnx = scored(project, learned_model_dir, "onnx-fp32")
     assert "was scored with other backend: starting over" in caplog.text
     assert onnx["label"].tolist() == torch_scores["label"].tolist()
+
+
+def test_a_token_budget_cuts_long_texts_into_smaller_batches() -> None:
+    from pipeline.model.outputs import length_sorted_batches
+
+    lengths = [128] * 40 + [10] * 100 + [30] * 5
+    batches = length_sorted_batches(lengths, 64, max_tokens=2048)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    assert all(len(b) * max(lengths[i] for i in b) <= 2048 for b in batches)
+    assert [len(b) for b in batches] == [64, 41, 16, 16, 8]  # short texts 64 at a time, 128-token ones 16
+    assert length_sorted_batches([3000], 64, max_tokens=2048) == [[0]]  # a text over the budget goes alone
+    assert length_sorted_batches([], 64, max_tokens=2048) == []
