@@ -94,20 +94,23 @@ def export_in_subprocess(folder: Path, out: Path) -> Path:
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline.model.onnx_export", str(folder), str(partial)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0 or not partial.exists():
+    try:
+        onnx_export_child(str(folder), str(partial), failed=f"exporting {folder} to ONNX", fix="--backend torch")
+    except PipelineError:
         partial.unlink(missing_ok=True)
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        raise PipelineError(
-            f"exporting {folder} to ONNX failed ({lines[-1] if lines else f'exit {done.returncode}'}): "
-            "score with --backend torch"
-        )
+        raise
     partial.replace(out)
     return out
+
+
+def onnx_export_child(*args: str, failed: str, fix: str) -> None:
+    """``python -m pipeline.model.onnx_export ARGS`` in a child process, whose memory (and, for an export, torch)
+    is returned when it ends; its last stderr line names a failure as ``failed (...): score with fix``."""
+    out = Path(args[-1])
+    done = subprocess.run([sys.executable, "-m", "pipeline.model.onnx_export", *args], capture_output=True, text=True)
+    if done.returncode != 0 or not out.exists():
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        raise PipelineError(f"{failed} failed ({lines[-1] if lines else f'exit {done.returncode}'}): score with {fix}")
 
 
 class Answered:
@@ -129,17 +132,7 @@ class Answered:
 def quantize_in_subprocess(fp32: Path, out: Path) -> Path:
     """``onnx_export.quantize_int8`` in a child process: quantizing loads the graph into Python (onnx) and copies
     it, which took the scoring process to 568 MiB with MiniLM; the child's memory is returned when it ends."""
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline.model.onnx_export", "--int8", str(fp32), str(out)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0 or not out.exists():
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        raise PipelineError(
-            f"quantizing {fp32} to int8 failed ({lines[-1] if lines else f'exit {done.returncode}'}): "
-            "score with --backend onnx-fp32"
-        )
+    onnx_export_child("--int8", str(fp32), str(out), failed=f"quantizing {fp32} to int8", fix="--backend onnx-fp32")
     return out
 
 
