@@ -72,7 +72,7 @@ def resolve(spec: str | None, registry: Registry) -> ModelRef:
     spec = spec.strip()
     if not spec:
         raise PipelineError(f"--model is empty: give {FORMS}")
-    if Path(spec).expanduser().exists():
+    if names_folder(spec):
         return from_folder(Path(spec))
     if spec.startswith("@"):
         return by_alias(registry, registry.model, spec[1:])
@@ -88,6 +88,11 @@ def resolve(spec: str | None, registry: Registry) -> ModelRef:
     if "://" in spec or re.match(r"^\w+:/", spec):
         raise PipelineError(f"--model {spec!r} is not a model folder, {REGISTRY_FORMS}")
     raise UnknownModel(f"no model folder {spec} (and it is not {REGISTRY_FORMS})")
+
+
+def names_folder(spec: str | None) -> bool:
+    """Whether ``spec`` is a local path (``resolve`` reads it as a model folder, with no store asked)."""
+    return spec is not None and bool(spec.strip()) and Path(spec.strip()).expanduser().exists()
 
 
 def from_folder(folder: Path) -> ModelRef:

@@ -2,7 +2,8 @@
 the scoring process (``onnx-fp32``, ``onnx-int8``), which keeps `emotion score` about 400 MB smaller
 (262 MB on a 1 GB file with a tiny model, 402 MiB with MiniLM; docs/formats.md).
 
-The ONNX file is the registered version's logged ``onnx/model.onnx``. A model folder without one (or a version
+The ONNX file is the registered version's logged ``onnx/model.onnx``, downloaded with the version in a child process
+(``registered``), so the scoring process imports neither MLflow nor torch. A model folder without one (or a version
 registered without it) is exported once, in a subprocess that loads torch while this process does not, checked
 against the torch model's logits and cached under ``artifacts/onnx/<folder digest>/``. onnx-int8 is that file
 quantized dynamically (as serving's onnx-int8) and is used only after the serving parity check against fp32 on
@@ -12,21 +13,25 @@ the job with the reason. There is no silent fallback to another backend.
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pipeline.config import Config
 from pipeline.errors import PipelineError
-from pipeline.registry.model_spec import ModelRef
+from pipeline.registry.connection import RegistryUnavailable
+from pipeline.registry.model_spec import ModelRef, UnknownModel
 
 log = logging.getLogger(__name__)
 
 TORCH, ONNX_FP32, ONNX_INT8 = "torch", "onnx-fp32", "onnx-int8"  # score.backend (the config checks the name)
 ONNX_CACHE = "onnx"  # under artifacts_dir: one exported model.onnx per model folder digest
+REFUSED = 3  # a child's exit code for a user error it wrote to its output file (1 and 2 are Python's own)
+USER_ERRORS = {error.__name__: error for error in (PipelineError, UnknownModel, RegistryUnavailable)}
 
 
 @dataclass(frozen=True)
@@ -50,13 +55,14 @@ def scorer(model: ModelRef, chosen: ScoringModel, precision: str, max_length: in
     return OnnxPredictor(model.folder, chosen.onnx_file, chosen.backend, max_length, batch_size)
 
 
-def choose(cfg: Config, model: ModelRef, work: Path) -> ScoringModel:
-    """The scoring model for ``cfg.score.backend``: the ONNX file found or exported, int8 quantized into ``work``
-    and parity-checked; a PipelineError when it cannot be had or fails the check."""
+def choose(cfg: Config, model: ModelRef, work: Path, logged: Path | None = None) -> ScoringModel:
+    """The scoring model for ``cfg.score.backend``: the ONNX file (``logged`` with the version, else found or
+    exported), int8 quantized into ``work`` and parity-checked; a PipelineError when it cannot be had or fails the
+    check."""
     backend = cfg.score.backend
     if backend == TORCH:
         return ScoringModel(TORCH)
-    fp32 = onnx_file(model, cfg.artifacts / ONNX_CACHE, work)
+    fp32 = onnx_file(model, cfg.artifacts / ONNX_CACHE, logged)
     if backend == ONNX_FP32:
         return ScoringModel(ONNX_FP32, fp32)
     int8 = quantize_in_subprocess(fp32, work / "model-int8.onnx")
@@ -64,18 +70,16 @@ def choose(cfg: Config, model: ModelRef, work: Path) -> ScoringModel:
     return ScoringModel(ONNX_INT8, int8, report)
 
 
-def onnx_file(model: ModelRef, cache: Path, work: Path) -> Path:
-    """The version's logged ONNX export (downloaded into ``work``), else the cached export of its folder, else a
-    new export into that cache."""
+def onnx_file(model: ModelRef, cache: Path, logged: Path | None) -> Path:
+    """The version's ``logged`` ONNX export, else the cached export of its folder, else a new export into that
+    cache."""
     from pipeline.model.onnx_export import ONNX_FILE
-    from pipeline.registry import model_spec, run_log
+    from pipeline.registry import model_spec
 
     assert model.folder is not None
-    if model.record is not None:
-        logged = run_log.download_onnx(getattr(model.record, "run_id", None), work)
-        if logged is not None:
-            log.info("scoring with the ONNX export logged with %s version %s", model.name, model.version)
-            return logged
+    if logged is not None:
+        log.info("scoring with the ONNX export logged with %s version %s", model.name, model.version)
+        return logged
     cached = cache / model_spec.folder_version(model.folder) / ONNX_FILE
     if cached.exists():
         log.info("scoring with the cached ONNX export %s", cached)
@@ -95,7 +99,8 @@ def export_in_subprocess(folder: Path, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     try:
-        onnx_export_child(str(folder), str(partial), failed=f"exporting {folder} to ONNX", fix="--backend torch")
+        args = str(folder), str(partial)
+        in_child("pipeline.model.onnx_export", *args, failed=f"exporting {folder} to ONNX", fix="--backend torch")
     except PipelineError:
         partial.unlink(missing_ok=True)
         raise
@@ -103,14 +108,25 @@ def export_in_subprocess(folder: Path, out: Path) -> Path:
     return out
 
 
-def onnx_export_child(*args: str, failed: str, fix: str) -> None:
-    """``python -m pipeline.model.onnx_export ARGS`` in a child process, whose memory (and, for an export, torch)
-    is returned when it ends; its last stderr line names a failure as ``failed (...): score with fix``."""
+def in_child(module: str, *args: str, failed: str, fix: str) -> None:
+    """``python -m MODULE ARGS`` in a child process, whose memory and imports (torch for an export, onnx for a
+    quantization, MLflow for a registered version) are returned when it ends; the last of ``ARGS`` is the file it
+    writes. A child that refuses (exit ``REFUSED``, see ``refuse``) has its error raised here as it was raised
+    there; any other failure is named by its last stderr line as ``failed (...): score with fix``."""
     out = Path(args[-1])
-    done = subprocess.run([sys.executable, "-m", "pipeline.model.onnx_export", *args], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True)
+    if done.returncode == REFUSED and out.exists():
+        refused = json.loads(out.read_text())
+        raise USER_ERRORS.get(refused["error"], PipelineError)(refused["message"])
     if done.returncode != 0 or not out.exists():
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
         raise PipelineError(f"{failed} failed ({lines[-1] if lines else f'exit {done.returncode}'}): score with {fix}")
+
+
+def refuse(out: Path, error: PipelineError) -> NoReturn:
+    """In a child run by ``in_child``: hand a user error (its kind and message) to the parent, which raises it."""
+    out.write_text(json.dumps({"error": type(error).__name__, "message": str(error)}))
+    sys.exit(REFUSED)
 
 
 class Answered:
@@ -132,7 +148,8 @@ class Answered:
 def quantize_in_subprocess(fp32: Path, out: Path) -> Path:
     """``onnx_export.quantize_int8`` in a child process: quantizing loads the graph into Python (onnx) and copies
     it, which took the scoring process to 568 MiB with MiniLM; the child's memory is returned when it ends."""
-    onnx_export_child("--int8", str(fp32), str(out), failed=f"quantizing {fp32} to int8", fix="--backend onnx-fp32")
+    args = "--int8", str(fp32), str(out)
+    in_child("pipeline.model.onnx_export", *args, failed=f"quantizing {fp32} to int8", fix="--backend onnx-fp32")
     return out
 
 

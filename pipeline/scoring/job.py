@@ -68,6 +68,18 @@ def _skip_invalid(cfg: Config) -> bool:
     return severity.text_not_blank != "error" and severity.text_not_null != "error"
 
 
+def _pinned_model(cfg: Config, spec: str | None, work: Path) -> tuple[ModelRef, Path | None]:
+    """The model ``spec`` names, pinned to one version, and its logged ONNX export if already downloaded. For the
+    ONNX backends a registered version is resolved and downloaded (with that export) in a child process, so the
+    scoring process never imports MLflow (``registered``); torch resolves here and downloads after the manifest."""
+    if cfg.score.backend == backends.TORCH or model_spec.names_folder(spec):
+        return model_spec.resolve(spec, model_spec.Registry.of(cfg.registry)), None
+    from pipeline.scoring.registered import fetch_in_child
+
+    fetched = fetch_in_child(cfg.registry, spec, work)
+    return fetched.model, fetched.onnx_file
+
+
 def _run_engine(
     cfg: Config,
     engine: str,
@@ -123,26 +135,27 @@ def score_files(
     managed = paths.managed_folders(cfg.write_folders(), project, paths.sqlite_folder(cfg.tracking_uri))
     paths.check_output(output, flag="--output", inputs=files, managed=managed, overwrite=overwrite)
     size = chunk_size or cfg.score.chunk_size
-    resolved = model_spec.resolve(model, model_spec.Registry.of(cfg.registry))
-    parts = shards.parts_dir(output)
-    done = set(shards.prepare(parts, _manifest(files, resolved, cfg, size, id_column)))
-    with shards.kept_only_with_shards(parts), tempfile.TemporaryDirectory(prefix="emotion-score-model-") as tmp:
-        resolved = model_spec.download(resolved, Path(tmp))
-        chosen = backends.choose(cfg, resolved, Path(tmp))
-        log.info(
-            "scoring %d file(s) with %s version %s into %s (engine %s, backend %s)",
-            len(files),
-            resolved.name,
-            resolved.version,
-            output,
-            engine,
-            chosen.backend,
-        )
-        scoring_start = time.perf_counter()
-        shard_paths, scored_now, nodes = _run_engine(
-            cfg, engine, address, files, parts, done, resolved, size, id_column, chosen
-        )
-        scoring_seconds = time.perf_counter() - scoring_start
+    with tempfile.TemporaryDirectory(prefix="emotion-score-model-") as tmp:
+        resolved, logged_onnx = _pinned_model(cfg, model, Path(tmp))
+        parts = shards.parts_dir(output)
+        done = set(shards.prepare(parts, _manifest(files, resolved, cfg, size, id_column)))
+        with shards.kept_only_with_shards(parts):
+            resolved = model_spec.download(resolved, Path(tmp))
+            chosen = backends.choose(cfg, resolved, Path(tmp), logged_onnx)
+            log.info(
+                "scoring %d file(s) with %s version %s into %s (engine %s, backend %s)",
+                len(files),
+                resolved.name,
+                resolved.version,
+                output,
+                engine,
+                chosen.backend,
+            )
+            scoring_start = time.perf_counter()
+            shard_paths, scored_now, nodes = _run_engine(
+                cfg, engine, address, files, parts, done, resolved, size, id_column, chosen
+            )
+            scoring_seconds = time.perf_counter() - scoring_start
     counts = [shards.shard_counts(p) for p in shard_paths]
     label_counts: Counter[str] = writer.finish(parts, shard_paths, output, cfg.data.label_separator)
     seconds = time.perf_counter() - start
