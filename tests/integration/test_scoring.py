@@ -79,13 +79,15 @@ def test_killed_run_resumes_without_rescoring_finished_shards(
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_flow_scores_with_the_champion_and_logs_an_mlflow_run(tmp_path: Path, learned_model_dir: Path) -> None:
+@pytest.mark.parametrize("backend", ["torch", "onnx-fp32"])  # onnx: the version is fetched in a child process
+def test_flow_scores_with_the_champion_and_logs_an_mlflow_run(
+    tmp_path: Path, learned_model_dir: Path, backend: str
+) -> None:
     from flows.scoring import scoring_flow
     from pipeline.registry import connection, model_versions, run_log
 
-    cfg = load_config(
-        PARAMS, [f"project_dir={tmp_path}", f"mlflow.lock_file={tmp_path}/mlflow/registry.lock"], environ={}
-    )
+    sets = [f"project_dir={tmp_path}", f"mlflow.lock_file={tmp_path}/mlflow/registry.lock", f"score.backend={backend}"]
+    cfg = load_config(PARAMS, sets, environ={})
     client = connection.client(cfg.registry)
     run_id = client.create_run(connection.experiment_id(cfg.registry, client)).info.run_id
     labels = ["sadness", "joy", "love", "anger", "fear", "surprise"]
@@ -102,6 +104,7 @@ def test_flow_scores_with_the_champion_and_logs_an_mlflow_run(tmp_path: Path, le
     assert output.parent == tmp_path / "artifacts" / "scores" and output.suffix == ".parquet"
     frame = pd.read_parquet(output)
     assert len(frame) == rows and set(frame["model_version"]) == {version} == {result["model_version"]}
+    assert result["backend"] == backend
     assert set(frame["model_name"]) == {cfg.mlflow.registered_model}
     run = client.get_run(result["mlflow_run_id"])
     assert client.get_experiment(run.info.experiment_id).name == "emotion-scoring"
