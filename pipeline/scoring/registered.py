@@ -49,11 +49,13 @@ def fetch_in_child(registry: RegistrySettings, spec: str | None, work: Path) -> 
     of the private temporary folder, not on the command line, where a URI's password would show in `ps`."""
     request, out = work / REQUEST, work / FETCHED
     request.write_text(json.dumps({"spec": spec, "registry": asdict(registry), "work": str(work)}, default=str))
-    shown = spec or "@champion"
-    log.info("fetching %s from the registry in a child process (the MLflow client stays out of this one)", shown)
+    shown = spec or "@champion"  # logged only once fetched: a refused job writes no log file (console.later_log)
     fix = "a model folder (--model DIR) or --backend torch"
     backends.in_child(MODULE, str(request), str(out), failed=f"fetching --model {shown}", fix=fix)
     found = json.loads(out.read_text())
+    log.info(
+        "fetched %s (version %s) in a child process: the MLflow client stays out of this one", shown, found["version"]
+    )
     onnx_file = found["onnx_file"]
     return Fetched(
         found["name"],

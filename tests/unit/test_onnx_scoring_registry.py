@@ -97,10 +97,12 @@ def test_a_missing_version_is_the_same_one_line_error(
     project = Path(store.project_dir)
     out = project / "missing.parquet"
     sets = [item for value in onnx_sets(store) for item in ("--set", value)]
+    logs = set((project / "artifacts" / "logs").glob("*"))
     assert cli.main(["score", str(project / "in.csv"), "-o", str(out), "--model", spec, *sets]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not out.exists() and not (project / "missing.parquet.parts").exists()
+    assert set((project / "artifacts" / "logs").glob("*")) == logs  # a refused job writes no log file
 
 
 def test_a_failing_store_is_still_a_store_failure(store: Config) -> None:
