@@ -16,6 +16,7 @@ import logging
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import RegistrySettings
 from pipeline.errors import PipelineError
@@ -77,7 +78,7 @@ def fetch(registry: RegistrySettings, spec: str | None, work: Path) -> Fetched:
     return Fetched(ref.name, ref.version, ref.uri, run_id, ref.folder, run_log.download_onnx(run_id, work))
 
 
-def registry_settings(values: dict) -> RegistrySettings:
+def registry_settings(values: dict[str, Any]) -> RegistrySettings:
     """``RegistrySettings`` from its JSON form (paths as strings)."""
     return RegistrySettings(
         **values | {"artifact_root": Path(values["artifact_root"]), "lock_file": Path(values["lock_file"])}
