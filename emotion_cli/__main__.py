@@ -1,8 +1,6 @@
 """``python -m emotion_cli``: the `emotion` command (as ``torchrun -m emotion_cli train`` starts it)."""
 
-import sys
-
-from emotion_cli.main import main
+from emotion_cli.main import entry
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
