@@ -205,6 +205,7 @@ def tiny_overrides(project: Path, model_dir: Path, *extra: str) -> list[str]:
         "gate.min_mft_accuracy=0.0",
         "gate.min_invariance=0.0",
         f"mlflow.lock_file={project}/mlflow/registry.lock",
+        "serve.export_onnx=false",  # the ONNX export at registration: 1.6 s a run; its tests turn it on
         *extra,
     ]
 

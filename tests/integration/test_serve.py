@@ -112,10 +112,11 @@ def trained_registry(folder: Path, tiny_model_dir: Path) -> dict[str, Any]:
 
     project = init_project(folder / "project")
     source = write_cue_folder(folder / "cues", {"train": 600, "validation": 120, "test": 120})
-    cfg = serve_config(project, tiny_model_dir, *FLOW_TRAINING, f"data.source={source}")
+    settings = (*FLOW_TRAINING, f"data.source={source}", "serve.export_onnx=true")  # the onnx-* tests serve it
+    cfg = serve_config(project, tiny_model_dir, *settings)
     with one_torch_thread():
         training_flow(cfg)
-        training_flow(serve_config(project, tiny_model_dir, *FLOW_TRAINING, f"data.source={source}", "train.seed=8"))
+        training_flow(serve_config(project, tiny_model_dir, *settings, "train.seed=8"))
     client = connection.client(cfg.registry)
     model_versions.set_alias(cfg.registry, client, model_versions.CHAMPION, "1")
     return {"project": project, "cfg": cfg, "client": client}
