@@ -229,6 +229,22 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
         yield
 
 
+@pytest.fixture(scope="session")
+def prefect_api(prefect_harness: None) -> str:
+    """The session's Prefect API URL, for `emotion` subprocesses (see ``cli_env``)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return str(PREFECT_API_URL.value())
+
+
+def cli_env(prefect_api: str | None, **extra: str) -> dict[str, str]:
+    """The environment of an `emotion` subprocess: this one's without Prefect settings, then ``prefect_api`` (the
+    session's server: a temporary server started and stopped in each run cost about 8 s of a tiny run's 25) or None
+    (the run starts its own temporary server, as a user's first run does)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    return env | ({"PREFECT_API_URL": prefect_api} if prefect_api else {}) | extra
+
+
 @pytest.fixture
 def prefect_server(tmp_path: Path):
     """`prefect server start` on a free loopback port with its own PREFECT_HOME (sqlite): (API URL, client env)."""

@@ -4,7 +4,6 @@ the parent, cv.json, then the final model evaluated, gated and registered as usu
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from pipeline.config import load_config
 from pipeline.data.ingest import sample_data_dir
 from pipeline.registry import connection
-from tests.conftest import BIN, PARAMS, tiny_overrides
+from tests.conftest import BIN, PARAMS, cli_env, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -31,14 +30,15 @@ def unsplit_sample(path: Path) -> Path:
     return path
 
 
-def test_run_cross_validates_then_registers_the_final_model(project: Path, tiny_model_dir: Path) -> None:
+def test_run_cross_validates_then_registers_the_final_model(
+    project: Path, tiny_model_dir: Path, prefect_api: str
+) -> None:
     source = unsplit_sample(project / "emotions.csv")
     overrides = tiny_overrides(project, tiny_model_dir, f"data.source={source}", "train.max_steps=6")
     args = [str(BIN / "emotion"), "run", "--config", str(PARAMS), "--set", "evaluate.cv_folds=3"]
     for item in overrides:
         args += ["--set", item]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # its own temporary server
-    done = subprocess.run(args, cwd=project, capture_output=True, text=True, env=env, timeout=900)
+    done = subprocess.run(args, cwd=project, capture_output=True, text=True, env=cli_env(prefect_api), timeout=900)
     output = done.stderr + done.stdout
     assert done.returncode == 0, output[-3000:]
     cv_lines = [line for line in output.splitlines() if line.startswith("cross-val ")]

@@ -4,7 +4,6 @@ then the student, which is evaluated, gated and registered. Tiny BERT, sample da
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.registry import connection
-from tests.conftest import BIN, PARAMS, tiny_overrides
+from tests.conftest import BIN, PARAMS, cli_env, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +27,7 @@ def children(cfg, run_id: str) -> list:
 
 
 def test_emotion_run_distill_recipe_trains_teachers_then_registers_the_student(
-    project: Path, tiny_model_dir: Path
+    project: Path, tiny_model_dir: Path, prefect_api: str
 ) -> None:
     from pipeline.config import load_config
 
@@ -43,8 +42,7 @@ def test_emotion_run_distill_recipe_trains_teachers_then_registers_the_student(
     args = [str(BIN / "emotion"), "run", "--json", "--config", str(PARAMS), "--recipe", "emotion-distill"]
     for item in overrides:
         args += ["--set", item]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # its own temporary server
-    done = subprocess.run(args, cwd=project, capture_output=True, text=True, env=env, timeout=900)
+    done = subprocess.run(args, cwd=project, capture_output=True, text=True, env=cli_env(prefect_api), timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     summary = json.loads(done.stdout)
     assert re.search(r"^teachers +seed1 val macro-F1 [0-9.]+, seed2 val macro-F1", done.stderr, re.M), done.stderr

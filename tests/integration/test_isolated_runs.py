@@ -16,7 +16,7 @@ import pytest
 
 from pipeline.data.ingest import sample_data_dir
 from pipeline.registry import connection, run_log
-from tests.conftest import BIN, PARAMS, tiny_overrides
+from tests.conftest import BIN, PARAMS, cli_env, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -43,11 +43,14 @@ def two_sources(folder: Path) -> tuple[Path, Path]:
     return first, second
 
 
-def emotion(project: Path, model_dir: Path, *args: str, extra: tuple[str, ...] = ()) -> subprocess.Popen:
+def emotion(
+    project: Path, model_dir: Path, *args: str, extra: tuple[str, ...] = (), prefect_api: str | None = None
+) -> subprocess.Popen:
+    """`emotion ARGS` in a session of its own, with its own temporary Prefect server unless ``prefect_api``."""
     overrides = tiny_overrides(project, model_dir, *extra)
     command = [str(BIN / "emotion"), *args, "--config", str(PARAMS)] + [x for o in overrides for x in ("--set", o)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env |= {"PATH": f"{BIN}:{env['PATH']}", "OMP_NUM_THREADS": "1", "PREFECT_HOME": str(project.parent / "prefect")}
+    env = cli_env(prefect_api, OMP_NUM_THREADS="1", PREFECT_HOME=str(project.parent / "prefect"))
+    env["PATH"] = f"{BIN}:{env['PATH']}"
     return subprocess.Popen(  # a session of its own: a kill reaches the ephemeral Prefect server too
         command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
@@ -106,7 +109,7 @@ def test_two_runs_at_once_on_different_data_register_their_own_models(
     assert not (project / "artifacts" / "locks" / "project.lock.holder.json").exists()
 
 
-def test_a_killed_run_is_resumed_by_resume_only(project: Path, tiny_model_dir: Path) -> None:
+def test_a_killed_run_is_resumed_by_resume_only(project: Path, tiny_model_dir: Path, prefect_api: str) -> None:
     settings = ("train.epochs=3", "train.eval_every=5")
     victim = emotion(project, tiny_model_dir, "run", "--json", extra=settings)
     runs = project / "artifacts" / "runs"
@@ -120,19 +123,20 @@ def test_a_killed_run_is_resumed_by_resume_only(project: Path, tiny_model_dir: P
     (killed,) = [path.name for path in runs.iterdir()]
     assert not (project / "artifacts" / "latest").exists()  # a killed run publishes nothing
 
-    fresh = finish(emotion(project, tiny_model_dir, "run", "--json", extra=settings))
+    shared = {"extra": settings, "prefect_api": prefect_api}  # after the kill: no temporary server per run
+    fresh = finish(emotion(project, tiny_model_dir, "run", "--json", **shared))
     fresh_dir = Path(fresh["run_dir"])
     assert fresh["run_id"] != killed
     assert json.loads((fresh_dir / "training_summary.json").read_text())["resumed_from_step"] == 0  # not another's
     assert (runs / killed / "checkpoints" / "checkpoint.pt").is_file()
 
-    resumed = finish(emotion(project, tiny_model_dir, "run", "--json", "--resume", killed, extra=settings))
+    resumed = finish(emotion(project, tiny_model_dir, "run", "--json", "--resume", killed, **shared))
     assert resumed["run_id"] == killed and Path(resumed["run_dir"]) == runs / killed
     training = json.loads((runs / killed / "training_summary.json").read_text())
     assert training["resumed_from_step"] >= 5 and training["steps"] == fresh["training"]["steps"]
     assert not (runs / killed / "checkpoints" / "checkpoint.pt").exists()
     assert (project / "artifacts" / "latest").resolve() == runs / killed
 
-    refused = emotion(project, tiny_model_dir, "run", "--resume", killed, extra=settings)
+    refused = emotion(project, tiny_model_dir, "run", "--resume", killed, **shared)
     _, err = refused.communicate(timeout=600)
     assert refused.returncode == 2 and f"run {killed} has finished" in err

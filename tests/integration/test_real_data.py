@@ -4,7 +4,6 @@ reader left out are counted in the validation report and in MLflow (param, metri
 from __future__ import annotations
 
 import json
-import os
 import random
 import shlex
 import subprocess
@@ -14,7 +13,7 @@ import pytest
 
 import emotion_cli as cli
 from pipeline.registry import connection
-from tests.conftest import BIN, PARAMS, tiny_overrides
+from tests.conftest import BIN, PARAMS, cli_env, tiny_overrides
 from tests.synthetic_text import SEVEN, THINGS, WORDS
 
 pytestmark = pytest.mark.slow
@@ -38,19 +37,23 @@ def published_dataset(path: Path) -> Path:
     return path
 
 
-def emotion_run(project: Path, model_dir: Path, flags: list[str]) -> str:
+def emotion_run(project: Path, model_dir: Path, flags: list[str], prefect_api: str) -> str:
     """`emotion run` with the pasted flags (through a shell's word splitting) plus the tiny-model overrides."""
     args = [str(BIN / "emotion"), "run", "--config", str(PARAMS), *shlex.split(" ".join(flags))]
     for item in tiny_overrides(project, model_dir, "train.learning_rate=1e-2", "train.epochs=3"):
         args += ["--set", item]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(args, capture_output=True, text=True, env=cli_env(prefect_api), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
 
 def test_pipe_file_with_40_extra_columns_trains_by_inspected_flags(
-    tmp_path: Path, project: Path, tiny_model_dir: Path, tiny_config, capsys: pytest.CaptureFixture
+    tmp_path: Path,
+    project: Path,
+    tiny_model_dir: Path,
+    tiny_config,
+    capsys: pytest.CaptureFixture,
+    prefect_api: str,
 ) -> None:
     source = published_dataset(tmp_path / "emotions.txt")
     assert cli.main(["inspect", str(source), "--json", "--config", str(PARAMS)]) == 0
@@ -66,7 +69,7 @@ def test_pipe_file_with_40_extra_columns_trains_by_inspected_flags(
     ]
     assert inspection["malformed_count"] == 2 and [m["line"] for m in inspection["malformed"]] == [6, 51]
 
-    out = emotion_run(project, tiny_model_dir, inspection["flags"])
+    out = emotion_run(project, tiny_model_dir, inspection["flags"], prefect_api)
     assert "rows {'train': 112, 'validation': 14, 'test': 14}" in out
 
     report = (project / "artifacts" / "latest" / "reports" / "validation_report.md").read_text()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from tests.conftest import (
     BIN,
     FLOW_TRAINING,
     PARAMS,
+    cli_env,
     copy_sample,
     one_torch_thread,
     tiny_overrides,
@@ -174,13 +174,14 @@ def test_corrupted_data_stops_at_validation_and_registers_nothing(tiny_config, t
     assert (latest / "prepared" / "test.jsonl").read_text() != ""  # the good run's outputs kept
 
 
-def test_cli_refuses_corrupted_data_without_traceback(tmp_path: Path, project: Path, tiny_model_dir: Path) -> None:
+def test_cli_refuses_corrupted_data_without_traceback(
+    tmp_path: Path, project: Path, tiny_model_dir: Path, prefect_api: str
+) -> None:
     bad = corrupt(copy_sample(tmp_path / "bad"))
     args = [str(BIN / "emotion"), "run", "--config", str(PARAMS)]
     for item in tiny_overrides(project, tiny_model_dir, f"data.source={bad}"):
         args += ["--set", item]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(args, capture_output=True, text=True, env=cli_env(prefect_api), timeout=300)
 
     assert done.returncode == 3, done.stderr[-2000:]
     assert "error: data validation failed" in done.stderr

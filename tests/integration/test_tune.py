@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -13,7 +12,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.registry import connection
-from tests.conftest import BIN, PARAMS, tiny_overrides
+from tests.conftest import BIN, PARAMS, cli_env, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -26,25 +25,27 @@ SMALL_SPACE = [  # merged over params.yaml's space: short trials, and several ev
 ]
 
 
-def emotion(project: Path, command: str, overrides: list[str], *extra: str) -> str:
+def emotion(project: Path, command: str, overrides: list[str], *extra: str, prefect_api: str) -> str:
     started = time.perf_counter()
     args = [str(BIN / "emotion"), command, "--config", str(PARAMS), *extra]
     for item in overrides:
         args += ["--set", item]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "OPTUNA_"))}
+    env = {k: v for k, v in cli_env(prefect_api).items() if not k.startswith("OPTUNA_")}
     done = subprocess.run(args, cwd=project, capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     print(f"emotion {command}: {time.perf_counter() - started:.0f}s")
     return done.stdout
 
 
-def test_tune_runs_a_study_and_writes_a_recipe_that_run_accepts(project: Path, tiny_model_dir: Path) -> None:
+def test_tune_runs_a_study_and_writes_a_recipe_that_run_accepts(
+    project: Path, tiny_model_dir: Path, prefect_api: str
+) -> None:
     import optuna
 
     searched = ("train.learning_rate=", "train.batch_size=", "train.epochs=")  # --set would win over the recipe
     overrides = [item for item in tiny_overrides(project, tiny_model_dir) if not item.startswith(searched)]
-    emotion(project, "ingest", overrides)
-    output = emotion(project, "tune", overrides + SMALL_SPACE, "--trials", "3")
+    emotion(project, "ingest", overrides, prefect_api=prefect_api)
+    output = emotion(project, "tune", overrides + SMALL_SPACE, "--trials", "3", prefect_api=prefect_api)
 
     trial_lines = [line for line in output.splitlines() if line.startswith("trial ")]
     assert len(trial_lines) == 3, output
@@ -74,7 +75,9 @@ def test_tune_runs_a_study_and_writes_a_recipe_that_run_accepts(project: Path, t
     tuned = load_config(PARAMS, overrides, environ={}, recipes=[str(recipe)])
     assert {name: getattr(tuned.train, name) for name in best.params} == best.params
 
-    summary = emotion(project, "run", overrides + ["train.max_steps=3"], "--recipe", str(recipe))
+    summary = emotion(
+        project, "run", overrides + ["train.max_steps=3"], "--recipe", str(recipe), prefect_api=prefect_api
+    )
     assert "== emotion pipeline run ==" in summary and "training  3 steps" in summary, summary
 
 
@@ -100,7 +103,7 @@ def test_tuning_flow_runs_the_study_as_tasks(project: Path, tiny_model_dir: Path
     assert tuned.train.learning_rate == summary["best_params"]["learning_rate"]
 
 
-def test_two_workers_join_one_study_on_postgresql(project: Path, tiny_model_dir: Path) -> None:
+def test_two_workers_join_one_study_on_postgresql(project: Path, tiny_model_dir: Path, prefect_api: str) -> None:
     """Two `emotion tune` processes at once on one PostgreSQL study, as on two machines (own MLflow stores)."""
     import tempfile
 
@@ -117,7 +120,7 @@ def test_two_workers_join_one_study_on_postgresql(project: Path, tiny_model_dir:
         svc.start(services, names=("postgres",), report=lambda _message: None)
         url = services.database_url("optuna")
         ingest_validated(load_config(PARAMS, small_study(project, tiny_model_dir), environ={}))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"OPTUNA_STORAGE": url}
+        env = cli_env(prefect_api, OPTUNA_STORAGE=url)
         workers = []
         for seed in (1, 2):
             overrides = small_study(project, tiny_model_dir, f"tune.seed={seed}", "tune.study=shared")

@@ -19,7 +19,7 @@ from emotion_cli.main import INTERRUPTED
 from pipeline import paths
 from pipeline.errors import PipelineError
 from pipeline.scoring import shards
-from tests.conftest import BIN, PARAMS, default_sigint, init_project
+from tests.conftest import BIN, PARAMS, cli_env, default_sigint, init_project
 from tests.unit.test_cli import run_cli
 
 
@@ -277,14 +277,15 @@ def _run_args(project: Path, source: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_resuming_a_run_that_failed_validation_is_a_clear_error(tmp_path: Path):
+def test_resuming_a_run_that_failed_validation_is_a_clear_error(tmp_path: Path, prefect_api: str):
     project = init_project(tmp_path / "project")
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\ni feel happy,joy\n   ,sadness\ni am sad,sadness\n")
-    first = run_cli(*_run_args(project, bad), cwd=tmp_path, timeout=180)
+    env = cli_env(prefect_api)
+    first = run_cli(*_run_args(project, bad), cwd=tmp_path, timeout=180, env=env)
     assert first.returncode == 3, first.stderr
     (run_id,) = [p.name for p in (project / "artifacts" / "runs").iterdir()]
-    again = run_cli(*_run_args(project, bad), "--resume", run_id, cwd=tmp_path, timeout=180)
+    again = run_cli(*_run_args(project, bad), "--resume", run_id, cwd=tmp_path, timeout=180, env=env)
     assert again.returncode == 3 and "Traceback" not in again.stderr
     assert next(line for line in again.stderr.splitlines() if line.startswith("error:")).startswith(
         "error: data validation failed"
