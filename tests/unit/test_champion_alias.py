@@ -4,10 +4,13 @@ history and its generation keys, a lost race undone, an unrecorded move recovere
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,8 +22,10 @@ import pytest
 
 from pipeline.config import RegistrySettings
 from pipeline.errors import PipelineError
+from pipeline.ops.lock import held
 from pipeline.registry import champion_alias, connection, model_versions
 from pipeline.registry.champion_alias import GENERATION_TAG, HISTORY_PREFIX, StaleChampion
+from pipeline.registry.connection import RegistryUnavailable
 from tests.mlflow_store import register_versions, registry_on_copy, scratch_folder
 
 MODEL = "emotion-classifier"
@@ -58,6 +63,10 @@ def promote(registry: RegistrySettings, client: Any, version: str, **kwargs: Any
     return champion_alias.promote(registry, client, version, **({"actor": "ann", "reason": "better"} | kwargs))
 
 
+def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "pipeline.registry.champion_alias"]
+
+
 def dead_pid() -> int:
     """The pid of a process of this host that has exited."""
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -86,7 +95,9 @@ class RacingClient:
 
 def test_a_reason_is_required_stripped_and_recorded_without_passwords() -> None:
     for blank in ("", "   \n"):
-        with pytest.raises(PipelineError, match="--reason is empty"):
+        with pytest.raises(
+            PipelineError, match=r"^--reason is empty: say why the champion moves \(it is recorded with"
+        ):
             champion_alias.required_reason(blank)
     assert champion_alias.required_reason("  it is better \n") == "it is better"
     assert champion_alias.required_reason(" see https://u:pw@host/x ") == "see https://u:***@host/x"
@@ -120,7 +131,7 @@ def test_promoting_before_any_model_is_registered_names_the_version(registry: Re
 
 def test_a_version_that_failed_its_gate_is_refused_unless_forced(registry: RegistrySettings) -> None:
     client = register_versions(registry, 1, gate="failed")
-    with pytest.raises(PipelineError, match=f"{MODEL} version 1 failed its gate; use --force"):
+    with pytest.raises(PipelineError, match=f"^{MODEL} version 1 failed its gate; use --force to promote it anyway$"):
         promote(registry, client, "1")
     assert aliases(client) == {}
     assert promote(registry, client, "1", force=True).version == "1"
@@ -144,11 +155,16 @@ def test_a_manual_promotion_needs_the_shadow_evidence_asked_for(folder: Path) ->
     assert promote(registry, client, "2").reason == "better"  # enough evidence: the reason as given
 
 
-def test_forcing_past_missing_shadow_evidence_records_what_was_overridden(folder: Path) -> None:
+def test_forcing_past_missing_shadow_evidence_records_what_was_overridden(
+    folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     registry = registry_on_copy(folder, "gate.min_shadow_samples=10")
     client = register_versions(registry, 1)
-    event = promote(registry, client, "1", force=True)
+    with caplog.at_level(logging.WARNING, logger="pipeline.registry.champion_alias"):
+        event = promote(registry, client, "1", force=True)
     assert event.reason.startswith("better [forced: ") and "shadow-scored on 0 texts" in event.reason
+    problem = event.reason.removeprefix("better [forced: ").removesuffix("]")
+    assert messages(caplog) == [f"promoting anyway (--force): {problem}"]
     assert client.get_model_version(MODEL, "1").tags["promotion_reason"] == event.reason
 
 
@@ -160,7 +176,7 @@ def test_a_champion_other_than_the_one_compared_with_is_stale_and_nothing_change
     promote(registry, client, "1")
     promote(registry, client, "2")
     before = model_tags(client), aliases(client)
-    with pytest.raises(StaleChampion, match=f"the champion moved from {expected} to 2 during this run"):
+    with pytest.raises(StaleChampion, match=f"^the champion moved from {expected} to 2 during this run$"):
         promote(registry, client, "3", expected_champion=expected)
     assert (model_tags(client), aliases(client)) == before
     assert "promoted_at" not in client.get_model_version(MODEL, "3").tags
@@ -177,9 +193,13 @@ def test_the_champion_compared_with_may_be_none_or_the_current_one(registry: Reg
 # a move: aliases, version tags, history, generation
 
 
-def test_the_first_promotion_sets_champion_tags_and_one_history_entry(registry: RegistrySettings) -> None:
+def test_the_first_promotion_sets_champion_tags_and_one_history_entry(
+    registry: RegistrySettings, caplog: pytest.LogCaptureFixture
+) -> None:
     client = register_versions(registry, 1)
-    event = promote(registry, client, "0001", actor="ann", reason="first one", kind="gate")
+    with caplog.at_level(logging.INFO, logger="pipeline.registry.champion_alias"):
+        event = promote(registry, client, "0001", actor="ann", reason="first one", kind="gate")
+    assert messages(caplog)[-1] == f"promoted {MODEL} version 1 to champion (previous: None) by ann: first one"
     assert (event.version, event.previous, event.kind, event.reason) == ("1", None, "gate", "first one")
     assert aliases(client) == {"champion": "1"}  # no previous: there was no champion
     tags = client.get_model_version(MODEL, "1").tags
@@ -189,6 +209,7 @@ def test_the_first_promotion_sets_champion_tags_and_one_history_entry(registry: 
         "promotion_reason": "first one",
         "promotion_kind": "gate",
     }
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", event.at)  # seconds, UTC
     generation = model_tags(client)[GENERATION_TAG]
     number, token = generation.split(":")
     assert number == "1" and len(token) == 12
@@ -256,7 +277,7 @@ def test_a_store_without_the_generation_tag_counts_its_history_entries(registry:
 
 
 def test_history_of_a_model_not_registered_yet_says_so(registry: RegistrySettings) -> None:
-    with pytest.raises(PipelineError, match=f"no registered model '{MODEL}' yet: run `emotion run`"):
+    with pytest.raises(PipelineError, match=f"^no registered model '{MODEL}' yet: run `emotion run`$"):
         champion_alias.history(registry, connection.client(registry))
     assert champion_alias.history(registry, register_versions(registry, 1)) == []
 
@@ -278,13 +299,19 @@ def winner(version: str, previous: str) -> Any:
 
 
 def test_a_move_whose_generation_claim_was_overtaken_is_undone_and_raises(registry: RegistrySettings) -> None:
-    client = register_versions(registry, 4)
+    client = register_versions(registry, 5)
     promote(registry, client, "1")
-    racing = RacingClient(client, winner("3", "2"))
-    with pytest.raises(StaleChampion, match=r"generation 2:\w{12} -> 7:winner, champion 3\): .* version 4 is not"):
-        promote(registry, racing, "4")
-    assert moves(registry, client) == [("1", None, "manual"), ("3", "2", "gate")]  # this move's entry removed
-    assert aliases(client) == {"champion": "3", "previous": "2"}  # as the winner left them
+    promote(registry, client, "2")
+    racing = RacingClient(client, winner("4", "3"))
+    message = (
+        r"^another promotion moved the champion while this one did \(generation 3:\w{12} -> 7:winner, champion 4\)"
+    )
+    with pytest.raises(
+        StaleChampion, match=message + ": this promotion of version 5 is not recorded; see `emotion history`$"
+    ):
+        promote(registry, racing, "5")
+    assert moves(registry, client) == [("1", None, "manual"), ("2", "1", "manual"), ("4", "3", "gate")]
+    assert aliases(client) == {"champion": "4", "previous": "3"}  # as the winner left them
 
 
 def test_a_champion_moved_under_an_unchanged_generation_is_undone_too(registry: RegistrySettings) -> None:
@@ -344,9 +371,10 @@ def test_an_unrecorded_champion_move_is_recorded_as_recovered_by_the_next_move(
         ("3", "2", "manual", "ann"),
     ]
     assert events[1].reason.startswith("champion found on version 2 while history ended at 1: a promotion was")
-    assert events[1].at[:4].isdigit() and events[1].at.endswith("+00:00")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", events[1].at)
     assert any(key.endswith("000001.recovered") for key in history_keys(client))
-    assert "history: champion found on version 2" in caplog.text
+    assert messages(caplog) == [f"history: {events[1].reason}"]
+    assert events[1].reason.endswith("after moving the alias; recorded by the next promotion")
 
 
 def test_a_recovered_move_without_its_promoter_tag_names_an_unknown_actor(registry: RegistrySettings) -> None:
@@ -400,7 +428,8 @@ def test_an_abandoned_lease_is_cleared_and_then_taken(
     with caplog.at_level(logging.WARNING, logger="pipeline.registry.champion_alias"):
         assert not champion_alias._try_lease(registry, client, LEASE, "mine")  # cleared, not yet taken
     assert not client.search_registered_models(f"name='{LEASE}'")
-    assert f"removing the abandoned promotion lease {LEASE}" in caplog.text
+    [message] = messages(caplog)
+    assert message.startswith(f"removing the abandoned promotion lease {LEASE} ({{'") and message.endswith("'})")
     assert champion_alias._try_lease(registry, client, LEASE, "mine")
 
 
@@ -458,7 +487,8 @@ def test_waiting_for_a_held_lease_gives_up_naming_it_and_moves_nothing(
     client = register_versions(registry, 1)
     lease_of(client, token="live", expires=FAR, host=socket.gethostname(), pid=str(os.getpid()))
     monkeypatch.setattr(champion_alias, "LEASE_SECONDS", 0.2)
-    with pytest.raises(PipelineError, match=f"another promotion has held the registered model '{LEASE}' for over 0s"):
+    message = f"^another promotion has held the registered model '{LEASE}' for over 0s; if none is running, delete"
+    with pytest.raises(PipelineError, match=message + " that registered model and promote again$"):
         promote(registry, client, "1")
     assert aliases(client) == {} and client.get_registered_model(LEASE).tags["token"] == "live"
 
@@ -481,22 +511,67 @@ def test_a_promoter_waits_for_the_lease_to_be_given_back(
     assert len(tries) == 3 and aliases(client) == {"champion": "1"}
 
 
+def hide_tag_table(registry: RegistrySettings) -> None:
+    """Break the store as a damaged or half-migrated database is: every registered-model tag read or write fails."""
+    database = registry.tracking_uri.removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(database)) as db, db:
+        db.execute("ALTER TABLE registered_model_tags RENAME TO hidden_tags")
+
+
+def test_a_failing_store_while_taking_the_lease_stops_with_a_clear_error(registry: RegistrySettings) -> None:
+    client = register_versions(registry, 1)
+    hide_tag_table(registry)
+    with pytest.raises(RegistryUnavailable, match=f"failed to take the promotion lease '{LEASE}': MlflowException"):
+        champion_alias._try_lease(registry, client, LEASE, "mine")
+
+
+def test_a_store_failing_while_reading_a_held_lease_stops_with_a_clear_error(registry: RegistrySettings) -> None:
+    client = register_versions(registry, 1)
+    lease_of(client, token="live", expires=FAR)
+
+    class BrokenAfterCreate(RacingClient):
+        def get_registered_model(self, name: str) -> Any:
+            hide_tag_table(registry)
+            return self._client.get_registered_model(name)
+
+    with pytest.raises(RegistryUnavailable, match=f"failed to take the promotion lease '{LEASE}': MlflowException"):
+        champion_alias._try_lease(registry, BrokenAfterCreate(client, None), LEASE, "mine")
+
+
+def test_a_promotion_queues_on_the_local_lock_and_names_its_holder(folder: Path) -> None:
+    registry = registry_on_copy(folder, "lock_timeout=0")
+    client = register_versions(registry, 1)
+    with held(registry.lock_file, "a test holding the lock", 0):
+        message = rf"^promotion: gave up after 0s waiting for {re.escape(str(registry.lock_file))}, held by pid"
+        with pytest.raises(PipelineError, match=f"{message} {os.getpid()} .*a test holding the lock"):
+            promote(registry, client, "1")
+    assert aliases(client) == {}
+    promote(registry, client, "1")
+    assert aliases(client) == {"champion": "1"}
+
+
 # rollback
 
 
 def test_rollback_without_a_previous_champion_is_a_clear_error(registry: RegistrySettings) -> None:
     client = register_versions(registry, 1)
     promote(registry, client, "1")
-    with pytest.raises(PipelineError, match=r"no previous champion to roll back to \(no version has the alias"):
+    with pytest.raises(
+        PipelineError, match=r"^no previous champion to roll back to \(no version has the alias 'previous'\)$"
+    ):
         champion_alias.rollback(registry, client, actor="ann", reason="bad")
     assert aliases(client) == {"champion": "1"} and len(champion_alias.history(registry, client)) == 1
 
 
-def test_rollback_swaps_champion_and_previous_and_is_recorded(registry: RegistrySettings) -> None:
+def test_rollback_swaps_champion_and_previous_and_is_recorded(
+    registry: RegistrySettings, caplog: pytest.LogCaptureFixture
+) -> None:
     client = register_versions(registry, 2)
     promote(registry, client, "1")
     promote(registry, client, "2")
-    event = champion_alias.rollback(registry, client, actor="bob", reason=" worse on fear ")
+    with caplog.at_level(logging.INFO, logger="pipeline.registry.champion_alias"):
+        event = champion_alias.rollback(registry, client, actor="bob", reason=" worse on fear ")
+    assert messages(caplog)[-1] == f"rolled back {MODEL} to version 1 (was 2)"
     assert (event.version, event.previous, event.kind, event.actor) == ("1", "2", "rollback", "bob")
     assert event.reason == "worse on fear"
     assert aliases(client) == {"champion": "1", "previous": "2"}
