@@ -22,6 +22,7 @@ import pytest
 
 from pipeline.config import RegistrySettings
 from pipeline.errors import PipelineError
+from pipeline.ops import faults
 from pipeline.ops.lock import held
 from pipeline.registry import champion_alias, connection, model_versions
 from pipeline.registry.champion_alias import GENERATION_TAG, HISTORY_PREFIX, StaleChampion
@@ -233,10 +234,14 @@ def test_a_long_reason_is_cut_in_the_version_tag_and_kept_whole_in_history(regis
     assert champion_alias.history(registry, client)[0].reason == reason
 
 
-def test_each_move_keeps_the_old_champion_as_previous_and_history_in_order(registry: RegistrySettings) -> None:
+def test_each_move_keeps_the_old_champion_as_previous_and_history_in_order(
+    registry: RegistrySettings, caplog: pytest.LogCaptureFixture
+) -> None:
     client = register_versions(registry, 3)
-    for version in ("1", "2", "3"):
-        promote(registry, client, version)
+    with caplog.at_level(logging.INFO, logger="pipeline.registry.champion_alias"):
+        for version in ("1", "2", "3"):
+            promote(registry, client, version)
+    assert messages(caplog)[-1] == f"promoted {MODEL} version 3 to champion (previous: 2) by ann: better"
     assert aliases(client) == {"champion": "3", "previous": "2"}
     assert moves(registry, client) == [("1", None, "manual"), ("2", "1", "manual"), ("3", "2", "manual")]
     numbers = [key.removeprefix(HISTORY_PREFIX).split(".")[0] for key in history_keys(client)]
@@ -352,6 +357,20 @@ def test_a_lost_race_with_no_history_left_leaves_the_aliases_alone(registry: Reg
     assert aliases(client) == {"champion": "2"}  # nothing recorded to restore from
 
 
+def test_the_fault_point_stands_between_the_alias_move_and_the_version_tags(
+    registry: RegistrySettings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    client = register_versions(registry, 2)
+    marker = tmp_path / "marker"
+    monkeypatch.setattr(faults, "HOLD_SECONDS", 0.0)  # pass the point at once instead of waiting for a kill
+    monkeypatch.setenv(faults.MARKER_VARIABLE, str(marker))
+    promote(registry, client, "1")
+    assert not marker.exists()  # no point named: no stop
+    monkeypatch.setenv(faults.POINT_VARIABLE, "promote.champion_moved")
+    promote(registry, client, "2")
+    assert marker.read_text() == f"promote.champion_moved {os.getpid()}\n"
+
+
 # a move nobody recorded (a promoter killed between the alias and the history entry)
 
 
@@ -398,7 +417,8 @@ def test_the_lease_is_taken_once_with_who_holds_it_and_until_when(registry: Regi
     assert champion_alias._try_lease(registry, client, LEASE, "first")
     tags = client.get_registered_model(LEASE).tags
     assert (tags["token"], tags["host"], tags["pid"]) == ("first", socket.gethostname(), str(os.getpid()))
-    assert before + champion_alias.LEASE_SECONDS <= float(tags["expires"]) <= time.time() + champion_alias.LEASE_SECONDS
+    expires = float(tags["expires"]) - champion_alias.LEASE_SECONDS  # written to the millisecond
+    assert before - 0.001 <= expires <= time.time() + 0.001
     assert not champion_alias._try_lease(registry, client, LEASE, "second")
     assert client.get_registered_model(LEASE).tags["token"] == "first"
 
@@ -511,16 +531,24 @@ def test_a_promoter_waits_for_the_lease_to_be_given_back(
     assert len(tries) == 3 and aliases(client) == {"champion": "1"}
 
 
-def hide_tag_table(registry: RegistrySettings) -> None:
-    """Break the store as a damaged or half-migrated database is: every registered-model tag read or write fails."""
+def hide_table(registry: RegistrySettings, table: str = "registered_model_tags") -> None:
+    """Break the store as a damaged or half-migrated database is: every read or write of ``table`` fails."""
     database = registry.tracking_uri.removeprefix("sqlite:///")
     with contextlib.closing(sqlite3.connect(database)) as db, db:
-        db.execute("ALTER TABLE registered_model_tags RENAME TO hidden_tags")
+        db.execute(f"ALTER TABLE {table} RENAME TO hidden_{table}")
+
+
+def test_a_store_failing_to_read_the_version_is_not_taken_for_a_missing_version(registry: RegistrySettings) -> None:
+    client = register_versions(registry, 1)
+    hide_table(registry, "model_versions")
+    message = f"^the MLflow registry at {registry.tracking_uri} failed to read version 1 of {MODEL}: MlflowException: "
+    with pytest.raises(RegistryUnavailable, match=message):
+        promote(registry, client, "1")
 
 
 def test_a_failing_store_while_taking_the_lease_stops_with_a_clear_error(registry: RegistrySettings) -> None:
     client = register_versions(registry, 1)
-    hide_tag_table(registry)
+    hide_table(registry)
     with pytest.raises(RegistryUnavailable, match=f"failed to take the promotion lease '{LEASE}': MlflowException"):
         champion_alias._try_lease(registry, client, LEASE, "mine")
 
@@ -531,7 +559,7 @@ def test_a_store_failing_while_reading_a_held_lease_stops_with_a_clear_error(reg
 
     class BrokenAfterCreate(RacingClient):
         def get_registered_model(self, name: str) -> Any:
-            hide_tag_table(registry)
+            hide_table(registry)
             return self._client.get_registered_model(name)
 
     with pytest.raises(RegistryUnavailable, match=f"failed to take the promotion lease '{LEASE}': MlflowException"):
