@@ -164,6 +164,7 @@ def require(condition: bool, what: str) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requires(condition, what): the test needs what (see require)")
+    config.addinivalue_line("markers", "fresh_registry: the `project` fixture without its seeded MLflow store")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -172,8 +173,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         require(*mark.args)
 
 
-def init_project(path: Path) -> Path:
-    """A fresh git + DVC repository, as a user's clone would be."""
+def init_project(path: Path, registry: bool = True) -> Path:
+    """A fresh git + DVC repository, as a user's clone would be; with ``registry``, also an empty MLflow store."""
     path.mkdir(parents=True, exist_ok=True)
     run = lambda *cmd: subprocess.run(cmd, cwd=path, check=True, capture_output=True)  # noqa: E731
     run("git", "init", "-q")
@@ -181,12 +182,35 @@ def init_project(path: Path) -> Path:
     run("git", "config", "user.name", "test")
     run(str(BIN / "dvc"), "init", "-q")
     run("git", "commit", "-q", "-m", "init")
+    if registry:
+        seed_registry(path)
     return path
 
 
+def seed_registry(project: Path) -> None:
+    """An empty MLflow store where params.yaml puts it (``mlflow/mlflow.db``), copied from a template migrated once
+    per MLflow version (tests/mlflow_store.py): a new store's schema migrations took about 5 s, paid by every test
+    project that reached the registry. Tests of a user's first run on a new project (two runs setting the store up
+    at once, the console of a first run) take ``fresh_registry`` instead. The Default experiment's artifact
+    location is set as a store created in the project would have it (this pipeline logs to its own experiment)."""
+    import sqlite3
+
+    from tests.mlflow_store import migrated_template
+
+    db = project / "mlflow" / "mlflow.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(migrated_template(), db)
+    with contextlib.closing(sqlite3.connect(db)) as store, store:
+        store.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", [str(project / "mlruns/0")]
+        )
+
+
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    return init_project(tmp_path / "project")
+def project(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    """A fresh project with an empty MLflow store; ``@pytest.mark.fresh_registry``: without one (the pipeline makes
+    it, as on a user's first run)."""
+    return init_project(tmp_path / "project", registry=request.node.get_closest_marker("fresh_registry") is None)
 
 
 def tiny_overrides(project: Path, model_dir: Path, *extra: str) -> list[str]:

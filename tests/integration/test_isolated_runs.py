@@ -74,6 +74,7 @@ def snapshot_texts(project: Path, data_hash: str) -> list[str]:
     return pd.read_json(cache / md5[:2] / md5[2:], lines=True)["text"].tolist()
 
 
+@pytest.mark.fresh_registry  # both runs set the new store up at once, as two first runs of a clone would
 def test_two_runs_at_once_on_different_data_register_their_own_models(
     project: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.slow
 STAGES = ("ingest", "validate", "clean/encode", "train", "evaluate", "behaviour", "gate", "register")
 
 
+@pytest.mark.fresh_registry  # a user's first run: the store is made by the run
 def test_run_prints_stage_lines_and_summary_and_logs_the_rest(project: Path, tiny_model_dir: Path) -> None:
     overrides = tiny_overrides(project, tiny_model_dir)
     args = [str(BIN / "emotion"), "run", "--config", str(PARAMS)]

@@ -76,6 +76,7 @@ def tracking_server(tmp_path: Path, env: dict[str, str]):
     stop(proc)
 
 
+@pytest.mark.fresh_registry  # it checks that no local store is made
 def test_flow_registers_through_server_and_models_serve_answers_calibrated(
     tracking_server: str, tiny_config, tmp_path: Path, env: dict[str, str]
 ) -> None:

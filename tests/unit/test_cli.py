@@ -308,6 +308,7 @@ def test_refused_ingest_leaves_data_pointer_and_remote_byte_for_byte(
     assert sorted(p.name for p in project.iterdir() if p.name.startswith("data")) == ["data", "data.dvc"]
 
 
+@pytest.mark.fresh_registry  # it writes its own mlflow/mlflow.db
 def test_ingest_refuses_a_snapshot_dir_holding_the_registry(project: Path, capsys: pytest.CaptureFixture):
     (project / "mlflow").mkdir()
     (project / "mlflow" / "mlflow.db").write_text("registry")
