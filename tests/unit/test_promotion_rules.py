@@ -316,17 +316,18 @@ def test_a_champion_that_moved_meanwhile_is_scored_again_and_gated_against(
     run = registry.evaluated()
     seen: list[str | None] = []
 
-    def score(_: PreparedData) -> ChampionScore:
+    def score(data: PreparedData) -> ChampionScore:  # a champion right on every row it is given
         current = champion_alias._champion(registry.settings, registry.client)
         seen.append(current)
         if len(seen) == 1:  # another run promotes itself after this one scored version 1
             registry.evaluated()
             champion_alias.promote(registry.settings, registry.client, "3", actor="b", reason="r")
-        return ChampionScore(current, {"accuracy": 0.5, "macro_f1": 0.5}, predictions=Y_TRUE)
+        return ChampionScore(current, {"accuracy": 0.5, "macro_f1": 0.5}, predictions=data.targets("test"))
 
     with caplog.at_level(logging.INFO):
         result = registry.gate(run, score)
     assert seen == ["1", "3"] and result.promoted and result.champion_before == "3"
+    assert result.champion_metrics == {"accuracy": 0.5, "macro_f1": 0.5}
     assert len(result.notes) == 1 and result.notes[0].startswith("re-gated after: the champion moved from 1 to 3")
     assert result.notes[0] in result.verdict.notes  # the second verdict says why it was made
     assert registry.aliases() == {"challenger": "2", "champion": "2", "previous": "3"}
@@ -340,6 +341,8 @@ def test_a_champion_that_moved_meanwhile_is_scored_again_and_gated_against(
     champion = ChampionScore("3", {"accuracy": 0.5, "macro_f1": 0.5}, predictions=Y_TRUE)
     paired = promotion.paired_comparison(BOOTSTRAP, PASSING.confidence, run, prepared(), champion)
     assert paired is not None
+    expected = evaluate.comparison(METRICS, champion.metrics, LABELS, paired)
+    assert (run.root / promotion.COMPARISON_MD).read_text() == expected  # with the paired intervals
     differences = {
         f"vs_champion_{metric}{suffix}": value
         for metric, diff in paired.differences.items()
