@@ -9,8 +9,11 @@ import argparse
 import atexit
 import logging
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass
+from typing import Any
 
 from emotion_cli import production, registry, steps
 from emotion_cli.common import Command, RecipeAction
@@ -112,11 +115,23 @@ class _ExitStatus:
         os._exit(self.code)
 
 
+def _deliver_lost_interrupts(unraisable: Any) -> None:
+    """``sys.unraisablehook``: a Ctrl-C whose KeyboardInterrupt was raised while a weakref callback or ``__del__``
+    ran (an SQLAlchemy state clean-up, once in CI) is swallowed there, and the run went on to register a model.
+    Send SIGINT again, so that the interrupt lands in the code that runs next; anything else is reported as usual."""
+    if unraisable.exc_type is KeyboardInterrupt:  # raised here, it would be swallowed again: sent from a thread
+        threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def entry() -> None:
-    """The `emotion` console script and ``python -m emotion_cli``: ``main``, then a fast exit (``_ExitStatus``).
-    Tests call ``main`` itself, which never ends the calling process."""
+    """The `emotion` console script and ``python -m emotion_cli``: ``main``, then a fast exit (``_ExitStatus``);
+    a Ctrl-C that cannot be lost (``_deliver_lost_interrupts``). Tests call ``main`` itself, which never ends the
+    calling process."""
     status = _ExitStatus()
     atexit.register(status.exit_now)
+    sys.unraisablehook = _deliver_lost_interrupts
     try:
         status.code = main()
     except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
