@@ -86,14 +86,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nerror: {exc}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
-        log_file = console.run_log()  # on the same line: an interruption ends in one line
-        where = f" (log: {log_file})" if log_file is not None else ""
-        print(f"\ninterrupted: {INTERRUPTED.get(args.command, 'stopped')}{where}", file=sys.stderr)
-        code = 130  # 128 + SIGINT, as a shell reports it
+        code = _report_interrupt(args.command)
+    except Exception as exc:
+        if not _raised_by_interrupt(exc):
+            raise
+        code = _report_interrupt(args.command)
     finally:
         if code not in (0, 130) and (log_file := console.run_log()) is not None:
             print(f"log: {log_file}", file=sys.stderr)
     return code
+
+
+def _report_interrupt(command: str) -> int:
+    """One line saying what a Ctrl-C left behind and how to go on; the exit status a shell gives SIGINT (130)."""
+    log_file = console.run_log()
+    where = f" (log: {log_file})" if log_file is not None else ""
+    print(f"\ninterrupted: {INTERRUPTED.get(command, 'stopped')}{where}", file=sys.stderr)
+    return 130
+
+
+def _raised_by_interrupt(exc: BaseException) -> bool:
+    """True when ``exc`` was raised while a KeyboardInterrupt was being handled: a library that turns a Ctrl-C into
+    its own error (Prefect's "Task run is not set" when it lands as a task run starts; found by CI) must still end
+    as an interruption, not as a traceback and exit 1."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 @dataclass

@@ -315,3 +315,39 @@ def test_ingest_refuses_a_snapshot_dir_holding_the_registry(project: Path, capsy
     assert cli.main(["ingest", *base_args(project), "--set", "data.snapshot_dir=mlflow"]) == 2
     assert "data.snapshot_dir" in assert_clean_error(capsys.readouterr().err, "MLflow store")
     assert (project / "mlflow" / "mlflow.db").read_text() == "registry"
+
+
+def _prefect_turning_ctrl_c_into(error: Exception):
+    """A command that fails the way Prefect's task engine did when a Ctrl-C landed as a task run started: its own
+    error raised while the KeyboardInterrupt was being handled."""
+
+    def command(args: argparse.Namespace) -> int:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise error  # noqa: B904 - chained implicitly, as in Prefect's handle_crash
+
+    return command
+
+
+def test_a_ctrl_c_a_library_turned_into_its_own_error_ends_as_an_interruption(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    from emotion_cli import steps
+
+    monkeypatch.setattr(steps, "cmd_run", _prefect_turning_ctrl_c_into(ValueError("Task run is not set")))
+    assert cli.main(["run", *base_args(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert err.strip().startswith("interrupted: a started run is marked failed"), err
+    assert "Traceback" not in err and "Task run is not set" not in err
+
+
+def test_an_error_not_raised_by_a_ctrl_c_still_propagates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from emotion_cli import steps
+
+    def failing(args: argparse.Namespace) -> int:
+        raise ValueError("a real bug")
+
+    monkeypatch.setattr(steps, "cmd_run", failing)
+    with pytest.raises(ValueError, match="a real bug"):
+        cli.main(["run", *base_args(tmp_path)])
