@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -143,21 +144,29 @@ def run_scorer(
 
 
 def compare_engines(args: argparse.Namespace, model: Path, inp: Path) -> dict[str, Any]:
-    """The same texts with the local and the Ray engine: texts/s of each and the Ray engine's overhead."""
+    """The same texts with the local and the Ray engine, ``--rounds`` interleaved rounds: texts/s of each (best and
+    median) and the Ray engine's overhead, best against best and median against median."""
     address = ("--address", args.ray_address) if args.ray_address else ()
-    runs = {}
-    for engine, flags in (("local", ("--engine", "local")), ("ray", ("--engine", "ray", *address))):
-        runs[f"engine_{engine}"] = run_scorer(
-            inp, args.workdir / f"engine_{engine}.parquet", model, args.chunk_size, flags=flags
-        )
-        print(f"engine_{engine}", runs[f"engine_{engine}"], flush=True)
-    local, ray = runs["engine_local"], runs["engine_ray"]
-    return runs | {
+    engines = {"local": ("--engine", "local"), "ray": ("--engine", "ray", *address)}
+    rounds: dict[str, list[dict[str, Any]]] = {engine: [] for engine in engines}
+    for round_index in range(args.rounds):
+        for engine, flags in engines.items():
+            run = run_scorer(inp, args.workdir / f"engine_{engine}.parquet", model, args.chunk_size, flags=flags)
+            rounds[engine].append(run)
+            print(f"round {round_index + 1} engine_{engine}", run, flush=True)
+    speeds = {engine: [run["texts_per_second"] for run in runs] for engine, runs in rounds.items()}
+    summary = {
+        engine: {"texts_per_second_best": max(s), "texts_per_second_median": round(statistics.median(s), 1)}
+        for engine, s in speeds.items()
+    }
+    return {f"engine_{engine}": {"rounds": runs} | summary[engine] for engine, runs in rounds.items()} | {
         "ray_overhead": {
-            "texts_per_second_ratio_local_over_ray": round(local["texts_per_second"] / ray["texts_per_second"], 2),
-            "extra_wall_seconds": round(ray["wall_seconds"] - local["wall_seconds"], 1),
-            "cluster": args.ray_address or "a local Ray started by the scorer",
+            f"local_over_ray_{key}": round(
+                summary["local"][f"texts_per_second_{key}"] / summary["ray"][f"texts_per_second_{key}"], 2
+            )
+            for key in ("best", "median")
         }
+        | {"cluster": args.ray_address or "a local Ray started by the scorer"}
     }
 
 
@@ -239,8 +248,6 @@ def timed_pipeline(classify: Any, texts: list[str]) -> dict[str, Any]:
 
 def speed_rows(samples: dict[str, list[dict[str, Any]]], gold: list[str]) -> dict[str, Any]:
     """Best and median texts/s, accuracy on the gold labels, and the ratios against the strongest pipeline cell."""
-    import statistics
-
     rows: dict[str, dict[str, Any]] = {}
     for name, runs in samples.items():
         speeds = [run["texts_per_second"] for run in runs]

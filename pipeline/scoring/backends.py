@@ -43,16 +43,23 @@ class ScoringModel:
     parity: dict[str, Any] | None = None  # the onnx-int8 parity report that admitted it
 
 
-def scorer(model: ModelRef, chosen: ScoringModel, precision: str, max_length: int, batch_size: int) -> Any:
-    """A ``Predictor`` (torch) or an ``OnnxPredictor`` for ``chosen``; both score with ``predict_proba``."""
+def scorer(
+    model: ModelRef, chosen: ScoringModel, precision: str, max_length: int, batch_size: int, threads: int = 0
+) -> Any:
+    """A ``Predictor`` (torch) or an ``OnnxPredictor`` for ``chosen``; both score with ``predict_proba``.
+    ``threads``: intra-op threads (0 = the library's default: torch's setting, ONNX Runtime's one per core)."""
     assert model.folder is not None
     if chosen.onnx_file is None:
+        import torch
+
         from pipeline.model.predict import Predictor
 
+        if threads:
+            torch.set_num_threads(threads)
         return Predictor(model.folder, precision=precision, max_length=max_length, batch_size=batch_size)
     from pipeline.model.onnx_predict import OnnxPredictor
 
-    return OnnxPredictor(model.folder, chosen.onnx_file, chosen.backend, max_length, batch_size)
+    return OnnxPredictor(model.folder, chosen.onnx_file, chosen.backend, max_length, batch_size, threads)
 
 
 def choose(cfg: Config, model: ModelRef, work: Path, logged: Path | None = None) -> ScoringModel:

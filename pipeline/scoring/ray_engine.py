@@ -52,12 +52,12 @@ class RaySettings:
 class ScorerActor:
     """One per actor: loads the model once, then scores Ray batches with the local engine's ``score_chunk``."""
 
-    def __init__(self, folder: str, name: str, version: str, settings: RaySettings) -> None:
+    def __init__(self, folder: str, name: str, version: str, settings: RaySettings, threads: int) -> None:
         import ray
 
         self.model = ModelRef(name, version, None, Path(folder))
         self.predictor = backends.scorer(
-            self.model, settings.chosen, settings.precision, settings.max_length, settings.batch_size
+            self.model, settings.chosen, settings.precision, settings.max_length, settings.batch_size, threads
         )
         self.node = ray.get_runtime_context().get_node_id()
 
@@ -100,15 +100,22 @@ def _stage_inputs(
     return paths, pending
 
 
+def actor_layout(resources: dict[str, float]) -> tuple[int, int, int]:
+    """GPUs, actors and intra-op threads per actor for a cluster's resources: an actor per GPU, else one per CPU but
+    one (kept for Ray Data's reading and writing), each with its share of the CPUs as threads. Ray itself gives a
+    1-CPU actor one thread, which on one 2-core machine left a core idle (the engine ran at half the local one)."""
+    gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
+    actors = gpus or max(1, cpus - 1)
+    return gpus, actors, max(1, cpus // actors)
+
+
 def _score_on_cluster(inputs: Path, outputs: Path, model: ModelRef, settings: RaySettings) -> None:
     """Ray Data: read the input shards, score on an actor pool (one model per actor), write by shard."""
     import ray
 
     assert model.folder is not None
-    resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
-    actors = gpus or max(1, int(resources.get("CPU", 1)) - 1)  # one CPU stays free for reading and writing
-    log.info("scoring on Ray: %d actor(s), %s", actors, f"{gpus} GPU(s)" if gpus else "CPU only")
+    gpus, actors, threads = actor_layout(ray.cluster_resources())
+    log.info("scoring on Ray: %d actor(s) of %d thread(s), %s", actors, threads, f"{gpus} GPU(s)" if gpus else "CPU")
     files = sorted(str(p) for p in inputs.glob("*.parquet"))
     dataset = ray.data.read_parquet(files).repartition(len(files))  # a block per chunk, spread over the actors
     scored = dataset.map_batches(
@@ -118,6 +125,7 @@ def _score_on_cluster(inputs: Path, outputs: Path, model: ModelRef, settings: Ra
             model.name,
             model.version,
             settings,
+            threads,
         ),
         compute=ray.data.ActorPoolStrategy(size=actors),
         batch_size=settings.batch_size,
