@@ -48,6 +48,11 @@ class Lab:
     env: dict[str, str]
     logs: Path
     started: int = field(default=0)
+    checked: State | None = None  # the state the last test left and checked; nothing runs between tests
+
+    def state(self) -> State:
+        """The state to protect: the last test's checked state, or (a test run alone) checked now."""
+        return self.checked or check(self.config())
 
     def overrides(self, *extra: str) -> list[str]:
         return tiny_overrides(self.project, self.model_dir, "train.epochs=1", "serve.backend=torch-fp32", *extra)
@@ -192,7 +197,7 @@ def test_a_process_killed_at_a_fault_point_loses_nothing(lab: Lab, point: str, a
 
 def kill_training_run(lab: Lab, point: str) -> None:
     cfg = lab.config()
-    before = check(cfg)
+    before = lab.state()
 
     lab.kill_at(point, [str(BIN / "emotion"), "run", *lab.sets()])
 
@@ -203,6 +208,7 @@ def kill_training_run(lab: Lab, point: str) -> None:
     assert after_rerun.champion == summary["version"]  # and, the gate passing, promoted it
     moves = [event.version for event in champion_alias.history(cfg.registry, connection.client(cfg.registry))]
     assert after_kill.champion in moves and moves[-1] == after_rerun.champion  # every champion move is recorded
+    lab.checked = after_rerun
 
 
 def served_version(url: str) -> str | None:
@@ -217,7 +223,7 @@ def served_version(url: str) -> str | None:
 def kill_server_during_reload(lab: Lab, point: str) -> None:
     """Kill `emotion serve` while it hot-reloads a new champion; restarted, it serves that champion."""
     cfg = lab.config()
-    before = check(cfg)
+    before = lab.state()
     target = max((v for v in before.versions if v != before.champion), key=int)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -231,7 +237,8 @@ def kill_server_during_reload(lab: Lab, point: str) -> None:
 
     lab.kill_at(point, argv, promote_while_serving)  # the refresh thread loads the new champion
 
-    assert check(cfg, before).champion == target
+    after_kill = check(cfg, before)
+    assert after_kill.champion == target
     process, log = lab.start("serve", argv)
     try:
         wait_for("the restarted server to serve the new champion", lambda: served_version(url) == target, process, log)
@@ -239,3 +246,4 @@ def kill_server_during_reload(lab: Lab, point: str) -> None:
         assert response.status_code == 200 and response.json()["version"] == target, response.text
     finally:
         assert stop(process, signal.SIGINT) == 0, log.read_text()[-3000:]
+    lab.checked = after_kill  # serving changed nothing in the registry or the snapshot
