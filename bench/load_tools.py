@@ -21,6 +21,22 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its living children (`emotion serve --workers`, MLflow's uvicorn
+    workers)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
 def wrk_load(url: str, texts: list[str], concurrency: int, duration: float, per_request: int) -> dict[str, Any]:
     """``concurrency`` connections on one wrk thread for ``duration`` seconds, in the result shape of the Python
     generator's ``load`` (wrk has no request budget: it stops by time), plus wrk's own CPU seconds."""
@@ -79,6 +95,7 @@ def start_profile(pid: int, seconds: float, svg: Path, native: bool) -> subproce
     """py-spy sampling ``pid`` (every thread) for ``seconds`` into a flame graph; wait on the returned process."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     command = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "100", "--threads"]
+    command += ["--subprocesses"]  # serve.workers > 1: the workers are the parent's children
     command += ["--native"] if native else []
     svg.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
