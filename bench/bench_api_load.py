@@ -46,7 +46,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_DATA, REPO, machine, read_texts, write_result
-from load_tools import start_profile, tree_cpu_seconds, wrk_load
+from load_tools import serve_workers, start_profile, tree_cpu_seconds, wait_all_workers, wrk_load
 
 from pipeline.registry import connection, model_versions
 
@@ -488,6 +488,8 @@ def main() -> int:
         print(f"started emotion serve on {url} (log: {log_path})", flush=True)
     try:
         wait_healthy(url, proc, log_path)
+        if log_path is not None:
+            wait_all_workers(log_path, serve_workers(args.set), 600)
         model = httpx.get(f"{url}/model", timeout=30).json()
         if model.get("requested_backend") and model.get("backend") != model.get("requested_backend"):
             raise SystemExit(

@@ -37,7 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_api_load import free_port
 from common import DEFAULT_DATA, REPO, machine, matmul_gflops, read_texts, write_result
-from load_tools import tree_cpu_seconds, wrk_post
+from load_tools import serve_workers, tree_cpu_seconds, wait_all_workers, wrk_post
 
 BIN = Path(sys.executable).parent
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -148,6 +148,8 @@ def measure(key: str, spec: dict[str, Any], args: argparse.Namespace, texts: lis
     print(f"{key}: starting on {url} (log: {log_path})", flush=True)
     try:
         ready = wait_ready(url + spec["health"], proc, log_path, args.start_timeout, key)
+        if key == "ours":
+            wait_all_workers(log_path, serve_workers(args.set), args.start_timeout)
         import httpx
 
         first = httpx.post(url + spec["path"], content=spec["body"](texts[0]), timeout=120)

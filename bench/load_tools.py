@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,22 @@ def tree_cpu_seconds(pid: int) -> float:
         except psutil.NoSuchProcess:
             continue
     return total
+
+
+def serve_workers(overrides: list[str]) -> int:
+    """The ``serve.workers`` a ``--set`` list gives `emotion serve` (the last one wins, as in the config)."""
+    given = [item.split("=", 1)[1] for item in overrides if item.startswith("serve.workers=")]
+    return int(given[-1]) if given else 1
+
+
+def wait_all_workers(log_path: Path, workers: int, timeout: float) -> None:
+    """With ``serve.workers`` > 1, until the server's log says every worker answers: /health answers as soon as the
+    first has loaded the champion, and connections opened before the others listen would all stay with it."""
+    deadline = time.monotonic() + timeout
+    while workers > 1 and f"{workers} server processes answering" not in log_path.read_text():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"not every one of {workers} workers answered in {timeout:.0f}s:\n{log_path.read_text()}")
+        time.sleep(0.5)
 
 
 def wrk_load(url: str, texts: list[str], concurrency: int, duration: float, per_request: int) -> dict[str, Any]:

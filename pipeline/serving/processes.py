@@ -9,8 +9,8 @@ SIGTERM to the workers and waits for them, and stops them all when one dies. A w
 (killed with SIGKILL) stops by itself, so none is left behind.
 
 Each worker listens on a socket of its own bound with ``SO_REUSEPORT``: the kernel spreads new connections over
-the workers by a hash of the connection. (A single shared listening socket, as uvicorn's ``--workers`` uses, lets
-the first worker to wake take a whole burst of connections: see bench/README.md, "Several server processes".)
+the workers that listen, by a hash of the connection. A worker starts listening once it has loaded the champion
+(one uvicorn process also binds only then), so no connection waits in the queue of a worker still loading.
 What the workers share (metrics, reload generation) is in ``siblings``.
 """
 
@@ -39,7 +39,6 @@ from pipeline.serving.siblings import WorkerContext
 
 log = logging.getLogger(__name__)
 
-BACKLOG = 2048  # uvicorn's default
 STOP_SECONDS = 30.0  # a worker still running this long after SIGTERM is killed
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -53,7 +52,7 @@ def worker_config(cfg: Config) -> Config:
 
 
 def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
-    """``count`` sockets listening on ``host:port`` with ``SO_REUSEPORT``, one per worker. The port is first bound
+    """``count`` sockets bound to ``host:port`` with ``SO_REUSEPORT``, one per worker. The port is first bound
     without it, so a port taken by any other server (even another `emotion serve --workers`, which would otherwise
     silently join the group) is refused with one line."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -71,8 +70,7 @@ def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        sock.listen(BACKLOG)
+        sock.bind((host, port))  # each worker's uvicorn listens once its app has loaded the champion
         sockets.append(sock)
     return sockets
 

@@ -44,6 +44,8 @@ def test_one_socket_per_worker_on_the_same_port_and_a_taken_port_refused() -> No
     sockets = listening_sockets("127.0.0.1", port, 3)
     try:
         assert {s.getsockname() for s in sockets} == {("127.0.0.1", port)}
+        for s in sockets:
+            s.listen()  # as each worker's uvicorn does once it has loaded the champion
         with pytest.raises(PipelineError, match=f"cannot listen on 127.0.0.1:{port}: .*another server"):
             listening_sockets("127.0.0.1", port, 2)  # held by a group of this kind: not silently joined
     finally:
