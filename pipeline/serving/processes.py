@@ -211,11 +211,14 @@ def serve_one(config: dict[str, Any], context: WorkerContext, sock: socket.socke
             log_level="info",
         )
     )
-    threading.Thread(target=report_ready, args=(server, parent), daemon=True).start()
+    parent_gone = threading.Event()
+    threading.Thread(target=report_ready, args=(server, parent, parent_gone), daemon=True).start()
     # uvicorn handles SIGINT and SIGTERM while it serves, then restores these handlers and raises the signal again
     # (for a caller that wants it): ignored, so the worker ends by exit_now, not by a second signal
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     server.run(sockets=[sock])
+    if parent_gone.is_set():  # killed, it cannot delete the folder the workers share: the first to stop does
+        shutil.rmtree(context.shared_dir, ignore_errors=True)
     exit_now(0 if server.started else 3)  # 3: uvicorn's start-up failure
 
 
@@ -226,7 +229,7 @@ def exit_now(code: int) -> None:
     os._exit(code)
 
 
-def report_ready(server: Any, parent: Connection) -> None:
+def report_ready(server: Any, parent: Connection, parent_gone: threading.Event) -> None:
     """Tell the parent once the worker answers; then wait on the pipe: it ends when the parent does (even killed
     with SIGKILL), and the worker stops rather than serve on alone."""
     while not server.started and not server.should_exit:
@@ -236,5 +239,5 @@ def report_ready(server: Any, parent: Connection) -> None:
             parent.send(("ready", None))
         parent.recv()
     except (EOFError, OSError):
-        pass
+        parent_gone.set()
     server.should_exit = True

@@ -45,12 +45,16 @@ class Served:
         return self.log.read_text()
 
 
-def start_serve(project: Path, tiny_model_dir: Path, log: Path, *extra: str, port: int | None = None) -> Served:
-    """`emotion serve --workers 2` on a free port (the registry's fp32 model, no periodic champion check)."""
+def start_serve(
+    project: Path, tiny_model_dir: Path, log: Path, *extra: str, port: int | None = None, tmp: Path | None = None
+) -> Served:
+    """`emotion serve --workers 2` on a free port (the registry's fp32 model, no periodic champion check);
+    ``tmp``: its temporary folder (TMPDIR), to see what it leaves there."""
     port = port or free_port()
     sets = tiny_overrides(project, tiny_model_dir, "serve.backend=torch-fp32", "serve.refresh_seconds=0", *extra)
     # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI, which would point the server at another test's store
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"PYTHONUNBUFFERED": "1"}
+    env |= {"TMPDIR": str(tmp)} if tmp is not None else {}
     with log.open("w") as out:
         proc = subprocess.Popen(
             [str(BIN / "emotion"), "serve", "--port", str(port), "--workers", str(WORKERS)]
@@ -187,9 +191,11 @@ def test_without_a_champion_every_worker_waits_and_a_killed_parent_leaves_none(
 ) -> None:
     """No champion is no failure (503, as one process does); Ctrl-C stops all; SIGKILL of the parent too."""
     project = init_project(tmp_path / "empty")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
     started: list[Served] = []
     try:
-        started.append(served := start_serve(project, tiny_model_dir, tmp_path / "serve.log"))
+        started.append(served := start_serve(project, tiny_model_dir, tmp_path / "serve.log", tmp=tmp))
         wait_answering(served, status=503)
         answers = on_fresh_connections(served.url, "/predict", {"text": "anyone there?"})
         assert {answer["detail"] for _, answer in answers} == {
@@ -198,13 +204,15 @@ def test_without_a_champion_every_worker_waits_and_a_killed_parent_leaves_none(
         pids = {pid for pid, _ in answers}
         assert len(pids) == WORKERS
         assert "Traceback" not in stopped(served, signal.SIGINT, pids)
+        assert not list(tmp.glob("emotion-serve-workers-*"))  # the shared folder (metrics, reloads) is deleted
 
-        started.append(again := start_serve(project, tiny_model_dir, tmp_path / "again.log"))
+        started.append(again := start_serve(project, tiny_model_dir, tmp_path / "again.log", tmp=tmp))
         wait_answering(again, status=503)
         pids = {pid for pid, _ in on_fresh_connections(again.url, "/worker")}
         again.proc.kill()  # SIGKILL: the parent cannot pass anything on; the workers notice it is gone
         again.proc.wait(timeout=60)
         wait_for(lambda: not any(alive(pid) for pid in pids), "the workers of a killed parent to stop", timeout=60)
+        assert not list(tmp.glob("emotion-serve-workers-*"))  # deleted by a worker, the parent could not
     finally:
         for each in started:
             if each.proc.poll() is None:
