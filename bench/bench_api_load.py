@@ -46,7 +46,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_DATA, REPO, machine, read_texts, write_result
-from load_tools import start_profile, wrk_load
+from load_tools import serve_workers, start_profile, tree_cpu_seconds, wait_all_workers, wrk_load
 
 from pipeline.registry import connection, model_versions
 
@@ -112,16 +112,10 @@ def rss_bytes(pid: int) -> int | None:
     return None
 
 
-def cpu_seconds(pid: int | None = None) -> float | None:
-    """User + system CPU seconds of a process (this one when ``pid`` is None)."""
-    if pid is None:
-        times = os.times()
-        return times.user + times.system
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process (the Python load generator)."""
+    times = os.times()
+    return times.user + times.system
 
 
 def free_port() -> int:
@@ -494,6 +488,8 @@ def main() -> int:
         print(f"started emotion serve on {url} (log: {log_path})", flush=True)
     try:
         wait_healthy(url, proc, log_path)
+        if log_path is not None:
+            wait_all_workers(log_path, serve_workers(args.set), 600)
         model = httpx.get(f"{url}/model", timeout=30).json()
         if model.get("requested_backend") and model.get("backend") != model.get("requested_backend"):
             raise SystemExit(
@@ -504,7 +500,7 @@ def main() -> int:
         if args.warmup:
             asyncio.run(load(url, texts, args.concurrency, args.warmup, args.duration, args.texts_per_request))
         load_before = os.getloadavg()
-        server_cpu, client_cpu = cpu_seconds(proc.pid) if proc else None, cpu_seconds()
+        server_cpu, client_cpu = tree_cpu_seconds(proc.pid) if proc else None, cpu_seconds()
         background = soak_background(store, proc.pid, args.reload_every) if store and proc else None
         svg = REPO / "bench" / "results" / args.profile if args.profile and proc else None
         spy = start_profile(proc.pid, args.duration, svg, args.profile_native) if svg and proc else None
@@ -536,7 +532,7 @@ def main() -> int:
             result["explain_burst"] = burst_summary(result, burst)
         client_cpu = cpu_seconds() - client_cpu
         if server_cpu is not None:
-            server_cpu = cpu_seconds(proc.pid) - server_cpu
+            server_cpu = tree_cpu_seconds(proc.pid) - server_cpu
         result["cpu_seconds"] = {
             "server": round(server_cpu, 2) if server_cpu is not None else None,
             "load_generator": result.pop("generator_cpu_seconds", round(client_cpu, 2)),

@@ -9,14 +9,15 @@ matmul peak measured in the same run. ``--rounds`` > 1 interleaves them (the ord
         --set serve.parity_source=$PWD/../shared/data/emotion
 
 The version is the store's champion when the run starts (``--version`` to pin another). What each one gets:
-- `emotion serve` with the given ``--set`` (its defaults otherwise), on POST /predict ``{"text": ...}``; a backend
-  fallback (the server serving another backend than asked) fails the benchmark;
+- `emotion serve` with the given ``--set`` (its defaults otherwise; ``--set serve.workers=2`` for two processes),
+  on POST /predict ``{"text": ...}``; a backend fallback (the server serving another backend than asked) fails the
+  benchmark;
 - `mlflow models serve -m models:/NAME/VERSION --env-manager local -h 127.0.0.1` with MLflow's defaults (uvicorn,
   one worker per CPU), on POST /invocations ``{"dataframe_split": {"columns": ["text"], "data": [[...]]}}``: the
   logged pyfunc (pipeline/serving/pyfunc.py) takes a DataFrame with a ``text`` column (its signature);
 - the plain server on the version's downloaded model folder, POST /predict ``{"text": ...}``.
 Every start and every wait has a time limit; a server that fails to start or answers with errors fails the run with
-its log. Server CPU seconds include its child processes (MLflow's uvicorn workers). Writes
+its log. Server CPU seconds include its child processes (MLflow's uvicorn workers, our serve.workers). Writes
 bench/results/bench_side_by_side.json (``--tag`` to add a suffix). Not a test.
 """
 
@@ -36,7 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_api_load import free_port
 from common import DEFAULT_DATA, REPO, machine, matmul_gflops, read_texts, write_result
-from load_tools import wrk_post
+from load_tools import serve_workers, tree_cpu_seconds, wait_all_workers, wrk_post
 
 BIN = Path(sys.executable).parent
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -127,21 +128,6 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=30)
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its living children."""
-    import psutil
-
-    root = psutil.Process(pid)
-    total = 0.0
-    for p in [root, *root.children(recursive=True)]:
-        try:
-            times = p.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            continue
-    return total
-
-
 def check_ours(url: str, version: str) -> dict[str, Any]:
     """Our server's /model: the same version, and no backend fallback (that would measure another backend)."""
     import httpx
@@ -162,6 +148,8 @@ def measure(key: str, spec: dict[str, Any], args: argparse.Namespace, texts: lis
     print(f"{key}: starting on {url} (log: {log_path})", flush=True)
     try:
         ready = wait_ready(url + spec["health"], proc, log_path, args.start_timeout, key)
+        if key == "ours":
+            wait_all_workers(log_path, serve_workers(args.set), args.start_timeout)
         import httpx
 
         first = httpx.post(url + spec["path"], content=spec["body"](texts[0]), timeout=120)

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,38 @@ LUA = Path(__file__).resolve().parent / "wrk_predict.lua"
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its living children (`emotion serve --workers`, MLflow's uvicorn
+    workers)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def serve_workers(overrides: list[str]) -> int:
+    """The ``serve.workers`` a ``--set`` list gives `emotion serve` (the last one wins, as in the config)."""
+    given = [item.split("=", 1)[1] for item in overrides if item.startswith("serve.workers=")]
+    return int(given[-1]) if given else 1
+
+
+def wait_all_workers(log_path: Path, workers: int, timeout: float) -> None:
+    """With ``serve.workers`` > 1, until the server's log says every worker answers: /health answers as soon as the
+    first has loaded the champion, and connections opened before the others listen would all stay with it."""
+    deadline = time.monotonic() + timeout
+    while workers > 1 and f"{workers} server processes answering" not in log_path.read_text():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"not every one of {workers} workers answered in {timeout:.0f}s:\n{log_path.read_text()}")
+        time.sleep(0.5)
 
 
 def wrk_load(url: str, texts: list[str], concurrency: int, duration: float, per_request: int) -> dict[str, Any]:
@@ -79,6 +112,7 @@ def start_profile(pid: int, seconds: float, svg: Path, native: bool) -> subproce
     """py-spy sampling ``pid`` (every thread) for ``seconds`` into a flame graph; wait on the returned process."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     command = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "100", "--threads"]
+    command += ["--subprocesses"]  # serve.workers > 1: the workers are the parent's children
     command += ["--native"] if native else []
     svg.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(

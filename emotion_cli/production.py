@@ -90,8 +90,12 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.workers is not None:  # read with the config, so it is validated like --set serve.workers
+        args.set = [*(args.set or []), f"serve.workers={args.workers}"]
     cfg = config(args)
     if args.engine == "ray":
+        if cfg.serve.workers > 1:
+            raise PipelineError("serve.workers is for the local engine; Ray Serve runs serve.ray_replicas replicas")
         from pipeline.serving.ray_serve import run_on_ray
 
         run_on_ray(cfg, args.address, args.host, args.port)
@@ -159,10 +163,15 @@ def add_commands(add: AddCommand) -> None:
     serve.add_argument("--host", help="interface to bind (default: serve.host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: serve.port, 8000)")
     serve.add_argument(
+        "--workers",
+        type=int,
+        help="server processes sharing the port, each with its own model (default: serve.workers, 1)",
+    )
+    serve.add_argument(
         "--engine",
         choices=["local", "ray"],
         default="local",
-        help="local: one uvicorn process; ray: Ray Serve, serve.ray_replicas replicas (docs/serving.md)",
+        help="local: uvicorn, serve.workers processes; ray: Ray Serve, serve.ray_replicas replicas (docs/serving.md)",
     )
     serve.add_argument(
         "--address", help="with --engine ray: a Ray cluster's HOST:PORT (default: serve.ray_address, else a local Ray)"

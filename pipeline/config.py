@@ -376,7 +376,8 @@ class ServeConfig(_Section):
     batch_size: int = Field(8, ge=1)  # texts per forward pass: small, length-sorted batches waste little padding
     max_batch_texts: int = Field(256, ge=1)  # texts of concurrent requests run together in one call
     max_loaded_versions: int = Field(2, ge=0)  # non-champion versions kept loaded for the demo's version picker
-    threads: int | None = Field(None, ge=1)  # torch threads for inference; None = cores - 1 (one for the event loop)
+    threads: int | None = Field(None, ge=1)  # torch threads per process; None = cores - 1, or cores // workers
+    workers: int = Field(1, ge=1)  # server processes on one port, each with its own model and batcher
     access_log: bool = True
     shadow: str | None = None  # an alias (e.g. challenger) also scored in the background; None = no shadow
     shadow_fraction: float = Field(1.0, ge=0, le=1)  # share of champion-served requests also shadow-scored

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from pipeline.config import Config
@@ -34,14 +34,18 @@ from pipeline.serving.batcher import Batcher
 from pipeline.serving.explainer import Explainer
 from pipeline.serving.metrics import ServeMetrics, TrackRequests, refresh
 from pipeline.serving.shadow import Shadow
+from pipeline.serving.siblings import WorkerContext, start_reload_watcher
 from pipeline.serving.store import ModelStore
 from pipeline.serving.timeouts import header_timeout_protocol
 
 log = logging.getLogger(__name__)
 
 
-def create_app(cfg: Config, store: ModelStore | None = None, *, start_refresh: bool = True) -> FastAPI:
-    """The FastAPI app; the model store (``store``, else one made from ``cfg``) loads the champion at startup."""
+def create_app(
+    cfg: Config, store: ModelStore | None = None, *, start_refresh: bool = True, worker: WorkerContext | None = None
+) -> FastAPI:
+    """The FastAPI app; the model store (``store``, else one made from ``cfg``) loads the champion at startup.
+    ``worker``: this process's place among several serving one port (``serve.workers``), None when alone."""
     serve = cfg.serve
     app = FastAPI(
         title="emotion-pipeline",
@@ -53,14 +57,24 @@ def create_app(cfg: Config, store: ModelStore | None = None, *, start_refresh: b
     )
     app.state.cfg = cfg
     app.state.shadow = None
+    app.state.worker = worker
     handlers.install(app)
     # a browser page on a rebound DNS name must not reach a loopback server: only known Host headers (400 otherwise)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=[*serve.allowed_hosts, serve.host])
     # added last, so outermost: it also counts the 400s of the Host check and the 413s of the body limit
     app.add_middleware(TrackRequests)
     app.include_router(routes.router)
+    if worker is not None:
+        app.add_api_route(
+            "/worker",
+            routes.worker_info,
+            methods=["GET"],
+            summary="which server process answered: its index among serve.workers and its process id",
+            dependencies=[Depends(routes.admin)],
+        )
     paths = [getattr(route, "path", None) for route in [*app.routes, *routes.router.routes]]
-    app.state.metrics = ServeMetrics(app.state, {path for path in paths if isinstance(path, str)})
+    metrics_dir = worker.metrics_dir if worker is not None else None
+    app.state.metrics = ServeMetrics(app.state, {path for path in paths if isinstance(path, str)}, metrics_dir)
     return app
 
 
@@ -85,9 +99,13 @@ async def lifespan(app: FastAPI, store: ModelStore | None, start_refresh: bool) 
         shadow.start()
     app.state.shadow = shadow
     stop_refresh = start_refresher(models, metrics, cfg.serve.refresh_seconds) if start_refresh else None
+    worker: WorkerContext | None = app.state.worker
+    stop_watch = start_reload_watcher(worker, partial(refresh, models, metrics)) if worker is not None else None
     try:
         yield
     finally:
+        if stop_watch is not None:
+            stop_watch()
         if stop_refresh is not None:
             stop_refresh()
         if shadow is not None:
@@ -125,7 +143,7 @@ def start_refresher(models: ModelStore, metrics: ServeMetrics, seconds: float) -
 
 
 def run(cfg: Config, host: str | None = None, port: int | None = None) -> None:
-    """Serve until interrupted (Ctrl-C)."""
+    """Serve until interrupted (Ctrl-C or SIGTERM); with ``serve.workers`` > 1 from that many processes."""
     import uvicorn
 
     host = host or cfg.serve.host
@@ -138,6 +156,12 @@ def run(cfg: Config, host: str | None = None, port: int | None = None) -> None:
         host,
         port,
     )
+    if cfg.serve.workers > 1:
+        from pipeline.serving.processes import run_workers
+
+        run_workers(cfg, host, port)
+        log.info("stopped")
+        return
     with suppress(KeyboardInterrupt):  # uvicorn shuts down gracefully, then re-raises the Ctrl-C it captured
         uvicorn.run(
             create_app(cfg),

@@ -1,5 +1,7 @@
 """Prometheus metrics for the API (``GET /metrics``), in a registry of the app's own so that several apps in
-one process (tests, benchmarks) never share counters.
+one process (tests, benchmarks) never share counters. With several server processes (``serve.workers``) the
+counters and histograms are prometheus-client's multiprocess files in a folder the processes share, and a scrape
+adds up all of them (``MultiProcessCollector``); what is read at scrape time is the answering process's.
 
 Counted as things happen: requests (by route, method and status) and their latency, inference batch sizes,
 predicted labels and confidence, reload outcomes, errors, and the shadow's agreement with the champion. Read at
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -30,9 +33,12 @@ DISTANCE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 
 class ServeMetrics:
     """The app's metrics; ``state`` is the app's state (model store, batcher, shadow), read at scrape time, and
-    ``paths`` the app's routes (any other path is counted as "other", so that label values stay few)."""
+    ``paths`` the app's routes (any other path is counted as "other", so that label values stay few).
 
-    def __init__(self, state: Any, paths: set[str]) -> None:
+    ``multiprocess_dir``: the folder of sibling processes' metric files (the process was started with
+    ``PROMETHEUS_MULTIPROC_DIR`` set to it, so its counters are written there); ``exposed`` then adds them up."""
+
+    def __init__(self, state: Any, paths: set[str], multiprocess_dir: Path | None = None) -> None:
         self.paths = frozenset(paths)
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -90,13 +96,23 @@ class ServeMetrics:
         self.shadow_dropped = Counter(
             f"{PREFIX}_shadow_dropped", "requests not shadow-scored because the shadow queue was full", registry=r
         )
-        r.register(_StateCollector(state))
+        self.exposed = r if multiprocess_dir is None else _all_processes(multiprocess_dir)
+        self.exposed.register(_StateCollector(state))
 
     def observe_predictions(self, version: str, role: str, predictions: list[Any]) -> None:
         """Count the predicted labels and record their confidence."""
         for p in predictions:
             self.predictions.labels(version, role, p.label).inc()
             self.confidence.labels(version).observe(p.score)
+
+
+def _all_processes(folder: Path) -> CollectorRegistry:
+    """A registry that reads the counters and histograms of every process writing to ``folder``."""
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry(auto_describe=True)
+    multiprocess.MultiProcessCollector(registry, str(folder))
+    return registry
 
 
 def refresh(models: ModelStore, metrics: ServeMetrics) -> bool:

@@ -31,6 +31,7 @@ from pipeline.serving.schemas import (
     predict_body,
 )
 from pipeline.serving.shadow import Shadow
+from pipeline.serving.siblings import WorkerContext, reload_siblings
 from pipeline.serving.store import LoadedModel, ModelStore
 
 DEMO_PAGE = Path(__file__).with_name("static") / "demo.html"
@@ -183,10 +184,19 @@ def list_models(store: Store) -> dict[str, Any]:
     dependencies=[Depends(admin)],
     responses=refusals(ADMIN_REFUSALS | BODY_REFUSALS),
 )
-async def reload(store: Store, metrics: Metrics) -> dict[str, Any]:
+async def reload(http: Request, store: Store, metrics: Metrics) -> dict[str, Any]:
     changed = await asyncio.to_thread(refresh, store, metrics)
     champion = store.champion
-    return {"changed": changed, "version": champion.version if champion else None, "last_error": store.last_error}
+    answer: dict[str, Any] = {
+        "changed": changed,
+        "version": champion.version if champion else None,
+        "last_error": store.last_error,
+    }
+    worker: WorkerContext | None = http.app.state.worker
+    if worker is not None:  # one of several server processes: the others check too before the answer
+        checked = await reload_siblings(worker, http.app.state.cfg.serve.request_timeout_seconds)
+        answer["workers"] = {"checked": checked, "of": worker.count}
+    return answer
 
 
 T = TypeVar("T")
@@ -293,8 +303,19 @@ async def chosen_model(store: ModelStore, cfg: Config, version: str | int | None
     return "champion", champion if champion is not None else await asyncio.to_thread(store.get, None)
 
 
+async def worker_info(http: Request) -> dict[str, Any]:
+    """Which of the server processes answered (``GET /worker``, added when ``serve.workers`` > 1): its index,
+    process id and torch threads, to check how connections spread and how the cores were divided."""
+    import os
+
+    import torch
+
+    worker: WorkerContext = http.app.state.worker
+    return {"index": worker.index, "of": worker.count, "pid": os.getpid(), "torch_threads": torch.get_num_threads()}
+
+
 @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
 def prometheus(metrics: Metrics) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(metrics.exposed), media_type=CONTENT_TYPE_LATEST)
