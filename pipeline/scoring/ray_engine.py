@@ -45,7 +45,7 @@ class RaySettings:
     address: str | None
     precision: str
     max_length: int
-    batch_size: int  # texts per forward pass, and per Ray batch
+    batch_size: int  # texts per forward pass (a Ray batch is a whole chunk)
     chosen: ScoringModel  # the backend and its ONNX file (read by path, like the model folder)
 
 
@@ -127,8 +127,9 @@ def _score_on_cluster(inputs: Path, outputs: Path, model: ModelRef, settings: Ra
             settings,
             threads,
         ),
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        batch_size=settings.batch_size,
+        # one chunk at a time per actor: with several queued on the first actor up, a small job left the others idle
+        compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
+        batch_size=None,  # a chunk per call, length-sorted inside as the local engine does it
         batch_format="pandas",
         num_cpus=0 if gpus else 1,
         num_gpus=1 if gpus else 0,
