@@ -102,7 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
     if args.address:
         raise PipelineError("--address is for --engine ray: add --engine ray, or drop --address")
-    from pipeline.serving.app import run as serve
+    from pipeline.serving.server import run as serve
 
     serve(cfg, args.host, args.port)
     return 0

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from functools import partial
 
 from fastapi import Depends, FastAPI
@@ -36,7 +36,6 @@ from pipeline.serving.metrics import ServeMetrics, TrackRequests, refresh
 from pipeline.serving.shadow import Shadow
 from pipeline.serving.siblings import WorkerContext, start_reload_watcher
 from pipeline.serving.store import ModelStore
-from pipeline.serving.timeouts import header_timeout_protocol
 
 log = logging.getLogger(__name__)
 
@@ -140,35 +139,3 @@ def start_refresher(models: ModelStore, metrics: ServeMetrics, seconds: float) -
         thread.join(timeout=5)
 
     return stop_and_join
-
-
-def run(cfg: Config, host: str | None = None, port: int | None = None) -> None:
-    """Serve until interrupted (Ctrl-C or SIGTERM); with ``serve.workers`` > 1 from that many processes."""
-    import uvicorn
-
-    host = host or cfg.serve.host
-    port = port or cfg.serve.port
-    cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"host": host, "port": port})})  # Host check
-    log.info(
-        "serving %s@%s on http://%s:%d (demo page at /, API docs at /docs)",
-        cfg.mlflow.registered_model,
-        cfg.serve.alias,
-        host,
-        port,
-    )
-    if cfg.serve.workers > 1:
-        from pipeline.serving.processes import run_workers
-
-        run_workers(cfg, host, port)
-        log.info("stopped")
-        return
-    with suppress(KeyboardInterrupt):  # uvicorn shuts down gracefully, then re-raises the Ctrl-C it captured
-        uvicorn.run(
-            create_app(cfg),
-            host=host,
-            port=port,
-            http=header_timeout_protocol(cfg.serve.body_timeout_seconds),
-            access_log=cfg.serve.access_log,
-            log_level="info",
-        )
-    log.info("stopped")
