@@ -20,7 +20,6 @@ parity check that guards them), ``metrics`` (Prometheus), ``shadow`` (a second a
 
 import asyncio
 import logging
-import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -33,6 +32,7 @@ from pipeline.serving import handlers, routes
 from pipeline.serving.batcher import Batcher
 from pipeline.serving.explainer import Explainer
 from pipeline.serving.metrics import ServeMetrics, TrackRequests, refresh
+from pipeline.serving.periodic import start_periodic
 from pipeline.serving.shadow import Shadow
 from pipeline.serving.siblings import WorkerContext, start_reload_watcher
 from pipeline.serving.store import ModelStore
@@ -125,17 +125,4 @@ def start_refresher(models: ModelStore, metrics: ServeMetrics, seconds: float) -
     """A thread that looks for a new champion every ``seconds`` (none for 0); returns how to stop it."""
     if seconds <= 0:
         return None
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(seconds):
-            refresh(models, metrics)
-
-    thread = threading.Thread(target=loop, name="emotion-refresh", daemon=True)
-    thread.start()
-
-    def stop_and_join() -> None:
-        stop.set()
-        thread.join(timeout=5)
-
-    return stop_and_join
+    return start_periodic("emotion-refresh", seconds, partial(refresh, models, metrics))

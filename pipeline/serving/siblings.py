@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipeline.serving.periodic import start_periodic
 
 log = logging.getLogger(__name__)
 
@@ -92,29 +93,20 @@ async def reload_siblings(worker: WorkerContext, timeout: float) -> int:
 def start_reload_watcher(worker: WorkerContext, check: Callable[[], object]) -> Callable[[], None]:
     """A thread that runs ``check`` (the champion check) whenever a sibling announces a reload; returns how to stop
     it. Generations announced before it started are not acted on: the worker has just loaded the champion."""
-    stop = threading.Event()
     seen = _read(worker.reload_file)
 
-    def loop() -> None:
+    def step() -> None:
         nonlocal seen
-        while not stop.wait(WATCH_SECONDS):
-            token = _read(worker.reload_file)
-            if token is None or token == seen:
-                continue
-            seen = token
-            if _read(worker.seen_file(worker.index)) == token:  # this worker announced it, after its own check
-                continue
-            try:
-                check()
-            except Exception:  # the check records its own failures; the watcher must go on
-                log.exception("champion check after a sibling's reload failed")
-            _write(worker.seen_file(worker.index), token)
+        token = _read(worker.reload_file)
+        if token is None or token == seen:
+            return
+        seen = token
+        if _read(worker.seen_file(worker.index)) == token:  # this worker announced it, after its own check
+            return
+        try:
+            check()
+        except Exception:  # the check records its own failures; the watcher must go on
+            log.exception("champion check after a sibling's reload failed")
+        _write(worker.seen_file(worker.index), token)
 
-    thread = threading.Thread(target=loop, name="emotion-reload-watch", daemon=True)
-    thread.start()
-
-    def stop_and_join() -> None:
-        stop.set()
-        thread.join(timeout=5)
-
-    return stop_and_join
+    return start_periodic("emotion-reload-watch", WATCH_SECONDS, step)
