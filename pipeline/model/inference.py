@@ -11,6 +11,7 @@ import torch
 from pipeline.model.outputs import length_sorted_batches as length_sorted_batches
 from pipeline.model.outputs import probabilities as probabilities
 from pipeline.model.outputs import softmax as softmax
+from pipeline.model.packed import packable, packed_batches, packed_logits
 from pipeline.model.runtime import Runtime
 
 
@@ -31,13 +32,20 @@ def predict_outputs(
     embeddings: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Raw logits for each text, in input order, and (with ``embeddings``) their mean-pooled sentence embeddings
-    from the same forward pass; drift monitoring needs both, prediction only the logits."""
+    from the same forward pass; drift monitoring needs both, prediction only the logits. Logits alone of a BERT
+    classifier come from packed tokens (``packed``: no padding), else from length-sorted padded batches."""
     logits = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     pooled = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32) if embeddings else None
     if not texts:
         return logits, pooled
     model.eval()
     encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    if pooled is None and packable(model):  # budget: the tokens a full padded batch would hold
+        for batch in packed_batches([len(ids) for ids in encoded], batch_size * max_length):
+            with runtime.autocast():
+                out = packed_logits(model, [encoded[i] for i in batch], runtime.device)
+            logits[batch] = out.float().cpu().numpy()
+        return logits, pooled
     for batch in length_sorted_batches([len(ids) for ids in encoded], batch_size):
         inputs = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(runtime.device)
         with runtime.autocast():
