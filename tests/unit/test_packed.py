@@ -3,6 +3,7 @@ fp32, bf16 and int8 models; other models keep the padded path."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,7 @@ def test_embeddings_for_drift_keep_the_padded_path(
         predictor.model, predictor.tokenizer, TEXTS, Runtime(CPU, None), 128, 4, embeddings=True
     )
     assert pooled is not None and pooled.shape == (len(TEXTS), predictor.model.config.hidden_size)
+    np.testing.assert_allclose(logits, padded_logits(predictor.model, predictor.tokenizer, TEXTS), atol=1e-5)
 
 
 def test_packed_batches_keep_order_and_the_token_budget() -> None:
@@ -99,7 +101,7 @@ def test_packed_batches_keep_order_and_the_token_budget() -> None:
     batches = packed_batches(lengths, 128)
     assert [i for b in batches for i in b] == list(range(300))
     assert all(sum(lengths[i] for i in b) <= 128 for b in batches)
-    assert all(sum(lengths[i] for i in a) + lengths[b[0]] > 128 for a, b in zip(batches, batches[1:]))
+    assert all(sum(lengths[i] for i in a) + lengths[b[0]] > 128 for a, b in itertools.pairwise(batches))
 
 
 def test_only_an_evaluating_plain_bert_classifier_is_packed(backends: dict[str, FastClassifier]) -> None:
