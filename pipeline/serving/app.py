@@ -35,7 +35,7 @@ from pipeline.serving.metrics import ServeMetrics, TrackRequests, refresh
 from pipeline.serving.periodic import start_periodic
 from pipeline.serving.shadow import Shadow
 from pipeline.serving.siblings import WorkerContext, start_reload_watcher
-from pipeline.serving.store import ModelStore
+from pipeline.serving.store import ModelStore, settle_heap
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ async def lifespan(app: FastAPI, store: ModelStore | None, start_refresh: bool) 
     stop_refresh = start_refresher(models, metrics, cfg.serve.refresh_seconds) if start_refresh else None
     worker: WorkerContext | None = app.state.worker
     stop_watch = start_reload_watcher(worker, partial(refresh, models, metrics)) if worker is not None else None
+    settle_heap()  # what start-up loaded stays out of the collector's full passes
     try:
         yield
     finally:
