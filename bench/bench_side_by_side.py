@@ -2,7 +2,8 @@
 `mlflow models serve` and the plain FastAPI + `transformers.pipeline` server a user writes first
 (bench/plain_pipeline_server.py), each measured in turn under the same wrk load (``--concurrency`` connections,
 one text per request, ``--duration`` seconds after ``--warmup`` seconds), on the same machine, with the bf16/fp32
-matmul peak measured in the same run. ``--rounds`` > 1 interleaves them (the order rotates each round).
+matmul peak and our backend's engine speed (the same texts, torch's threads) measured in the same run. ``--rounds``
+> 1 interleaves them (the order rotates each round).
 
     nice -n 10 .venv/bin/python bench/bench_side_by_side.py --duration 30 \\
         --set project_dir=/tmp/bench-proj --set mlflow.tracking_uri=sqlite:////tmp/bench-proj/mlflow.db \\
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_api_load import free_port
+from bench_api_load import engine_texts_per_second, free_port
 from common import DEFAULT_DATA, REPO, machine, matmul_gflops, read_texts, write_result
 from load_tools import serve_workers, tree_cpu_seconds, wait_all_workers, wrk_post
 
@@ -192,6 +193,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-sbs-model-") as tmp:
         name, version, uri, folder = registered_version(args.set, args.version, Path(tmp))
         print(f"model {name} version {version} (folder for the plain server: {folder})", flush=True)
+        engine = engine_texts_per_second(folder, texts, args.set)  # ours' backend, torch's threads, same texts
         specs = contenders(args, name, version, folder)
         keys = [k for k in specs if not args.only or k in args.only]
         rounds: list[dict[str, Any]] = []
@@ -203,6 +205,7 @@ def main() -> int:
     info["note"] = "servers and wrk share the same cores (loopback); one server runs at a time"
     best = {k: max(r[k]["requests_per_second"] for r in rounds) for k in keys}
     ratios = {k: round(best["ours"] / best[k], 2) for k in keys if "ours" in best and k != "ours" and best[k]}
+    share = {"best": round(best["ours"] / engine["texts_per_second"], 3)} if "ours" in best else None
     path = write_result(
         "bench_side_by_side" + (f"-{args.tag}" if args.tag else ""),
         {
@@ -213,10 +216,12 @@ def main() -> int:
             "rounds": rounds,
             "best_requests_per_second": best,
             "ours_over": ratios,
+            "engine": engine,
+            "ours_share_of_engine": share,
             "machine": info,
         },
     )
-    print(f"best req/s {best}; ours over the others {ratios}\nwrote {path}")
+    print(f"best req/s {best}; ours over the others {ratios}; ours at {share} of the engine\nwrote {path}")
     return 0
 
 
