@@ -8,6 +8,9 @@ Two shapes, interleaved rounds, best and median, the bf16 matmul peak of the sam
   forward pass per group.
 Probabilities of both paths are compared on all texts (largest difference, argmax agreement).
 
+``--train-data FILE`` also reports the share of real tokens in the training loop's batches (length-grouped as
+``train.group_by_length`` makes them, and plain random ones): the most packing could save in training.
+
     .venv/bin/python bench/bench_packed.py --model /tmp/bench-proj/artifacts/latest/model \
         --data ../shared/data/emotion/test.txt --backend torch-bf16
 """
@@ -33,6 +36,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--backend", default="torch-bf16", help="torch-fp32 | torch-bf16 | int8")
     p.add_argument("--group", type=int, default=16, help="texts handed to a server process at once")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--train-data", type=Path, help="a dair-ai training file: the real-token share of its batches")
     p.add_argument("--tag", default="")
     return p.parse_args()
 
@@ -92,12 +96,34 @@ def main() -> int:
     rows = {k: {"best": round(max(v), 1), "median": round(statistics.median(v), 1)} for k, v in rates.items()}
     for key, row in rows.items():
         print(f"{key:58s} best {row['best']:7.1f}  median {row['median']:7.1f} texts/s")
+    padding = training_padding(args.train_data, engine.predictor.tokenizer) if args.train_data else None
     name = "bench_packed" + (f"-{args.tag}" if args.tag else "")
     info = machine() | {"matmul_peak_gflops": peak}
     payload = {"backend": args.backend, "texts": len(texts), "group": args.group, "rounds": args.rounds}
-    path_written = write_result(name, payload | {"parity": parity, "texts_per_second": rows, "machine": info})
+    path_written = write_result(
+        name,
+        payload | {"parity": parity, "texts_per_second": rows, "training_real_token_share": padding, "machine": info},
+    )
     print(f"wrote {path_written}")
     return 0
+
+
+def training_padding(train_file: Path, tokenizer: Any) -> dict[str, float]:
+    """Real tokens / padded tokens over one epoch of the training loop's batches, by batch size and grouping."""
+    from pipeline.training.train import length_grouped_batches
+
+    rows = sum(1 for line in train_file.read_text(encoding="utf-8").splitlines() if line.strip())
+    texts, _ = read_texts(train_file, rows)
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=128)["input_ids"]]
+    shares = {}
+    for size in (16, 32, 64):
+        for grouped in (True, False):
+            batches = length_grouped_batches(lengths, size, random.Random(0), grouped)
+            padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+            shares[f"batch {size}, {'length-grouped' if grouped else 'random'}"] = round(sum(lengths) / padded, 3)
+    for key, share in shares.items():
+        print(f"training batches, {key}: {share:.1%} of the tokens are real")
+    return shares
 
 
 if __name__ == "__main__":
