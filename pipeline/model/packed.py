@@ -4,8 +4,8 @@ A padded batch spends the linear layers' work (about three quarters of a forward
 arrive in random order, as a server's requests do, padded 8 at a time to the longest, ran at 150-190 texts/s on one
 core, against 255-290 packed (bench/README.md, "Packed inference"). Here the linear layers, layer norms and
 activations run on every real token once; attention, the only part that mixes tokens, runs per run of equal-length
-texts. Logits equal the padded model's (fp32: within 1e-5). Only ``BertForSequenceClassification`` is packed (the embedded MiniLM and
-the tests' tiny BERT); any other model keeps the padded path.
+texts. Logits equal the padded model's (fp32: within 1e-5). Only ``BertForSequenceClassification`` is packed
+(the embedded MiniLM and the tests' tiny BERT); any other model keeps the padded path.
 """
 
 from __future__ import annotations
